@@ -1,0 +1,58 @@
+"""CLI: ``python -m relay [--config FILE] [--host H] [--port P]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Config, ConfigError, load
+from .logs import setup_logging
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m relay",
+        description="Live-video relay for fire-brigade drones: WHIP in, WebRTC (WHEP) out.",
+    )
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"TOML config file (default: {DEFAULT_CONFIG.name} if present)")
+    parser.add_argument("--host", default=None, help="address to bind (overrides server.host)")
+    parser.add_argument("--port", type=int, default=None, help="port (overrides server.port)")
+    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.config is not None:
+            config = load(args.config)
+        elif DEFAULT_CONFIG.exists():
+            config = load(DEFAULT_CONFIG)
+        else:
+            config = Config()
+        config = config.with_overrides(host=args.host, port=args.port)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print("config ok")
+        return 0
+    setup_logging(args.log_level or config.log_level, config.log_format)
+    log = logging.getLogger("relay")
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+    log.info("relay listening", extra={"url": f"http://{shown}:{config.port}/",
+                                       "renditions": ",".join(r.name for r in config.renditions),
+                                       "auth": config.auth.enabled})
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
+                access_log=None, handler_cancellation=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""The relay's configuration: frozen dataclasses, loaded from one TOML file.
+
+Every problem is reported as a :class:`ConfigError` naming the TOML key, and the relay
+refuses to start on one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "LatencyConfig",
+    "MediaConfig",
+    "Rendition",
+    "StreamConfig",
+    "WebRTCConfig",
+    "load",
+    "parse",
+]
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CODECS = ("h264", "vp8")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoded output: every viewer of it receives the same packets."""
+
+    name: str
+    height: int  # output height; width follows the source's aspect ratio
+    bitrate_kbps: int
+    codec: str = "h264"
+    max_fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """A stream known in advance: tokens and (later) a pulled source."""
+
+    name: str
+    publish_token: str | None = None
+    view_token: str | None = None
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = False
+    publish_token: str | None = None  # accepted for any stream
+    view_token: str | None = None  # accepted for any stream
+
+
+@dataclass(frozen=True)
+class WebRTCConfig:
+    # Host candidate addresses offered to peers; empty = every non-loopback interface.
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    stun_servers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    viewer_queue_packets: int = 120  # per-viewer bound, in encoded frames
+    source_queue_frames: int = 4  # decoded frames waiting for the pipeline
+    keyframe_interval_s: float = 2.0
+    keyframe_min_interval_s: float = 0.3  # rate limit for requested keyframes
+    signal_lost_after_s: float = 1.0
+    slate_fps: float = 5.0
+    overlay: bool = True
+    stream_expire_s: float = 600.0  # an unconfigured lost stream with no viewers is forgotten
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    green_ms: int = 250
+    yellow_ms: int = 600
+    creep_ms: int = 1500  # a viewer whose latency exceeds this is moved to the live edge
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    log_format: str = "text"
+    renditions: tuple[Rendition, ...] = (
+        Rendition("high", 720, 2500),
+        Rendition("low", 360, 600),
+    )
+    media: MediaConfig = field(default_factory=MediaConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
+    streams: tuple[StreamConfig, ...] = ()
+
+    def stream(self, name: str) -> StreamConfig | None:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        return None
+
+    def rendition(self, name: str) -> Rendition | None:
+        for r in self.renditions:
+            if r.name == name:
+                return r
+        return None
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Config:
+        cfg = self
+        if host is not None:
+            cfg = replace(cfg, host=_host("server.host", host))
+        if port is not None:
+            cfg = replace(cfg, port=_port("server.port", port))
+        return cfg
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _table(data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}{key}", "must be a table")
+    return value
+
+
+def _check_keys(data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    for k in data:
+        if k not in allowed:
+            raise ConfigError(f"{path}{k}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(key, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(key: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if not lo <= float(value) <= hi:
+        raise ConfigError(key, f"must be between {lo} and {hi}, got {value}")
+    return float(value)
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    return value
+
+
+def _host(key: str, value: Any) -> str:
+    text = _str(key, value)
+    if text in ("localhost", ""):
+        return text or "0.0.0.0"
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(key, f"must be an IP address or 'localhost', got {text!r}") from None
+    return text
+
+
+def _port(key: str, value: Any) -> int:
+    return _int(key, value, 1, 65535)
+
+
+def _token(data: Mapping[str, Any], name: str, path: str, env: Mapping[str, str]) -> str | None:
+    """A token given inline (``name``) or through an environment variable (``name_env``)."""
+    inline = data.get(name)
+    via_env = data.get(f"{name}_env")
+    if inline is not None and via_env is not None:
+        raise ConfigError(f"{path}{name}", f"give either {name} or {name}_env, not both")
+    if inline is not None:
+        token = _str(f"{path}{name}", inline)
+        if len(token) < 8:
+            raise ConfigError(f"{path}{name}", "must be at least 8 characters")
+        return token
+    if via_env is not None:
+        var = _str(f"{path}{name}_env", via_env)
+        from_env = env.get(var)
+        if not from_env:
+            raise ConfigError(f"{path}{name}_env", f"environment variable {var} is not set")
+        return from_env
+    return None
+
+
+# --------------------------------------------------------------------------- parse
+
+
+def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Validate a decoded TOML document into a :class:`Config`."""
+    env = os.environ if env is None else env
+    _check_keys(
+        data, {"server", "renditions", "media", "latency", "auth", "webrtc", "streams"}, ""
+    )
+    defaults = Config()
+
+    server = _table(data, "server", "")
+    _check_keys(server, {"host", "port", "log_level", "log_format"}, "server.")
+    host = _host("server.host", server.get("host", defaults.host))
+    port = _port("server.port", server.get("port", defaults.port))
+    log_level = _str("server.log_level", server.get("log_level", defaults.log_level)).lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("server.log_level", f"must be debug|info|warning|error, got {log_level!r}")
+    log_format = _str("server.log_format", server.get("log_format", defaults.log_format))
+    if log_format not in ("text", "json"):
+        raise ConfigError("server.log_format", f"must be text|json, got {log_format!r}")
+
+    renditions = defaults.renditions
+    if "renditions" in data:
+        raw = data["renditions"]
+        if not isinstance(raw, list) or not raw:
+            raise ConfigError("renditions", "must be a non-empty array of tables ([[renditions]])")
+        items = []
+        seen: set[str] = set()
+        for i, item in enumerate(raw):
+            p = f"renditions[{i}]."
+            if not isinstance(item, dict):
+                raise ConfigError(f"renditions[{i}]", "must be a table")
+            _check_keys(item, {"name", "height", "bitrate_kbps", "codec", "max_fps"}, p)
+            if "name" not in item:
+                raise ConfigError(f"{p}name", "is required")
+            name = _str(f"{p}name", item["name"])
+            if not STREAM_NAME.match(name):
+                raise ConfigError(f"{p}name", f"must match {STREAM_NAME.pattern}, got {name!r}")
+            if name in seen:
+                raise ConfigError(f"{p}name", f"duplicate rendition name {name!r}")
+            seen.add(name)
+            height = _int(f"{p}height", item.get("height", 720), 90, 2160)
+            if height % 2:
+                raise ConfigError(f"{p}height", f"must be even, got {height}")
+            codec = _str(f"{p}codec", item.get("codec", "h264")).lower()
+            if codec not in CODECS:
+                raise ConfigError(f"{p}codec", f"must be one of {', '.join(CODECS)}, got {codec!r}")
+            items.append(
+                Rendition(
+                    name=name,
+                    height=height,
+                    bitrate_kbps=_int(f"{p}bitrate_kbps", item.get("bitrate_kbps", 2500), 50, 50000),
+                    codec=codec,
+                    max_fps=_float(f"{p}max_fps", item.get("max_fps", 30.0), 1.0, 120.0),
+                )
+            )
+        renditions = tuple(items)
+
+    m = _table(data, "media", "")
+    md = MediaConfig()
+    _check_keys(m, set(MediaConfig.__dataclass_fields__), "media.")
+    media = MediaConfig(
+        viewer_queue_packets=_int(
+            "media.viewer_queue_packets", m.get("viewer_queue_packets", md.viewer_queue_packets), 2, 10000
+        ),
+        source_queue_frames=_int(
+            "media.source_queue_frames", m.get("source_queue_frames", md.source_queue_frames), 1, 300
+        ),
+        keyframe_interval_s=_float(
+            "media.keyframe_interval_s", m.get("keyframe_interval_s", md.keyframe_interval_s), 0.2, 60
+        ),
+        keyframe_min_interval_s=_float(
+            "media.keyframe_min_interval_s",
+            m.get("keyframe_min_interval_s", md.keyframe_min_interval_s),
+            0.0,
+            10,
+        ),
+        signal_lost_after_s=_float(
+            "media.signal_lost_after_s", m.get("signal_lost_after_s", md.signal_lost_after_s), 0.1, 60
+        ),
+        slate_fps=_float("media.slate_fps", m.get("slate_fps", md.slate_fps), 0.5, 30),
+        overlay=_bool("media.overlay", m.get("overlay", md.overlay)),
+        stream_expire_s=_float(
+            "media.stream_expire_s", m.get("stream_expire_s", md.stream_expire_s), 1, 86400 * 7
+        ),
+    )
+
+    lt = _table(data, "latency", "")
+    ld = LatencyConfig()
+    _check_keys(lt, set(LatencyConfig.__dataclass_fields__), "latency.")
+    latency = LatencyConfig(
+        green_ms=_int("latency.green_ms", lt.get("green_ms", ld.green_ms), 1, 60000),
+        yellow_ms=_int("latency.yellow_ms", lt.get("yellow_ms", ld.yellow_ms), 1, 60000),
+        creep_ms=_int("latency.creep_ms", lt.get("creep_ms", ld.creep_ms), 50, 600000),
+    )
+    if latency.yellow_ms < latency.green_ms:
+        raise ConfigError("latency.yellow_ms", "must not be below latency.green_ms")
+
+    a = _table(data, "auth", "")
+    _check_keys(a, {"enabled", "publish_token", "publish_token_env", "view_token", "view_token_env"}, "auth.")
+    auth = AuthConfig(
+        enabled=_bool("auth.enabled", a.get("enabled", False)),
+        publish_token=_token(a, "publish_token", "auth.", env),
+        view_token=_token(a, "view_token", "auth.", env),
+    )
+
+    w = _table(data, "webrtc", "")
+    _check_keys(w, {"ice_addresses", "stun_servers"}, "webrtc.")
+    addresses = w.get("ice_addresses", list(WebRTCConfig().ice_addresses))
+    if not isinstance(addresses, list):
+        raise ConfigError("webrtc.ice_addresses", "must be an array of IP addresses")
+    for i, addr in enumerate(addresses):
+        try:
+            ipaddress.ip_address(_str(f"webrtc.ice_addresses[{i}]", addr))
+        except ValueError:
+            raise ConfigError(f"webrtc.ice_addresses[{i}]", f"not an IP address: {addr!r}") from None
+    stun = w.get("stun_servers", [])
+    if not isinstance(stun, list) or not all(
+        isinstance(s, str) and s.startswith(("stun:", "turn:")) for s in stun
+    ):
+        raise ConfigError("webrtc.stun_servers", "must be an array of 'stun:host:port' URLs")
+    webrtc = WebRTCConfig(ice_addresses=tuple(addresses), stun_servers=tuple(stun))
+
+    st = _table(data, "streams", "")
+    streams = []
+    for name, item in st.items():
+        p = f"streams.{name}."
+        if not STREAM_NAME.match(name):
+            raise ConfigError(f"streams.{name}", f"stream name must match {STREAM_NAME.pattern}")
+        if not isinstance(item, dict):
+            raise ConfigError(f"streams.{name}", "must be a table")
+        _check_keys(
+            item,
+            {"publish_token", "publish_token_env", "view_token", "view_token_env", "title"},
+            p,
+        )
+        streams.append(
+            StreamConfig(
+                name=name,
+                publish_token=_token(item, "publish_token", p, env),
+                view_token=_token(item, "view_token", p, env),
+                title=_str(f"{p}title", item.get("title", "")),
+            )
+        )
+    if auth.enabled:
+        for s in streams:
+            if s.publish_token is None and auth.publish_token is None:
+                raise ConfigError(
+                    f"streams.{s.name}.publish_token",
+                    "auth is enabled but neither this nor auth.publish_token is set",
+                )
+        if auth.view_token is None and any(s.view_token is None for s in streams):
+            missing = next(s.name for s in streams if s.view_token is None)
+            raise ConfigError(
+                f"streams.{missing}.view_token",
+                "auth is enabled but neither this nor auth.view_token is set",
+            )
+
+    return Config(
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_format=log_format,
+        renditions=renditions,
+        media=media,
+        latency=latency,
+        auth=auth,
+        webrtc=webrtc,
+        streams=tuple(streams),
+    )
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), f"not valid TOML: {exc}") from None
+    return parse(data, env)

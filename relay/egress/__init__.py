@@ -1,0 +1,5 @@
+"""Egress protocols: readers of rendition streams out to viewers."""
+
+from .whep import WhepEgress
+
+__all__ = ["WhepEgress"]

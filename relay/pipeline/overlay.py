@@ -1,0 +1,89 @@
+"""OpenCV drawing straight on I420 planes: no colour conversion per frame.
+
+The frame arrives as an I420 array (Y plane on top of U and V planes, the layout of
+``av.VideoFrame.to_ndarray()`` for yuv420p). Text goes on the luma plane; the red badge
+is painted in all three planes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["draw_overlay", "draw_slate", "planes"]
+
+Image = npt.NDArray[np.uint8]
+
+# BT.601 limited-range YUV of the colours we paint.
+RED = (81, 90, 240)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def planes(img: Image, width: int, height: int) -> tuple[Image, Image, Image]:
+    """Views of the Y, U and V planes of an I420 array."""
+    y = img[:height]
+    flat = img[height:].reshape(-1)
+    quarter = (width // 2) * (height // 2)
+    u = flat[:quarter].reshape(height // 2, width // 2)
+    v = flat[quarter : 2 * quarter].reshape(height // 2, width // 2)
+    return y, u, v
+
+
+def _text(y: Image, text: str, org: tuple[int, int], scale: float, thick: int) -> None:
+    cv2.putText(y, text, org, FONT, scale, 16, thick + 3, cv2.LINE_AA)
+    cv2.putText(y, text, org, FONT, scale, 235, thick, cv2.LINE_AA)
+
+
+def _badge(img: Image, width: int, height: int, label: str, right: int, top: int) -> None:
+    y, u, v = planes(img, width, height)
+    scale = height / 720 * 0.9
+    thick = max(1, round(height / 360))
+    (tw, th), _ = cv2.getTextSize(label, FONT, scale, thick)
+    pad = max(4, th // 2)
+    x0, y0 = right - tw - 2 * pad, top
+    x1, y1 = right, top + th + 2 * pad
+    x0, y0 = x0 & ~1, y0 & ~1
+    y[y0:y1, x0:x1] = RED[0]
+    u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = RED[1]
+    v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = RED[2]
+    cv2.putText(y, label, (x0 + pad, y1 - pad), FONT, scale, 235, thick, cv2.LINE_AA)
+
+
+def draw_overlay(img: Image, width: int, height: int, name: str, wall: float | None = None) -> None:
+    """Stream name and wall-clock time bottom left, a LIVE badge top right (in place)."""
+    y = img[:height]
+    wall = time.time() if wall is None else wall
+    clock = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 10) % 10}"
+    scale = height / 720 * 0.9
+    thick = max(1, round(height / 360))
+    margin = max(8, height // 40)
+    _text(y, f"{name}  {clock}", (margin, height - margin), scale, thick)
+    _badge(img, width, height, "LIVE", width - margin, margin)
+
+
+def draw_slate(
+    last: Image | None, width: int, height: int, name: str, title: str, detail: str
+) -> Image:
+    """A dimmed copy of the last frame (or black) with a centred notice."""
+    if last is not None and last.shape == (height * 3 // 2, width):
+        img = last.copy()
+        y, u, v = planes(img, width, height)
+        y[:] = (y.astype(np.uint16) * 2 // 5 + 10).astype(np.uint8)
+        u[:] = 128
+        v[:] = 128
+    else:
+        img = np.empty((height * 3 // 2, width), np.uint8)
+        img[:height] = 16
+        img[height:] = 128
+    y = img[:height]
+    scale = height / 720 * 1.6
+    thick = max(2, round(height / 240))
+    (tw, th), _ = cv2.getTextSize(title, FONT, scale, thick)
+    _text(y, title, ((width - tw) // 2, height // 2), scale, thick)
+    small = scale * 0.5
+    (dw, _), _ = cv2.getTextSize(detail, FONT, small, max(1, thick // 2))
+    _text(y, detail, ((width - dw) // 2, height // 2 + th + height // 30), small, max(1, thick // 2))
+    return img

@@ -1,0 +1,163 @@
+"""Stream name → entry: one publisher, a raw source stream, one encoded stream per rendition."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .errors import RelayError
+from .latency import LatencyBook
+from .stream import Stream
+
+__all__ = ["Entry", "Registry", "State", "ViewerInfo"]
+
+log = logging.getLogger("relay.registry")
+
+
+class State(enum.Enum):
+    WAITING = "waiting"  # no publisher yet
+    LIVE = "live"
+    LOST = "lost"  # had a publisher, frames stopped
+
+
+@dataclass
+class ViewerInfo:
+    """What the relay knows of one viewer; ``report`` is the viewer's own last report."""
+
+    id: str
+    rendition: str
+    remote: str
+    started: float = field(default_factory=time.time)
+    report: dict[str, Any] = field(default_factory=dict)
+    report_time: float = 0.0
+    rtt_ms: float | None = None
+    creep_resets: int = 0
+    last_creep: float = 0.0
+
+
+class Entry:
+    """Everything about one stream. Pure data + streams; no network, no codecs."""
+
+    def __init__(self, name: str, config: Config, configured: bool) -> None:
+        self.name = name
+        self.configured = configured
+        self.state = State.WAITING
+        self.state_since = time.time()
+        self.publisher: str | None = None
+        self.publisher_kind = ""
+        self.publisher_remote = ""
+        self.width = 0
+        self.height = 0
+        self.fps = 0.0
+        self.source_codec = ""
+        self.frames_in = 0
+        self.last_frame_time = 0.0  # wall clock of the last source frame
+        self.latency = LatencyBook()
+        self.viewers: dict[str, ViewerInfo] = {}
+        self.encoders: dict[str, object] = {}  # rendition -> live encoder (set by the pipeline)
+        self.listeners: list[Callable[[Entry], None]] = []
+        media = config.media
+        self.source = Stream(f"{name}/source", gop=False, reader_maxlen=media.source_queue_frames)
+        self.renditions: dict[str, Stream] = {
+            r.name: Stream(
+                f"{name}/{r.name}",
+                gop=True,
+                reader_maxlen=media.viewer_queue_packets,
+                keyframe_min_interval=media.keyframe_min_interval_s,
+            )
+            for r in config.renditions
+        }
+
+    def set_state(self, state: State) -> None:
+        if state is self.state:
+            return
+        log.info(
+            "stream state", extra={"stream": self.name, "from": self.state.value, "to": state.value}
+        )
+        self.state = state
+        self.state_since = time.time()
+        for cb in tuple(self.listeners):
+            cb(self)
+
+    def claim(self, session_id: str, kind: str, remote: str) -> None:
+        """Become the stream's publisher; 409 if another is live."""
+        if self.publisher is not None:
+            raise RelayError(409, f"stream {self.name!r} already has a live publisher")
+        self.publisher = session_id
+        self.publisher_kind = kind
+        self.publisher_remote = remote
+
+    def release(self, session_id: str) -> None:
+        if self.publisher == session_id:
+            self.publisher = None
+            if self.state is State.LIVE:
+                self.set_state(State.LOST)
+
+    @property
+    def viewer_count(self) -> int:
+        return len(self.viewers)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "state_since": self.state_since,
+            "publisher": {"kind": self.publisher_kind, "remote": self.publisher_remote}
+            if self.publisher
+            else None,
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 2),
+            "source_codec": self.source_codec,
+            "frames_in": self.frames_in,
+            "last_frame_age_s": round(time.time() - self.last_frame_time, 3)
+            if self.last_frame_time
+            else None,
+            "viewers": self.viewer_count,
+            "encoders": len(self.encoders),
+        }
+
+
+class Registry:
+    """Holds the entries; creates one on first publish or from the config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.entries: dict[str, Entry] = {}
+        self.on_created: list[Callable[[Entry], None]] = []
+        self.on_removed: list[Callable[[Entry], None]] = []
+
+    def start(self) -> None:
+        for s in self.config.streams:
+            self._create(s.name, configured=True)
+
+    def get(self, name: str) -> Entry | None:
+        return self.entries.get(name)
+
+    def get_or_create(self, name: str) -> Entry:
+        entry = self.entries.get(name)
+        if entry is None:
+            entry = self._create(name, configured=self.config.stream(name) is not None)
+        return entry
+
+    def _create(self, name: str, configured: bool) -> Entry:
+        entry = Entry(name, self.config, configured)
+        self.entries[name] = entry
+        for cb in tuple(self.on_created):
+            cb(entry)
+        return entry
+
+    def remove(self, name: str) -> None:
+        entry = self.entries.pop(name, None)
+        if entry is None:
+            return
+        for cb in tuple(self.on_removed):
+            cb(entry)
+        entry.source.close()
+        for s in entry.renditions.values():
+            s.close()

@@ -1,0 +1,189 @@
+"""The stream hub: one publisher writes units, many readers each read through a bounded queue.
+
+A reader that falls behind never slows the publisher or the other readers. For encoded
+streams (``gop=True``) an overflowing reader drops everything queued and skips to the next
+keyframe (a dropped inter frame would corrupt the picture until then) and asks for one;
+for raw frame streams the oldest frame is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from .media import Unit
+
+__all__ = ["Reader", "Stream", "StreamClosed"]
+
+log = logging.getLogger("relay.stream")
+
+
+class StreamClosed(Exception):
+    """The reader was closed (its viewer left, or the stream is gone)."""
+
+
+class Reader:
+    """A consumer's view of a :class:`Stream`: a bounded queue with drop counters."""
+
+    def __init__(self, stream: Stream, maxlen: int, label: str = "") -> None:
+        self.stream = stream
+        self.maxlen = maxlen
+        self.label = label
+        self._queue: deque[Unit] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.waiting_for_keyframe = stream.gop
+        self.closed = False
+        self.delivered = 0
+        self.dropped = 0
+        self.overflows = 0
+        self.created = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def offer(self, unit: Unit) -> None:
+        """Called by the stream for every published unit; never blocks."""
+        if self.closed:
+            return
+        if self.waiting_for_keyframe:
+            if not unit.keyframe:
+                self.dropped += 1
+                return
+            self.waiting_for_keyframe = False
+        if len(self._queue) >= self.maxlen:
+            self.overflows += 1
+            if self.stream.gop:
+                self.dropped += len(self._queue)
+                self._queue.clear()
+                if not unit.keyframe:
+                    self.dropped += 1
+                    self.waiting_for_keyframe = True
+                    self.stream.request_keyframe(f"reader {self.label} overflowed")
+                    self._log_overflow()
+                    return
+                self._log_overflow()
+            else:
+                self._queue.popleft()
+                self.dropped += 1
+        self._queue.append(unit)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _log_overflow(self) -> None:
+        if self.overflows == 1 or self.overflows % 50 == 0:
+            log.warning(
+                "reader is too slow, skipping to next keyframe",
+                extra={"stream": self.stream.name, "reader": self.label,
+                       "dropped": self.dropped, "overflows": self.overflows},
+            )
+
+    def skip_to_live(self, reason: str) -> int:
+        """Drop everything queued and resume at the next keyframe; returns frames dropped."""
+        n = len(self._queue)
+        self.dropped += n
+        self._queue.clear()
+        if self.stream.gop:
+            self.waiting_for_keyframe = True
+            self.stream.request_keyframe(reason)
+        return n
+
+    async def get(self) -> Unit:
+        """The next unit; raises :class:`StreamClosed` once closed."""
+        while not self._queue:
+            if self.closed:
+                raise StreamClosed(self.stream.name)
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.delivered += 1
+        return self._queue.popleft()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self.stream.unsubscribe(self)
+
+
+class Stream:
+    """Stores readers and lets one publisher write units to all of them."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        gop: bool,
+        reader_maxlen: int,
+        keyframe_min_interval: float = 0.3,
+        on_keyframe_request: Callable[[str], None] | None = None,
+        on_readers_changed: Callable[[Stream], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.gop = gop
+        self.reader_maxlen = reader_maxlen
+        self.keyframe_min_interval = keyframe_min_interval
+        self.on_keyframe_request = on_keyframe_request
+        self.on_readers_changed = on_readers_changed
+        self.readers: set[Reader] = set()
+        self.published = 0
+        self.keyframes_requested = 0
+        self.keyframes_suppressed = 0
+        self._last_request = -1e9
+        self._pending: asyncio.TimerHandle | None = None
+
+    def subscribe(self, label: str = "", maxlen: int | None = None) -> Reader:
+        reader = Reader(self, maxlen or self.reader_maxlen, label)
+        self.readers.add(reader)
+        if self.on_readers_changed is not None:
+            self.on_readers_changed(self)
+        if self.gop:
+            self.request_keyframe(f"reader {label} joined")
+        return reader
+
+    def unsubscribe(self, reader: Reader) -> None:
+        if reader in self.readers:
+            self.readers.discard(reader)
+            if self.on_readers_changed is not None:
+                self.on_readers_changed(self)
+
+    def publish(self, unit: Unit) -> None:
+        self.published += 1
+        for reader in tuple(self.readers):
+            reader.offer(unit)
+
+    def request_keyframe(self, reason: str) -> None:
+        """Ask the producer for a keyframe, at most once per ``keyframe_min_interval``."""
+        if self.on_keyframe_request is None:
+            return
+        now = time.monotonic()
+        wait = self._last_request + self.keyframe_min_interval - now
+        if wait <= 0:
+            self._last_request = now
+            self.keyframes_requested += 1
+            self.on_keyframe_request(reason)
+            return
+        self.keyframes_suppressed += 1
+        if self._pending is None:
+            # Coalesce: one deferred request answers everyone who asked in the window.
+            loop = asyncio.get_running_loop()
+            self._pending = loop.call_later(wait, self._fire_pending, reason)
+
+    def _fire_pending(self, reason: str) -> None:
+        self._pending = None
+        self.request_keyframe(reason)
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        for reader in tuple(self.readers):
+            reader.close()

@@ -1,0 +1,82 @@
+"""A peer session's lifetime: one id, one peer connection, closed once, by whoever comes first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiortc import RTCPeerConnection
+
+__all__ = ["PeerSession", "new_session_id"]
+
+log = logging.getLogger("relay.webrtc")
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class PeerSession:
+    """Closes its peer when ICE/DTLS fails, when it never connects, or on ``close()``."""
+
+    def __init__(
+        self,
+        kind: str,
+        stream: str,
+        pc: RTCPeerConnection,
+        remote: str,
+        connect_timeout: float = 20.0,
+        session_id: str | None = None,
+    ) -> None:
+        self.id = session_id or new_session_id()
+        self.kind = kind
+        self.stream = stream
+        self.pc = pc
+        self.remote = remote
+        self.started = time.time()
+        self.closed = False
+        self.on_close: list[Callable[[PeerSession], Awaitable[None] | None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            log.debug("peer state", extra={"session": self.id, "kind": kind, "state": state})
+            if state in ("failed", "closed"):
+                await self.close(f"connection {state}")
+
+        self.spawn(self._watchdog(connect_timeout))
+
+    def spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _watchdog(self, limit_s: float) -> None:
+        await asyncio.sleep(limit_s)
+        if self.pc.connectionState != "connected" and not self.closed:
+            await self.close(f"not connected after {limit_s:.0f} s")
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info(
+            "session closed",
+            extra={"session": self.id, "kind": self.kind, "stream": self.stream, "reason": reason},
+        )
+        current = asyncio.current_task()
+        for task in tuple(self._tasks):
+            if task is not current:
+                task.cancel()
+        for cb in self.on_close:
+            result = cb(self)
+            if result is not None:
+                with contextlib.suppress(Exception):
+                    await result
+        await self.pc.close()
