@@ -25,7 +25,8 @@ from ..media import Unit, now
 from ..registry import Entry, State
 from ..stream import Reader, StreamClosed
 from .encoder import TIME_BASE, RenditionEncoder, output_size
-from .overlay import draw_overlay, draw_slate
+from .overlay import draw_overlay, draw_slate, planes
+from .stamp import paint_relay_stamp
 
 __all__ = ["Pipeline"]
 
@@ -237,6 +238,8 @@ class Pipeline:
             self._last_size = (w, h)
             if job.overlay:
                 draw_overlay(img, w, h, self.entry.name, job.wall_ms / 1000)
+            y, u, v = planes(img, w, h)
+            paint_relay_stamp(y, u, v, self.frames_processed, job.wall_ms)
         processed = now()
         out_frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
         pts = int((now() - self._t0) * TIME_BASE.denominator)

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from ..media import Unit, now
 from ..stream import Reader, StreamClosed

@@ -1,0 +1,1 @@
+"""A simulated drone: a stamped synthetic aerial scene pushed over public protocols."""

@@ -1,0 +1,48 @@
+import { WhepPlayer, levelOf } from "./whep.js";
+
+const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const $ = (id) => document.getElementById(id);
+$("name").textContent = stream;
+document.title = `${stream} · drone feed`;
+
+const player = new WhepPlayer($("video"), stream, {
+  token, rendition: params.get("rendition"),
+  onState: (s, detail) => {
+    $("state").textContent = s;
+    const b = $("banner");
+    if (s === "playing") { b.classList.remove("show"); }
+    else { b.textContent = s === "retrying" ? `Reconnecting… ${detail}` : "Connecting…"; b.classList.add("show"); }
+  },
+  onUpdate: (st, th) => {
+    const lvl = levelOf(st.p95 ?? st.latency, th);
+    const lat = $("lat");
+    lat.textContent = st.latency === null ? "— ms" : `${Math.round(st.latency)} ms`;
+    lat.className = `big lvl-${levelOf(st.latency, th)}`;
+    $("kind").textContent = st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone stamp)" : "relay → screen (no drone stamp)") : "latency unknown";
+    $("kind").className = `lvl-${lvl}`;
+    $("p95").textContent = st.p95 === null ? "—" : `${Math.round(st.p95)} ms`;
+    $("fps").textContent = st.fps.toFixed(0);
+    $("kbps").textContent = st.kbps.toFixed(0);
+    $("loss").textContent = st.lossPct.toFixed(1);
+    $("rtt").textContent = st.rtt === null ? "—" : st.rtt.toFixed(1);
+    $("codec").textContent = st.codec || "";
+  },
+});
+window.__player = player;  // for tests and the curious
+player.start();
+
+fetch(`/api/streams/${encodeURIComponent(stream)}`, { headers: token ? { Authorization: `Bearer ${token}` } : {} })
+  .then((r) => (r.ok ? r.json() : null))
+  .then((doc) => {
+    const sel = $("rendition");
+    if (!doc) { sel.hidden = true; return; }
+    for (const r of doc.renditions) {
+      const o = document.createElement("option");
+      o.value = r.name; o.textContent = `${r.name} (${r.height}p)`;
+      if ((params.get("rendition") || doc.renditions[0].name) === r.name) o.selected = true;
+      sel.append(o);
+    }
+    sel.onchange = () => { params.set("rendition", sel.value); location.search = params.toString(); };
+  });

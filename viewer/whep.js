@@ -1,0 +1,232 @@
+// WHEP player: plays one stream, measures latency, reports to the relay, reconnects.
+import { StampReader } from "./stamp.js";
+
+export class ClockOffset {
+  // NTP-style offset (relay - browser, ms), keeping the minimum-RTT sample of the last 16.
+  constructor() { this.samples = []; }
+  add(t0, t1, t2, t3) {
+    const s = { offset: ((t1 - t0) + (t2 - t3)) / 2, rtt: Math.max(0, (t3 - t0) - (t2 - t1)) };
+    this.samples.push(s);
+    if (this.samples.length > 16) this.samples.shift();
+    return s;
+  }
+  get best() { return this.samples.reduce((a, b) => (a && a.rtt <= b.rtt ? a : b), null); }
+}
+
+class Window {
+  constructor(horizonMs = 30000) { this.h = horizonMs; this.v = []; }
+  add(x) { const t = performance.now(); this.v.push([t, x]); while (this.v.length && this.v[0][0] < t - this.h) this.v.shift(); }
+  pct(q) { if (!this.v.length) return null; const s = this.v.map((e) => e[1]).sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q / 100 * s.length) - 1))]; }
+}
+
+export class WhepPlayer {
+  constructor(video, stream, opts = {}) {
+    this.video = video;
+    this.stream = stream;
+    this.token = opts.token || null;
+    this.rendition = opts.rendition || null;
+    this.onUpdate = opts.onUpdate || (() => {});
+    this.onState = opts.onState || (() => {});
+    this.readStamps = opts.readStamps !== false;
+    this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
+                   packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
+                   stampsRead: 0, codec: null, width: 0, height: 0 };
+    this.thresholds = { green_ms: 250, yellow_ms: 600 };
+    this.clock = new ClockOffset();
+    this.window = new Window();
+    this.stamps = new StampReader();
+    this.stopped = false;
+    this.backoff = 500;
+    this._lastInbound = null;
+  }
+
+  headers(extra = {}) {
+    const h = { ...extra };
+    if (this.token) h.Authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  setState(s, detail = "") { this.stats.state = s; this.onState(s, detail); }
+
+  async start() {
+    this._frameLoop();
+    while (!this.stopped) {
+      try {
+        await this._connectOnce();
+        this.backoff = 500;
+        await this._untilDropped();
+      } catch (e) {
+        this.setState("retrying", String(e.message || e));
+      }
+      await this._teardown();
+      if (this.stopped) break;
+      this.stats.reconnects++;
+      await new Promise((r) => setTimeout(r, this.backoff));
+      this.backoff = Math.min(this.backoff * 2, 8000);
+    }
+  }
+
+  async _connectOnce() {
+    this.setState("connecting");
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    this.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const ch = pc.createDataChannel("relay");
+    this.channel = ch;
+    ch.onmessage = (ev) => this._onMessage(ev.data);
+    ch.onopen = () => this._pinger();
+    pc.ontrack = (ev) => {
+      const rx = ev.receiver;
+      try { rx.jitterBufferTarget = 0; } catch (_) { /* older browsers */ }
+      try { rx.playoutDelayHint = 0; } catch (_) { /* non-Chromium */ }
+      this.receiver = rx;
+      this.video.srcObject = new MediaStream([ev.track]);
+      this.video.play().catch(() => {});
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      const t = setTimeout(resolve, 2000);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); }
+      });
+    });
+    const q = this.rendition ? `?rendition=${encodeURIComponent(this.rendition)}` : "";
+    const resp = await fetch(`/whep/${encodeURIComponent(this.stream)}${q}`, {
+      method: "POST", body: pc.localDescription.sdp,
+      headers: this.headers({ "Content-Type": "application/sdp" }),
+    });
+    if (resp.status !== 201) {
+      throw new Error(`relay answered ${resp.status}: ${(await resp.text()).trim()}`);
+    }
+    this.location = new URL(resp.headers.get("Location"), location.href).toString();
+    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  }
+
+  _untilDropped() {
+    const pc = this.pc;
+    return new Promise((resolve) => {
+      let timer = null;
+      const check = () => {
+        const s = pc.connectionState;
+        if (s === "connected") { this.setState("playing"); clearTimeout(timer); timer = null; }
+        if (s === "failed" || s === "closed") resolve();
+        if (s === "disconnected" && !timer) timer = setTimeout(resolve, 3000);
+      };
+      pc.addEventListener("connectionstatechange", check);
+      this._dropped = resolve;
+      check();
+    });
+  }
+
+  async _teardown() {
+    clearInterval(this._pingTimer); clearInterval(this._statsTimer);
+    if (this.location) {
+      fetch(this.location, { method: "DELETE", headers: this.headers() }).catch(() => {});
+      this.location = null;
+    }
+    if (this.pc) { this.pc.close(); this.pc = null; }
+  }
+
+  stop() { this.stopped = true; if (this._dropped) this._dropped(); }
+
+  _pinger() {
+    let id = 0;
+    const ping = () => {
+      if (this.channel && this.channel.readyState === "open") {
+        this.channel.send(JSON.stringify({ type: "ping", id: id++, t0: performance.timeOrigin + performance.now() }));
+      }
+    };
+    for (let i = 0; i < 5; i++) setTimeout(ping, i * 150);
+    this._pingTimer = setInterval(ping, 2000);
+    this._statsTimer = setInterval(() => this._collect(), 1000);
+  }
+
+  _onMessage(data) {
+    const t3 = performance.timeOrigin + performance.now();
+    let msg;
+    try { msg = JSON.parse(data); } catch (_) { return; }
+    if (msg.type === "pong") {
+      this.clock.add(msg.t0, msg.t1, msg.t2, t3);
+      const b = this.clock.best;
+      this.stats.offset = b.offset; this.stats.rtt = b.rtt;
+    } else if (msg.type === "hello") {
+      this.thresholds = msg.thresholds || this.thresholds;
+    }
+  }
+
+  _frameLoop() {
+    const v = this.video;
+    if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+    const onFrame = (now, meta) => {
+      this.stats.frames++;
+      this.stats.width = meta.width; this.stats.height = meta.height;
+      if (this.readStamps && this.stats.offset !== null) {
+        const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);
+        const relayNow = shownWall + this.stats.offset;
+        let s = this.stamps.read(v, meta.width, meta.height, "drone");
+        let kind = "glass-to-glass";
+        if (!s) { s = this.stamps.read(v, meta.width, meta.height, "relay"); kind = "relay-to-screen"; }
+        if (s) {
+          const lat = relayNow - s.captureMs;
+          if (lat > -1000 && lat < 60000) {
+            this.stats.stampsRead++;
+            this.stats.latency = lat; this.stats.kind = kind;
+            this.window.add(lat);
+            this.stats.p95 = this.window.pct(95);
+          }
+        }
+      }
+      v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+  }
+
+  async _collect() {
+    if (!this.pc) return;
+    const stats = await this.pc.getStats();
+    let inbound = null, codecs = {};
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+      if (s.type === "codec") codecs[s.id] = s;
+    });
+    if (inbound) {
+      const prev = this._lastInbound;
+      if (prev) {
+        const dt = (inbound.timestamp - prev.timestamp) / 1000;
+        this.stats.fps = (inbound.framesDecoded - prev.framesDecoded) / dt;
+        this.stats.kbps = (8 * (inbound.bytesReceived - prev.bytesReceived)) / dt / 1000;
+        const lost = inbound.packetsLost - prev.packetsLost;
+        const got = inbound.packetsReceived - prev.packetsReceived;
+        this.stats.lossPct = got + lost > 0 ? (100 * lost) / (got + lost) : 0;
+      }
+      this.stats.packetsLost = inbound.packetsLost;
+      this.stats.framesDecoded = inbound.framesDecoded;
+      this.stats.framesDropped = inbound.framesDropped || 0;
+      this.stats.jitterBufferMs = inbound.jitterBufferEmittedCount
+        ? (1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount : null;
+      const c = codecs[inbound.codecId];
+      this.stats.codec = c ? c.mimeType : null;
+      this._lastInbound = inbound;
+    }
+    this._report();
+    this.onUpdate(this.stats, this.thresholds);
+  }
+
+  _report() {
+    if (!this.channel || this.channel.readyState !== "open") return;
+    const s = this.stats;
+    const r = { fps: s.fps, bitrate_kbps: s.kbps, loss_pct: s.lossPct, packets_lost: s.packetsLost,
+                frames_decoded: s.framesDecoded, frames_dropped: s.framesDropped,
+                width: s.width, height: s.height, user_agent: navigator.userAgent };
+    if (s.latency !== null) { r.latency_ms = s.latency; r.latency_p95_ms = s.p95; r.latency_kind = s.kind; }
+    if (s.offset !== null) { r.clock_offset_ms = s.offset; r.clock_rtt_ms = s.rtt; }
+    if (s.jitterBufferMs !== null && s.jitterBufferMs !== undefined) r.jitter_buffer_ms = s.jitterBufferMs;
+    this.channel.send(JSON.stringify({ type: "report", report: r }));
+  }
+}
+
+export function levelOf(ms, th) {
+  if (ms === null || ms === undefined) return "unknown";
+  return ms <= th.green_ms ? "green" : ms <= th.yellow_ms ? "yellow" : "red";
+}
