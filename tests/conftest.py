@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.helpers import Drone, RelayHandle, start_relay, wait_for
+
+
+@pytest.fixture
+async def relay_factory() -> AsyncIterator[Callable[..., Awaitable[RelayHandle]]]:
+    handles: list[RelayHandle] = []
+
+    async def make(data: dict[str, Any] | None = None) -> RelayHandle:
+        h = await start_relay(data)
+        handles.append(h)
+        return h
+
+    yield make
+    for h in handles:
+        await h.runner.cleanup()
+
+
+@pytest.fixture
+async def relay(relay_factory: Callable[..., Awaitable[RelayHandle]]) -> RelayHandle:
+    return await relay_factory()
+
+
+@pytest.fixture
+async def live(relay: RelayHandle) -> AsyncIterator[RelayHandle]:
+    """A relay with the simulated drone publishing 'drone1' at 1280x720@30."""
+    drone = Drone(f"{relay.url}/whip/drone1")
+    await wait_for(lambda: relay.entry("drone1") is not None
+                   and relay.entry("drone1").frames_in > 5, 15, "drone1 to go live")
+    relay.drone = drone  # type: ignore[attr-defined]
+    yield relay
+    await drone.stop()

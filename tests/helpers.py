@@ -1,0 +1,173 @@
+"""Test peers: a real aiortc WHEP viewer, a relay on loopback, the simulated drone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from drone_sim.stamp import Stamp, decode
+from relay.app import create_app
+from relay.config import Config, parse
+from relay.http import SERVICES, Services
+
+SMALL = {
+    "renditions": [
+        {"name": "high", "height": 720, "bitrate_kbps": 2500},
+        {"name": "low", "height": 180, "bitrate_kbps": 300},
+    ],
+    "webrtc": {"ice_addresses": ["127.0.0.1"]},
+}
+
+
+@dataclass
+class RelayHandle:
+    url: str
+    services: Services
+    runner: web.AppRunner
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    def entry(self, name: str) -> Any:
+        return self.services.registry.get(name)
+
+    async def streams(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(self.url + "/api/streams") as r:
+            return {d["name"]: d for d in (await r.json())["streams"]}
+
+
+async def start_relay(data: dict[str, Any] | None = None) -> RelayHandle:
+    config = parse(data if data is not None else SMALL, env={})
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RelayHandle(f"http://127.0.0.1:{port}", app[SERVICES], runner)
+
+
+@dataclass
+class Seen:
+    frames: int = 0
+    stamps: list[tuple[Stamp, float]] = field(default_factory=list)
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    first_at: float | None = None
+
+
+class WhepViewer:
+    """A WHEP viewer we wrote with aiortc: counts frames, reads the drone stamp."""
+
+    def __init__(
+        self, base: str, stream: str, rendition: str | None = None, token: str | None = None,
+        read_stamps: bool = True, channel: bool = False,
+    ) -> None:
+        self.url = f"{base}/whep/{stream}" + (f"?rendition={rendition}" if rendition else "")
+        self.token = token
+        self.read_stamps = read_stamps
+        self.seen = Seen()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.location: str | None = None
+        self.channel: Any = None
+        self.messages: list[dict[str, Any]] = []
+        self._want_channel = channel
+        self._task: asyncio.Task[None] | None = None
+        self.paused = False
+
+    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = dict(extra or {})
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        return h
+
+    async def start(self) -> None:
+        self.pc.addTransceiver("video", direction="recvonly")
+        if self._want_channel:
+            self.channel = self.pc.createDataChannel("relay")
+
+            @self.channel.on("message")
+            def on_message(m: str) -> None:
+                self.messages.append(json.loads(m))
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self._task = asyncio.ensure_future(self._read(track))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with aiohttp.ClientSession() as s, s.post(
+            self.url, data=self.pc.localDescription.sdp,
+            headers=self.headers({"Content-Type": "application/sdp"}),
+        ) as r:
+            body = await r.text()
+            if r.status != 201:
+                raise AssertionError(f"WHEP answered {r.status}: {body}")
+            self.location = urljoin(self.url, r.headers["Location"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    async def _read(self, track: Any) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                if self.paused:
+                    continue
+                now = time.time()
+                self.seen.frames += 1
+                self.seen.first_at = self.seen.first_at or now
+                self.seen.sizes.add((frame.width, frame.height))
+                if self.read_stamps:
+                    stamp = decode(frame.to_ndarray(format="gray"))
+                    if stamp is not None:
+                        self.seen.stamps.append((stamp, now))
+
+    async def wait_frames(self, n: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.seen.frames < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.seen.frames} of {n} frames in {timeout} s")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self.location:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as s, s.delete(self.location, headers=self.headers()):
+                    pass
+        await self.pc.close()
+
+
+class Drone:
+    """The simulated drone, publishing over WHIP from this process."""
+
+    def __init__(self, url: str, token: str | None = None, size: tuple[int, int] = (1280, 720),
+                 fps: float = 30.0, retry: bool = True) -> None:
+        from drone_sim.whip import publish_whip
+
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.ensure_future(
+            publish_whip(url, token, size, fps, 2500, self.stop_event, retry=retry)
+        )
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self.task, 5)
+
+
+async def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
