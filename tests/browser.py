@@ -1,0 +1,40 @@
+"""Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def have_chromium() -> bool:
+    return shutil.which(CHROMIUM) is not None
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    profile = tempfile.mkdtemp(prefix="relay-chromium-")
+    try:
+        async with async_playwright() as p:
+            ctx = await p.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                viewport={"width": 1280, "height": 720},
+            )
+            try:
+                yield ctx
+            finally:
+                await ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

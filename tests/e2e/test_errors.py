@@ -1,0 +1,200 @@
+"""Every WHIP/WHEP error is answered precisely and leaves the live stream unharmed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers import Drone, RelayHandle, WhepViewer, wait_for
+
+AUDIO_ONLY = """v=0
+o=- 1 1 IN IP4 127.0.0.1
+s=-
+t=0 0
+m=audio 9 UDP/TLS/RTP/SAVPF 111
+c=IN IP4 0.0.0.0
+a=mid:0
+a=sendonly
+a=ice-ufrag:abcd
+a=ice-pwd:abcdefghijklmnopqrstuvwx
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF
+a=setup:actpass
+a=rtpmap:111 opus/48000/2
+"""
+
+
+async def post(url: str, body: str | bytes, ctype: str = "application/sdp",
+               token: str | None = None, method: str = "POST") -> tuple[int, str, Any]:
+    headers = {"Content-Type": ctype}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession() as s, s.request(method, url, data=body, headers=headers) as r:
+        return r.status, await r.text(), r.headers
+
+
+async def offer_sdp(direction: str = "recvonly") -> str:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return str(sdp)
+
+
+@pytest.fixture
+async def watched(live: RelayHandle) -> Any:
+    viewer = WhepViewer(live.url, "drone1", rendition="low", read_stamps=False)
+    await viewer.start()
+    await viewer.wait_frames(5)
+    yield live, viewer
+    await viewer.close()
+
+
+async def still_live(relay: RelayHandle, viewer: WhepViewer) -> None:
+    n, frames_in = viewer.seen.frames, relay.entry("drone1").frames_in
+    await viewer.wait_frames(n + 10, timeout=5)
+    assert relay.entry("drone1").frames_in > frames_in
+    assert relay.entry("drone1").state.value == "live"
+
+
+@pytest.mark.parametrize("proto", ["whip", "whep"])
+async def test_wrong_content_type_is_415(watched: Any, proto: str) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(f"{relay.url}/{proto}/drone1", "v=0", ctype="application/json")
+    assert status == 415 and "application/sdp" in text
+    await still_live(relay, viewer)
+
+
+@pytest.mark.parametrize("proto", ["whip", "whep"])
+@pytest.mark.parametrize("body", ["hello", "v=0\r\nm=video garbage\r\n", "v=0\r\no=broken\r\n"])
+async def test_malformed_sdp_is_400_or_422(watched: Any, proto: str, body: str) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(f"{relay.url}/{proto}/drone1", body)
+    assert status in (400, 422), (status, text)
+    assert text.strip() and "\n" not in text.strip()  # one line
+    await still_live(relay, viewer)
+
+
+async def test_offer_without_video_is_422(watched: Any) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(f"{relay.url}/whip/other", AUDIO_ONLY)
+    assert status == 422 and "no video" in text
+    status, text, _ = await post(f"{relay.url}/whep/drone1", AUDIO_ONLY)
+    assert status == 422
+    await still_live(relay, viewer)
+
+
+async def test_second_publisher_is_409(watched: Any) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(f"{relay.url}/whip/drone1", await offer_sdp("sendonly"))
+    assert status == 409 and "already" in text
+    await still_live(relay, viewer)
+    assert relay.entry("drone1").publisher_kind == "whip"
+
+
+async def test_unknown_stream_and_session_are_404(watched: Any) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(f"{relay.url}/whep/nope", await offer_sdp())
+    assert status == 404 and "nope" in text
+    status, _, _ = await post(f"{relay.url}/whep/drone1?rendition=ultra", await offer_sdp())
+    assert status == 404
+    for proto in ("whip", "whep"):
+        status, _, _ = await post(f"{relay.url}/{proto}/drone1/doesnotexist", "", method="DELETE")
+        assert status == 404
+    await still_live(relay, viewer)
+
+
+async def test_options_preflight_and_cors(watched: Any) -> None:
+    relay, viewer = watched
+    async with aiohttp.ClientSession() as s:
+        for proto in ("whip", "whep"):
+            async with s.options(f"{relay.url}/{proto}/drone1", headers={
+                "Origin": "http://example.test", "Access-Control-Request-Method": "POST"}) as r:
+                assert r.status == 204
+                assert r.headers["Accept-Post"] == "application/sdp"
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+                exposed = r.headers["Access-Control-Expose-Headers"]
+                assert all(h in exposed for h in ("Location", "ETag", "Link"))
+    await still_live(relay, viewer)
+
+
+async def test_whep_created_headers_and_delete(watched: Any) -> None:
+    relay, viewer = watched
+    v2 = WhepViewer(relay.url, "drone1", rendition="low", read_stamps=False)
+    await v2.start()
+    assert v2.location and "/whep/drone1/" in v2.location
+    await v2.wait_frames(3)
+    assert relay.entry("drone1").viewer_count == 2
+    await v2.close()  # DELETE
+    await wait_for(lambda: relay.entry("drone1").viewer_count == 1, 5, "DELETE to end session")
+    status, _, _ = await post(v2.location, "", method="DELETE")
+    assert status == 404  # already gone
+    await still_live(relay, viewer)
+
+
+async def test_trickle_patch_is_405(watched: Any) -> None:
+    relay, viewer = watched
+    status, text, _ = await post(viewer.location, "a=candidate:1", ctype="application/trickle-ice-sdpfrag",
+                                 method="PATCH")
+    assert status == 405
+    await still_live(relay, viewer)
+
+
+async def test_tokens_401_403_and_allowed(relay_factory: Any) -> None:
+    relay = await relay_factory({
+        "renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+        "auth": {"enabled": True},
+        "streams": {"drone1": {"publish_token": "pub-secret-1", "view_token": "view-secret-1"}},
+    })
+    url = f"{relay.url}/whip/drone1"
+    status, text, headers = await post(url, await offer_sdp("sendonly"))
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, _ = await post(url, await offer_sdp("sendonly"), token="view-secret-1")
+    assert status == 403  # a view token does not publish
+    status, _, _ = await post(url, await offer_sdp("sendonly"), token="wrong-token")
+    assert status == 403
+    drone = Drone(url, token="pub-secret-1")
+    try:
+        await wait_for(lambda: relay.entry("drone1").frames_in > 5, 15, "authorised drone")
+        status, _, _ = await post(f"{relay.url}/whep/drone1", await offer_sdp())
+        assert status == 401
+        status, _, _ = await post(f"{relay.url}/whep/drone1", await offer_sdp(), token="nope-nope")
+        assert status == 403
+        viewer = WhepViewer(relay.url, "drone1", token="view-secret-1", read_stamps=False)
+        await viewer.start()
+        await viewer.wait_frames(5)
+        # Wrong token on the live session's DELETE is refused and the session survives.
+        status, _, _ = await post(viewer.location, "", method="DELETE", token="wrong-token")
+        assert status == 403
+        n = viewer.seen.frames
+        await viewer.wait_frames(n + 5)
+        await viewer.close()
+        async with aiohttp.ClientSession() as s, s.get(f"{relay.url}/api/streams") as r:
+            assert r.status == 401
+    finally:
+        await drone.stop()
+
+
+async def test_stalled_viewer_does_not_slow_the_others(watched: Any) -> None:
+    """A reader that stops reading overflows its own queue only; the others keep full rate."""
+    relay, viewer = watched
+    stream = relay.entry("drone1").renditions["low"]
+    stalled = stream.subscribe(label="stalled")  # never read: a viewer that stops reading
+    paused = WhepViewer(relay.url, "drone1", rendition="low", read_stamps=False)
+    await paused.start()
+    await paused.wait_frames(3)
+    paused.paused = True  # its app stops consuming too
+    n0, t0 = viewer.seen.frames, asyncio.get_running_loop().time()
+    await asyncio.sleep(6)
+    rate = (viewer.seen.frames - n0) / (asyncio.get_running_loop().time() - t0)
+    assert rate > 24, f"healthy viewer fell to {rate:.1f} fps"
+    assert len(stalled) <= stalled.maxlen
+    assert stalled.dropped > 0 and stalled.overflows >= 1
+    assert relay.entry("drone1").fps > 24
+    stalled.close()
+    await paused.close()
