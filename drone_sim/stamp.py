@@ -65,7 +65,7 @@ def stamp_rect(width: int, height: int, slot: str = "drone") -> tuple[int, int, 
     cw, ch = _cell(width, height)
     c0, r0 = SLOTS[slot]
     x0, y0 = int(cw * (c0 - 0.5)), int(ch * (r0 - 0.5))
-    x1, y1 = int(round(cw * (c0 + COLS + 0.5))), int(round(ch * (r0 + ROWS + 0.5)))
+    x1, y1 = round(cw * (c0 + COLS + 0.5)), round(ch * (r0 + ROWS + 0.5))
     return x0, y0, min(width, x1) - x0, min(height, y1) - y0
 
 
@@ -79,8 +79,8 @@ def paint(luma: npt.NDArray[np.uint8], stamp: Stamp, slot: str = "drone") -> Non
     for i, bit in enumerate(encode_bits(stamp)):
         if bit:
             r, c = divmod(i, COLS)
-            cx0, cy0 = int(round(cw * (c0 + c))), int(round(ch * (r0 + r)))
-            cx1, cy1 = int(round(cw * (c0 + 1 + c))), int(round(ch * (r0 + 1 + r)))
+            cx0, cy0 = round(cw * (c0 + c)), round(ch * (r0 + r))
+            cx1, cy1 = round(cw * (c0 + 1 + c)), round(ch * (r0 + 1 + r))
             luma[cy0:cy1, cx0:cx1] = WHITE
 
 

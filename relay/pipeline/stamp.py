@@ -32,13 +32,13 @@ def paint_relay_stamp(
     payload = (frame & 0xFFFFFFFF).to_bytes(4, "big") + (wall_ms & 0xFFFFFFFFFFFF).to_bytes(6, "big")
     word = payload + _crc16(payload).to_bytes(2, "big")
     x0, y0 = int(cw * (C0 - 0.5)), int(ch * (R0 - 0.5))
-    x1, y1 = min(w, int(round(cw * (C0 + COLS + 0.5)))), min(h, int(round(ch * (R0 + ROWS + 0.5))))
+    x1, y1 = min(w, round(cw * (C0 + COLS + 0.5))), min(h, round(ch * (R0 + ROWS + 0.5)))
     y[y0:y1, x0:x1] = BLACK
     u[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2] = 128
     v[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2] = 128
     for i in range(COLS * ROWS):
         if (word[i >> 3] >> (7 - (i & 7))) & 1:
             r, c = divmod(i, COLS)
-            cx0, cy0 = int(round(cw * (C0 + c))), int(round(ch * (R0 + r)))
-            cx1, cy1 = int(round(cw * (C0 + 1 + c))), int(round(ch * (R0 + 1 + r)))
+            cx0, cy0 = round(cw * (C0 + c)), round(ch * (R0 + r))
+            cx1, cy1 = round(cw * (C0 + 1 + c)), round(ch * (R0 + 1 + r))
             y[cy0:cy1, cx0:cx1] = WHITE

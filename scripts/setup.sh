@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent setup: a venv with the relay and its Python dependencies.
+#   scripts/setup.sh          runtime only (relay + simulator)
+#   scripts/setup.sh --dev    plus test tools and Debian packages (chromium, ffmpeg, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[[ "${1:-}" == "--dev" ]] && DEV=1
+PY="${PYTHON:-python3}"
+
+if [[ $DEV == 1 ]]; then
+  need=()
+  for pkg_cmd in chromium:chromium ffmpeg:ffmpeg; do
+    command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
+  done
+  if (( ${#need[@]} )); then
+    SUDO=""
+    [[ $(id -u) != 0 ]] && SUDO="sudo"
+    echo "setup: installing Debian packages: ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-$DEV"
+if [[ ! -f $stamp ]]; then
+  echo "setup: installing Python packages (about a minute the first time)"
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  if [[ $DEV == 1 ]]; then
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  else
+    .venv/bin/pip install -q --disable-pip-version-check -e .
+  fi
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
