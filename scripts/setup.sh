@@ -29,11 +29,12 @@ fi
 stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-$DEV"
 if [[ ! -f $stamp ]]; then
   echo "setup: installing Python packages (about a minute the first time)"
-  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  if [[ $DEV == 1 ]]; then
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-  else
-    .venv/bin/pip install -q --disable-pip-version-check -e .
+  target="."
+  [[ $DEV == 1 ]] && target=".[dev]"
+  if ! .venv/bin/pip install --disable-pip-version-check -e "$target" >.venv/pip.log 2>&1; then
+    tail -20 .venv/pip.log >&2
+    echo "setup: pip install failed (full log: .venv/pip.log)" >&2
+    exit 1
   fi
   rm -f .venv/.installed-*
   touch "$stamp"

@@ -11,12 +11,14 @@ from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry, Registry, State
 from ..webrtc import (
+    ArrivalTimes,
     PeerSession,
     answer_offer,
     check_offer,
     new_peer,
     new_session_id,
     pump_track,
+    use_marker_jitter_buffer,
 )
 
 __all__ = ["WhipIngest"]
@@ -47,7 +49,13 @@ class WhipIngest:
             if track.kind != "video":
                 session.spawn(pump_track(track, lambda _f: None))  # drain: never queue audio
                 return
-            session.spawn(pump_track(track, lambda f: self._on_frame(entry, f)))
+            receiver = next((t.receiver for t in pc.getTransceivers()
+                             if t.receiver and t.receiver.track is track), None)
+            arrivals = None
+            if receiver is not None:
+                use_marker_jitter_buffer(receiver)
+                arrivals = ArrivalTimes(receiver)
+            session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals)))
 
         try:
             answer = await answer_offer(pc, offer_sdp)
@@ -63,8 +71,13 @@ class WhipIngest:
         return session.id, answer
 
     @staticmethod
-    def _on_frame(entry: Entry, frame: Any) -> None:
-        entry.source.publish(Unit.arrived(frame))
+    def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None) -> None:
+        unit = Unit.arrived(frame)
+        arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
+        if arrived is not None:
+            unit.timeline["decoded"] = unit.timeline["arrival"]
+            unit.timeline["arrival"] = arrived
+        entry.source.publish(unit)
 
     def _evict_stale(self, entry: Entry) -> None:
         """A drone that lost its link comes back before its old session timed out: let it in."""

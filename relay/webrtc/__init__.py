@@ -1,11 +1,14 @@
 """aiortc glue: peers, SDP checks, tracks between aiortc and the stream hub."""
 
 from .ice import use_host_addresses
+from .jitter import MarkerJitterBuffer, use_marker_jitter_buffer
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
-from .tracks import PacketTrack, listen_for_keyframe_requests, pump_track
+from .tracks import ArrivalTimes, PacketTrack, listen_for_keyframe_requests, pump_track
 
 __all__ = [
+    "ArrivalTimes",
+    "MarkerJitterBuffer",
     "PacketTrack",
     "PeerSession",
     "answer_offer",
@@ -16,4 +19,5 @@ __all__ = [
     "prefer_codec",
     "pump_track",
     "use_host_addresses",
+    "use_marker_jitter_buffer",
 ]

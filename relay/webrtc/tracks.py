@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 from ..media import Unit, now
 from ..stream import Reader, StreamClosed
 
-__all__ = ["PacketTrack", "listen_for_keyframe_requests", "pump_track"]
+__all__ = ["ArrivalTimes", "PacketTrack", "listen_for_keyframe_requests", "pump_track"]
 
 log = logging.getLogger("relay.webrtc")
 
@@ -96,3 +97,36 @@ async def pump_track(
     finally:
         if on_end is not None:
             await on_end()
+
+
+class ArrivalTimes:
+    """When the last RTP packet of each frame reached us, looked up by the decoded frame's pts.
+
+    aiortc decodes inbound video in a thread and hands us frames whose pts is the RTP
+    timestamp minus the stream's first one; we remember the arrival time per RTP timestamp
+    (bounded) so the relay's latency starts at the network, not after the decoder.
+    """
+
+    def __init__(self, receiver: Any, keep: int = 256) -> None:
+        self._receiver = receiver
+        self._times: OrderedDict[int, float] = OrderedDict()
+        self._keep = keep
+        original = receiver._handle_rtp_packet
+
+        async def handle(packet: Any, arrival_time_ms: int) -> None:
+            self._times[packet.timestamp] = now()
+            self._times.move_to_end(packet.timestamp)
+            if len(self._times) > self._keep:
+                self._times.popitem(last=False)
+            await original(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle
+
+    def lookup(self, pts: int | None) -> float | None:
+        if pts is None:
+            return None
+        mapper = getattr(self._receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        if origin is None:
+            return None
+        return self._times.get((pts + origin) & 0xFFFFFFFF)
