@@ -241,11 +241,14 @@ class Pipeline:
             y, u, v = planes(img, w, h)
             paint_relay_stamp(y, u, v, self.frames_processed, job.wall_ms)
         processed = now()
+        media_t = processed
+        if job.frame is not None and job.frame.pts is not None and job.frame.time_base:
+            media_t = float(job.frame.pts * job.frame.time_base)  # capture spacing, no jitter
         out_frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
         pts = int((now() - self._t0) * TIME_BASE.denominator)
         result: dict[str, list[Unit]] = {}
         for r in job.renditions:
-            if job.image is None and not self._rate_ok(r, processed):
+            if job.image is None and not self._rate_ok(r, media_t):
                 continue
             ow, oh = output_size(w, h, r)
             enc = self._encoders.get(r.name)
@@ -272,8 +275,9 @@ class Pipeline:
         return result
 
     def _rate_ok(self, r: Rendition, t: float) -> bool:
+        """Cap a rendition at max_fps by media time; a source at or below it passes whole."""
         last = self._last_encoded.get(r.name)
-        if last is not None and t - last < 0.9 / r.max_fps:
+        if last is not None and 0 <= t - last < 0.75 / r.max_fps:
             return False
         self._last_encoded[r.name] = t
         return True

@@ -1,0 +1,184 @@
+"""Fan-out benchmark: one 1280x720@30 feed, N viewers; our relay side by side with Janus.
+
+    sudo .venv/bin/python -m bench.fanout [--viewers 1,10,25,50] [--window 10]
+
+Per N it prints the server's CPU (cores), frames delivered per viewer (min and median %
+of the frames the source produced in the window), server memory, the marginal CPU per
+added viewer, and the CPU of the load viewers and of the whole machine (two cores: the
+load viewers saturate first). The relay transcodes (decode, overlay, one libx264 encode)
+and fans out; Janus forwards ffmpeg's RTP. One extra viewer decodes and checks stamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import psutil
+
+from bench.common import (
+    ROOT,
+    LoadGroup,
+    cpu_seconds,
+    get_json,
+    rss_mb,
+    start_drone,
+    start_ffmpeg_rtp,
+    start_janus,
+    start_relay,
+    wait_until,
+)
+from bench.netns import ADDRESS, ensure_netns
+
+RELAY_CONFIG = """
+[server]
+host = "127.0.0.1"
+port = {port}
+log_level = "warning"
+[webrtc]
+ice_addresses = ["127.0.0.1"]
+[[renditions]]
+name = "high"
+height = 720
+bitrate_kbps = 2500
+"""
+
+
+def measure(server_pid: int, group: LoadGroup, n: int, window: float, warmup: float,
+            source_frames: Any) -> dict[str, Any]:
+    wait_until(lambda: group.connected() >= n, 60, f"{n} viewers connected")
+    time.sleep(warmup)
+    c0, l0, f0 = cpu_seconds(server_pid), group.cpu_seconds(), source_frames()
+    counts0 = group.counts()
+    psutil.cpu_percent(None)
+    t0 = time.monotonic()
+    time.sleep(window)
+    dt = time.monotonic() - t0
+    machine = psutil.cpu_percent(None) / 100 * psutil.cpu_count()
+    c1, l1, f1 = cpu_seconds(server_pid), group.cpu_seconds(), source_frames()
+    counts1 = group.counts()
+    produced = max(1, f1 - f0)
+    pct = [100.0 * (b - a) / produced for a, b in zip(counts0, counts1, strict=False)][:n]
+    return {
+        "viewers": n,
+        "server_cores": round((c1 - c0) / dt, 3),
+        "delivered_min_pct": round(min(pct), 1) if pct else 0.0,
+        "delivered_median_pct": round(statistics.median(pct), 1) if pct else 0.0,
+        "server_rss_mb": round(rss_mb(server_pid), 1),
+        "load_viewer_cores": round((l1 - l0) / dt, 2),
+        "machine_cores": round(machine, 2),
+    }
+
+
+def run_relay(ns: list[int], window: float, warmup: float) -> list[dict[str, Any]]:
+    relay, base = start_relay(RELAY_CONFIG)
+    drone = start_drone(base)
+    url = f"{base}/whep/drone1?rendition=high"
+
+    def frames_in() -> int:
+        return int(get_json(base + "/api/streams/drone1")["frames_in"])
+
+    rows = []
+    check = LoadGroup()
+    check.spawn(["--whep", url, "--check"], 1)
+    try:
+        for n in ns:
+            g = LoadGroup()
+            g.spawn(["--whep", url], n)
+            try:
+                row = measure(relay.pid, g, n, window, warmup, frames_in)
+                doc = get_json(base + "/api/streams/drone1")
+                row["encoders"] = doc["encoders"]
+                check.poll()
+                last = next(iter(check.last.values()), {})
+                row["check_stamps"] = last.get("stamps")
+                row["check_advancing"] = last.get("advancing")
+                row["check_age_p50_ms"] = last.get("age_p50")
+                rows.append(row)
+                print("relay", json.dumps(row), flush=True)
+            finally:
+                g.stop()
+            time.sleep(2)
+    finally:
+        check.stop()
+        drone.terminate()
+        relay.terminate()
+        relay.wait(10)
+    return rows
+
+
+def run_janus(ns: list[int], window: float, warmup: float) -> list[dict[str, Any]]:
+    janus, base, rtp_port = start_janus()
+    ffmpeg = start_ffmpeg_rtp(rtp_port)
+    started = time.monotonic()
+    rows = []
+    try:
+        for n in ns:
+            g = LoadGroup()
+            g.spawn(["--janus", base, "--mountpoint", "1", "--ice-address", ADDRESS], n)
+            try:
+                row = measure(janus.pid, g, n, window, warmup,
+                              lambda: int((time.monotonic() - started) * 30))
+                rows.append(row)
+                print("janus", json.dumps(row), flush=True)
+            finally:
+                g.stop()
+            time.sleep(2)
+    finally:
+        ffmpeg.terminate()
+        janus.terminate()
+        janus.wait(10)
+    return rows
+
+
+def marginal(rows: list[dict[str, Any]]) -> list[float | None]:
+    out: list[float | None] = [None]
+    for a, b in zip(rows, rows[1:], strict=False):
+        out.append(round((b["server_cores"] - a["server_cores"]) / (b["viewers"] - a["viewers"]), 4))
+    return out
+
+
+def table(name: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"### {name}", "",
+             "| viewers | server cores | marginal cores/viewer | delivered min % | median % "
+             "| server MB | load-viewer cores | machine cores |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r, m in zip(rows, marginal(rows), strict=False):
+        lines.append(f"| {r['viewers']} | {r['server_cores']} | {m if m is not None else '—'} | "
+                     f"{r['delivered_min_pct']} | {r['delivered_median_pct']} | "
+                     f"{r['server_rss_mb']} | {r['load_viewer_cores']} | {r['machine_cores']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ensure_netns()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--viewers", default="1,10,25,50")
+    p.add_argument("--window", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--skip-janus", action="store_true")
+    args = p.parse_args()
+    ns = [int(x) for x in args.viewers.split(",")]
+    results = {"relay": run_relay(ns, args.window, args.warmup)}
+    if not args.skip_janus:
+        results["janus"] = run_janus(ns, args.window, args.warmup)
+    print()
+    print(table("relay (transcode 720p, encode once, fan out)", results["relay"]))
+    if "janus" in results:
+        print()
+        print(table("Janus streaming plugin (RTP forward)", results["janus"]))
+        rm = [m for m in marginal(results["relay"]) if m is not None]
+        jm = [m for m in marginal(results["janus"]) if m is not None]
+        if rm and jm and sum(jm) > 0:
+            ratio = (sum(rm) / len(rm)) / (sum(jm) / len(jm))
+            print(f"\nmarginal CPU per viewer, relay / Janus: {ratio:.2f}x")
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    (out / "bench-fanout.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

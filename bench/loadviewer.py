@@ -1,0 +1,153 @@
+"""Load viewers in one process: K aiortc peers that count completed frames without decoding.
+
+    python -m bench.loadviewer --whep URL --count K
+    python -m bench.loadviewer --janus http://127.0.0.1:8088/janus --mountpoint 1 --count K
+
+aiortc's receiver assembles frames in its jitter buffer and hands them to a decoder thread;
+we replace the decoder with a counter, so a load viewer costs the network/SRTP/jitter-buffer
+work a real viewer costs, without the decode (which would swamp two cores). Prints one JSON
+line per second: {"counts": [frames per viewer so far], "connected": n}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import aiortc.rtcrtpreceiver as rtcrtpreceiver
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+COUNTERS: list[list[int]] = []
+
+
+class CountingDecoder:
+    def __init__(self) -> None:
+        self.count = [0]
+        COUNTERS.append(self.count)
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        self.count[0] += 1
+        return []
+
+
+STAMPS: list[tuple[int, float]] = []  # (frame number, age ms) seen by a checking viewer
+
+
+def fixed_ice(address: str) -> None:
+    import aioice.ice
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [address] if use_ipv4 else []
+
+
+async def read_stamps(track: Any) -> None:
+    from drone_sim.stamp import decode
+
+    while True:
+        frame = await track.recv()
+        stamp = decode(frame.to_ndarray(format="gray"))
+        if stamp is not None:
+            STAMPS.append((stamp.frame, time.time() * 1000 - stamp.capture_ms))
+
+
+async def whep_viewer(http: aiohttp.ClientSession, url: str) -> RTCPeerConnection:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with http.post(url, data=pc.localDescription.sdp,
+                         headers={"Content-Type": "application/sdp"}) as r:
+        if r.status != 201:
+            raise RuntimeError(f"WHEP {r.status}: {await r.text()}")
+        answer = await r.text()
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    return pc
+
+
+async def janus_viewer(http: aiohttp.ClientSession, base: str, mountpoint: int) -> RTCPeerConnection:
+    async def call(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "transaction": str(time.monotonic_ns())}
+        async with http.post(base + path, json=body) as r:
+            doc: dict[str, Any] = await r.json()
+        return doc
+
+    session = (await call("", {"janus": "create"}))["data"]["id"]
+    handle = (await call(f"/{session}", {"janus": "attach", "plugin": "janus.plugin.streaming"}))["data"]["id"]
+    await call(f"/{session}/{handle}", {"janus": "message", "body": {"request": "watch", "id": mountpoint}})
+    offer = None
+    for _ in range(20):
+        async with http.get(f"{base}/{session}?maxev=1") as r:
+            ev = await r.json()
+        if isinstance(ev, list):
+            ev = ev[0] if ev else {}
+        if "jsep" in ev:
+            offer = ev["jsep"]["sdp"]
+            break
+    if offer is None:
+        raise RuntimeError("Janus sent no offer")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    await call(f"/{session}/{handle}", {"janus": "message", "body": {"request": "start"},
+                                        "jsep": {"type": "answer", "sdp": pc.localDescription.sdp}})
+
+    async def keepalive() -> None:
+        while True:
+            await asyncio.sleep(20)
+            await call(f"/{session}", {"janus": "keepalive"})
+
+    pc._bench_keepalive = asyncio.ensure_future(keepalive())  # type: ignore[attr-defined]
+    return pc
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--whep")
+    p.add_argument("--janus")
+    p.add_argument("--mountpoint", type=int, default=1)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--duration", type=float, default=600)
+    p.add_argument("--ice-address", default="127.0.0.1")
+    p.add_argument("--check", action="store_true", help="one decoding viewer that reads stamps")
+    args = p.parse_args()
+    fixed_ice(args.ice_address)
+    if not args.check:
+        rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
+    pcs: list[RTCPeerConnection] = []
+    async with aiohttp.ClientSession() as http:
+        for _ in range(args.count):
+            if args.whep:
+                pc = await whep_viewer(http, args.whep)
+            else:
+                pc = await janus_viewer(http, args.janus, args.mountpoint)
+            pcs.append(pc)
+            if args.check:
+                pc.on("track", lambda t: asyncio.ensure_future(read_stamps(t)))
+                for t in pc.getReceivers():
+                    if t.track is not None:
+                        asyncio.ensure_future(read_stamps(t.track))
+        end = time.monotonic() + args.duration
+        while time.monotonic() < end:
+            connected = sum(pc.connectionState == "connected" for pc in pcs)
+            doc: dict[str, Any] = {"t": time.time(), "counts": [c[0] for c in COUNTERS],
+                                   "connected": connected}
+            if args.check:
+                frames = [f for f, _ in STAMPS]
+                ages = sorted(a for _, a in STAMPS[-300:])
+                doc.update(counts=[len(STAMPS)], stamps=len(STAMPS),
+                           advancing=frames == sorted(frames),
+                           age_p50=ages[len(ages) // 2] if ages else None)
+            print(json.dumps(doc), flush=True)
+            await asyncio.sleep(1.0)
+    for pc in pcs:
+        await pc.close()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
