@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -90,10 +91,8 @@ class LoadGroup:
                 line = p.stdout.readline()
                 if not line:
                     break
-                try:
+                with contextlib.suppress(ValueError):
                     self.last[p.pid] = json.loads(line)
-                except ValueError:
-                    pass
 
     def counts(self) -> list[int]:
         self.poll()
@@ -153,16 +152,21 @@ nat: {{
   ignore_mdns = true
 }}
 plugins: {{
-  disable = "libjanus_voicemail.so,libjanus_audiobridge.so,libjanus_sip.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_videoroom.so,libjanus_echotest.so,libjanus_duktape.so,libjanus_lua.so"
+  disable = "{plugins_off}"
 }}
 transports: {{
-  disable = "libjanus_websockets.so,libjanus_pfunix.so,libjanus_mqtt.so,libjanus_rabbitmq.so,libjanus_nanomsg.so"
+  disable = "{transports_off}"
 }}
 events: {{}}
 loggers: {{
   disable = "libjanus_jsonlog.so"
 }}
 """
+PLUGINS_OFF = ",".join(f"libjanus_{n}.so" for n in (
+    "voicemail", "audiobridge", "sip", "nosip", "recordplay", "textroom", "videocall",
+    "videoroom", "echotest", "duktape", "lua"))
+TRANSPORTS_OFF = ",".join(f"libjanus_{n}.so" for n in (
+    "websockets", "pfunix", "mqtt", "rabbitmq", "nanomsg"))
 JANUS_HTTP = """general: {{
   json = "indented"
   base_path = "/janus"
@@ -198,11 +202,13 @@ bench: {{
 def start_janus(iface: str = "v0") -> tuple[subprocess.Popen[bytes], str, int]:
     d = Path(tempfile.mkdtemp(prefix="bench-janus-"))
     http_port, rtp_port = free_port(), free_port(socket.SOCK_DGRAM)
-    (d / "janus.jcfg").write_text(JANUS_CFG.format(dir=d, iface=iface))
+    (d / "janus.jcfg").write_text(JANUS_CFG.format(dir=d, iface=iface, plugins_off=PLUGINS_OFF,
+                                                      transports_off=TRANSPORTS_OFF))
     (d / "janus.transport.http.jcfg").write_text(JANUS_HTTP.format(port=http_port))
     (d / "janus.plugin.streaming.jcfg").write_text(JANUS_STREAMING.format(rtp_port=rtp_port))
-    proc = subprocess.Popen(["janus", "-F", str(d), "-C", str(d / "janus.jcfg")],
-                            stdout=open(d / "janus.log", "wb"), stderr=subprocess.STDOUT)
+    with open(d / "janus.log", "wb") as log:
+        proc = subprocess.Popen(["janus", "-F", str(d), "-C", str(d / "janus.jcfg")],
+                                stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http_port}/janus"
     wait_until(lambda: get_json(base + "/info")["janus"] == "server_info", 20, "janus up")
     return proc, base, rtp_port

@@ -75,7 +75,8 @@ async def janus_viewer(http: aiohttp.ClientSession, base: str, mountpoint: int) 
         return doc
 
     session = (await call("", {"janus": "create"}))["data"]["id"]
-    handle = (await call(f"/{session}", {"janus": "attach", "plugin": "janus.plugin.streaming"}))["data"]["id"]
+    attach = {"janus": "attach", "plugin": "janus.plugin.streaming"}
+    handle = (await call(f"/{session}", attach))["data"]["id"]
     await call(f"/{session}/{handle}", {"janus": "message", "body": {"request": "watch", "id": mountpoint}})
     offer = None
     for _ in range(20):
@@ -117,6 +118,7 @@ async def main() -> None:
     if not args.check:
         rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
     pcs: list[RTCPeerConnection] = []
+    tasks: list[asyncio.Future[None]] = []
     async with aiohttp.ClientSession() as http:
         for _ in range(args.count):
             if args.whep:
@@ -125,10 +127,8 @@ async def main() -> None:
                 pc = await janus_viewer(http, args.janus, args.mountpoint)
             pcs.append(pc)
             if args.check:
-                pc.on("track", lambda t: asyncio.ensure_future(read_stamps(t)))
-                for t in pc.getReceivers():
-                    if t.track is not None:
-                        asyncio.ensure_future(read_stamps(t.track))
+                tasks.extend(asyncio.ensure_future(read_stamps(r.track))
+                             for r in pc.getReceivers() if r.track is not None)
         end = time.monotonic() + args.duration
         while time.monotonic() < end:
             connected = sum(pc.connectionState == "connected" for pc in pcs)

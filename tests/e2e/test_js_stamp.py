@@ -1,0 +1,85 @@
+"""viewer/stamp.js reads stamps from frames that went through real H.264/VP8 and scaling."""
+
+from __future__ import annotations
+
+import base64
+import fractions
+
+import av
+import cv2
+import pytest
+
+from drone_sim.scene import Scene
+from relay.pipeline.overlay import planes
+from relay.pipeline.stamp import paint_relay_stamp
+from tests.browser import chromium, have_chromium
+from tests.helpers import RelayHandle
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium")]
+
+BASE_MS = 1_795_000_000_000
+
+
+def compressed_frames(codec: str, size: tuple[int, int], n: int = 24) -> list[tuple[str, int]]:
+    """PNG data URLs of decoded frames, with the frame number each should carry."""
+    scene = Scene(1280, 720)
+    enc = av.CodecContext.create(codec, "w")
+    enc.width, enc.height = size
+    enc.pix_fmt = "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.bit_rate = 500_000
+    enc.options = ({"preset": "ultrafast", "tune": "zerolatency"} if codec == "libx264"
+                   else {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"})
+    dec = av.CodecContext.create("h264" if codec == "libx264" else "vp8", "r")
+    out = []
+    for i in range(n):
+        img = scene.render(i, capture_ms=BASE_MS + i * 33)
+        y, u, v = planes(img, 1280, 720)
+        paint_relay_stamp(y, u, v, i, BASE_MS + i * 33 + 7)
+        f = av.VideoFrame.from_ndarray(img, format="yuv420p").reformat(*size)
+        f.pts = i
+        for pkt in enc.encode(f):
+            for frame in dec.decode(pkt):
+                ok, png = cv2.imencode(".png", frame.to_ndarray(format="bgr24"))
+                assert ok
+                out.append(("data:image/png;base64," + base64.b64encode(png.tobytes()).decode(),
+                            int(frame.pts)))
+    return out
+
+
+JS = """async (urls) => {
+  const m = await import('/static/stamp.js');
+  const r = new m.StampReader();
+  const out = [];
+  for (const u of urls) {
+    const im = new Image(); im.src = u; await im.decode();
+    out.push([r.read(im, im.naturalWidth, im.naturalHeight, 'drone'),
+              r.read(im, im.naturalWidth, im.naturalHeight, 'relay')]);
+  }
+  return out;
+}"""
+
+
+async def test_js_decoder_round_trips(relay: RelayHandle) -> None:
+    cases = [(c, s) for c in ("libx264", "libvpx") for s in ((1280, 720), (640, 360))]
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/")
+        for codec, size in cases:
+            frames = compressed_frames(codec, size)
+            assert len(frames) >= 20
+            got = await page.evaluate(JS, [u for u, _ in frames])
+            for (drone, relay_stamp), (_, pts) in zip(got, frames, strict=True):
+                assert drone is not None, f"{codec} {size}: drone stamp unreadable"
+                assert relay_stamp is not None, f"{codec} {size}: relay stamp unreadable"
+                assert drone["frame"] == pts and drone["captureMs"] == BASE_MS + pts * 33
+                assert relay_stamp["captureMs"] == BASE_MS + pts * 33 + 7
+        # A frame without a stamp reads as nothing, not as garbage.
+        blank = await page.evaluate("""async () => {
+          const m = await import('/static/stamp.js');
+          const c = document.createElement('canvas'); c.width = 640; c.height = 360;
+          const g = c.getContext('2d'); g.fillStyle = '#777'; g.fillRect(0, 0, 640, 360);
+          return new m.StampReader().read(c, 640, 360, 'drone');
+        }""")
+        assert blank is None
