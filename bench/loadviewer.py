@@ -139,7 +139,8 @@ async def main() -> None:
                 ages = sorted(a for _, a in STAMPS[-300:])
                 doc.update(counts=[len(STAMPS)], stamps=len(STAMPS),
                            advancing=frames == sorted(frames),
-                           age_p50=ages[len(ages) // 2] if ages else None)
+                           age_p50=ages[len(ages) // 2] if ages else None,
+                           ages=[round(a, 1) for _, a in STAMPS[-300:]])
             print(json.dumps(doc), flush=True)
             await asyncio.sleep(1.0)
     for pc in pcs:
