@@ -216,7 +216,7 @@ def start_janus(iface: str = "v0") -> tuple[subprocess.Popen[bytes], str, int]:
 
 def start_ffmpeg_rtp(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-t", "900", "-re", "-f", "lavfi", "-i",
          "testsrc2=size=1280x720:rate=30", "-c:v", "libx264", "-preset", "ultrafast",
          "-tune", "zerolatency", "-profile:v", "baseline", "-pix_fmt", "yuv420p",
          "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1000k", "-g", "60",

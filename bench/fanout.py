@@ -129,9 +129,12 @@ def run_janus(ns: list[int], window: float, warmup: float) -> list[dict[str, Any
                 g.stop()
             time.sleep(2)
     finally:
-        ffmpeg.terminate()
-        janus.terminate()
-        janus.wait(10)
+        for proc in (ffmpeg, janus):
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except Exception:
+                proc.kill()
     return rows
 
 

@@ -16,7 +16,7 @@ from .http import Services, build_routes
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
 from .registry import Entry, Registry, State
-from .sources import WhipIngest
+from .sources import AvPullSource, RtmpIngest, WhipIngest
 from .webrtc import use_host_addresses
 
 __all__ = ["create_app"]
@@ -29,7 +29,9 @@ def create_app(config: Config) -> web.Application:
     registry = Registry(config)
     whip = WhipIngest(registry, config)
     whep = WhepEgress(registry, config)
-    services = Services(config=config, registry=registry, whip=whip, whep=whep)
+    rtmp = RtmpIngest(registry, config) if config.rtmp.enabled else None
+    services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp)
+    pulls: list[AvPullSource] = []
     services.metrics = metrics_renderer(registry, lambda: {
         "latency_creep_resets": whep.creep_resets,
         "whip_sessions": len(whip.sessions),
@@ -51,8 +53,21 @@ def create_app(config: Config) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         registry.start()
-        janitor = asyncio.get_running_loop().create_task(_expire_streams(registry, config))
+        loop = asyncio.get_running_loop()
+        janitor = loop.create_task(_expire_streams(registry, config))
+        for sc in config.streams:
+            entry = registry.get(sc.name)
+            if sc.source and entry is not None:
+                pull = AvPullSource(entry, sc, loop)
+                pull.start()
+                pulls.append(pull)
+        if rtmp is not None:
+            await rtmp.start()
         yield
+        if rtmp is not None:
+            await rtmp.stop()
+        for pull in pulls:
+            await pull.stop()
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "AuthConfig",
@@ -22,6 +23,7 @@ __all__ = [
     "LatencyConfig",
     "MediaConfig",
     "Rendition",
+    "RtmpConfig",
     "StreamConfig",
     "WebRTCConfig",
     "load",
@@ -30,6 +32,7 @@ __all__ = [
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CODECS = ("h264", "vp8")
+SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://")
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,8 @@ class StreamConfig:
     publish_token: str | None = None
     view_token: str | None = None
     title: str = ""
+    source: str | None = None  # pulled/listened source: rtsp://, udp://, rtp://
+    rtsp_transport: str = "tcp"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,14 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class RtmpConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1935
+    app: str = "live"
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     green_ms: int = 250
     yellow_ms: int = 600
@@ -109,6 +122,7 @@ class Config:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
+    rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     streams: tuple[StreamConfig, ...] = ()
 
     def stream(self, name: str) -> StreamConfig | None:
@@ -218,7 +232,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     """Validate a decoded TOML document into a :class:`Config`."""
     env = os.environ if env is None else env
     _check_keys(
-        data, {"server", "renditions", "media", "latency", "auth", "webrtc", "streams"}, ""
+        data, {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams"}, ""
     )
     defaults = Config()
 
@@ -335,6 +349,15 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         raise ConfigError("webrtc.stun_servers", "must be an array of 'stun:host:port' URLs")
     webrtc = WebRTCConfig(ice_addresses=tuple(addresses), stun_servers=tuple(stun))
 
+    rt = _table(data, "rtmp", "")
+    _check_keys(rt, {"enabled", "host", "port", "app"}, "rtmp.")
+    rtmp = RtmpConfig(
+        enabled=_bool("rtmp.enabled", rt.get("enabled", False)),
+        host=_host("rtmp.host", rt.get("host", host)),
+        port=_port("rtmp.port", rt.get("port", 1935)),
+        app=_str("rtmp.app", rt.get("app", "live")),
+    )
+
     st = _table(data, "streams", "")
     streams = []
     for name, item in st.items():
@@ -345,15 +368,33 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
             raise ConfigError(f"streams.{name}", "must be a table")
         _check_keys(
             item,
-            {"publish_token", "publish_token_env", "view_token", "view_token_env", "title"},
+            {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
+             "source", "rtsp_transport"},
             p,
         )
+        source = item.get("source")
+        if source is not None:
+            source = _str(f"{p}source", source)
+            if not source.startswith(SOURCE_SCHEMES):
+                raise ConfigError(f"{p}source", f"must start with one of {SOURCE_SCHEMES}, got {source!r}")
+            try:
+                parsed = urlsplit(source)
+                src_port = parsed.port
+            except ValueError as exc:
+                raise ConfigError(f"{p}source", f"not a valid URL: {exc}") from None
+            if not parsed.hostname or (not source.startswith("rtsp") and not src_port):
+                raise ConfigError(f"{p}source", "needs a host and a port (e.g. udp://0.0.0.0:5600)")
+        transport = _str(f"{p}rtsp_transport", item.get("rtsp_transport", "tcp")).lower()
+        if transport not in ("tcp", "udp"):
+            raise ConfigError(f"{p}rtsp_transport", f"must be tcp or udp, got {transport!r}")
         streams.append(
             StreamConfig(
                 name=name,
                 publish_token=_token(item, "publish_token", p, env),
                 view_token=_token(item, "view_token", p, env),
                 title=_str(f"{p}title", item.get("title", "")),
+                source=source,
+                rtsp_transport=transport,
             )
         )
     if auth.enabled:
@@ -380,6 +421,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         latency=latency,
         auth=auth,
         webrtc=webrtc,
+        rtmp=rtmp,
         streams=tuple(streams),
     )
 

@@ -17,7 +17,7 @@ from .egress import WhepEgress
 from .errors import RelayError
 from .pipeline import Pipeline
 from .registry import Entry, Registry
-from .sources import WhipIngest
+from .sources import RtmpIngest, WhipIngest
 
 __all__ = ["Services", "build_routes"]
 
@@ -43,6 +43,7 @@ class Services:
     registry: Registry
     whip: WhipIngest
     whep: WhepEgress
+    rtmp: RtmpIngest | None = None
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     metrics: Callable[[], bytes] | None = None

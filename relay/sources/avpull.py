@@ -1,0 +1,158 @@
+"""Sources read with FFmpeg (PyAV) in a thread: RTSP pull, MPEG-TS over UDP, RTP H.264.
+
+One thread per source opens the input, demuxes the video stream, decodes each packet once
+and hands frames to the event loop. Corrupt or truncated packets are skipped (a decoder
+error costs that packet, never the stream); when the input stops or cannot be opened the
+source retries with backoff, and the stream shows "signal lost" meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+
+from ..config import StreamConfig
+from ..media import Unit
+from ..registry import Entry
+
+__all__ = ["AvPullSource", "input_for"]
+
+log = logging.getLogger("relay.source")
+
+OPEN_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 2.0
+
+
+def _rtp_sdp(host: str, port: int) -> str:
+    return (
+        "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=drone\r\n"
+        f"c=IN IP4 {host}\r\nt=0 0\r\nm=video {port} RTP/AVP 96\r\n"
+        "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+    )
+
+
+def input_for(sc: StreamConfig) -> tuple[str, str | None, dict[str, str], str]:
+    """(url or file, format, options, kind) for FFmpeg, from a stream's ``source``."""
+    assert sc.source is not None
+    u = urlsplit(sc.source)
+    low = {"analyzeduration": "500000", "probesize": "500000", "fflags": "discardcorrupt"}
+    if u.scheme in ("rtsp", "rtsps"):
+        opts = {**low, "rtsp_transport": sc.rtsp_transport, "timeout": str(int(READ_TIMEOUT_S * 1e6))}
+        return sc.source, "rtsp", opts, "rtsp"
+    host, port = u.hostname or "0.0.0.0", u.port or 5600
+    if u.scheme == "udp":
+        url = f"udp://{host}:{port}?overrun_nonfatal=1&fifo_size=50000&timeout={int(READ_TIMEOUT_S * 1e6)}"
+        return url, "mpegts", low, "udp"
+    # rtp://: FFmpeg needs an SDP to know payload type 96 is H.264 (as QGroundControl sends).
+    fd, path = tempfile.mkstemp(prefix=f"relay-{sc.name}-", suffix=".sdp")
+    with os.fdopen(fd, "w") as f:
+        f.write(_rtp_sdp("0.0.0.0" if host in ("0.0.0.0", "") else host, port))
+    opts = {**low, "protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0"}
+    return path, "sdp", opts, "rtp"
+
+
+class AvPullSource:
+    def __init__(self, entry: Entry, sc: StreamConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.entry = entry
+        self.sc = sc
+        self.loop = loop
+        self.url, self.format, self.options, self.kind = input_for(sc)
+        self.session_id = f"{self.kind}-{sc.name}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"src-{sc.name}", daemon=True)
+        self.decode_errors = 0
+        self.packets = 0
+        self.connects = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        if self.kind == "rtp":
+            with contextlib.suppress(OSError):
+                os.unlink(self.url)
+
+    # ------------------------------------------------------------------ thread
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._read_once()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.warning("source unavailable, retrying",
+                                extra={"stream": self.sc.name, "kind": self.kind,
+                                       "error": str(exc)[:200], "in_s": backoff})
+            finally:
+                self._call(self.entry.release, self.session_id)
+            if time.monotonic() - started > 10:
+                backoff = 0.5
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _read_once(self) -> None:
+        container: Any = av.open(self.url, format=self.format, options=self.options,
+                                 timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+        try:
+            video = next((s for s in container.streams if s.type == "video"), None)
+            if video is None:
+                raise RuntimeError("input has no video stream")
+            video.thread_type = "SLICE"  # frame threading would add a frame of delay
+            self.connects += 1
+            self._call(self._claim)
+            log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
+                                                "codec": video.codec_context.name})
+            codec = video.codec_context.name
+            for packet in container.demux(video):
+                if self._stop.is_set():
+                    return
+                if packet.size == 0:
+                    continue
+                arrived = time.monotonic()
+                self.packets += 1
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    self.decode_errors += 1
+                    if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
+                        log.warning("corrupt packet skipped",
+                                    extra={"stream": self.sc.name, "errors": self.decode_errors})
+                    continue
+                for frame in frames:
+                    unit = Unit.arrived(frame)
+                    unit.timeline["decoded"] = unit.timeline["arrival"]
+                    unit.timeline["arrival"] = arrived
+                    self._call(self._publish, unit, codec)
+        finally:
+            container.close()
+
+    # ------------------------------------------------------------------ loop side
+
+    def _claim(self) -> None:
+        if self.entry.publisher not in (None, self.session_id):
+            log.warning("stream has another publisher; source frames still win",
+                        extra={"stream": self.sc.name})
+            self.entry.release(self.entry.publisher or "")
+        if self.entry.publisher is None:
+            self.entry.claim(self.session_id, self.kind, self.sc.source or "")
+
+    def _publish(self, unit: Unit, codec: str) -> None:
+        self.entry.source_codec = codec
+        self.entry.source.publish(unit)
