@@ -1,4 +1,5 @@
-"""CLI: ``python -m drone_sim --whip http://127.0.0.1:8080/whip/<stream> [--token T]``."""
+"""CLI: ``python -m drone_sim --whip http://127.0.0.1:8080/whip/<stream> [--token T]``
+or ``python -m drone_sim --protocol rtmp|udp|rtp|raw --to URL``."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         description="A simulated drone: pushes a stamped synthetic aerial scene to the relay.",
     )
     p.add_argument("--whip", metavar="URL", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/drone1")
+    p.add_argument("--protocol", choices=["whip", "rtmp", "udp", "rtp", "raw"], default="whip",
+                   help="how to push (default whip); raw writes I420 frames to stdout")
+    p.add_argument("--to", metavar="URL", help="where to push: rtmp://HOST:1935/live/STREAM, "
+                   "udp://HOST:5600, rtp://HOST:5600, or a WHIP URL")
     p.add_argument("--token", default=None, help="bearer token for the relay")
     p.add_argument("--size", type=_size, default=(1280, 720), help="WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
@@ -33,13 +38,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    if not args.whip:
-        p.error("give the relay's WHIP URL with --whip")
+    target = args.whip or args.to
+    if args.protocol != "raw" and not target:
+        p.error("give the relay's URL with --whip URL or --protocol P --to URL")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("drone_sim").setLevel(logging.INFO)
+
+    if args.protocol in ("rtmp", "udp", "rtp", "raw"):
+        import threading
+
+        from .push import push_av, write_raw
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if args.protocol == "raw":
+            write_raw(args.size, args.fps, stop, args.duration)
+            return 0
+        if args.duration:
+            threading.Timer(args.duration, stop.set).start()
+        with contextlib.suppress(KeyboardInterrupt):
+            push_av(args.protocol, target, args.size, args.fps, args.bitrate, stop)
+        return 0
 
     from .whip import publish_whip
 
@@ -51,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish_whip(args.whip, args.token, args.size, args.fps, args.bitrate, stop)
+        await publish_whip(target, args.token, args.size, args.fps, args.bitrate, stop)
 
     asyncio.run(run())
     return 0

@@ -1,0 +1,81 @@
+"""Push the stamped scene with FFmpeg (PyAV) muxers: RTMP (FLV), MPEG-TS over UDP, RTP H.264,
+or raw I420 frames on stdout (to pipe into another encoder, e.g. Debian's ffmpeg CLI)."""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+import av
+
+from .scene import Scene
+
+__all__ = ["FORMATS", "push_av", "write_raw"]
+
+log = logging.getLogger("drone_sim")
+FORMATS = {"rtmp": "flv", "udp": "mpegts", "rtp": "rtp"}
+
+
+def _url(protocol: str, url: str) -> str:
+    if protocol == "udp" and "pkt_size" not in url:
+        return url + ("&" if "?" in url else "?") + "pkt_size=1316"
+    if protocol == "rtp" and "pkt_size" not in url:
+        return url + ("&" if "?" in url else "?") + "pkt_size=1200"
+    return url
+
+
+def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_kbps: int,
+            stop: threading.Event) -> None:
+    """Encode once (libx264, zerolatency, SPS/PPS on every keyframe) and mux to ``url``."""
+    width, height = size
+    scene = Scene(width, height)
+    out: Any = av.open(_url(protocol, url), "w", format=FORMATS[protocol])
+    try:
+        stream = out.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = bitrate_kbps * 1000
+        gop = max(1, round(fps * 2))
+        stream.options = {
+            "preset": "ultrafast", "tune": "zerolatency", "profile": "baseline",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1:bframes=0",
+        }
+        stream.codec_context.time_base = fractions.Fraction(1, round(fps))
+        start = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            due = start + n / fps
+            delay = due - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+            img = scene.render(n, t=n / fps)
+            frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
+            frame.pts = n
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            n += 1
+    finally:
+        out.close()
+
+
+def write_raw(size: tuple[int, int], fps: float, stop: threading.Event, duration: float | None) -> None:
+    """Real-time I420 frames on stdout (``ffmpeg -f rawvideo -pix_fmt yuv420p -s WxH -r FPS -i -``)."""
+    width, height = size
+    scene = Scene(width, height)
+    sink = sys.stdout.buffer
+    start = time.monotonic()
+    n = 0
+    while not stop.is_set() and (duration is None or n / fps < duration):
+        delay = start + n / fps - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
+        try:
+            sink.write(scene.render(n, t=n / fps).tobytes())
+            sink.flush()
+        except BrokenPipeError:
+            return
+        n += 1
