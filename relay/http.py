@@ -301,4 +301,5 @@ def build_routes(app: web.Application, services: Services) -> None:
     r.add_get("/", _page("index.html"))
     r.add_get("/wall", _page("wall.html"))
     r.add_get(f"/view/{S}", _page("view.html"))
+    r.add_get(f"/publish/{S}", _page("publish.html"))
     r.add_static("/static/", VIEWER_DIR, append_version=False)

@@ -22,14 +22,14 @@ def have_chromium() -> bool:
 
 
 @asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
+async def chromium(extra_args: list[str] | None = None) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="relay-chromium-")
     try:
         async with async_playwright() as p:
             ctx = await p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                profile, executable_path=CHROMIUM, headless=True, args=FLAGS + (extra_args or []),
                 viewport={"width": 1280, "height": 720},
             )
             try:

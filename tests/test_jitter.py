@@ -41,3 +41,13 @@ def test_reordered_packets_wait_for_the_gap() -> None:
     assert jb.add(pkt(3, 100, True, b"3"))[1] is None  # packet 2 missing: not complete
     _, frame = jb.add(pkt(2, 100, False, b"2"))
     assert frame is not None and frame.data == b"123"
+
+
+def test_padding_probes_do_not_hold_frames_back() -> None:
+    """Chromium sends empty padding packets after a frame with that frame's timestamp."""
+    jb = MarkerJitterBuffer(capacity=128, is_video=True)
+    assert jb.add(pkt(1, 100, True, b"f1"))[1].data == b"f1"
+    for seq in range(2, 20):
+        assert jb.add(pkt(seq, 100, False, b""))[1] is None
+    _, frame = jb.add(pkt(20, 200, True, b"f2"))
+    assert frame is not None and frame.data == b"f2" and frame.timestamp == 200

@@ -20,9 +20,16 @@ class MarkerJitterBuffer(JitterBuffer):
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         packets: list[Any] = []
         timestamp = None
-        origin = self._origin
-        if origin is None:
+        if self._origin is None:
             return None
+        # Padding-only packets (Chromium probes bandwidth with them, after a frame, with
+        # that frame's timestamp) carry no media: drop them before looking for a frame.
+        while True:
+            head = self._packets[self._origin % self._capacity]
+            if head is None or getattr(head, "_data", b""):
+                break
+            self.remove(1)
+        origin = self._origin
         for count in range(self.capacity):
             packet = self._packets[(origin + count) % self._capacity]
             if packet is None:

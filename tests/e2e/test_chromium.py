@@ -93,3 +93,26 @@ async def test_index_and_wall_show_every_live_stream(live: RelayHandle) -> None:
             await wall.screenshot(path="/tmp/wall.png")
     finally:
         await second.stop()
+
+
+async def test_publish_page_sends_chromium_camera_over_whip(relay: RelayHandle) -> None:
+    """Chromium's fake camera, published from /publish/<stream>, reaches an aiortc viewer."""
+    from tests.helpers import WhepViewer
+
+    fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    async with chromium(fake) as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/publish/phone1?autostart=1")
+        await wait_for(lambda: relay.entry("phone1") is not None
+                       and relay.entry("phone1").frames_in > 30, 20, "browser feed live")
+        doc = (await relay.streams())["phone1"]
+        assert doc["state"] == "live" and doc["publisher"]["kind"] == "whip"
+        assert doc["width"] > 0 and doc["fps"] > 10
+        viewer = WhepViewer(relay.url, "phone1", rendition="low", read_stamps=False)
+        await viewer.start()
+        try:
+            await viewer.wait_frames(20)
+        finally:
+            await viewer.close()
+        await page.click("#stop")
+        await wait_for(lambda: relay.entry("phone1").state.value == "lost", 10, "DELETE on stop")
