@@ -25,8 +25,8 @@ class MarkerJitterBuffer(JitterBuffer):
         # Padding-only packets (Chromium probes bandwidth with them, after a frame, with
         # that frame's timestamp) carry no media: drop them before looking for a frame.
         while True:
-            head = self._packets[self._origin % self._capacity]
-            if head is None or getattr(head, "_data", b""):
+            head: Any = self._packets[self._origin % self._capacity]
+            if head is None or head._data:
                 break
             self.remove(1)
         origin = self._origin
