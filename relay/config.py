@@ -32,6 +32,8 @@ __all__ = [
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CODECS = ("h264", "vp8")
+MODES = ("transcode", "passthrough", "both")
+PASSTHROUGH = "source"  # the rendition name of forwarded source packets
 SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://")
 
 
@@ -65,6 +67,7 @@ class StreamConfig:
     title: str = ""
     source: str | None = None  # pulled/listened source: rtsp://, udp://, rtp://
     rtsp_transport: str = "tcp"
+    mode: str = "transcode"  # transcode | passthrough | both
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class MediaConfig:
     slate_fps: float = 5.0
     overlay: bool = True
     stream_expire_s: float = 600.0  # an unconfigured lost stream with no viewers is forgotten
+    default_mode: str = "both"  # for streams not in [streams]: transcode | passthrough | both
+    gop_cache: bool = True  # passthrough: a joining viewer starts at the cached keyframe
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,10 @@ class Config:
             if s.name == name:
                 return s
         return None
+
+    def mode(self, stream: str) -> str:
+        sc = self.stream(stream)
+        return sc.mode if sc is not None else self.media.default_mode
 
     def rendition(self, name: str) -> Rendition | None:
         for r in self.renditions:
@@ -201,6 +210,13 @@ def _host(key: str, value: Any) -> str:
     return text
 
 
+def _mode(key: str, value: Any) -> str:
+    mode = _str(key, value).lower()
+    if mode not in MODES:
+        raise ConfigError(key, f"must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
 def _port(key: str, value: Any) -> int:
     return _int(key, value, 1, 65535)
 
@@ -266,6 +282,8 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 raise ConfigError(f"{p}name", f"must match {STREAM_NAME.pattern}, got {name!r}")
             if name in seen:
                 raise ConfigError(f"{p}name", f"duplicate rendition name {name!r}")
+            if name == PASSTHROUGH:
+                raise ConfigError(f"{p}name", f"{PASSTHROUGH!r} is reserved for passthrough")
             seen.add(name)
             height = _int(f"{p}height", item.get("height", 720), 90, 2160)
             if height % 2:
@@ -311,6 +329,8 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         stream_expire_s=_float(
             "media.stream_expire_s", m.get("stream_expire_s", md.stream_expire_s), 1, 86400 * 7
         ),
+        default_mode=_mode("media.default_mode", m.get("default_mode", md.default_mode)),
+        gop_cache=_bool("media.gop_cache", m.get("gop_cache", md.gop_cache)),
     )
 
     lt = _table(data, "latency", "")
@@ -369,7 +389,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         _check_keys(
             item,
             {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
-             "source", "rtsp_transport"},
+             "source", "rtsp_transport", "mode"},
             p,
         )
         source = item.get("source")
@@ -395,6 +415,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 title=_str(f"{p}title", item.get("title", "")),
                 source=source,
                 rtsp_transport=transport,
+                mode=_mode(f"{p}mode", item.get("mode", media.default_mode)),
             )
         )
     if auth.enabled:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import Action, authenticate, bearer_token
-from .config import STREAM_NAME, Config
+from .config import PASSTHROUGH, STREAM_NAME, Config
 from .egress import WhepEgress
 from .errors import RelayError
 from .pipeline import Pipeline
@@ -187,8 +187,9 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
     doc = entry.summary()
     sc = svc.config.stream(entry.name)
     doc["title"] = sc.title if sc else ""
+    doc["mode"] = entry.mode
     doc["renditions"] = []
-    for r in svc.config.renditions:
+    for r in svc.config.renditions if entry.mode != "passthrough" else ():
         enc = entry.encoders.get(r.name)
         doc["renditions"].append({
             "name": r.name,
@@ -198,6 +199,13 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "viewers": len(entry.renditions[r.name].readers),
             "encoding": enc is not None,
             "size": f"{getattr(enc, 'width', 0)}x{getattr(enc, 'height', 0)}" if enc else None,
+            "passthrough": False,
+        })
+    if entry.passthrough is not None and entry.passthrough_source:
+        doc["renditions"].append({
+            "name": PASSTHROUGH, "codec": "h264", "height": entry.height, "bitrate_kbps": None,
+            "viewers": len(entry.passthrough.readers), "encoding": False,
+            "size": f"{entry.width}x{entry.height}" if entry.width else None, "passthrough": True,
         })
     return doc
 

@@ -47,7 +47,10 @@ class _RelayCollector:
             frames.add_metric([e.name], e.frames_in)
             encoders.add_metric([e.name], len(e.encoders))
             drop = 0
-            for rname, stream in e.renditions.items():
+            streams = dict(e.renditions)
+            if e.passthrough is not None:
+                streams["source"] = e.passthrough
+            for rname, stream in streams.items():
                 viewers.add_metric([e.name, rname], len(stream.readers))
                 drop += sum(r.dropped for r in stream.readers)
             dropped.add_metric([e.name], drop)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
+from .config import PASSTHROUGH, Config
 from .errors import RelayError
 from .latency import LatencyBook
 from .stream import Stream
@@ -61,6 +61,8 @@ class Entry:
         self.viewers: dict[str, ViewerInfo] = {}
         self.encoders: dict[str, object] = {}  # rendition -> live encoder (set by the pipeline)
         self.listeners: list[Callable[[Entry], None]] = []
+        self.last_media = 0.0  # monotonic time of the last packet or frame from the source
+        self.mode = config.mode(name)
         media = config.media
         self.source = Stream(f"{name}/source", gop=False, reader_maxlen=media.source_queue_frames)
         self.renditions: dict[str, Stream] = {
@@ -72,6 +74,35 @@ class Entry:
             )
             for r in config.renditions
         }
+        # Passthrough: the source's own H.264 packets, forwarded without decode/encode.
+        self.passthrough: Stream | None = None
+        self.passthrough_source = False  # the current publisher forwards packets (not WHIP)
+        if self.mode in ("passthrough", "both"):
+            self.passthrough = Stream(
+                f"{name}/{PASSTHROUGH}",
+                gop=True,
+                reader_maxlen=media.viewer_queue_packets,
+                gop_cache=media.gop_cache,
+            )
+
+    def touch(self) -> None:
+        """Media arrived from the source (called on the event loop)."""
+        self.last_media = time.monotonic()
+        if self.state is not State.LIVE:
+            self.set_state(State.LIVE)
+
+    def wants_frames(self) -> bool:
+        """Whether the source must decode: a transcoded rendition (or the pipeline) needs frames."""
+        if self.mode != "passthrough":
+            return True
+        return any(s.readers for s in self.renditions.values())
+
+    def rendition_stream(self, name: str) -> Stream | None:
+        if name == PASSTHROUGH:
+            return self.passthrough if self.passthrough_source else None
+        if self.mode == "passthrough":
+            return None
+        return self.renditions.get(name)
 
     def set_state(self, state: State) -> None:
         if state is self.state:
@@ -90,6 +121,7 @@ class Entry:
             raise RelayError(409, f"stream {self.name!r} already has a live publisher")
         self.publisher = session_id
         self.publisher_kind = kind
+        self.passthrough_source = kind != "whip"
         self.publisher_remote = remote
 
     def release(self, session_id: str) -> None:
@@ -161,3 +193,5 @@ class Registry:
         entry.source.close()
         for s in entry.renditions.values():
             s.close()
+        if entry.passthrough is not None:
+            entry.passthrough.close()

@@ -126,8 +126,15 @@ class Stream:
         keyframe_min_interval: float = 0.3,
         on_keyframe_request: Callable[[str], None] | None = None,
         on_readers_changed: Callable[[Stream], None] | None = None,
+        gop_cache: bool = False,
+        gop_cache_max: int = 300,
     ) -> None:
         self.name = name
+        # Units since the last keyframe, so a joining reader starts with a picture at once
+        # (for sources nobody can ask for a keyframe: RTMP, RTSP, UDP passthrough).
+        self.gop_cache_enabled = gop_cache
+        self.gop_cache_max = gop_cache_max
+        self._gop: list[Unit] = []
         self.gop = gop
         self.reader_maxlen = reader_maxlen
         self.keyframe_min_interval = keyframe_min_interval
@@ -142,6 +149,9 @@ class Stream:
 
     def subscribe(self, label: str = "", maxlen: int | None = None) -> Reader:
         reader = Reader(self, maxlen or self.reader_maxlen, label)
+        if self._gop:
+            for unit in self._gop[-reader.maxlen :] if self._gop[0].keyframe else ():
+                reader.offer(unit)
         self.readers.add(reader)
         if self.on_readers_changed is not None:
             self.on_readers_changed(self)
@@ -157,6 +167,13 @@ class Stream:
 
     def publish(self, unit: Unit) -> None:
         self.published += 1
+        if self.gop_cache_enabled:
+            if unit.keyframe:
+                self._gop = [unit]
+            elif self._gop and len(self._gop) < self.gop_cache_max:
+                self._gop.append(unit)
+            else:
+                self._gop = []
         for reader in tuple(self.readers):
             reader.offer(unit)
 
@@ -181,7 +198,14 @@ class Stream:
         self._pending = None
         self.request_keyframe(reason)
 
+    def reset(self) -> None:
+        """The producer restarted (new encoder, new SPS/PPS): everyone resumes at a keyframe."""
+        self._gop = []
+        for reader in self.readers:
+            reader.skip_to_live("producer restarted")
+
     def close(self) -> None:
+        self._gop = []
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None

@@ -9,10 +9,10 @@ DEV=0
 PY="${PYTHON:-python3}"
 
 if [[ $DEV == 1 ]]; then
-  # Real peers for the tests: a browser, ffmpeg, GStreamer's RTSP server, a WHIP client.
+  # Real peers for the tests: a browser, ffmpeg, GStreamer's RTSP server.
   need=()
   for pkg in chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
-             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad simple-whip-client; do
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
   if (( ${#need[@]} )); then

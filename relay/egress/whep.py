@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from ..config import Config
+from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry, Registry, ViewerInfo
@@ -83,21 +83,27 @@ class WhepEgress:
         entry = self.registry.get(stream)
         if entry is None:
             raise RelayError(404, f"no stream {stream!r}")
-        rend = self.config.renditions[0] if rendition is None else self.config.rendition(rendition)
-        if rend is None:
-            names = ", ".join(r.name for r in self.config.renditions)
-            raise RelayError(404, f"no rendition {rendition!r} (have: {names})")
+        if rendition is None:
+            rendition = PASSTHROUGH if entry.mode == "passthrough" else self.config.renditions[0].name
+        out = entry.rendition_stream(rendition)
+        rend = self.config.rendition(rendition)
+        if out is None:
+            names = [r.name for r in self.config.renditions] if entry.mode != "passthrough" else []
+            if entry.passthrough is not None and entry.passthrough_source:
+                names.append(PASSTHROUGH)
+            raise RelayError(404, f"stream {stream!r} has no rendition {rendition!r} "
+                                  f"(mode {entry.mode}; have: {', '.join(names)})")
+        codec = rend.codec if rend is not None else "h264"
         codecs = check_offer(offer_sdp, "view")
-        if rend.codec not in codecs:
+        if codec not in codecs:
             raise RelayError(
-                422, f"rendition {rend.name!r} is {rend.codec}; the offer only accepts {codecs}"
+                422, f"rendition {rendition!r} is {codec}; the offer only accepts {codecs}"
             )
         pc = new_peer(self.config.webrtc.stun_servers)
         session = PeerSession("whep", stream, pc, remote)
-        out = entry.renditions[rend.name]
         transceiver = pc.addTransceiver("video", direction="sendonly")
-        prefer_codec(transceiver, rend.codec)
-        name = rend.name
+        prefer_codec(transceiver, codec)
+        name = rendition
 
         def on_sent(unit: Unit) -> None:
             entry.latency.record(name, unit.timeline)
@@ -105,7 +111,7 @@ class WhepEgress:
         track = PacketTrack(lambda: out.subscribe(label=session.id), on_sent)
         transceiver.sender.replaceTrack(track)
         listen_for_keyframe_requests(transceiver.sender, out.request_keyframe)
-        info = ViewerInfo(id=session.id, rendition=rend.name, remote=remote)
+        info = ViewerInfo(id=session.id, rendition=name, remote=remote)
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from ..config import Config, Rendition
+from ..config import PASSTHROUGH, Config, Rendition
 from ..media import Unit, now
 from ..registry import Entry, State
 from ..stream import Reader, StreamClosed
@@ -67,8 +67,22 @@ class Pipeline:
         self._arrivals: list[float] = []
         self.frames_processed = 0
         self.slate_frames = 0
+        self._slated_passthrough = False
+        self._slate_rendition = Rendition(PASSTHROUGH, 2160, 1500, "h264")
+        entry.listeners.append(self._on_state)
         for name, stream in entry.renditions.items():
             stream.on_keyframe_request = self._keyframe_requester(name)
+
+    def _on_state(self, entry: Entry) -> None:
+        if entry.state is not State.LIVE:
+            return
+        if self._slated_passthrough and entry.passthrough is not None:
+            self._slated_passthrough = False
+            entry.passthrough.reset()
+        slate = self._encoders.pop(PASSTHROUGH, None)  # the source is back: no slate encoder
+        if slate is not None:
+            self._executor.submit(slate.close)
+            entry.encoders = dict(self._encoders)
 
     def _keyframe_requester(self, rendition: str) -> Any:
         def request(reason: str) -> None:
@@ -107,7 +121,7 @@ class Pipeline:
         t = now()
         out = []
         for r in self.config.renditions:
-            if self.entry.renditions[r.name].readers:
+            if self.entry.mode != "passthrough" and self.entry.renditions[r.name].readers:
                 self._idle_since.pop(r.name, None)
                 out.append(r)
             else:
@@ -124,7 +138,11 @@ class Pipeline:
             try:
                 unit = await asyncio.wait_for(reader.get(), timeout)
             except TimeoutError:
-                if live:
+                silent = now() - self.entry.last_media
+                if self.entry.state is State.LIVE:
+                    if silent < self.media.signal_lost_after_s:
+                        self._expire()  # media flows, nobody needs frames (passthrough only)
+                        continue
                     self.entry.set_state(State.LOST)
                     log.warning("signal lost", extra={"stream": self.entry.name,
                                                       "after_s": self.media.signal_lost_after_s})
@@ -135,6 +153,10 @@ class Pipeline:
                 return
             if not live:
                 self.entry.set_state(State.LIVE)
+            if self._slated_passthrough and self.entry.passthrough is not None:
+                # Back from the slate: passthrough viewers resume at the source's next keyframe.
+                self._slated_passthrough = False
+                self.entry.passthrough.reset()
             self._note_arrival(unit)
             renditions = self._watched()
             job = _Job(
@@ -174,13 +196,24 @@ class Pipeline:
 
     def _publish(self, out: dict[str, list[Unit]]) -> None:
         for name, units in out.items():
-            stream = self.entry.renditions[name]
+            stream = self.entry.passthrough if name == PASSTHROUGH else self.entry.renditions[name]
+            if stream is None:
+                continue
             for u in units:
                 stream.publish(u)
         self.entry.encoders = dict(self._encoders)
 
     async def _emit_slate(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.entry.state is State.LIVE:
+            return
         renditions = self._watched()
+        pt = self.entry.passthrough
+        if pt is not None and pt.readers:
+            # Passthrough viewers get the slate too, from an encoder of its own.
+            renditions.append(self._slate_rendition)
+            if not self._slated_passthrough:
+                self._slated_passthrough = True
+                self._want_key.add(PASSTHROUGH)
         if not renditions:
             return
         e = self.entry

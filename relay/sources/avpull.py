@@ -23,6 +23,7 @@ import av
 from ..config import StreamConfig
 from ..media import Unit
 from ..registry import Entry
+from .h264 import PassthroughClock, annexb_config
 
 __all__ = ["AvPullSource", "input_for"]
 
@@ -69,6 +70,8 @@ class AvPullSource:
         self.session_id = f"{self.kind}-{sc.name}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"src-{sc.name}", daemon=True)
+        self.clock = PassthroughClock(sc.name)
+        entry.passthrough_source = True  # viewers may join "source" before the first packet
         self.decode_errors = 0
         self.packets = 0
         self.connects = 0
@@ -120,6 +123,8 @@ class AvPullSource:
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
                                                 "codec": video.codec_context.name})
             codec = video.codec_context.name
+            config = annexb_config(video.codec_context.extradata) if codec == "h264" else b""
+            entry = self.entry
             for packet in container.demux(video):
                 if self._stop.is_set():
                     return
@@ -127,6 +132,15 @@ class AvPullSource:
                     continue
                 arrived = time.monotonic()
                 self.packets += 1
+                if entry.passthrough is not None and codec == "h264":
+                    seconds = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                    unit = self.clock.unit(bytes(packet), bool(packet.is_keyframe), seconds, config,
+                                           arrived, packet.dts is not None and packet.dts != packet.pts)
+                    self._call(self._passthrough, unit)
+                else:
+                    self._call(entry.touch)
+                if not entry.wants_frames():
+                    continue
                 try:
                     frames = packet.decode()
                 except av.FFmpegError:
@@ -152,6 +166,11 @@ class AvPullSource:
             self.entry.release(self.entry.publisher or "")
         if self.entry.publisher is None:
             self.entry.claim(self.session_id, self.kind, self.sc.source or "")
+
+    def _passthrough(self, unit: Unit) -> None:
+        self.entry.touch()
+        if self.entry.passthrough is not None:
+            self.entry.passthrough.publish(unit)
 
     def _publish(self, unit: Unit, codec: str) -> None:
         self.entry.source_codec = codec

@@ -36,75 +36,16 @@ from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from ..media import Unit, now
 from ..registry import Entry, Registry
+from .h264 import AvcToAnnexB, PassthroughClock
 
-__all__ = ["AvcToAnnexB", "RtmpIngest", "split_name"]
+__all__ = ["RtmpIngest", "split_name"]
 
 log = logging.getLogger("relay.rtmp")
-START = b"\x00\x00\x00\x01"
 
 
 def split_name(name: str) -> tuple[str, dict[str, list[str]]]:
     base, _, query = name.partition("?")
     return base.strip("/"), parse_qs(query)
-
-
-class AvcToAnnexB:
-    """FLV/AVC video tag bodies → Annex-B access units (SPS/PPS before each keyframe)."""
-
-    def __init__(self) -> None:
-        self.length_size = 4
-        self.sps_pps = b""
-        self.ignored_codecs: set[int] = set()
-
-    def feed(self, body: bytes) -> tuple[bytes, bool] | None:
-        if len(body) < 5:
-            return None
-        frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
-        if body[0] & 0x80 or codec_id != 7:  # enhanced RTMP / HEVC / DJI's id 12: not AVC
-            self.ignored_codecs.add(codec_id)
-            return None
-        kind = body[1]
-        data = body[5:]
-        if kind == 0:
-            self._config(data)
-            return None
-        if kind != 1:
-            return None
-        out = []
-        has_sps = False
-        i, n = 0, self.length_size
-        while i + n <= len(data):
-            size = int.from_bytes(data[i : i + n], "big")
-            i += n
-            if size == 0 or i + size > len(data):
-                break  # truncated: keep what was whole
-            nal = data[i : i + size]
-            i += size
-            has_sps |= (nal[0] & 0x1F) == 7
-            out.append(START + nal)
-        if not out:
-            return None
-        key = frame_type == 1
-        au = b"".join(out)
-        if key and not has_sps and self.sps_pps:
-            au = self.sps_pps + au
-        return au, key
-
-    def _config(self, rec: bytes) -> None:
-        if len(rec) < 7:
-            return
-        self.length_size = (rec[4] & 0x03) + 1
-        out, i = [], 6
-        for count_mask in (0x1F, 0xFF):
-            count = rec[i - 1] & count_mask
-            for _ in range(count):
-                if i + 2 > len(rec):
-                    return
-                size = int.from_bytes(rec[i : i + 2], "big")
-                out.append(START + rec[i + 2 : i + 2 + size])
-                i += 2 + size
-            i += 1  # the PPS count byte
-        self.sps_pps = b"".join(out)
 
 
 class _Publisher:
@@ -113,6 +54,7 @@ class _Publisher:
         self.session_id = session_id
         self.loop = loop
         self.parser = AvcToAnnexB()
+        self.clock = PassthroughClock(entry.name)
         self.decoder: Any = av.CodecContext.create("h264", "r")
         self.decoder.thread_type = "SLICE"
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
@@ -123,6 +65,12 @@ class _Publisher:
         arrived = now()
         au = self.parser.feed(body)
         if au is None:
+            return
+        self.entry.touch()
+        if self.entry.passthrough is not None:
+            self.entry.passthrough.publish(
+                self.clock.unit(au[0], au[1], None, self.parser.sps_pps, arrived))
+        if not self.entry.wants_frames():
             return
         if self.pending > 30:  # decoder far behind: drop rather than queue without bound
             self.errors += 1

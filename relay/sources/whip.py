@@ -77,6 +77,7 @@ class WhipIngest:
         if arrived is not None:
             unit.timeline["decoded"] = unit.timeline["arrival"]
             unit.timeline["arrival"] = arrived
+        entry.touch()
         entry.source.publish(unit)
 
     def _evict_stale(self, entry: Entry) -> None:

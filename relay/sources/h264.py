@@ -1,0 +1,139 @@
+"""H.264 plumbing shared by the sources: FLV/AVC → Annex-B, SPS/PPS for keyframes, and
+passthrough units (the source's own packets, re-timed to 90 kHz, ready for aiortc)."""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import time
+from typing import Any
+
+import av
+
+from ..media import Unit, now
+
+__all__ = ["START", "AvcToAnnexB", "PassthroughClock", "annexb_config", "has_nal"]
+
+log = logging.getLogger("relay.source")
+START = b"\x00\x00\x00\x01"
+TIME_BASE = fractions.Fraction(1, 90000)
+
+
+def has_nal(data: bytes, nal_type: int) -> bool:
+    """Whether an Annex-B access unit contains a NAL unit of ``nal_type`` (7 = SPS)."""
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == nal_type:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
+
+
+def annexb_config(extradata: bytes | None) -> bytes:
+    """SPS/PPS from a decoder's extradata, in Annex-B form (converted from avcC if needed)."""
+    if not extradata:
+        return b""
+    if extradata[:1] == b"\x01":  # avcC
+        conv = AvcToAnnexB()
+        conv._config(extradata)
+        return conv.sps_pps
+    return extradata
+
+
+class AvcToAnnexB:
+    """FLV/AVC video tag bodies → Annex-B access units (SPS/PPS before each keyframe)."""
+
+    def __init__(self) -> None:
+        self.length_size = 4
+        self.sps_pps = b""
+        self.ignored_codecs: set[int] = set()
+
+    def feed(self, body: bytes) -> tuple[bytes, bool] | None:
+        if len(body) < 5:
+            return None
+        frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
+        if body[0] & 0x80 or codec_id != 7:  # enhanced RTMP / HEVC / DJI's id 12: not AVC
+            self.ignored_codecs.add(codec_id)
+            return None
+        kind = body[1]
+        data = body[5:]
+        if kind == 0:
+            self._config(data)
+            return None
+        if kind != 1:
+            return None
+        out = []
+        has_sps = False
+        i, n = 0, self.length_size
+        while i + n <= len(data):
+            size = int.from_bytes(data[i : i + n], "big")
+            i += n
+            if size == 0 or i + size > len(data):
+                break  # truncated: keep what was whole
+            nal = data[i : i + size]
+            i += size
+            has_sps |= (nal[0] & 0x1F) == 7
+            out.append(START + nal)
+        if not out:
+            return None
+        key = frame_type == 1
+        au = b"".join(out)
+        if key and not has_sps and self.sps_pps:
+            au = self.sps_pps + au
+        return au, key
+
+    def _config(self, rec: bytes) -> None:
+        if len(rec) < 7:
+            return
+        self.length_size = (rec[4] & 0x03) + 1
+        out, i = [], 6
+        for count_mask in (0x1F, 0xFF):
+            count = rec[i - 1] & count_mask
+            for _ in range(count):
+                if i + 2 > len(rec):
+                    return
+                size = int.from_bytes(rec[i : i + 2], "big")
+                out.append(START + rec[i + 2 : i + 2 + size])
+                i += 2 + size
+            i += 1  # the PPS count byte
+        self.sps_pps = b"".join(out)
+
+
+
+class PassthroughClock:
+    """Turns source packets into passthrough units: Annex-B, SPS/PPS before keyframes,
+    90 kHz timestamps that keep increasing across reconnects and source clock jumps."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self._base = 0
+        self._last = -1
+        self._src0: float | None = None
+        self._warned_bframes = False
+
+    def unit(self, data: bytes, keyframe: bool, src_seconds: float | None, config: bytes,
+             arrived: float, dts_differs: bool = False) -> Unit:
+        if dts_differs and not self._warned_bframes:
+            self._warned_bframes = True
+            log.warning("source has B-frames: passthrough viewers may stutter; use transcode",
+                        extra={"stream": self.stream})
+        if keyframe and config and not has_nal(data, 7):
+            data = config + data
+        if src_seconds is None:
+            src_seconds = arrived
+        if self._src0 is None:
+            self._src0 = src_seconds
+        pts = self._base + int((src_seconds - self._src0) * 90000)
+        if pts <= self._last or (pts > self._last + 90000 * 5 and self._last >= 0):
+            # backwards or a big jump (reconnect, wrap): continue one frame after the last
+            self._base = self._last + 3000
+            self._src0 = src_seconds
+            pts = self._base
+        self._last = pts
+        packet: Any = av.Packet(data)
+        packet.pts = pts
+        packet.dts = pts
+        packet.time_base = TIME_BASE
+        unit = Unit(packet, keyframe, {"arrival": arrived}, int(time.time() * 1000))
+        unit.timeline["encoded"] = now()
+        return unit
