@@ -66,13 +66,13 @@ class LatencyBook:
         """Record a frame's timeline once it is sent (times in seconds, monotonic)."""
         start = timeline.get("arrival")
         sent = timeline.get("sent")
-        if start is None or sent is None:
+        if start is None or sent is None or "replayed" in timeline:
             return
         self.total.setdefault(rendition, Window()).add((sent - start) * 1000.0)
         stages = self.stages.setdefault(rendition, {})
         prev = start
         for stage in STAGES:
-            t = timeline.get(stage)
+            t = timeline.get(stage)  # "replayed" is a marker, never a stage
             if t is None:
                 continue
             stages.setdefault(stage, Window()).add((t - prev) * 1000.0)

@@ -151,6 +151,8 @@ class Stream:
         reader = Reader(self, maxlen or self.reader_maxlen, label)
         if self._gop:
             for unit in self._gop[-reader.maxlen :] if self._gop[0].keyframe else ():
+                # A replay is not relay latency: keep it out of the histograms.
+                unit.timeline.setdefault("replayed", 1.0)
                 reader.offer(unit)
         self.readers.add(reader)
         if self.on_readers_changed is not None:

@@ -87,3 +87,18 @@ async def test_skip_to_live_empties_the_queue() -> None:
     s.publish(unit(False, 31))
     s.publish(unit(True, 32))
     assert (await r.get()).payload == 32
+
+
+async def test_gop_cache_gives_a_late_reader_the_current_gop() -> None:
+    s = Stream("pt", gop=True, reader_maxlen=50, gop_cache=True)
+    for i in range(10):
+        s.publish(unit(i % 4 == 0, i))  # keyframes at 0, 4, 8
+    late = s.subscribe("late")
+    assert [(await late.get()).payload for _ in range(2)] == [8, 9]
+    assert all("replayed" in u.timeline for u in s._gop)
+    s.publish(unit(False, 10))
+    assert (await late.get()).payload == 10
+    s.reset()  # producer restarted: wait for its next keyframe
+    s.publish(unit(False, 11))
+    s.publish(unit(True, 12))
+    assert (await late.get()).payload == 12
