@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         description="A simulated drone: pushes a stamped synthetic aerial scene to the relay.",
     )
     p.add_argument("--whip", metavar="URL", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/drone1")
-    p.add_argument("--protocol", choices=["whip", "rtmp", "udp", "rtp", "raw"], default="whip",
+    p.add_argument("--protocol", choices=["whip", "rtmp", "rtsp", "udp", "rtp", "raw"], default="whip",
                    help="how to push (default whip); raw writes I420 frames to stdout")
     p.add_argument("--to", metavar="URL", help="where to push: rtmp://HOST:1935/live/STREAM, "
-                   "udp://HOST:5600, rtp://HOST:5600, or a WHIP URL")
+                   "rtsp://HOST:8554/STREAM (push), udp://HOST:5600, rtp://HOST:5600, or a WHIP URL")
     p.add_argument("--token", default=None, help="bearer token for the relay")
     p.add_argument("--size", type=_size, default=(1280, 720), help="WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("drone_sim").setLevel(logging.INFO)
 
-    if args.protocol in ("rtmp", "udp", "rtp", "raw"):
+    if args.protocol in ("rtmp", "rtsp", "udp", "rtp", "raw"):
         import threading
 
         from .push import push_av, write_raw

@@ -1,4 +1,5 @@
 """Push the stamped scene with FFmpeg (PyAV) muxers: RTMP (FLV), MPEG-TS over UDP, RTP H.264,
+RTSP (ANNOUNCE/RECORD to a listening server),
 or raw I420 frames on stdout (to pipe into another encoder, e.g. Debian's ffmpeg CLI)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .scene import Scene
 __all__ = ["FORMATS", "push_av", "write_raw"]
 
 log = logging.getLogger("drone_sim")
-FORMATS = {"rtmp": "flv", "udp": "mpegts", "rtp": "rtp"}
+FORMATS = {"rtmp": "flv", "udp": "mpegts", "rtp": "rtp", "rtsp": "rtsp"}
 
 
 def _url(protocol: str, url: str) -> str:
@@ -33,7 +34,8 @@ def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_
     """Encode once (libx264, zerolatency, SPS/PPS on every keyframe) and mux to ``url``."""
     width, height = size
     scene = Scene(width, height)
-    out: Any = av.open(_url(protocol, url), "w", format=FORMATS[protocol])
+    options = {"rtsp_transport": "tcp"} if protocol == "rtsp" else {}
+    out: Any = av.open(_url(protocol, url), "w", format=FORMATS[protocol], options=options)
     try:
         stream = out.add_stream("libx264", rate=round(fps))
         stream.width, stream.height = width, height

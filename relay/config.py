@@ -67,6 +67,7 @@ class StreamConfig:
     title: str = ""
     source: str | None = None  # pulled/listened source: rtsp://, udp://, rtp://
     rtsp_transport: str = "tcp"
+    rtsp_listen: bool = False  # accept an RTSP push (ANNOUNCE/RECORD) instead of pulling
     mode: str = "transcode"  # transcode | passthrough | both
 
 
@@ -389,7 +390,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         _check_keys(
             item,
             {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
-             "source", "rtsp_transport", "mode"},
+             "source", "rtsp_transport", "rtsp_listen", "mode"},
             p,
         )
         source = item.get("source")
@@ -415,6 +416,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 title=_str(f"{p}title", item.get("title", "")),
                 source=source,
                 rtsp_transport=transport,
+                rtsp_listen=_bool(f"{p}rtsp_listen", item.get("rtsp_listen", False)),
                 mode=_mode(f"{p}mode", item.get("mode", media.default_mode)),
             )
         )

@@ -31,6 +31,7 @@ log = logging.getLogger("relay.source")
 
 OPEN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 2.0
+LISTEN_S = 5  # an RTSP listener re-arms this often (FFmpeg needs a finite listen_timeout)
 
 
 def _rtp_sdp(host: str, port: int) -> str:
@@ -47,6 +48,10 @@ def input_for(sc: StreamConfig) -> tuple[str, str | None, dict[str, str], str]:
     u = urlsplit(sc.source)
     low = {"analyzeduration": "500000", "probesize": "500000", "fflags": "discardcorrupt"}
     if u.scheme in ("rtsp", "rtsps"):
+        if sc.rtsp_listen:  # the drone pushes to us (ANNOUNCE/RECORD)
+            opts = {**low, "rtsp_flags": "listen", "listen_timeout": str(int(LISTEN_S)),
+                    "rtsp_transport": sc.rtsp_transport}
+            return sc.source, "rtsp", opts, "rtsp-push"
         opts = {**low, "rtsp_transport": sc.rtsp_transport, "timeout": str(int(READ_TIMEOUT_S * 1e6))}
         return sc.source, "rtsp", opts, "rtsp"
     host, port = u.hostname or "0.0.0.0", u.port or 5600
@@ -99,7 +104,9 @@ class AvPullSource:
             try:
                 self._read_once()
             except Exception as exc:
-                if not self._stop.is_set():
+                if self.kind == "rtsp-push" and "timed out" in str(exc).lower():
+                    backoff = 0.0  # nobody pushed yet: listen again at once
+                elif not self._stop.is_set():
                     log.warning("source unavailable, retrying",
                                 extra={"stream": self.sc.name, "kind": self.kind,
                                        "error": str(exc)[:200], "in_s": backoff})
@@ -108,11 +115,12 @@ class AvPullSource:
             if time.monotonic() - started > 10:
                 backoff = 0.5
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(max(backoff, 0.25) * 2, 10.0)
 
     def _read_once(self) -> None:
+        open_s = LISTEN_S + 2 if self.kind == "rtsp-push" else OPEN_TIMEOUT_S
         container: Any = av.open(self.url, format=self.format, options=self.options,
-                                 timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+                                 timeout=(open_s, READ_TIMEOUT_S))
         try:
             video = next((s for s in container.streams if s.type == "video"), None)
             if video is None:

@@ -222,3 +222,33 @@ async def test_rtsp_pull_from_gstreamer_server_and_reconnect(relay_factory: Any)
     finally:
         feed.kill()
         camera.kill()
+
+
+@pytest.mark.parametrize("protocol", ["rtmp", "rtsp", "udp", "rtp"])
+async def test_simulator_pushes_every_protocol(relay_factory: Any, protocol: str) -> None:
+    """``python -m drone_sim --protocol P --to URL`` reaches a viewer with advancing stamps."""
+    if protocol == "rtmp":
+        port = free_port()
+        relay = await relay_factory(config(rtmp={"enabled": True, "port": port}))
+        url, stream = f"rtmp://127.0.0.1:{port}/live/sim1", "sim1"
+    else:
+        port = free_port(socket.SOCK_DGRAM if protocol in ("udp", "rtp") else socket.SOCK_STREAM)
+        port &= ~1
+        source = {"rtsp": f"rtsp://127.0.0.1:{port}/sim1", "udp": f"udp://127.0.0.1:{port}",
+                  "rtp": f"rtp://127.0.0.1:{port}"}[protocol]
+        relay = await relay_factory(config(streams={"sim1": {
+            "source": source, "rtsp_listen": protocol == "rtsp"}}))
+        url, stream = source, "sim1"
+        if protocol == "rtsp":
+            await asyncio.sleep(0.5)  # the listener is armed
+    sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", protocol, "--to", url,
+                            "--size", SIZE, "--fps", "30"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for(lambda: relay.entry(stream) is not None
+                       and relay.entry(stream).state.value == "live", 20, f"{protocol} live")
+        async with watching(relay, stream) as viewer:
+            await stamps_advance(viewer, n=20)
+    finally:
+        sim.kill()
+        sim.wait(5)
