@@ -45,6 +45,13 @@ def wait_until(fn: Any, timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out: {what}")
 
 
+def relay_config(extra: str = "") -> str:
+    """A quiet relay on loopback with one 720p rendition; ``{port}`` is filled in by start_relay."""
+    return ("[server]\nhost = \"127.0.0.1\"\nport = {port}\nlog_level = \"warning\"\n"
+            "[webrtc]\nice_addresses = [\"127.0.0.1\"]\n"
+            "[[renditions]]\nname = \"high\"\nheight = 720\nbitrate_kbps = 2500\n" + extra)
+
+
 def start_relay(config_text: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="bench-relay-")) / "relay.toml"
@@ -214,11 +221,16 @@ def start_janus(iface: str = "v0") -> tuple[subprocess.Popen[bytes], str, int]:
     return proc, base, rtp_port
 
 
-def start_ffmpeg_rtp(port: int) -> subprocess.Popen[bytes]:
+def start_ffmpeg_feed(fmt: str, url: str, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """Debian's ffmpeg: H.264 1280x720@30, 2.5 Mbit/s, baseline, GOP 2 s, in real time."""
     return subprocess.Popen(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-t", "900", "-re", "-f", "lavfi", "-i",
          "testsrc2=size=1280x720:rate=30", "-c:v", "libx264", "-preset", "ultrafast",
          "-tune", "zerolatency", "-profile:v", "baseline", "-pix_fmt", "yuv420p",
          "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1000k", "-g", "60",
-         "-f", "rtp", "-payload_type", "96", f"rtp://127.0.0.1:{port}?pkt_size=1200"],
+         *extra, "-f", fmt, url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_ffmpeg_rtp(port: int) -> subprocess.Popen[bytes]:
+    return start_ffmpeg_feed("rtp", f"rtp://127.0.0.1:{port}?pkt_size=1200", ("-payload_type", "96"))

@@ -25,6 +25,7 @@ from bench.common import (
     LoadGroup,
     cpu_seconds,
     get_json,
+    relay_config,
     rss_mb,
     start_drone,
     start_ffmpeg_rtp,
@@ -34,18 +35,7 @@ from bench.common import (
 )
 from bench.netns import ADDRESS, ensure_netns
 
-RELAY_CONFIG = """
-[server]
-host = "127.0.0.1"
-port = {port}
-log_level = "warning"
-[webrtc]
-ice_addresses = ["127.0.0.1"]
-[[renditions]]
-name = "high"
-height = 720
-bitrate_kbps = 2500
-"""
+RELAY_CONFIG = relay_config()
 
 
 def measure(server_pid: int, group: LoadGroup, n: int, window: float, warmup: float,

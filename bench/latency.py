@@ -18,21 +18,10 @@ import sys
 import time
 from typing import Any
 
-from bench.common import LoadGroup, get_json, start_drone, start_relay
+from bench.common import LoadGroup, get_json, relay_config, start_drone, start_relay
 from bench.netns import ensure_netns
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = {port}
-log_level = "warning"
-[webrtc]
-ice_addresses = ["127.0.0.1"]
-[[renditions]]
-name = "high"
-height = 720
-bitrate_kbps = 2500
-"""
+CONFIG = relay_config()
 
 
 def pct(values: list[float], q: float) -> float:

@@ -15,35 +15,23 @@ import subprocess
 import time
 from typing import Any
 
-from bench.common import LoadGroup, free_port, get_json, start_relay, wait_until
+from bench.common import (
+    LoadGroup,
+    free_port,
+    get_json,
+    relay_config,
+    start_ffmpeg_feed,
+    start_relay,
+    wait_until,
+)
 from bench.fanout import measure
 from bench.netns import ensure_netns
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-port = {port}
-log_level = "warning"
-[webrtc]
-ice_addresses = ["127.0.0.1"]
-[[renditions]]
-name = "high"
-height = 720
-bitrate_kbps = 2500
-[streams.feed]
-source = "udp://127.0.0.1:{udp}"
-mode = "{mode}"
-"""
+CONFIG = relay_config('[streams.feed]\nsource = "udp://127.0.0.1:{udp}"\nmode = "{mode}"\n')
 
 
 def feed(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-t", "600", "-re", "-f", "lavfi", "-i",
-         "testsrc2=size=1280x720:rate=30", "-c:v", "libx264", "-preset", "ultrafast",
-         "-tune", "zerolatency", "-profile:v", "baseline", "-pix_fmt", "yuv420p",
-         "-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1000k", "-g", "60",
-         "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start_ffmpeg_feed("mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316")
 
 
 def run(mode: str, rendition: str, n: int, window: float) -> dict[str, Any]:

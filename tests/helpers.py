@@ -171,3 +171,20 @@ async def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def codec_pair(codec: str, size: tuple[int, int], kbps: int = 500) -> tuple[Any, Any]:
+    """A low-latency encoder (libx264 or libvpx) and the matching decoder, as in the field."""
+    import fractions
+
+    import av
+
+    enc: Any = av.CodecContext.create(codec, "w")
+    enc.width, enc.height = size
+    enc.pix_fmt = "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.bit_rate = kbps * 1000
+    enc.options = ({"preset": "ultrafast", "tune": "zerolatency"} if codec == "libx264"
+                   else {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"})
+    dec: Any = av.CodecContext.create("h264" if codec == "libx264" else "vp8", "r")
+    return enc, dec

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
-
 import av
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from drone_sim.scene import Scene
 from drone_sim.stamp import Stamp, crc16, decode, encode_bits, paint
 from relay.pipeline.overlay import planes
 from relay.pipeline.stamp import paint_relay_stamp
+from tests.helpers import codec_pair
 
 
 def test_crc_reference_value() -> None:
@@ -38,14 +37,7 @@ def test_corrupt_stamp_is_rejected() -> None:
 @pytest.mark.parametrize("size", [(1280, 720), (640, 360)])
 def test_stamp_survives_codec_and_scaling(codec: str, size: tuple[int, int]) -> None:
     scene = Scene(1280, 720)
-    enc = av.CodecContext.create(codec, "w")
-    enc.width, enc.height = size
-    enc.pix_fmt = "yuv420p"
-    enc.time_base = fractions.Fraction(1, 30)
-    enc.bit_rate = 500_000
-    enc.options = ({"preset": "ultrafast", "tune": "zerolatency"} if codec == "libx264"
-                   else {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"})
-    dec = av.CodecContext.create("h264" if codec == "libx264" else "vp8", "r")
+    enc, dec = codec_pair(codec, size)
     sent, got = {}, []
     base_ms = 1_795_000_000_000
     for i in range(60):

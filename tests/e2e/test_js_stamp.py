@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import fractions
 
 import av
 import cv2
@@ -13,7 +12,7 @@ from drone_sim.scene import Scene
 from relay.pipeline.overlay import planes
 from relay.pipeline.stamp import paint_relay_stamp
 from tests.browser import chromium, have_chromium
-from tests.helpers import RelayHandle
+from tests.helpers import RelayHandle, codec_pair
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium")]
@@ -24,14 +23,7 @@ BASE_MS = 1_795_000_000_000
 def compressed_frames(codec: str, size: tuple[int, int], n: int = 24) -> list[tuple[str, int]]:
     """PNG data URLs of decoded frames, with the frame number each should carry."""
     scene = Scene(1280, 720)
-    enc = av.CodecContext.create(codec, "w")
-    enc.width, enc.height = size
-    enc.pix_fmt = "yuv420p"
-    enc.time_base = fractions.Fraction(1, 30)
-    enc.bit_rate = 500_000
-    enc.options = ({"preset": "ultrafast", "tune": "zerolatency"} if codec == "libx264"
-                   else {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"})
-    dec = av.CodecContext.create("h264" if codec == "libx264" else "vp8", "r")
+    enc, dec = codec_pair(codec, size)
     out = []
     for i in range(n):
         img = scene.render(i, capture_ms=BASE_MS + i * 33)
