@@ -54,7 +54,9 @@ async function refresh() {
       const t = tiles.get(s.name) || tiles.set(s.name, tile(s)).get(s.name);
       t.doc = s;
       t.el.className = `tile ${s.state}`;
-      const health = s.state === "live" ? `live · ${s.fps.toFixed(0)} fps · ${s.viewers} watching`
+      const others = Math.max(0, s.viewers - 1);  // this wall is one of the viewers
+      const health = s.state === "live"
+        ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
         : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - s.state_since)} s ago`
         : "waiting for drone";
       t.el.querySelector(".health").textContent = health;

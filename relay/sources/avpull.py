@@ -31,6 +31,7 @@ log = logging.getLogger("relay.source")
 
 OPEN_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 2.0
+MAX_BACKOFF_S = 1.0
 LISTEN_S = 5  # an RTSP listener re-arms this often (FFmpeg needs a finite listen_timeout)
 
 
@@ -80,6 +81,7 @@ class AvPullSource:
         self.decode_errors = 0
         self.packets = 0
         self.connects = 0
+        self.failures = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -107,15 +109,19 @@ class AvPullSource:
                 if self.kind == "rtsp-push" and "timed out" in str(exc).lower():
                     backoff = 0.0  # nobody pushed yet: listen again at once
                 elif not self._stop.is_set():
-                    log.warning("source unavailable, retrying",
-                                extra={"stream": self.sc.name, "kind": self.kind,
-                                       "error": str(exc)[:200], "in_s": backoff})
+                    self.failures += 1
+                    if self.failures == 1 or self.failures % 40 == 0:  # quiet while it stays down
+                        log.warning("source unavailable, retrying",
+                                    extra={"stream": self.sc.name, "kind": self.kind,
+                                           "error": str(exc)[:200], "attempts": self.failures})
             finally:
                 self._call(self.entry.release, self.session_id)
             if time.monotonic() - started > 10:
                 backoff = 0.5
             self._stop.wait(backoff)
-            backoff = min(max(backoff, 0.25) * 2, 10.0)
+            # Capped low: a camera that comes back must be live again within ~2 s, and a
+            # refused connection to a camera that is down costs nothing.
+            backoff = min(max(backoff, 0.25) * 2, MAX_BACKOFF_S)
 
     def _read_once(self) -> None:
         open_s = LISTEN_S + 2 if self.kind == "rtsp-push" else OPEN_TIMEOUT_S
@@ -127,6 +133,7 @@ class AvPullSource:
                 raise RuntimeError("input has no video stream")
             video.thread_type = "SLICE"  # frame threading would add a frame of delay
             self.connects += 1
+            self.failures = 0
             self._call(self._claim)
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
                                                 "codec": video.codec_context.name})
