@@ -49,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     log.info("relay listening", extra={"url": f"http://{shown}:{config.port}/",
                                        "renditions": ",".join(r.name for r in config.renditions),
                                        "auth": config.auth.enabled})
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                access_log=None, handler_cancellation=True)
+    try:
+        web.run_app(create_app(config), host=config.host, port=config.port, print=None,
+                    access_log=None, handler_cancellation=True)
+    except OSError as exc:  # a port in use: say which, in one line
+        log.error("cannot start: %s", exc.strerror or exc)
+        print(f"relay: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
