@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                     access_log=None, handler_cancellation=True)
     except OSError as exc:  # a port in use: say which, in one line
         log.error("cannot start: %s", exc.strerror or exc)
-        print(f"relay: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
 
