@@ -12,7 +12,7 @@ import av
 
 from ..media import Unit, now
 
-__all__ = ["START", "AvcToAnnexB", "PassthroughClock", "annexb_config", "has_nal"]
+__all__ = ["START", "AvcToAnnexB", "FrameAssembler", "PassthroughClock", "annexb_config", "has_nal"]
 
 log = logging.getLogger("relay.source")
 START = b"\x00\x00\x00\x01"
@@ -98,6 +98,56 @@ class AvcToAnnexB:
             i += 1  # the PPS count byte
         self.sps_pps = b"".join(out)
 
+
+
+def _first_slice_starts_frame(au: bytes) -> bool | None:
+    """For the first VCL NAL (types 1, 5) of an access unit: does it start a picture?
+
+    The slice header begins with first_mb_in_slice as ue(v): a leading 1 bit means 0.
+    None when the unit has no VCL NAL (only SPS/PPS/SEI).
+    """
+    i = au.find(b"\x00\x00\x01")
+    while i != -1 and i + 4 < len(au):
+        nal_type = au[i + 3] & 0x1F
+        if nal_type in (1, 5):
+            return bool(au[i + 4] & 0x80)
+        i = au.find(b"\x00\x00\x01", i + 3)
+    return None
+
+
+class FrameAssembler:
+    """One access unit per decode, even when a sender splits a frame over several RTMP
+    messages (seen with DJI apps). Well-behaved streams pass straight through; once a
+    message continues a frame (its first slice does not start at macroblock 0), this
+    publisher's units are assembled by timestamp instead — one frame of delay, for that
+    stream only."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.split = False
+        self._pending: list[bytes] = []
+        self._pending_key = False
+        self._pending_ts: int | None = None
+
+    def push(self, au: bytes, key: bool, timestamp: int) -> list[tuple[bytes, bool]]:
+        starts = _first_slice_starts_frame(au)
+        if not self.split:
+            if starts is False:
+                self.split = True
+                log.warning("frames split across RTMP messages: assembling them "
+                            "(+1 frame of delay for this stream)", extra={"stream": self.stream})
+                self._pending, self._pending_key, self._pending_ts = [au], key, timestamp
+                return []
+            return [(au, key)]
+        out: list[tuple[bytes, bool]] = []
+        new_frame = timestamp != self._pending_ts or starts is True
+        if self._pending and new_frame:
+            out.append((b"".join(self._pending), self._pending_key))
+            self._pending, self._pending_key = [], False
+        self._pending.append(au)
+        self._pending_key |= key
+        self._pending_ts = timestamp
+        return out
 
 
 class PassthroughClock:

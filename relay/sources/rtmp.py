@@ -36,7 +36,7 @@ from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from ..media import Unit, now
 from ..registry import Entry, Registry
-from .h264 import AvcToAnnexB, PassthroughClock
+from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
 
 __all__ = ["RtmpIngest", "split_name"]
 
@@ -54,6 +54,7 @@ class _Publisher:
         self.session_id = session_id
         self.loop = loop
         self.parser = AvcToAnnexB()
+        self.frames = FrameAssembler(entry.name)
         self.clock = PassthroughClock(entry.name)
         self.decoder: Any = av.CodecContext.create("h264", "r")
         self.decoder.thread_type = "SLICE"
@@ -61,22 +62,26 @@ class _Publisher:
         self.errors = 0
         self.pending = 0
 
-    def video(self, body: bytes) -> None:
+    def video(self, body: bytes, timestamp: int) -> None:
         arrived = now()
-        au = self.parser.feed(body)
-        if au is None:
+        parsed = self.parser.feed(body)
+        if parsed is None:
             return
         self.entry.touch()
+        for data, key in self.frames.push(parsed[0], parsed[1], timestamp):
+            self._frame(data, key, arrived)
+
+    def _frame(self, data: bytes, key: bool, arrived: float) -> None:
         if self.entry.passthrough is not None:
             self.entry.passthrough.publish(
-                self.clock.unit(au[0], au[1], None, self.parser.sps_pps, arrived))
+                self.clock.unit(data, key, None, self.parser.sps_pps, arrived))
         if not self.entry.wants_frames():
             return
         if self.pending > 30:  # decoder far behind: drop rather than queue without bound
             self.errors += 1
             return
         self.pending += 1
-        self.executor.submit(self._decode, au[0], arrived)
+        self.executor.submit(self._decode, data, arrived)
 
     def _decode(self, data: bytes, arrived: float) -> None:
         try:
@@ -149,7 +154,7 @@ class RtmpIngest:
                 message = MessageFactory.from_chunk(chunk)
                 if isinstance(message, VideoMessage):
                     if publisher is not None:
-                        publisher.video(bytes(chunk.payload))
+                        publisher.video(bytes(chunk.payload), int(chunk.timestamp))
                 elif isinstance(message, AudioMessage):
                     continue
                 elif isinstance(message, NCConnect):
