@@ -64,6 +64,7 @@ class Pipeline:
         self._t0 = now()
         self._task: asyncio.Task[None] | None = None
         self._reader: Reader | None = None
+        self._stopping = False
         self._arrivals: list[float] = []
         self.frames_processed = 0
         self.slate_frames = 0
@@ -101,10 +102,14 @@ class Pipeline:
         )
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reader is not None:
+            self._reader.close()  # wakes a waiting read with StreamClosed
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._task
         if self._reader is not None:
             self._reader.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_encoders)
@@ -132,11 +137,14 @@ class Pipeline:
         assert self._reader is not None
         loop = asyncio.get_running_loop()
         reader = self._reader
-        while True:
+        while not self._stopping:
             live = self.entry.state is State.LIVE
             timeout = self.media.signal_lost_after_s if live else 1.0 / self.media.slate_fps
             try:
-                unit = await asyncio.wait_for(reader.get(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                # lands as the read completes, and stop() would wait for ever.
+                async with asyncio.timeout(timeout):
+                    unit = await reader.get()
             except TimeoutError:
                 silent = now() - self.entry.last_media
                 if self.entry.state is State.LIVE:
