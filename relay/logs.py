@@ -52,3 +52,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("relay").setLevel(level.upper())
     for noisy in ("aiohttp.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pyrtmp warns about every RTMP command it has no parser for (releaseStream, FCPublish):
+    # normal for OBS/ffmpeg/DJI, not news.
+    logging.getLogger("pyrtmp").setLevel(logging.ERROR)
