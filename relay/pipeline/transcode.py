@@ -69,12 +69,14 @@ class Pipeline:
         self.frames_processed = 0
         self.slate_frames = 0
         self._slated_passthrough = False
+        # Slate for passthrough viewers: at the source's size (2160 = never scale down).
         self._slate_rendition = Rendition(PASSTHROUGH, 2160, 1500, "h264")
         entry.listeners.append(self._on_state)
         for name, stream in entry.renditions.items():
             stream.on_keyframe_request = self._keyframe_requester(name)
 
     def _on_state(self, entry: Entry) -> None:
+        """Back from the slate: passthrough viewers resume at the source's next keyframe."""
         if entry.state is not State.LIVE:
             return
         if self._slated_passthrough and entry.passthrough is not None:
@@ -160,11 +162,7 @@ class Pipeline:
             except StreamClosed:
                 return
             if not live:
-                self.entry.set_state(State.LIVE)
-            if self._slated_passthrough and self.entry.passthrough is not None:
-                # Back from the slate: passthrough viewers resume at the source's next keyframe.
-                self._slated_passthrough = False
-                self.entry.passthrough.reset()
+                self.entry.set_state(State.LIVE)  # _on_state resets passthrough viewers
             self._note_arrival(unit)
             renditions = self._watched()
             job = _Job(
