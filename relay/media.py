@@ -38,6 +38,14 @@ class Unit:
             arrival_wall_ms=int(time.time() * 1000),
         )
 
+    @classmethod
+    def decoded(cls, frame: Any, arrived: float) -> Unit:
+        """A frame that came out of a decoder now, whose last packet arrived at ``arrived``."""
+        unit = cls.arrived(frame)
+        unit.timeline["decoded"] = unit.timeline["arrival"]
+        unit.timeline["arrival"] = arrived
+        return unit
+
     @property
     def arrival(self) -> float:
         return self.timeline["arrival"]

@@ -149,8 +149,10 @@ class Stream:
 
     def subscribe(self, label: str = "", maxlen: int | None = None) -> Reader:
         reader = Reader(self, maxlen or self.reader_maxlen, label)
-        if self._gop:
-            for unit in self._gop[-reader.maxlen :] if self._gop[0].keyframe else ():
+        # The cache always starts at a keyframe; a GOP longer than the reader's queue could
+        # not be replayed whole (its keyframe would be dropped), so the reader waits instead.
+        if self._gop and len(self._gop) <= reader.maxlen:
+            for unit in self._gop:
                 # A replay is not relay latency: keep it out of the histograms.
                 unit.timeline.setdefault("replayed", 1.0)
                 reader.offer(unit)

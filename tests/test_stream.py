@@ -102,3 +102,14 @@ async def test_gop_cache_gives_a_late_reader_the_current_gop() -> None:
     s.publish(unit(False, 11))
     s.publish(unit(True, 12))
     assert (await late.get()).payload == 12
+
+
+async def test_gop_longer_than_the_queue_is_not_replayed() -> None:
+    s = Stream("pt", gop=True, reader_maxlen=3, gop_cache=True)
+    for i in range(6):
+        s.publish(unit(i == 0, i))  # one keyframe, then a GOP longer than the queue
+    late = s.subscribe("late")
+    assert len(late) == 0 and late.waiting_for_keyframe
+    assert not any("replayed" in u.timeline for u in s._gop)  # live units stay measurable
+    s.publish(unit(True, 6))
+    assert (await late.get()).payload == 6

@@ -112,8 +112,6 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 async with asyncio.timeout(5):
                     await self._task
-        if self._reader is not None:
-            self._reader.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_encoders)
         self._executor.shutdown(wait=False)
 

@@ -165,10 +165,7 @@ class AvPullSource:
                                     extra={"stream": self.sc.name, "errors": self.decode_errors})
                     continue
                 for frame in frames:
-                    unit = Unit.arrived(frame)
-                    unit.timeline["decoded"] = unit.timeline["arrival"]
-                    unit.timeline["arrival"] = arrived
-                    self._call(self._publish, unit, codec)
+                    self._call(self._publish, Unit.decoded(frame, arrived), codec)
         finally:
             container.close()
 

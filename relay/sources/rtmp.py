@@ -95,11 +95,9 @@ class _Publisher:
         finally:
             self.pending -= 1
         for frame in frames:
-            unit = Unit.arrived(frame)
-            unit.timeline["decoded"] = unit.timeline["arrival"]
-            unit.timeline["arrival"] = arrived
             with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self.entry.source.publish, unit)
+                self.loop.call_soon_threadsafe(self.entry.source.publish,
+                                               Unit.decoded(frame, arrived))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

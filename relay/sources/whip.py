@@ -72,11 +72,8 @@ class WhipIngest:
 
     @staticmethod
     def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None) -> None:
-        unit = Unit.arrived(frame)
         arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
-        if arrived is not None:
-            unit.timeline["decoded"] = unit.timeline["arrival"]
-            unit.timeline["arrival"] = arrived
+        unit = Unit.arrived(frame) if arrived is None else Unit.decoded(frame, arrived)
         entry.touch()
         entry.source.publish(unit)
 
