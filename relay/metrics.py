@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .config import PASSTHROUGH
 from .registry import Registry
 
 __all__ = ["metrics_renderer"]
@@ -49,7 +50,7 @@ class _RelayCollector:
             drop = 0
             streams = dict(e.renditions)
             if e.passthrough is not None:
-                streams["source"] = e.passthrough
+                streams[PASSTHROUGH] = e.passthrough
             for rname, stream in streams.items():
                 viewers.add_metric([e.name, rname], len(stream.readers))
                 drop += sum(r.dropped for r in stream.readers)

@@ -134,7 +134,8 @@ class AvPullSource:
             video.thread_type = "SLICE"  # frame threading would add a frame of delay
             self.connects += 1
             self.failures = 0
-            self._call(self._claim)
+            ctx = video.codec_context
+            self._call(self._claim, ctx.width, ctx.height)
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
                                                 "codec": video.codec_context.name})
             codec = video.codec_context.name
@@ -171,7 +172,9 @@ class AvPullSource:
 
     # ------------------------------------------------------------------ loop side
 
-    def _claim(self) -> None:
+    def _claim(self, width: int, height: int) -> None:
+        # Known now, not only once frames are decoded (passthrough-only streams decode none).
+        self.entry.width, self.entry.height = width, height
         if self.entry.publisher not in (None, self.session_id):
             log.warning("stream has another publisher; source frames still win",
                         extra={"stream": self.sc.name})

@@ -32,6 +32,7 @@ async def test_passthrough_only_never_decodes_and_joins_fast(relay_factory: Any)
         doc = (await relay.streams())["pt1"]
         assert doc["mode"] == "passthrough" and doc["encoders"] == 0
         assert [r["name"] for r in doc["renditions"]] == ["source"]
+        assert (doc["width"], doc["height"]) == (640, 360)  # known without decoding
         assert entry.frames_in == 0, "passthrough-only: the relay decoded nothing"
         # A late joiner mid-GOP gets a picture from the cached GOP, not after the next keyframe.
         await asyncio.sleep(1.3)
