@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import sys
 from pathlib import Path
 
@@ -46,12 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level or config.log_level, config.log_format)
     log = logging.getLogger("relay")
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    log.info("relay listening", extra={"url": f"http://{shown}:{config.port}/",
+    ssl_context = None
+    if config.tls_cert and config.tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"config error: server.tls_cert/tls_key: cannot load: {exc}", file=sys.stderr)
+            return 2
+    log.info("relay listening", extra={"url": f"{config.scheme}://{shown}:{config.port}/",
                                        "renditions": ",".join(r.name for r in config.renditions),
                                        "auth": config.auth.enabled})
     try:
         web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                    access_log=None, handler_cancellation=True)
+                    access_log=None, handler_cancellation=True, ssl_context=ssl_context)
     except OSError as exc:  # a port in use: say which, in one line
         log.error("cannot start: %s", exc.strerror or exc)
         return 1

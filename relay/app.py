@@ -7,17 +7,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from .auth import ice_servers_for
 from .config import Config
 from .egress import WhepEgress
 from .http import Services, build_routes
+from .limits import Limiter
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
 from .registry import Entry, Registry, State
 from .sources import AvPullSource, RtmpIngest, WhipIngest
-from .webrtc import use_host_addresses
+from .webrtc import self_check, use_host_addresses, use_port_range
 
 __all__ = ["create_app"]
 
@@ -25,18 +28,44 @@ log = logging.getLogger("relay.app")
 
 
 def create_app(config: Config) -> web.Application:
+    missing = self_check()
+    if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
+        raise RuntimeError(f"aioice hooks missing: {', '.join(missing)} (see relay/webrtc/ice.py)")
     use_host_addresses(config.webrtc.ice_addresses)
+    use_port_range(config.webrtc.port_min, config.webrtc.port_max)
     registry = Registry(config)
-    whip = WhipIngest(registry, config)
-    whep = WhepEgress(registry, config)
-    rtmp = RtmpIngest(registry, config) if config.rtmp.enabled else None
-    services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp)
+    limiter = Limiter(config.limits)
+
+    def ice() -> list[dict[str, Any]]:
+        return ice_servers_for(config, "relay")
+
+    def sessions_of(remote: str) -> int:
+        return sum(1 for s in (*whip.sessions.values(), *whep.sessions.values()) if s.remote == remote)
+
+    whip = WhipIngest(registry, config, ice=ice, sessions_of=sessions_of, limiter=limiter)
+    whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions_of=sessions_of)
+    rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
+    services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
+                        limiter=limiter)
     pulls: list[AvPullSource] = []
-    services.metrics = metrics_renderer(registry, lambda: {
-        "latency_creep_resets": whep.creep_resets,
-        "whip_sessions": len(whip.sessions),
-        "whep_sessions": len(whep.sessions),
-    })
+
+    def counters() -> dict[str, float]:
+        out: dict[str, float] = {
+            "latency_creep_resets": whep.creep_resets,
+            "whip_sessions": len(whip.sessions),
+            "whep_sessions": len(whep.sessions),
+            "publisher_takeovers": sum(e.takeovers for e in registry.entries.values()),
+            "refused_unconfigured_streams": registry.refused,
+        }
+        for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
+                     "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
+            out[f"refused_{what}"] = limiter.refused[what]
+        gates = [p.gate for p in pulls if p.gate is not None]
+        out["refused_udp_not_allowed"] = sum(g.refused_not_allowed for g in gates)
+        out["refused_udp_second_sender"] = sum(g.refused_second_sender for g in gates)
+        return out
+
+    services.metrics = metrics_renderer(registry, counters)
 
     def on_created(entry: Entry) -> None:
         pipeline = Pipeline(entry, config)
@@ -59,7 +88,7 @@ def create_app(config: Config) -> web.Application:
             entry = registry.get(sc.name)
             if sc.source and entry is not None:
                 pull = AvPullSource(entry, sc, loop)
-                pull.start()
+                await pull.start()
                 pulls.append(pull)
         if rtmp is not None:
             await rtmp.start()
@@ -84,17 +113,20 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _expire_streams(registry: Registry, config: Config) -> None:
-    """Forget unconfigured streams that stayed lost, with nobody watching, for a long time."""
+    """Forget unconfigured streams nobody uses: lost for long, or never live (a bare offer)."""
     while True:
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(min(5.0, config.limits.waiting_expire_s / 2))
         now = time.time()
         for entry in tuple(registry.entries.values()):
+            idle = now - entry.state_since
             if (
                 not entry.configured
-                and entry.state is State.LOST
                 and entry.publisher is None
                 and not entry.viewers
-                and now - entry.state_since > config.media.stream_expire_s
+                and (
+                    (entry.state is State.LOST and idle > config.media.stream_expire_s)
+                    or (entry.state is State.WAITING and idle > config.limits.waiting_expire_s)
+                )
             ):
                 log.info("stream expired", extra={"stream": entry.name})
                 registry.remove(entry.name)

@@ -1,16 +1,76 @@
-"""Who may publish or view which stream: a decision with a precise reason."""
+"""Who may do what: roles, static and signed tokens, one decision with a precise reason.
+
+Roles (``config.ROLES``):
+
+- ``publisher``: publish (and watch) its streams;
+- ``viewer``: watch its streams;
+- ``control``: the control centre — watch every stream, per-viewer stats, ``/metrics``,
+  mint short-lived viewer tokens (share links);
+- ``admin``: everything.
+
+A token is either static (``[auth]`` tokens, per-stream ``publish_token``/``view_token``,
+``[[auth.tokens]]`` with a role) or a JWT signed with ``auth.jwt_secret`` (HS256) carrying
+``role``, ``streams`` and ``exp``. Every comparison with a static token is constant-time and
+every candidate is compared, so timing tells nothing about which token nearly matched.
+Nothing else in the relay decides who may do what.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
-from dataclasses import dataclass
-from typing import Literal
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from .config import Config
+import jwt
 
-__all__ = ["Decision", "authenticate", "bearer_token"]
+from .config import ROLES, Config, IceServer
 
-Action = Literal["publish", "view"]
+__all__ = [
+    "Action",
+    "Decision",
+    "Principal",
+    "authenticate",
+    "bearer_token",
+    "ice_servers_for",
+    "identify",
+    "mint_token",
+]
+
+Action = Literal["publish", "view", "stats", "metrics", "mint", "list"]
+
+# Which roles may perform an action (stream scope is checked separately).
+_ROLE_ACTIONS: dict[str, frozenset[str]] = {
+    "publisher": frozenset({"publish", "view", "list"}),
+    "viewer": frozenset({"view", "list"}),
+    "control": frozenset({"view", "list", "stats", "metrics", "mint"}),
+    "admin": frozenset({"publish", "view", "list", "stats", "metrics", "mint"}),
+}
+_ALL_STREAMS_ROLES = frozenset({"control", "admin"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    streams: tuple[str, ...] = ("*",)
+    name: str = ""
+    expires: float | None = None
+    jti: str | None = None
+
+    def covers(self, stream: str | None) -> bool:
+        if stream is None or self.role in _ALL_STREAMS_ROLES:
+            return True
+        return "*" in self.streams or stream in self.streams
+
+    def may(self, action: Action, stream: str | None = None) -> bool:
+        return action in _ROLE_ACTIONS.get(self.role, frozenset()) and self.covers(stream)
+
+
+ANONYMOUS_ADMIN = Principal("admin", name="auth disabled")
 
 
 @dataclass(frozen=True)
@@ -18,9 +78,7 @@ class Decision:
     allowed: bool
     status: int = 200
     reason: str = ""
-
-
-ALLOW = Decision(True)
+    principal: Principal | None = field(default=None, compare=False)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -33,34 +91,124 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip()
 
 
-def authenticate(config: Config, action: Action, stream: str, token: str | None) -> Decision:
+def _static(config: Config) -> Iterable[tuple[str, Principal]]:
+    a = config.auth
+    if a.publish_token:
+        yield a.publish_token, Principal("publisher", ("*",), "auth.publish_token")
+    if a.view_token:
+        yield a.view_token, Principal("viewer", ("*",), "auth.view_token")
+    for t in a.tokens:
+        yield t.token, Principal(t.role, t.streams, t.name)
+    for s in config.streams:
+        if s.publish_token:
+            yield s.publish_token, Principal("publisher", (s.name,), f"streams.{s.name}.publish_token")
+        if s.view_token:
+            yield s.view_token, Principal("viewer", (s.name,), f"streams.{s.name}.view_token")
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and token.startswith("eyJ")
+
+
+def identify(config: Config, token: str | None) -> Principal | Decision:
+    """The principal a token stands for, or a refusal (401 no token, 403 unknown/expired)."""
     if not config.auth.enabled:
-        return ALLOW
-    accepted: list[str] = []
-    sc = config.stream(stream)
-    if action == "publish":
-        if sc is not None and sc.publish_token:
-            accepted.append(sc.publish_token)
-        if config.auth.publish_token:
-            accepted.append(config.auth.publish_token)
-    else:
-        if sc is not None and sc.view_token:
-            accepted.append(sc.view_token)
-        if config.auth.view_token:
-            accepted.append(config.auth.view_token)
-        # Whoever may publish a stream may also watch it.
-        if sc is not None and sc.publish_token:
-            accepted.append(sc.publish_token)
-        if config.auth.publish_token:
-            accepted.append(config.auth.publish_token)
+        return ANONYMOUS_ADMIN
     if token is None:
-        return Decision(False, 401, f"{action} of {stream!r} needs an Authorization: Bearer token")
-    if not accepted:
-        return Decision(False, 403, f"no {action} token is configured for stream {stream!r}")
-    ok = False
-    for candidate in accepted:
-        # Compare with every candidate, constant time each.
-        ok |= hmac.compare_digest(token.encode(), candidate.encode())
-    if not ok:
-        return Decision(False, 403, f"token does not allow {action} of {stream!r}")
-    return ALLOW
+        return Decision(False, 401, "this needs an Authorization: Bearer token")
+    if config.auth.jwt_secret and _looks_like_jwt(token):
+        return _verify_jwt(config, token)
+    found: Principal | None = None
+    given = token.encode()
+    for candidate, principal in _static(config):
+        # Compare with every candidate, constant time each; keep the first match.
+        if hmac.compare_digest(given, candidate.encode()) and found is None:
+            found = principal
+    if found is None:
+        return Decision(False, 403, "token not recognised")
+    return found
+
+
+def _verify_jwt(config: Config, token: str) -> Principal | Decision:
+    secret = config.auth.jwt_secret
+    assert secret is not None
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], leeway=5,
+            options={"require": ["exp", "iat", "role"]},
+        )
+    except jwt.ExpiredSignatureError:
+        return Decision(False, 403, "signed token has expired")
+    except jwt.InvalidTokenError as exc:
+        return Decision(False, 403, f"signed token rejected: {exc}")
+    role = claims.get("role")
+    streams = claims.get("streams", ["*"])
+    if role not in ROLES:
+        return Decision(False, 403, f"signed token has an unknown role {role!r}")
+    if isinstance(streams, str):
+        streams = [streams]
+    if not isinstance(streams, list) or not all(isinstance(s, str) for s in streams):
+        return Decision(False, 403, "signed token's streams claim must be a list of names")
+    exp, iat = float(claims["exp"]), float(claims["iat"])
+    if exp - iat > config.auth.jwt_max_ttl_s + 5:
+        return Decision(False, 403, "signed token lives longer than auth.jwt_max_ttl_s allows")
+    return Principal(role, tuple(streams), str(claims.get("sub", "jwt")), exp,
+                     str(claims.get("jti")) if claims.get("jti") else None)
+
+
+def authenticate(
+    config: Config, action: Action, stream: str | None, token: str | None
+) -> Decision:
+    """May the holder of ``token`` perform ``action`` on ``stream``? Allowed or status + reason."""
+    who = identify(config, token)
+    if isinstance(who, Decision):
+        what = f"{action} of {stream!r}" if stream else action
+        reason = who.reason
+        if who.status == 401:
+            reason = f"{what} needs an Authorization: Bearer token"
+        return Decision(False, who.status, reason)
+    if who.may(action, stream):
+        return Decision(True, principal=who)
+    what = f"{action} of {stream!r}" if stream else action
+    return Decision(False, 403, f"role {who.role!r} may not {what}", who)
+
+
+def mint_token(
+    config: Config, role: str, streams: Iterable[str], ttl_s: float, label: str = "",
+    now: float | None = None,
+) -> tuple[str, float, str]:
+    """A signed token (JWT, HS256); returns (token, expiry, jti)."""
+    secret = config.auth.jwt_secret
+    if not secret:
+        raise ValueError("auth.jwt_secret is not configured")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    t = time.time() if now is None else now
+    ttl = min(float(ttl_s), config.auth.jwt_max_ttl_s)
+    jti = secrets.token_urlsafe(12)
+    claims = {"role": role, "streams": list(streams), "iat": int(t), "exp": int(t + ttl),
+              "sub": label or role, "jti": jti}
+    return jwt.encode(claims, secret, algorithm="HS256"), int(t + ttl), jti
+
+
+def turn_rest_credentials(server: IceServer, label: str, now: float | None = None) -> tuple[str, str]:
+    """coturn's ``use-auth-secret`` credentials: user ``expiry:label``, HMAC-SHA1 password."""
+    assert server.secret is not None
+    expiry = int((time.time() if now is None else now) + server.ttl_s)
+    username = f"{expiry}:{label}"
+    digest = hmac.new(server.secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+def ice_servers_for(config: Config, label: str = "relay") -> list[dict[str, Any]]:
+    """The ICE servers a client (or the relay's own peer) should use, credentials filled in."""
+    out: list[dict[str, Any]] = []
+    for s in config.webrtc.ice_servers:
+        doc: dict[str, Any] = {"urls": list(s.urls)}
+        if s.secret is not None:
+            doc["username"], doc["credential"] = turn_rest_credentials(s, label)
+        elif s.username is not None:
+            doc["username"], doc["credential"] = s.username, s.credential
+        out.append(doc)
+    out.extend({"urls": [u]} for u in config.webrtc.stun_servers)
+    return out

@@ -17,17 +17,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
+    "ROLES",
     "AuthConfig",
     "Config",
     "ConfigError",
+    "IceServer",
     "LatencyConfig",
+    "LimitsConfig",
     "MediaConfig",
     "Rendition",
     "RtmpConfig",
     "StreamConfig",
+    "TokenConfig",
     "WebRTCConfig",
     "load",
     "parse",
+    "redact_url",
 ]
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -35,6 +40,9 @@ CODECS = ("h264", "vp8")
 MODES = ("transcode", "passthrough", "both")
 PASSTHROUGH = "source"  # the rendition name of forwarded source packets
 SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://")
+ROLES = ("publisher", "viewer", "control", "admin")
+ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$")
+IFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")
 
 
 class ConfigError(ValueError):
@@ -69,6 +77,18 @@ class StreamConfig:
     rtsp_transport: str = "tcp"
     rtsp_listen: bool = False  # accept an RTSP push (ANNOUNCE/RECORD) instead of pulling
     mode: str = "transcode"  # transcode | passthrough | both
+    # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).
+    allow_senders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """A static token with a role: publisher/viewer for some streams, control, admin."""
+
+    token: str
+    role: str
+    streams: tuple[str, ...] = ("*",)
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,13 +96,47 @@ class AuthConfig:
     enabled: bool = False
     publish_token: str | None = None  # accepted for any stream
     view_token: str | None = None  # accepted for any stream
+    tokens: tuple[TokenConfig, ...] = ()
+    jwt_secret: str | None = None  # HS256 secret for signed short-lived tokens
+    jwt_max_ttl_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN/TURN server handed to clients (and used by the relay's own peers)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+    secret: str | None = None  # coturn use-auth-secret: time-limited credentials
+    ttl_s: float = 86400.0
 
 
 @dataclass(frozen=True)
 class WebRTCConfig:
-    # Host candidate addresses offered to peers; empty = every non-loopback interface.
+    # Host candidate addresses (or interface names) offered to peers; empty = every
+    # non-loopback interface.
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
     stun_servers: tuple[str, ...] = ()
+    # Public addresses announced for a relay behind 1:1 NAT (same ports as the host ones).
+    announce_addresses: tuple[str, ...] = ()
+    port_min: int = 0  # 0 = ephemeral ports; else ICE binds within [port_min, port_max]
+    port_max: int = 0
+    ice_servers: tuple[IceServer, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    viewers_per_stream: int = 50
+    viewers_total: int = 200
+    sessions_per_client: int = 20  # WHIP + WHEP sessions from one address
+    offers_per_client_per_min: int = 60
+    unconfigured_streams: int = 16  # streams that may come into being without a config entry
+    waiting_expire_s: float = 60.0  # an unconfigured stream that never went live is forgotten
+    rtmp_connections: int = 32
+    rtmp_publish_within_s: float = 10.0  # a connection that has not published by then is closed
+    rtmp_preauth_bytes: int = 65536  # what a client may send before it is authorised
+    rtmp_read_timeout_s: float = 10.0  # a publisher that sends nothing for this long is closed
 
 
 @dataclass(frozen=True)
@@ -118,6 +172,8 @@ class LatencyConfig:
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS for pages, API, WHIP and WHEP
+    tls_key: str | None = None
     log_level: str = "info"
     log_format: str = "text"
     renditions: tuple[Rendition, ...] = (
@@ -130,6 +186,11 @@ class Config:
     webrtc: WebRTCConfig = field(default_factory=WebRTCConfig)
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     streams: tuple[StreamConfig, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     def stream(self, name: str) -> StreamConfig | None:
         for s in self.streams:
@@ -154,6 +215,21 @@ class Config:
         if port is not None:
             cfg = replace(cfg, port=_port("server.port", port))
         return cfg
+
+
+def redact_url(url: str) -> str:
+    """A source URL without its credentials (``rtsp://user:***@cam/live``), for the API and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -242,6 +318,81 @@ def _token(data: Mapping[str, Any], name: str, path: str, env: Mapping[str, str]
     return None
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _file(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    path = _str(key, value)
+    if not Path(path).is_file():
+        raise ConfigError(key, f"no such file: {path!r}")
+    return path
+
+
+def _tokens(raw: Any, env: Mapping[str, str]) -> tuple[TokenConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("auth.tokens", "must be an array of tables ([[auth.tokens]])")
+    out = []
+    for i, item in enumerate(raw):
+        p = f"auth.tokens[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"auth.tokens[{i}]", "must be a table")
+        _check_keys(item, {"token", "token_env", "role", "streams", "name"}, p)
+        token = _token(item, "token", p, env)
+        if token is None:
+            raise ConfigError(f"{p}token", "is required (token or token_env)")
+        role = _str(f"{p}role", item.get("role", ""))
+        if role not in ROLES:
+            raise ConfigError(f"{p}role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+        streams = item.get("streams", ["*"])
+        if not isinstance(streams, list) or not all(
+            isinstance(s, str) and (s == "*" or STREAM_NAME.match(s)) for s in streams
+        ):
+            raise ConfigError(f"{p}streams", "must be an array of stream names (or \"*\" for all)")
+        out.append(TokenConfig(token=token, role=role, streams=tuple(streams),
+                               name=_str(f"{p}name", item.get("name", f"{role}-{i}"))))
+    return tuple(out)
+
+
+def _ice_servers(raw: Any, env: Mapping[str, str]) -> tuple[IceServer, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("webrtc.ice_servers", "must be an array of tables ([[webrtc.ice_servers]])")
+    out = []
+    for i, item in enumerate(raw):
+        p = f"webrtc.ice_servers[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"webrtc.ice_servers[{i}]", "must be a table")
+        _check_keys(item, {"urls", "username", "credential", "credential_env", "secret", "secret_env",
+                           "ttl_s"}, p)
+        urls = item.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(
+            isinstance(u, str) and ICE_URL.match(u) for u in urls
+        ):
+            raise ConfigError(f"{p}urls", "must be stun:/turn:/turns: URLs (turn:host:3478?transport=tcp)")
+        secret = _token(item, "secret", p, env)
+        credential = _token(item, "credential", p, env)
+        username = item.get("username")
+        is_turn = any(u.startswith("turn") for u in urls)
+        if is_turn and secret is None and (username is None or credential is None):
+            raise ConfigError(f"{p}secret", "a TURN server needs username + credential, or secret")
+        out.append(IceServer(
+            urls=tuple(urls),
+            username=None if username is None else _str(f"{p}username", username),
+            credential=credential,
+            secret=secret,
+            ttl_s=_float(f"{p}ttl_s", item.get("ttl_s", 86400.0), 60, 30 * 86400),
+        ))
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- parse
 
 
@@ -249,13 +400,20 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     """Validate a decoded TOML document into a :class:`Config`."""
     env = os.environ if env is None else env
     _check_keys(
-        data, {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams"}, ""
+        data,
+        {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits"},
+        "",
     )
     defaults = Config()
 
     server = _table(data, "server", "")
-    _check_keys(server, {"host", "port", "log_level", "log_format"}, "server.")
+    _check_keys(server, {"host", "port", "log_level", "log_format", "tls_cert", "tls_key"}, "server.")
     host = _host("server.host", server.get("host", defaults.host))
+    tls_cert = _file("server.tls_cert", server.get("tls_cert"))
+    tls_key = _file("server.tls_key", server.get("tls_key"))
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("server.tls_key" if tls_cert else "server.tls_cert",
+                          "give both tls_cert and tls_key (PEM files), or neither")
     port = _port("server.port", server.get("port", defaults.port))
     log_level = _str("server.log_level", server.get("log_level", defaults.log_level)).lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -346,29 +504,63 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         raise ConfigError("latency.yellow_ms", "must not be below latency.green_ms")
 
     a = _table(data, "auth", "")
-    _check_keys(a, {"enabled", "publish_token", "publish_token_env", "view_token", "view_token_env"}, "auth.")
+    _check_keys(a, {"enabled", "publish_token", "publish_token_env", "view_token", "view_token_env",
+                    "tokens", "jwt_secret", "jwt_secret_env", "jwt_max_ttl_s"}, "auth.")
+    jwt_secret = _token(a, "jwt_secret", "auth.", env)
+    if jwt_secret is not None and len(jwt_secret) < 32:
+        raise ConfigError("auth.jwt_secret", "must be at least 32 characters (HS256 key)")
     auth = AuthConfig(
         enabled=_bool("auth.enabled", a.get("enabled", False)),
         publish_token=_token(a, "publish_token", "auth.", env),
         view_token=_token(a, "view_token", "auth.", env),
+        tokens=_tokens(a.get("tokens", []), env),
+        jwt_secret=jwt_secret,
+        jwt_max_ttl_s=_float("auth.jwt_max_ttl_s", a.get("jwt_max_ttl_s", 7 * 86400.0), 10, 366 * 86400),
     )
 
     w = _table(data, "webrtc", "")
-    _check_keys(w, {"ice_addresses", "stun_servers"}, "webrtc.")
+    _check_keys(w, {"ice_addresses", "stun_servers", "announce_addresses", "port_min", "port_max",
+                    "ice_servers"}, "webrtc.")
     addresses = w.get("ice_addresses", list(WebRTCConfig().ice_addresses))
     if not isinstance(addresses, list):
-        raise ConfigError("webrtc.ice_addresses", "must be an array of IP addresses")
+        raise ConfigError("webrtc.ice_addresses", "must be an array of IP addresses or interface names")
     for i, addr in enumerate(addresses):
-        try:
-            ipaddress.ip_address(_str(f"webrtc.ice_addresses[{i}]", addr))
-        except ValueError:
-            raise ConfigError(f"webrtc.ice_addresses[{i}]", f"not an IP address: {addr!r}") from None
+        text = _str(f"webrtc.ice_addresses[{i}]", addr)
+        if not _is_ip(text) and not IFACE.match(text):
+            raise ConfigError(f"webrtc.ice_addresses[{i}]",
+                              f"not an IP address or interface name: {addr!r}")
+    announce = w.get("announce_addresses", [])
+    if not isinstance(announce, list):
+        raise ConfigError("webrtc.announce_addresses", "must be an array of IP addresses")
+    for i, addr in enumerate(announce):
+        if not _is_ip(_str(f"webrtc.announce_addresses[{i}]", addr)):
+            raise ConfigError(f"webrtc.announce_addresses[{i}]", f"not an IP address: {addr!r}")
     stun = w.get("stun_servers", [])
-    if not isinstance(stun, list) or not all(
-        isinstance(s, str) and s.startswith(("stun:", "turn:")) for s in stun
-    ):
+    if not isinstance(stun, list) or not all(isinstance(s, str) and ICE_URL.match(s) for s in stun):
         raise ConfigError("webrtc.stun_servers", "must be an array of 'stun:host:port' URLs")
-    webrtc = WebRTCConfig(ice_addresses=tuple(addresses), stun_servers=tuple(stun))
+    port_min = _int("webrtc.port_min", w.get("port_min", 0), 0, 65535)
+    port_max = _int("webrtc.port_max", w.get("port_max", port_min), 0, 65535)
+    if (port_min == 0) != (port_max == 0) or port_max < port_min:
+        raise ConfigError("webrtc.port_max", f"must be >= webrtc.port_min ({port_min}), both set or both 0")
+    webrtc = WebRTCConfig(
+        ice_addresses=tuple(addresses),
+        stun_servers=tuple(stun),
+        announce_addresses=tuple(announce),
+        port_min=port_min,
+        port_max=port_max,
+        ice_servers=_ice_servers(w.get("ice_servers", []), env),
+    )
+
+    li = _table(data, "limits", "")
+    ldef = LimitsConfig()
+    _check_keys(li, set(LimitsConfig.__dataclass_fields__), "limits.")
+    limit_values: dict[str, Any] = {}
+    for key, default in vars(ldef).items():
+        if isinstance(default, float):
+            limit_values[key] = _float(f"limits.{key}", li.get(key, default), 0.1, 86400 * 7)
+        else:
+            limit_values[key] = _int(f"limits.{key}", li.get(key, default), 1, 1 << 30)
+    limits = LimitsConfig(**limit_values)
 
     rt = _table(data, "rtmp", "")
     _check_keys(rt, {"enabled", "host", "port", "app"}, "rtmp.")
@@ -390,9 +582,17 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         _check_keys(
             item,
             {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
-             "source", "rtsp_transport", "rtsp_listen", "mode"},
+             "source", "rtsp_transport", "rtsp_listen", "mode", "allow_senders"},
             p,
         )
+        allow = item.get("allow_senders", [])
+        if not isinstance(allow, list):
+            raise ConfigError(f"{p}allow_senders", "must be an array of addresses or networks")
+        for i, net in enumerate(allow):
+            try:
+                ipaddress.ip_network(_str(f"{p}allow_senders[{i}]", net), strict=False)
+            except ValueError:
+                raise ConfigError(f"{p}allow_senders[{i}]", f"not an address or network: {net!r}") from None
         source = item.get("source")
         if source is not None:
             source = _str(f"{p}source", source)
@@ -418,16 +618,21 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 rtsp_transport=transport,
                 rtsp_listen=_bool(f"{p}rtsp_listen", item.get("rtsp_listen", False)),
                 mode=_mode(f"{p}mode", item.get("mode", media.default_mode)),
+                allow_senders=tuple(allow),
             )
         )
     if auth.enabled:
         for s in streams:
-            if s.publish_token is None and auth.publish_token is None:
+            if s.publish_token is None and auth.publish_token is None and not any(
+                t.role in ("publisher", "admin") for t in auth.tokens
+            ) and not auth.jwt_secret:
                 raise ConfigError(
                     f"streams.{s.name}.publish_token",
                     "auth is enabled but neither this nor auth.publish_token is set",
                 )
-        if auth.view_token is None and any(s.view_token is None for s in streams):
+        general_view = auth.view_token is not None or any(
+            t.role in ("viewer", "control", "admin") for t in auth.tokens) or auth.jwt_secret
+        if not general_view and any(s.view_token is None for s in streams):
             missing = next(s.name for s in streams if s.view_token is None)
             raise ConfigError(
                 f"streams.{missing}.view_token",
@@ -437,6 +642,9 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     return Config(
         host=host,
         port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        limits=limits,
         log_level=log_level,
         log_format=log_format,
         renditions=renditions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,10 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Action, authenticate, bearer_token
+from .auth import Action, Decision, authenticate, bearer_token, ice_servers_for, mint_token
 from .config import PASSTHROUGH, STREAM_NAME, Config
 from .egress import WhepEgress
 from .errors import RelayError
+from .limits import Limiter
 from .pipeline import Pipeline
 from .registry import Entry, Registry
 from .sources import RtmpIngest, WhipIngest
@@ -26,6 +28,17 @@ log = logging.getLogger("relay.http")
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "viewer"
 MAX_SDP = 64 * 1024
 S = "{stream:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}}"
+# Pages load only our own scripts and styles; nothing inline, nothing from elsewhere.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Permissions-Policy": "geolocation=(), microphone=()",
+}
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
@@ -47,6 +60,7 @@ class Services:
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     metrics: Callable[[], bytes] | None = None
+    limiter: Limiter | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -70,10 +84,18 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
             headers["WWW-Authenticate"] = 'Bearer realm="drone-relay"'
         response = web.Response(status=exc.status, text=exc.reason + "\n", headers=headers)
     except web.HTTPException as exc:
-        response = exc
-    if request.path.startswith(("/whip", "/whep", "/api")):
-        response.headers.update(CORS)
+        _add_headers(request, exc.headers)
+        raise
+    _add_headers(request, response.headers)
     return response
+
+
+def _add_headers(request: web.Request, headers: Any) -> None:
+    if request.path.startswith(("/whip", "/whep", "/api")):
+        headers.update(CORS)
+    headers.update(SECURITY_HEADERS)
+    if _services(request).config.tls_cert:
+        headers["Strict-Transport-Security"] = "max-age=31536000"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -84,41 +106,85 @@ def _services(request: web.Request) -> Services:
 
 
 def _token(request: web.Request) -> str | None:
-    token = bearer_token(request.headers.get("Authorization"))
-    return token or request.query.get("token") or None
+    # Headers only: a token in a query string lands in access logs and Referer headers.
+    return bearer_token(request.headers.get("Authorization"))
 
 
-def _authorize(request: web.Request, action: Action, stream: str) -> None:
+def _authorize(request: web.Request, action: Action, stream: str | None = None) -> Decision:
     decision = authenticate(_services(request).config, action, stream, _token(request))
     if not decision.allowed:
         raise RelayError(decision.status, decision.reason)
+    return decision
+
+
+async def _read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole body (aiohttp's ``content.read(n)`` returns only what has arrived so far)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RelayError(413, f"{what} is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise RelayError(413, f"{what} is larger than {limit} bytes")
+    return b"".join(chunks)
 
 
 async def _read_offer(request: web.Request) -> str:
     ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if ctype != "application/sdp":
         raise RelayError(415, f"Content-Type must be application/sdp, got {ctype or 'none'!r}")
-    if request.content_length is not None and request.content_length > MAX_SDP:
-        raise RelayError(413, f"SDP offer is larger than {MAX_SDP} bytes")
-    body = await request.content.read(MAX_SDP + 1)
-    if len(body) > MAX_SDP:
-        raise RelayError(413, f"SDP offer is larger than {MAX_SDP} bytes")
+    body = await _read_body(request, MAX_SDP, "SDP offer")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         raise RelayError(400, "SDP offer is not UTF-8") from None
 
 
-def _created(location: str, session_id: str, answer: str, config: Config) -> web.Response:
+def _link_value(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ice_links(config: Config, label: str) -> str | None:
+    """RFC 9725 §4.6: one ``Link: <url>; rel="ice-server"`` per STUN/TURN URL."""
+    links = []
+    for server in ice_servers_for(config, label):
+        for url in server["urls"]:
+            link = f'<{url}>; rel="ice-server"'
+            if "username" in server:
+                link += (f"; username={_link_value(server['username'])}"
+                         f"; credential={_link_value(server['credential'])}"
+                         '; credential-type="password"')
+            links.append(link)
+    return ", ".join(links) or None
+
+
+def _label(decision: Decision) -> str:
+    p = decision.principal
+    return (p.name if p else "anonymous")[:40] or "anonymous"
+
+
+def _created(location: str, session_id: str, answer: str, config: Config, label: str) -> web.Response:
     headers = {
         "Location": location,
         "ETag": f'"{session_id}"',
         "Content-Type": "application/sdp",
+        "Cache-Control": "no-store",
     }
-    links = [f'<{u}>; rel="ice-server"' for u in config.webrtc.stun_servers]
+    links = ice_links(config, label)
     if links:
-        headers["Link"] = ", ".join(links)
+        headers["Link"] = links
     return web.Response(status=201, text=answer, headers=headers)
+
+
+def _admit_offer(request: web.Request) -> None:
+    limiter = _services(request).limiter
+    if limiter is not None:
+        limiter.offer(_remote(request))
 
 
 def _remote(request: web.Request) -> str:
@@ -129,9 +195,16 @@ def _remote(request: web.Request) -> str:
 
 
 async def options(request: web.Request) -> web.Response:
-    return web.Response(
-        status=204, headers={"Accept-Post": "application/sdp", "Allow": "POST, OPTIONS"}
-    )
+    """CORS pre-flight, and (with a token) the ICE servers to use before the offer is made."""
+    headers = {"Accept-Post": "application/sdp", "Allow": "POST, OPTIONS"}
+    if request.headers.get("Authorization") or not _services(request).config.auth.enabled:
+        action: Action = "publish" if request.path.startswith("/whip") else "view"
+        decision = _authorize(request, action, request.match_info["stream"])
+        links = ice_links(_services(request).config, _label(decision))
+        if links:
+            headers["Link"] = links
+        headers["Cache-Control"] = "no-store"
+    return web.Response(status=204, headers=headers)
 
 
 async def session_options(request: web.Request) -> web.Response:
@@ -140,11 +213,12 @@ async def session_options(request: web.Request) -> web.Response:
 
 async def whip_post(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
-    _authorize(request, "publish", stream)
+    decision = _authorize(request, "publish", stream)
     offer = await _read_offer(request)
+    _admit_offer(request)
     svc = _services(request)
     session_id, answer = await svc.whip.publish(stream, offer, _remote(request))
-    return _created(f"/whip/{stream}/{session_id}", session_id, answer, svc.config)
+    return _created(f"/whip/{stream}/{session_id}", session_id, answer, svc.config, _label(decision))
 
 
 async def whip_delete(request: web.Request) -> web.Response:
@@ -156,12 +230,14 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 async def whep_post(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
-    _authorize(request, "view", stream)
+    decision = _authorize(request, "view", stream)
     offer = await _read_offer(request)
+    _admit_offer(request)
     svc = _services(request)
     rendition = request.query.get("rendition") or None
-    session_id, answer = await svc.whep.play(stream, offer, _remote(request), rendition)
-    return _created(f"/whep/{stream}/{session_id}", session_id, answer, svc.config)
+    session_id, answer = await svc.whep.play(stream, offer, _remote(request), rendition,
+                                             principal=decision.principal)
+    return _created(f"/whep/{stream}/{session_id}", session_id, answer, svc.config, _label(decision))
 
 
 async def whep_delete(request: web.Request) -> web.Response:
@@ -180,6 +256,7 @@ async def trickle(request: web.Request) -> web.Response:
 
 
 def _visible(request: web.Request, entry: Entry) -> bool:
+    # A listing shows only the streams this token may watch.
     return authenticate(_services(request).config, "view", entry.name, _token(request)).allowed
 
 
@@ -212,15 +289,14 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
 
 async def api_streams(request: web.Request) -> web.Response:
     svc = _services(request)
+    _authorize(request, "list")
     docs = [stream_doc(svc, e) for e in svc.registry.entries.values() if _visible(request, e)]
-    if svc.config.auth.enabled and not docs and _token(request) is None:
-        raise RelayError(401, "listing streams needs an Authorization: Bearer token")
     return web.json_response({"streams": docs, "server_time": time.time()})
 
 
-def _entry(request: web.Request) -> Entry:
+def _entry(request: web.Request, action: Action = "view") -> Entry:
     stream = request.match_info["stream"]
-    _authorize(request, "view", stream)
+    _authorize(request, action, stream)
     entry = _services(request).registry.get(stream)
     if entry is None:
         raise RelayError(404, f"no stream {stream!r}")
@@ -233,12 +309,13 @@ async def api_stream(request: web.Request) -> web.Response:
 
 async def api_stats(request: web.Request) -> web.Response:
     svc = _services(request)
-    entry = _entry(request)
+    entry = _entry(request, "stats")
     now = time.time()
     viewers = []
     for v in entry.viewers.values():
         viewers.append({
-            "id": v.id,
+            "id": v.public_id,  # never the session's secret (it ends the session)
+            "who": v.who,
             "rendition": v.rendition,
             "remote": v.remote,
             "connected_s": round(now - v.started, 1),
@@ -246,7 +323,7 @@ async def api_stats(request: web.Request) -> web.Response:
             "report": v.report,
             "report_age_s": round(now - v.report_time, 2) if v.report_time else None,
             "creep_resets": v.creep_resets,
-            "queue": svc.whep.reader_stats(v.id),
+            "queue": svc.whep.reader_stats(v.session),
         })
     return web.json_response({
         "stream": stream_doc(svc, entry),
@@ -267,10 +344,48 @@ async def api_snapshot(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     svc = _services(request)
+    _authorize(request, "metrics")
     if svc.metrics is None:
         raise RelayError(404, "metrics are disabled")
     return web.Response(body=svc.metrics(), headers={
         "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def api_tokens(request: web.Request) -> web.Response:
+    """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
+    decision = _authorize(request, "mint")
+    svc = _services(request)
+    if not svc.config.auth.jwt_secret:
+        raise RelayError(501, "signed tokens need auth.jwt_secret in the config")
+    try:
+        doc = json.loads(await _read_body(request, 4096, "token request"))
+    except ValueError:
+        raise RelayError(400, "token request must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise RelayError(400, "token request must be a JSON object")
+    role = doc.get("role", "viewer")
+    streams = doc.get("streams")
+    ttl = doc.get("ttl_s", 3600)
+    label = doc.get("label", "")
+    if not isinstance(streams, list) or not streams or not all(
+        isinstance(s, str) and STREAM_NAME.match(s) for s in streams
+    ):
+        raise RelayError(422, "streams must be a non-empty list of stream names")
+    max_ttl = svc.config.auth.jwt_max_ttl_s
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
+        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
+    if not isinstance(label, str) or len(label) > 80:
+        raise RelayError(422, "label must be a string of at most 80 characters")
+    who = decision.principal
+    if role not in ("viewer", "publisher", "control") or (
+        who is not None and who.role != "admin" and role != "viewer"
+    ):
+        raise RelayError(403, f"role {who.role if who else '?'!r} may not mint {role!r} tokens")
+    token, expires, jti = mint_token(svc.config, role, streams, float(ttl), label)
+    log.info("token minted", extra={"by": who.name if who else "?", "role": role,
+                                    "streams": ",".join(streams), "expires": expires, "jti": jti})
+    return web.json_response({"token": token, "expires": expires, "role": role, "streams": streams},
+                             status=201, headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -304,6 +419,7 @@ def build_routes(app: web.Application, services: Services) -> None:
     r.add_get(f"/api/streams/{S}", api_stream)
     r.add_get(f"/api/streams/{S}/stats", api_stats)
     r.add_get(f"/api/streams/{S}/snapshot.jpg", api_snapshot)
+    r.add_post("/api/tokens", api_tokens)
     r.add_get("/metrics", metrics)
     r.add_get("/healthz", healthz)
     r.add_get("/", _page("index.html"))

@@ -66,12 +66,12 @@ class _RelayCollector:
             for v in e.viewers.values():
                 rep = v.report
                 if "latency_ms" in rep:
-                    viewer_ms.add_metric([e.name, v.id, rep.get("latency_kind", "unknown")],
+                    viewer_ms.add_metric([e.name, v.public_id, rep.get("latency_kind", "unknown")],
                                          rep["latency_ms"])
                 if "fps" in rep:
-                    viewer_fps.add_metric([e.name, v.id], rep["fps"])
+                    viewer_fps.add_metric([e.name, v.public_id], rep["fps"])
                 if "loss_pct" in rep:
-                    viewer_loss.add_metric([e.name, v.id], rep["loss_pct"])
+                    viewer_loss.add_metric([e.name, v.public_id], rep["loss_pct"])
         yield from (up, fps, frames, viewers, encoders, relay_ms, stage_ms, viewer_ms,
                     viewer_fps, viewer_loss, dropped)
         for name, value in self.counters().items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,9 +15,13 @@ from .errors import RelayError
 from .latency import LatencyBook
 from .stream import Stream
 
-__all__ = ["Entry", "Registry", "State", "ViewerInfo"]
+__all__ = ["Entry", "Registry", "State", "ViewerInfo", "public_id"]
 
 log = logging.getLogger("relay.registry")
+
+
+LIVE_AGAIN_S = 0.5  # media must flow this long before a lost stream shows live again
+CONNECT_GRACE_S = 10.0  # a new publisher may take this long to send its first frame
 
 
 class State(enum.Enum):
@@ -25,19 +30,33 @@ class State(enum.Enum):
     LOST = "lost"  # had a publisher, frames stopped
 
 
+def public_id(session_secret: str) -> str:
+    """A viewer's id for stats and metrics: derived from, but never revealing, the secret."""
+    return hashlib.sha256(session_secret.encode()).hexdigest()[:12]
+
+
 @dataclass
 class ViewerInfo:
-    """What the relay knows of one viewer; ``report`` is the viewer's own last report."""
+    """What the relay knows of one viewer; ``report`` is the viewer's own last report.
 
-    id: str
+    ``session`` is the secret in the session's URL (whoever knows it can end the session);
+    only ``public_id`` leaves the relay.
+    """
+
+    session: str
     rendition: str
     remote: str
+    who: str = ""
+    public_id: str = ""
     started: float = field(default_factory=time.time)
     report: dict[str, Any] = field(default_factory=dict)
     report_time: float = 0.0
     rtt_ms: float | None = None
     creep_resets: int = 0
     last_creep: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.public_id = self.public_id or public_id(self.session)
 
 
 class Entry:
@@ -51,6 +70,11 @@ class Entry:
         self.publisher: str | None = None
         self.publisher_kind = ""
         self.publisher_remote = ""
+        self.publisher_since = 0.0  # monotonic time of the current claim
+        self._evict: Callable[[str], None] | None = None  # ends the current publisher
+        self.takeovers = 0
+        self._signal_lost_after = config.media.signal_lost_after_s
+        self._streak_start = 0.0  # hysteresis: when media started flowing again
         self.width = 0
         self.height = 0
         self.fps = 0.0
@@ -86,10 +110,36 @@ class Entry:
             )
 
     def touch(self) -> None:
-        """Media arrived from the source (called on the event loop)."""
-        self.last_media = time.monotonic()
-        if self.state is not State.LIVE:
+        """Media arrived from the source (called on the event loop).
+
+        Hysteresis: a lost stream is live again only after media has flowed for
+        ``LIVE_AGAIN_S`` without a gap, so a source that stutters (corrupt packets,
+        a failing link) does not flap live/lost on every screen.
+        """
+        t = time.monotonic()
+        if t - self.last_media > self._signal_lost_after / 2:
+            self._streak_start = t
+        self.last_media = t
+        if self.state is State.LIVE:
+            return
+        if self.state is State.WAITING or t - self._streak_start >= LIVE_AGAIN_S:
             self.set_state(State.LIVE)
+
+    @property
+    def media_silent_threshold(self) -> float:
+        return self._signal_lost_after
+
+    def media_silent_for(self) -> float:
+        return time.monotonic() - self.last_media
+
+    def publisher_stale(self) -> bool:
+        """The current publisher's media stopped (or never started within the connect grace)."""
+        if self.publisher is None:
+            return True
+        t = time.monotonic()
+        if self.last_media < self.publisher_since:  # nothing from this publisher yet
+            return t - self.publisher_since > CONNECT_GRACE_S
+        return t - self.last_media > self._signal_lost_after
 
     def wants_frames(self) -> bool:
         """Whether the source must decode: a transcoded rendition (or the pipeline) needs frames."""
@@ -115,18 +165,37 @@ class Entry:
         for cb in tuple(self.listeners):
             cb(self)
 
-    def claim(self, session_id: str, kind: str, remote: str) -> None:
-        """Become the stream's publisher; 409 if another is live."""
-        if self.publisher is not None:
-            raise RelayError(409, f"stream {self.name!r} already has a live publisher")
+    def claim(self, session_id: str, kind: str, remote: str,
+              evict: Callable[[str], None] | None = None) -> None:
+        """Become the stream's publisher.
+
+        Another publisher whose media flows keeps the stream (409). One whose media
+        stopped — a drone whose LTE link died without a goodbye, reconnecting before
+        its old socket times out — is evicted (``evict`` of the old claim is called) and
+        the new one takes over; viewers keep their sessions.
+        """
+        if self.publisher is not None and self.publisher != session_id:
+            if not self.publisher_stale():
+                raise RelayError(409, f"stream {self.name!r} already has a live publisher")
+            old, old_evict = self.publisher, self._evict
+            log.warning("publisher taken over", extra={
+                "stream": self.name, "old": self.publisher_kind, "new": kind,
+                "silent_s": round(self.media_silent_for(), 1)})
+            self.takeovers += 1
+            self.publisher = None
+            if old_evict is not None:
+                old_evict(old)
         self.publisher = session_id
         self.publisher_kind = kind
         self.passthrough_source = kind != "whip"
         self.publisher_remote = remote
+        self.publisher_since = time.monotonic()
+        self._evict = evict
 
     def release(self, session_id: str) -> None:
         if self.publisher == session_id:
             self.publisher = None
+            self._evict = None
             if self.state is State.LIVE:
                 self.set_state(State.LOST)
 
@@ -163,6 +232,7 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         self.on_created: list[Callable[[Entry], None]] = []
         self.on_removed: list[Callable[[Entry], None]] = []
+        self.refused = 0  # streams not created because of limits.unconfigured_streams
 
     def start(self) -> None:
         for s in self.config.streams:
@@ -174,8 +244,17 @@ class Registry:
     def get_or_create(self, name: str) -> Entry:
         entry = self.entries.get(name)
         if entry is None:
-            entry = self._create(name, configured=self.config.stream(name) is not None)
+            configured = self.config.stream(name) is not None
+            if not configured and self.unconfigured_count() >= self.config.limits.unconfigured_streams:
+                self.refused += 1
+                raise RelayError(503, f"no room for stream {name!r}: "
+                                      f"{self.config.limits.unconfigured_streams} unconfigured streams "
+                                      "exist (limits.unconfigured_streams)")
+            entry = self._create(name, configured=configured)
         return entry
+
+    def unconfigured_count(self) -> int:
+        return sum(1 for e in self.entries.values() if not e.configured)
 
     def _create(self, name: str, configured: bool) -> Entry:
         entry = Entry(name, self.config, configured)

@@ -22,15 +22,18 @@ def have_chromium() -> bool:
 
 
 @asynccontextmanager
-async def chromium(extra_args: list[str] | None = None) -> AsyncIterator[Any]:
+async def chromium(extra_args: list[str] | None = None, bypass_csp: bool = True,
+                   executable: str = CHROMIUM, viewport: tuple[int, int] = (1280, 720)) -> AsyncIterator[Any]:
+    """A fresh Chromium profile. ``bypass_csp``: Playwright's wait_for_function evaluates
+    strings, which the relay's CSP forbids; the CSP tests turn the bypass off."""
     from playwright.async_api import async_playwright
 
     profile = tempfile.mkdtemp(prefix="relay-chromium-")
     try:
         async with async_playwright() as p:
             ctx = await p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS + (extra_args or []),
-                viewport={"width": 1280, "height": 720},
+                profile, executable_path=executable, headless=True, args=FLAGS + (extra_args or []),
+                viewport={"width": viewport[0], "height": viewport[1]}, bypass_csp=bypass_csp,
             )
             try:
                 yield ctx

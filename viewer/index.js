@@ -1,13 +1,31 @@
-const token = new URLSearchParams(location.search).get("token");
-const headers = token ? { Authorization: `Bearer ${token}` } : {};
-const q = token ? `?token=${encodeURIComponent(token)}` : "";
+import { authFetch } from "./auth.js";
+
 const cards = document.getElementById("cards");
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  e.append(...children);
+  return e;
+}
+
+// The snapshot is fetched with the token in a header (an <img src> cannot send one).
+async function snapshot(img, name) {
+  try {
+    const r = await authFetch(`/api/streams/${encodeURIComponent(name)}/snapshot.jpg`);
+    if (!r.ok) return;
+    const url = URL.createObjectURL(await r.blob());
+    const old = img.src;
+    img.src = url;
+    if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  } catch (_) { /* next refresh */ }
+}
 
 function ago(ts) { const s = Date.now() / 1000 - ts; return s < 60 ? `${s.toFixed(0)} s` : `${(s / 60).toFixed(0)} min`; }
 
 async function refresh() {
   try {
-    const r = await fetch("/api/streams", { headers });
+    const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
     const { streams } = await r.json();
     document.getElementById("empty").hidden = streams.length > 0;
@@ -19,8 +37,9 @@ async function refresh() {
       if (!card) {
         card = document.createElement("a");
         card.className = "card"; card.dataset.name = s.name;
-        card.href = `/view/${encodeURIComponent(s.name)}${q}`;
-        card.innerHTML = `<img alt=""><div class="meta"><span class="title"></span><span class="state"></span></div><div class="meta"><span class="info"></span><span class="viewers"></span></div>`;
+        card.href = `/view/${encodeURIComponent(s.name)}`;  // the token stays in this tab's storage
+        card.append(el("img", { alt: "" }), el("div", { class: "meta" }, el("span", { class: "title" }), el("span", { class: "state" })),
+                    el("div", { class: "meta" }, el("span", { class: "info" }), el("span", { class: "viewers" })));
         cards.append(card);
       }
       card.querySelector(".title").textContent = s.title || s.name;
@@ -29,7 +48,7 @@ async function refresh() {
       st.className = `state ${s.state}`;
       card.querySelector(".info").textContent = s.width ? `${s.width}x${s.height} · ${s.fps.toFixed(0)} fps · ${s.source_codec}` : "no picture yet";
       card.querySelector(".viewers").textContent = `${s.viewers} watching`;
-      if (s.width) card.querySelector("img").src = `/api/streams/${encodeURIComponent(s.name)}/snapshot.jpg${q}${q ? "&" : "?"}t=${Date.now()}`;
+      if (s.width) snapshot(card.querySelector("img"), s.name);
     }
     for (const c of [...cards.children]) if (!seen.has(c.dataset.name)) c.remove();
   } catch (e) {

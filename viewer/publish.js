@@ -1,7 +1,8 @@
 // WHIP publisher: this device's camera → the relay. Reconnects with backoff if the link drops.
+import { authHeaders, iceServers } from "./auth.js";
+
 const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
 const $ = (id) => document.getElementById(id);
 $("name").textContent = stream;
 const state = { pc: null, location: null, media: null, running: false, frames: 0, connected: false };
@@ -29,7 +30,8 @@ async function publishOnce() {
     });
     $("preview").srcObject = state.media;
   }
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  const endpoint = `/whip/${encodeURIComponent(stream)}`;
+  const pc = new RTCPeerConnection({ iceServers: await iceServers(endpoint) });
   state.pc = pc;
   const [track] = state.media.getVideoTracks();
   const tx = pc.addTransceiver(track, { direction: "sendonly" });
@@ -41,9 +43,8 @@ async function publishOnce() {
     const t = setTimeout(resolve, 2000);
     pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); } });
   });
-  const headers = { "Content-Type": "application/sdp" };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const resp = await fetch(`/whip/${encodeURIComponent(stream)}`, { method: "POST", body: pc.localDescription.sdp, headers });
+  const headers = authHeaders({ "Content-Type": "application/sdp" });
+  const resp = await fetch(endpoint, { method: "POST", body: pc.localDescription.sdp, headers });
   if (resp.status !== 201) throw new Error(`relay answered ${resp.status}: ${(await resp.text()).trim()}`);
   state.location = new URL(resp.headers.get("Location"), location.href).toString();
   await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
@@ -73,8 +74,7 @@ async function run() {
 async function stop() {
   state.running = false;
   if (state.location) {
-    const headers = token ? { Authorization: `Bearer ${token}` } : {};
-    await fetch(state.location, { method: "DELETE", headers }).catch(() => {});
+    await fetch(state.location, { method: "DELETE", headers: authHeaders() }).catch(() => {});
     state.location = null;
   }
   if (state.dropped) state.dropped();

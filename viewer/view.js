@@ -1,14 +1,14 @@
 import { WhepPlayer, levelOf } from "./whep.js";
+import { askForToken, authFetch } from "./auth.js";
 
 const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
 const $ = (id) => document.getElementById(id);
 $("name").textContent = stream;
 document.title = `${stream} · drone feed`;
 
 const player = new WhepPlayer($("video"), stream, {
-  token, rendition: params.get("rendition"),
+  rendition: params.get("rendition"), onAuth: askForToken,
   onState: (s, detail) => {
     $("state").textContent = s;
     const b = $("banner");
@@ -33,7 +33,7 @@ const player = new WhepPlayer($("video"), stream, {
 window.__player = player;  // for tests and the curious
 player.start();
 
-fetch(`/api/streams/${encodeURIComponent(stream)}`, { headers: token ? { Authorization: `Bearer ${token}` } : {} })
+authFetch(`/api/streams/${encodeURIComponent(stream)}`)
   .then((r) => (r.ok ? r.json() : null))
   .then((doc) => {
     const sel = $("rendition");

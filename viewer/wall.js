@@ -1,8 +1,7 @@
 import { WhepPlayer, levelOf } from "./whep.js";
+import { askForToken, authFetch } from "./auth.js";
 
 const params = new URLSearchParams(location.search);
-const token = params.get("token");
-const headers = token ? { Authorization: `Bearer ${token}` } : {};
 const grid = document.getElementById("grid");
 const tiles = new Map();  // name -> {el, player, doc}
 window.__wall = tiles;
@@ -10,12 +9,14 @@ window.__wall = tiles;
 function tile(doc) {
   const el = document.createElement("div");
   el.className = "tile"; el.dataset.name = doc.name;
-  el.innerHTML = `<video autoplay muted playsinline></video><div class="label"></div><div class="age lvl-unknown">—</div><div class="health"></div><button>stats</button>`;
+  el.append(node("video", { autoplay: "", muted: "", playsinline: "" }), node("div", { class: "label" }),
+            node("div", { class: "age lvl-unknown" }, "—"), node("div", { class: "health" }), node("button", {}, "stats"));
+  el.querySelector("video").muted = true;
   el.querySelector(".label").textContent = doc.title || doc.name;
   el.querySelector("button").onclick = () => showStats(doc.name);
   const rendition = params.get("rendition") || doc.renditions[doc.renditions.length - 1].name;
   const player = new WhepPlayer(el.querySelector("video"), doc.name, {
-    token, rendition,
+    rendition, onAuth: askForToken,
     onUpdate: (st, th) => {
       const age = el.querySelector(".age");
       age.textContent = st.latency === null ? "age —" : `age ${Math.round(st.latency)} ms${st.kind === "glass-to-glass" ? "" : "*"}`;
@@ -28,23 +29,44 @@ function tile(doc) {
   return { el, player, doc };
 }
 
+// Everything from outside (viewer reports, user agents, addresses, titles) becomes text
+// nodes: nothing a viewer or publisher sends is ever parsed as HTML.
+function node(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  e.append(...children.map((c) => (c instanceof Node ? c : String(c))));
+  return e;
+}
+
 async function showStats(name) {
-  const r = await fetch(`/api/streams/${encodeURIComponent(name)}/stats`, { headers });
+  const body = document.getElementById("dlg-body");
+  const r = await authFetch(`/api/streams/${encodeURIComponent(name)}/stats`);
+  if (!r.ok) {
+    document.getElementById("dlg-title").textContent = `${name}: stats unavailable`;
+    body.replaceChildren(node("p", {}, `${r.status}: ${(await r.text()).trim()}`));
+    document.getElementById("dlg").showModal();
+    return;
+  }
   const doc = await r.json();
   document.getElementById("dlg-title").textContent = `${name}: ${doc.viewers.length} viewer(s)`;
+  const f = (x, d = 0) => (x === undefined || x === null ? "—" : Number(x).toFixed(d));
+  const head = node("tr", {}, ...["viewer", "who", "from", "rendition", "latency ms", "p95", "kind", "fps", "loss %", "rtt ms", "dropped", "browser"].map((h) => node("th", {}, h)));
   const rows = doc.viewers.map((v) => {
     const rep = v.report || {};
-    const f = (x, d = 0) => (x === undefined || x === null ? "—" : Number(x).toFixed(d));
-    return `<tr><td>${v.id.slice(0, 8)} ${v.remote}</td><td>${v.rendition}</td><td>${f(rep.latency_ms)}</td><td>${f(rep.latency_p95_ms)}</td><td>${rep.latency_kind || "—"}</td><td>${f(rep.fps)}</td><td>${f(rep.loss_pct, 1)}</td><td>${f(v.rtt_ms, 1)}</td><td>${v.queue.dropped}</td></tr>`;
-  }).join("");
-  const relay = Object.entries(doc.relay_latency).map(([k, v]) => `${k}: p50 ${v.relay_ms.p50} / p95 ${v.relay_ms.p95} / p99 ${v.relay_ms.p99} ms`).join("<br>");
-  document.getElementById("dlg-body").innerHTML = `<p>relay-added: ${relay || "—"}</p><table><tr><th>viewer</th><th>rendition</th><th>latency ms</th><th>p95</th><th>kind</th><th>fps</th><th>loss %</th><th>rtt ms</th><th>dropped</th></tr>${rows}</table>`;
+    return node("tr", {}, ...[v.id.slice(0, 8), v.who || "—", v.remote, v.rendition, f(rep.latency_ms), f(rep.latency_p95_ms),
+      rep.latency_kind || "—", f(rep.fps), f(rep.loss_pct, 1), f(v.rtt_ms, 1), v.queue.dropped, rep.user_agent || "—"].map((c) => node("td", {}, c)));
+  });
+  const relay = node("p", {}, "relay-added: ");
+  const entries = Object.entries(doc.relay_latency);
+  if (!entries.length) relay.append("—");
+  for (const [k, v] of entries) relay.append(node("div", {}, `${k}: p50 ${v.relay_ms.p50} / p95 ${v.relay_ms.p95} / p99 ${v.relay_ms.p99} ms`));
+  body.replaceChildren(relay, node("table", {}, head, ...rows));
   document.getElementById("dlg").showModal();
 }
 
 async function refresh() {
   try {
-    const r = await fetch("/api/streams", { headers });
+    const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
     const { streams } = await r.json();
     document.getElementById("status").textContent = "";

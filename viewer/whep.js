@@ -1,5 +1,6 @@
 // WHEP player: plays one stream, measures latency, reports to the relay, reconnects.
 import { StampReader } from "./stamp.js";
+import { authHeaders, iceServers } from "./auth.js";
 
 export class ClockOffset {
   // NTP-style offset (relay - browser, ms), keeping the minimum-RTT sample of the last 16.
@@ -23,11 +24,12 @@ export class WhepPlayer {
   constructor(video, stream, opts = {}) {
     this.video = video;
     this.stream = stream;
-    this.token = opts.token || null;
     this.rendition = opts.rendition || null;
     this.onUpdate = opts.onUpdate || (() => {});
     this.onState = opts.onState || (() => {});
     this.readStamps = opts.readStamps !== false;
+    this.relayOnly = Boolean(opts.relayOnly);  // force TURN (a test, or a firewall that needs it)
+    this.onAuth = opts.onAuth || null;
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
                    stampsRead: 0, codec: null, width: 0, height: 0 };
@@ -40,11 +42,7 @@ export class WhepPlayer {
     this._lastInbound = null;
   }
 
-  headers(extra = {}) {
-    const h = { ...extra };
-    if (this.token) h.Authorization = `Bearer ${this.token}`;
-    return h;
-  }
+  headers(extra = {}) { return authHeaders(extra); }
 
   setState(s, detail = "") { this.stats.state = s; this.onState(s, detail); }
 
@@ -57,6 +55,7 @@ export class WhepPlayer {
         await this._untilDropped();
       } catch (e) {
         this.setState("retrying", String(e.message || e));
+        if (e.status === 401 && this.onAuth) await this.onAuth(e.message);
       }
       await this._teardown();
       if (this.stopped) break;
@@ -68,7 +67,9 @@ export class WhepPlayer {
 
   async _connectOnce() {
     this.setState("connecting");
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const endpoint = `/whep/${encodeURIComponent(this.stream)}`;
+    this.iceServers = await iceServers(endpoint);  // STUN/TURN from the relay, before the offer
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" });
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     const ch = pc.createDataChannel("relay");
@@ -92,12 +93,14 @@ export class WhepPlayer {
       });
     });
     const q = this.rendition ? `?rendition=${encodeURIComponent(this.rendition)}` : "";
-    const resp = await fetch(`/whep/${encodeURIComponent(this.stream)}${q}`, {
+    const resp = await fetch(`${endpoint}${q}`, {
       method: "POST", body: pc.localDescription.sdp,
       headers: this.headers({ "Content-Type": "application/sdp" }),
     });
     if (resp.status !== 201) {
-      throw new Error(`relay answered ${resp.status}: ${(await resp.text()).trim()}`);
+      const err = new Error(`relay answered ${resp.status}: ${(await resp.text()).trim()}`);
+      err.status = resp.status;
+      throw err;
     }
     this.location = new URL(resp.headers.get("Location"), location.href).toString();
     await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });

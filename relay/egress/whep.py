@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ..auth import Principal
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
+from ..limits import Limiter
 from ..media import Unit
 from ..registry import Entry, Registry, ViewerInfo
 from ..webrtc import (
@@ -32,57 +36,84 @@ __all__ = ["WhepEgress"]
 log = logging.getLogger("relay.whep")
 
 MAX_REPORT_BYTES = 4096
-REPORT_FIELDS = {
-    "latency_ms": float,
-    "latency_p95_ms": float,
-    "latency_kind": str,  # "glass-to-glass" (stamped feed) or "relay-to-screen"
-    "fps": float,
-    "bitrate_kbps": float,
-    "packets_lost": int,
-    "loss_pct": float,
-    "frames_decoded": int,
-    "frames_dropped": int,
-    "jitter_buffer_ms": float,
-    "clock_offset_ms": float,
-    "clock_rtt_ms": float,
-    "width": int,
-    "height": int,
-    "user_agent": str,
+# A viewer's report: each field's type and the range (or the values) it may take. Anything
+# else is dropped; a number out of range is dropped, not clamped (it would be a lie).
+REPORT_NUMBERS: dict[str, tuple[type, float, float]] = {
+    "latency_ms": (float, -1000, 600_000),
+    "latency_p95_ms": (float, -1000, 600_000),
+    "fps": (float, 0, 1000),
+    "bitrate_kbps": (float, 0, 1_000_000),
+    "packets_lost": (int, -(2**31), 2**31),
+    "loss_pct": (float, 0, 100),
+    "frames_decoded": (int, 0, 2**40),
+    "frames_dropped": (int, 0, 2**40),
+    "jitter_buffer_ms": (float, 0, 600_000),
+    "clock_offset_ms": (float, -86_400_000, 86_400_000),
+    "clock_rtt_ms": (float, 0, 600_000),
+    "width": (int, 0, 16384),
+    "height": (int, 0, 16384),
 }
+REPORT_ENUMS = {"latency_kind": ("glass-to-glass", "relay-to-screen")}
+UA_MAX = 200
 
 
 def clean_report(raw: Any) -> dict[str, Any]:
-    """Keep the known fields of a viewer's report, with the right types; drop the rest."""
+    """Keep the known fields of a viewer's report, typed and in range; drop the rest."""
     if not isinstance(raw, dict):
         raise ValueError("report must be a JSON object")
     out: dict[str, Any] = {}
-    for key, typ in REPORT_FIELDS.items():
+    for key, (typ, lo, hi) in REPORT_NUMBERS.items():
         v = raw.get(key)
-        if v is None:
-            continue
-        if typ is str:
-            if isinstance(v, str):
-                out[key] = v[:200]
-        elif isinstance(v, int | float) and not isinstance(v, bool):
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi:
             out[key] = typ(v)
+    for key, allowed in REPORT_ENUMS.items():
+        if raw.get(key) in allowed:
+            out[key] = raw[key]
+    ua = raw.get("user_agent")
+    if isinstance(ua, str):
+        # Printable ASCII only: a user agent is shown to the control centre (as text).
+        out["user_agent"] = "".join(c for c in ua[:UA_MAX] if 32 <= ord(c) < 127)
     return out
 
 
 class WhepEgress:
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None,
+                 ice: Callable[[], list[dict[str, Any]]] | None = None,
+                 sessions_of: Callable[[str], int] | None = None) -> None:
         self.registry = registry
         self.config = config
+        self.limiter = limiter or Limiter(config.limits)
+        self.ice = ice or (lambda: [])
+        self.sessions_of = sessions_of  # all sessions (WHIP + WHEP) from one client address
         self.sessions: dict[str, PeerSession] = {}
         self.tracks: dict[str, PacketTrack] = {}
         self.creep_resets = 0
 
+    def _admit(self, entry: Entry, remote: str) -> None:
+        lim = self.config.limits
+        if len(entry.viewers) >= lim.viewers_per_stream:
+            raise self.limiter.refuse("viewers_per_stream", 503,
+                                      f"stream {entry.name!r} has its maximum of "
+                                      f"{lim.viewers_per_stream} viewers")
+        if len(self.sessions) >= lim.viewers_total:
+            raise self.limiter.refuse("viewers_total", 503,
+                                      f"the relay has its maximum of {lim.viewers_total} viewers")
+        mine = self.sessions_of(remote) if self.sessions_of else sum(
+            1 for s in self.sessions.values() if s.remote == remote)
+        if mine >= lim.sessions_per_client:
+            raise self.limiter.refuse("sessions_per_client", 429,
+                                      f"{remote} already has {mine} sessions "
+                                      f"(limits.sessions_per_client = {lim.sessions_per_client})")
+
     async def play(
-        self, stream: str, offer_sdp: str, remote: str, rendition: str | None = None
+        self, stream: str, offer_sdp: str, remote: str, rendition: str | None = None,
+        principal: Principal | None = None,
     ) -> tuple[str, str]:
         """Start a viewing session; returns (session id, SDP answer)."""
         entry = self.registry.get(stream)
         if entry is None:
             raise RelayError(404, f"no stream {stream!r}")
+        self._admit(entry, remote)
         if rendition is None:
             rendition = PASSTHROUGH if entry.mode == "passthrough" else self.config.renditions[0].name
         out = entry.rendition_stream(rendition)
@@ -99,8 +130,9 @@ class WhepEgress:
             raise RelayError(
                 422, f"rendition {rendition!r} is {codec}; the offer only accepts {codecs}"
             )
-        pc = new_peer(self.config.webrtc.stun_servers)
+        pc = new_peer(self.ice())
         session = PeerSession("whep", stream, pc, remote)
+        session.principal = principal
         transceiver = pc.addTransceiver("video", direction="sendonly")
         prefer_codec(transceiver, codec)
         name = rendition
@@ -111,7 +143,8 @@ class WhepEgress:
         track = PacketTrack(lambda: out.subscribe(label=session.id), on_sent)
         transceiver.sender.replaceTrack(track)
         listen_for_keyframe_requests(transceiver.sender, out.request_keyframe)
-        info = ViewerInfo(id=session.id, rendition=name, remote=remote)
+        info = ViewerInfo(session=session.id, rendition=name, remote=remote,
+                          who=principal.name if principal is not None else "")
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:
@@ -121,7 +154,7 @@ class WhepEgress:
         self.tracks[session.id] = track
         session.on_close.append(self._closed)
         try:
-            answer = await answer_offer(pc, offer_sdp)
+            answer = await answer_offer(pc, offer_sdp, self.config.webrtc.announce_addresses)
         except BaseException:
             await session.close("offer failed")
             raise
@@ -140,7 +173,7 @@ class WhepEgress:
 
         @ch.on("open")  # type: ignore[untyped-decorator]
         def on_open() -> None:
-            ch.send(json.dumps({"type": "hello", "stream": entry.name, "viewer": info.id,
+            ch.send(json.dumps({"type": "hello", "stream": entry.name, "viewer": info.public_id,
                                 "rendition": info.rendition, "thresholds": thresholds}))
 
         if ch.readyState == "open":
@@ -155,7 +188,7 @@ class WhepEgress:
                 msg = json.loads(message)
                 kind = msg.get("type")
             except (ValueError, AttributeError):
-                log.info("bad data channel message", extra={"viewer": info.id})
+                log.info("bad data channel message", extra={"viewer": info.public_id})
                 return
             if kind == "ping":
                 ch.send(json.dumps({"type": "pong", "id": msg.get("id"), "t0": msg.get("t0"),
@@ -180,7 +213,7 @@ class WhepEgress:
         info.creep_resets += 1
         self.creep_resets += 1
         log.warning("latency creep: viewer moved to live edge",
-                    extra={"stream": entry.name, "viewer": info.id,
+                    extra={"stream": entry.name, "viewer": info.public_id,
                            "latency_ms": round(latency), "dropped": dropped})
 
     async def _poll_rtt(self, info: ViewerInfo, sender: Any) -> None:
@@ -215,8 +248,15 @@ class WhepEgress:
     async def stop(self, stream: str, session_id: str) -> None:
         session = self.sessions.get(session_id)
         if session is None or session.stream != stream:
-            raise RelayError(404, f"no WHEP session {session_id!r} on stream {stream!r}")
+            raise RelayError(404, f"no WHEP session {session_id[:40]!r} on stream {stream!r}")
         await session.close("viewer sent DELETE")
+
+    async def end_where(self, cond: Callable[[PeerSession], bool], reason: str) -> int:
+        """End every session for which ``cond`` holds (e.g. a revoked share link's)."""
+        doomed = [s for s in self.sessions.values() if cond(s)]
+        for s in doomed:
+            await s.close(reason)
+        return len(doomed)
 
     async def close_all(self) -> None:
         for s in tuple(self.sessions.values()):

@@ -160,7 +160,7 @@ class Pipeline:
             except StreamClosed:
                 return
             if not live:
-                self.entry.set_state(State.LIVE)  # _on_state resets passthrough viewers
+                self.entry.touch()  # live again after the hysteresis (resets passthrough viewers)
             self._note_arrival(unit)
             renditions = self._watched()
             job = _Job(

@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 
 import av
 
-from ..config import StreamConfig
+from ..config import StreamConfig, redact_url
+from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry
+from .gate import UdpGate, free_udp_port
 from .h264 import PassthroughClock, annexb_config
 
 __all__ = ["AvPullSource", "input_for"]
@@ -43,8 +45,12 @@ def _rtp_sdp(host: str, port: int) -> str:
     )
 
 
-def input_for(sc: StreamConfig) -> tuple[str, str | None, dict[str, str], str]:
-    """(url or file, format, options, kind) for FFmpeg, from a stream's ``source``."""
+def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, dict[str, str], str]:
+    """(url or file, format, options, kind) for FFmpeg, from a stream's ``source``.
+
+    UDP and RTP inputs read from ``127.0.0.1:gate_port``, where the :class:`UdpGate` that
+    owns the configured port forwards the allowed sender's datagrams.
+    """
     assert sc.source is not None
     u = urlsplit(sc.source)
     low = {"analyzeduration": "500000", "probesize": "500000", "fflags": "discardcorrupt"}
@@ -56,6 +62,8 @@ def input_for(sc: StreamConfig) -> tuple[str, str | None, dict[str, str], str]:
         opts = {**low, "rtsp_transport": sc.rtsp_transport, "timeout": str(int(READ_TIMEOUT_S * 1e6))}
         return sc.source, "rtsp", opts, "rtsp"
     host, port = u.hostname or "0.0.0.0", u.port or 5600
+    if gate_port:
+        host, port = "127.0.0.1", gate_port
     if u.scheme == "udp":
         url = f"udp://{host}:{port}?overrun_nonfatal=1&fifo_size=50000&timeout={int(READ_TIMEOUT_S * 1e6)}"
         return url, "mpegts", low, "udp"
@@ -72,21 +80,35 @@ class AvPullSource:
         self.entry = entry
         self.sc = sc
         self.loop = loop
-        self.url, self.format, self.options, self.kind = input_for(sc)
+        scheme = urlsplit(sc.source or "").scheme
+        self.gate: UdpGate | None = None
+        gate_port = free_udp_port(pair=scheme == "rtp") if scheme in ("udp", "rtp") else 0
+        self.url, self.format, self.options, self.kind = input_for(sc, gate_port)
+        self.shown = redact_url(sc.source or "")  # never the credentials, in the API or logs
+        if gate_port:
+            self.gate = UdpGate(sc.name, sc.allow_senders, ("127.0.0.1", gate_port),
+                                takeover_after_s=entry.media_silent_threshold)
         self.session_id = f"{self.kind}-{sc.name}"
+        self._last_claim_try = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"src-{sc.name}", daemon=True)
         self.clock = PassthroughClock(sc.name)
         entry.passthrough_source = True  # viewers may join "source" before the first packet
+        self._logged_busy = False
         self.decode_errors = 0
         self.packets = 0
         self.connects = 0
         self.failures = 0
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.gate is not None:
+            u = urlsplit(self.sc.source or "")
+            await self.gate.start(u.hostname or "0.0.0.0", u.port or 5600)
         self._thread.start()
 
     async def stop(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
         self._stop.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
         if self.kind == "rtp":
@@ -113,7 +135,8 @@ class AvPullSource:
                     if self.failures == 1 or self.failures % 40 == 0:  # quiet while it stays down
                         log.warning("source unavailable, retrying",
                                     extra={"stream": self.sc.name, "kind": self.kind,
-                                           "error": str(exc)[:200], "attempts": self.failures})
+                                           "error": self._clean(str(exc))[:200],
+                                           "attempts": self.failures})
             finally:
                 self._call(self.entry.release, self.session_id)
             if time.monotonic() - started > 10:
@@ -154,7 +177,7 @@ class AvPullSource:
                                            arrived, packet.dts is not None and packet.dts != packet.pts)
                     self._call(self._passthrough, unit)
                 else:
-                    self._call(entry.touch)
+                    self._call(self._touch)
                 if not entry.wants_frames():
                     continue
                 try:
@@ -172,21 +195,51 @@ class AvPullSource:
 
     # ------------------------------------------------------------------ loop side
 
+    def _clean(self, text: str) -> str:
+        return text.replace(self.sc.source or "\0", self.shown)
+
     def _claim(self, width: int, height: int) -> None:
         # Known now, not only once frames are decoded (passthrough-only streams decode none).
         self.entry.width, self.entry.height = width, height
-        if self.entry.publisher not in (None, self.session_id):
-            log.warning("stream has another publisher; source frames still win",
-                        extra={"stream": self.sc.name})
-            self.entry.release(self.entry.publisher or "")
-        if self.entry.publisher is None:
-            self.entry.claim(self.session_id, self.kind, self.sc.source or "")
+        self._owns()
+
+    def _owns(self) -> bool:
+        """Whether this source is the stream's publisher; claims it when it may.
+
+        Another publisher whose media flows keeps the stream (this source's frames are
+        dropped); one that went silent is taken over — the rule every ingest follows.
+        """
+        e = self.entry
+        if e.publisher == self.session_id:
+            return True
+        t = time.monotonic()
+        if t - self._last_claim_try < 0.5:
+            return False
+        self._last_claim_try = t
+        try:
+            e.claim(self.session_id, self.kind, self.shown)
+        except RelayError:
+            if e.publisher is not None and not self._logged_busy:
+                self._logged_busy = True
+                log.warning("source ignored: the stream has another live publisher",
+                            extra={"stream": self.sc.name, "publisher": e.publisher_kind})
+            return False
+        self._logged_busy = False
+        return True
 
     def _passthrough(self, unit: Unit) -> None:
+        if not self._owns():
+            return
         self.entry.touch()
         if self.entry.passthrough is not None:
             self.entry.passthrough.publish(unit)
 
+    def _touch(self) -> None:
+        if self._owns():
+            self.entry.touch()
+
     def _publish(self, unit: Unit, codec: str) -> None:
+        if not self._owns():
+            return
         self.entry.source_codec = codec
         self.entry.source.publish(unit)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import secrets
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,6 +37,7 @@ from pyrtmp.session_manager import SessionManager
 from ..auth import authenticate
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
+from ..limits import Limiter
 from ..media import Unit, now
 from ..registry import Entry, Registry
 from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
@@ -61,6 +65,7 @@ class _Publisher:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
         self.errors = 0
         self.pending = 0
+        self.conn: _Conn | None = None
 
     def video(self, body: bytes, timestamp: int) -> None:
         arrived = now()
@@ -103,16 +108,49 @@ class _Publisher:
         self.executor.shutdown(wait=False)
 
 
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive: a drone whose LTE link vanished (no FIN) is noticed in ~25 s at worst."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+class _Conn:
+    """One RTMP connection's limits: publish deadline, bytes before authorisation, idleness."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.opened = time.monotonic()
+        self.last_read = self.opened
+        self.preauth_bytes = 0
+        self.published = False
+        self.closed_because = ""
+
+    def close(self, because: str) -> None:
+        if not self.closed_because:
+            self.closed_because = because
+        self.writer.close()
+
+
 class RtmpIngest:
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None) -> None:
         self.registry = registry
         self.config = config
+        self.limiter = limiter or Limiter(config.limits)
         self.server: asyncio.Server | None = None
         self.publishers: dict[str, _Publisher] = {}
+        self.conns: set[_Conn] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         rc = self.config.rtmp
         self.server = await asyncio.start_server(self._client, rc.host, rc.port)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         log.info("RTMP listening", extra={"url": f"rtmp://{rc.host}:{rc.port}/{rc.app}/<stream>"})
 
     @property
@@ -120,7 +158,26 @@ class RtmpIngest:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
+    async def _watch(self) -> None:
+        """Close connections that never publish, and publishers that went silent."""
+        lim = self.config.limits
+        while True:
+            await asyncio.sleep(0.5)
+            t = time.monotonic()
+            for c in tuple(self.conns):
+                if not c.published and t - c.opened > lim.rtmp_publish_within_s:
+                    self.limiter.refused["rtmp_no_publish"] += 1
+                    c.close(f"no publish within {lim.rtmp_publish_within_s:.0f} s")
+                elif c.published and t - c.last_read > lim.rtmp_read_timeout_s:
+                    c.close(f"nothing received for {lim.rtmp_read_timeout_s:.0f} s")
+
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        for c in tuple(self.conns):
+            c.close("relay shutting down")
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
@@ -131,9 +188,12 @@ class RtmpIngest:
     def _resolve(self, app: str, tc_query: dict[str, list[str]], name: str) -> tuple[str, str | None]:
         """(stream, token) from the publish name, the app's query, or a key that is a token."""
         stream, query = split_name(name)
-        for sc in self.config.streams:
-            if sc.publish_token and stream == sc.publish_token:
-                return sc.name, stream
+        key_of: str | None = None
+        for sc in self.config.streams:  # the key may be a stream's publish token
+            if sc.publish_token and hmac.compare_digest(stream.encode(), sc.publish_token.encode()):
+                key_of = key_of or sc.name  # every candidate compared, constant time each
+        if key_of is not None:
+            return key_of, stream
         if "/" in stream:  # rtmp://relay/live/<stream>/<token>
             stream, _, key = stream.partition("/")
             return stream, key
@@ -141,14 +201,32 @@ class RtmpIngest:
         return stream, tokens[0] if tokens else None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        lim = self.config.limits
+        if len(self.conns) >= lim.rtmp_connections:
+            self.limiter.refused["rtmp_connections"] += 1
+            log.warning("RTMP connection refused: too many connections",
+                        extra={"remote": remote, "limit": lim.rtmp_connections})
+            writer.close()
+            return
+        conn = _Conn(writer)
+        self.conns.add(conn)
+        _keepalive(writer)
         session = SessionManager(reader=reader, writer=writer)
-        remote = str(writer.get_extra_info("peername"))
         app, tc_query = "", dict[str, list[str]]()
         publisher: _Publisher | None = None
         reason = "publisher disconnected"
         try:
             await asyncio.wait_for(session.handshake(), 10)
             async for chunk in session.read_chunks_from_stream():
+                conn.last_read = time.monotonic()
+                if publisher is None:
+                    conn.preauth_bytes += len(chunk.payload) + 12
+                    if conn.preauth_bytes > lim.rtmp_preauth_bytes:
+                        self.limiter.refused["rtmp_preauth_bytes"] += 1
+                        raise RelayError(413, f"{conn.preauth_bytes} bytes before publish "
+                                              f"(limits.rtmp_preauth_bytes = {lim.rtmp_preauth_bytes})")
                 message = MessageFactory.from_chunk(chunk)
                 if isinstance(message, VideoMessage):
                     if publisher is not None:
@@ -171,7 +249,8 @@ class RtmpIngest:
                     session.write_chunk_to_stream(message.create_response())
                     await session.drain()
                 elif isinstance(message, NSPublish):
-                    publisher = self._publish(app, tc_query, str(message.publishing_name), remote)
+                    publisher = self._publish(app, tc_query, str(message.publishing_name), remote, conn)
+                    conn.published = True
                     session.write_chunk_to_stream(StreamBegin(stream_id=1))
                     session.write_chunk_to_stream(message.create_response())
                     await session.drain()
@@ -189,15 +268,20 @@ class RtmpIngest:
             reason = "protocol error"
             log.exception("RTMP session failed", extra={"remote": remote})
         finally:
+            self.conns.discard(conn)
+            reason = conn.closed_because or reason
             if publisher is not None:
                 publisher.close()
                 self.publishers.pop(publisher.session_id, None)
                 publisher.entry.release(publisher.session_id)
                 log.info("RTMP publisher left", extra={"stream": publisher.entry.name,
                                                        "reason": reason})
+            elif conn.closed_because:
+                log.info("RTMP connection closed", extra={"remote": remote, "reason": reason})
             writer.close()
 
-    def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str) -> _Publisher:
+    def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str,
+                 conn: _Conn) -> _Publisher:
         if app.strip("/") != self.config.rtmp.app:
             raise RelayError(404, f"unknown RTMP app {app!r} (use /{self.config.rtmp.app}/<stream>)")
         stream, token = self._resolve(app, tc_query, name)
@@ -208,9 +292,17 @@ class RtmpIngest:
             raise RelayError(decision.status, decision.reason)
         entry = self.registry.get_or_create(stream)
         session_id = f"rtmp-{secrets.token_urlsafe(8)}"
-        entry.claim(session_id, "rtmp", remote)
+        # A frozen publisher (LTE drop, no FIN) is evicted when this one is authorised.
+        entry.claim(session_id, "rtmp", remote,
+                    evict=lambda _old: self._evict(_old))
         entry.source_codec = "h264"
         pub = _Publisher(entry, session_id, asyncio.get_running_loop())
+        pub.conn = conn
         self.publishers[session_id] = pub
         log.info("RTMP publisher joined", extra={"stream": stream, "remote": remote})
         return pub
+
+    def _evict(self, session_id: str) -> None:
+        old = self.publishers.get(session_id)
+        if old is not None and old.conn is not None:
+            old.conn.close("replaced by a new publisher")

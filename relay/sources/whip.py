@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
 from ..errors import RelayError
+from ..limits import Limiter
 from ..media import Unit
-from ..registry import Entry, Registry, State
+from ..registry import Entry, Registry
 from ..webrtc import (
     ArrivalTimes,
     PeerSession,
@@ -27,19 +28,31 @@ log = logging.getLogger("relay.whip")
 
 
 class WhipIngest:
-    def __init__(self, registry: Registry, config: Config) -> None:
+    def __init__(self, registry: Registry, config: Config,
+                 ice: Callable[[], list[dict[str, Any]]] | None = None,
+                 sessions_of: Callable[[str], int] | None = None,
+                 limiter: Limiter | None = None) -> None:
         self.registry = registry
         self.config = config
+        self.ice = ice or (lambda: [])
+        self.sessions_of = sessions_of
+        self.limiter = limiter or Limiter(config.limits)
         self.sessions: dict[str, PeerSession] = {}
 
     async def publish(self, stream: str, offer_sdp: str, remote: str) -> tuple[str, str]:
         """Start a publishing session; returns (session id, SDP answer)."""
         codecs = check_offer(offer_sdp, "publish")
+        lim = self.config.limits.sessions_per_client
+        mine = self.sessions_of(remote) if self.sessions_of else 0
+        if mine >= lim:
+            raise self.limiter.refuse("sessions_per_client", 429,
+                                      f"{remote} already has {mine} sessions "
+                                      f"(limits.sessions_per_client = {lim})")
         entry = self.registry.get_or_create(stream)
-        self._evict_stale(entry)
         session_id = new_session_id()
-        entry.claim(session_id, "whip", remote)  # 409 while another publisher is live
-        pc = new_peer(self.config.webrtc.stun_servers)
+        # 409 while another publisher's media flows; a stale one is evicted.
+        entry.claim(session_id, "whip", remote, evict=self._evict)
+        pc = new_peer(self.ice())
         session = PeerSession("whip", stream, pc, remote, session_id=session_id)
         self.sessions[session.id] = session
         session.on_close.append(self._closed)
@@ -58,7 +71,7 @@ class WhipIngest:
             session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals)))
 
         try:
-            answer = await answer_offer(pc, offer_sdp)
+            answer = await answer_offer(pc, offer_sdp, self.config.webrtc.announce_addresses)
         except BaseException:
             await session.close("offer failed")
             raise
@@ -77,19 +90,11 @@ class WhipIngest:
         entry.touch()
         entry.source.publish(unit)
 
-    def _evict_stale(self, entry: Entry) -> None:
-        """A drone that lost its link comes back before its old session timed out: let it in."""
-        old = self.sessions.get(entry.publisher or "")
-        if old is None:
-            return
-        grace = self.config.media.signal_lost_after_s + 15.0
-        if entry.state is State.LIVE or (
-            entry.state is State.WAITING and time.time() - old.started < grace
-        ):
-            return  # a live (or just-connecting) publisher keeps the stream: claim() says 409
-        log.warning("replacing stale publisher", extra={"stream": entry.name, "session": old.id})
-        entry.release(old.id)
-        old.spawn(old.close("replaced by a new publisher"))
+    def _evict(self, session_id: str) -> None:
+        """A new publisher took the stream over from this (stale) session: close it."""
+        old = self.sessions.get(session_id)
+        if old is not None:
+            old.spawn(old.close("replaced by a new publisher"))
 
     async def _closed(self, session: PeerSession) -> None:
         self.sessions.pop(session.id, None)

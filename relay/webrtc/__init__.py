@@ -1,6 +1,6 @@
 """aiortc glue: peers, SDP checks, tracks between aiortc and the stream hub."""
 
-from .ice import use_host_addresses
+from .ice import announce_candidates, resolve_addresses, self_check, use_host_addresses, use_port_range
 from .jitter import MarkerJitterBuffer, use_marker_jitter_buffer
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
@@ -11,6 +11,7 @@ __all__ = [
     "MarkerJitterBuffer",
     "PacketTrack",
     "PeerSession",
+    "announce_candidates",
     "answer_offer",
     "check_offer",
     "listen_for_keyframe_requests",
@@ -18,6 +19,9 @@ __all__ = [
     "new_session_id",
     "prefer_codec",
     "pump_track",
+    "resolve_addresses",
+    "self_check",
     "use_host_addresses",
     "use_marker_jitter_buffer",
+    "use_port_range",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from aiortc import (
     RTCConfiguration,
@@ -17,6 +18,9 @@ from aiortc import (
 from aiortc.sdp import SessionDescription
 
 from ..errors import RelayError
+from .ice import announce_candidates
+
+log = logging.getLogger("relay.webrtc")
 
 __all__ = ["answer_offer", "check_offer", "new_peer", "prefer_codec"]
 
@@ -24,8 +28,21 @@ MIME = {"h264": "video/H264", "vp8": "video/VP8"}
 MAX_SDP_BYTES = 64 * 1024
 
 
-def new_peer(stun_servers: Sequence[str] = ()) -> RTCPeerConnection:
-    servers = [RTCIceServer(urls=u) for u in stun_servers]
+def new_peer(ice_servers: Sequence[dict[str, Any]] = ()) -> RTCPeerConnection:
+    """A peer using ``ice_servers`` (``{"urls", "username", "credential"}`` as in the browser).
+
+    aiortc takes one STUN and one TURN server; the first of each is used.
+    """
+    servers = []
+    have: set[str] = set()
+    for s in ice_servers:
+        for url in s["urls"]:
+            kind = "turn" if url.startswith("turn") else "stun"
+            if kind in have:
+                continue
+            have.add(kind)
+            servers.append(RTCIceServer(urls=url, username=s.get("username"),
+                                        credential=s.get("credential")))
     return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
 
@@ -42,6 +59,9 @@ def check_offer(sdp: str, role: Literal["publish", "view"]) -> list[str]:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc raises ValueError/IndexError/KeyError on bad lines
         raise RelayError(400, f"SDP offer does not parse: {type(exc).__name__}: {exc}") from None
+    mids = [m.rtp.muxId for m in desc.media if m.rtp.muxId]
+    if len(mids) != len(set(mids)):
+        raise RelayError(422, "SDP offer repeats an a=mid value (each m-line needs its own)")
     video = [m for m in desc.media if m.kind == "video"]
     if not video:
         raise RelayError(422, "SDP offer has no video m-line")
@@ -71,12 +91,22 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:
     transceiver.setCodecPreferences(chosen + rtx)
 
 
-async def answer_offer(pc: RTCPeerConnection, offer_sdp: str, gather_s: float = 10.0) -> str:
-    """Apply an offer and return the complete answer (all candidates gathered)."""
+async def answer_offer(
+    pc: RTCPeerConnection, offer_sdp: str, announce: Sequence[str] = (), gather_s: float = 10.0
+) -> str:
+    """Apply an offer and return the complete answer (all candidates gathered).
+
+    Any failure caused by the offer is a 422 with one line; the traceback stays out of
+    the log (it is the client's mistake, not ours).
+    """
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-    except (ValueError, KeyError, IndexError) as exc:
-        raise RelayError(422, f"SDP offer rejected: {exc}") from None
-    answer = await pc.createAnswer()
-    await asyncio.wait_for(pc.setLocalDescription(answer), gather_s)
-    return str(pc.localDescription.sdp)
+        answer = await pc.createAnswer()
+    except Exception as exc:  # ValueError, KeyError, aiortc's InvalidAccessError, ...
+        raise RelayError(422, f"SDP offer rejected: {type(exc).__name__}: {exc}"[:300]) from None
+    try:
+        await asyncio.wait_for(pc.setLocalDescription(answer), gather_s)
+    except OSError as exc:
+        log.warning("ICE could not bind", extra={"error": str(exc)})
+        raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
+    return announce_candidates(str(pc.localDescription.sdp), announce)

@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiortc import RTCPeerConnection
 
@@ -39,6 +40,7 @@ class PeerSession:
         self.remote = remote
         self.started = time.time()
         self.closed = False
+        self.principal: Any = None  # who opened it (auth.Principal), for revocation
         self.on_close: list[Callable[[PeerSession], Awaitable[None] | None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -38,7 +38,7 @@ async def test_ping_report_and_creep_guard(live: RelayHandle) -> None:
         assert "evil" not in info.report and info.creep_resets == 0
         # Latency past the creep bound: the viewer is moved to the live edge, once.
         whep = live.services.whep
-        reader = whep.tracks[info.id].reader
+        reader = whep.tracks[info.session].reader
         dropped_before = reader.dropped
         for _ in range(3):
             ch.send(json.dumps({"type": "report", "report": {"latency_ms": 5000.0}}))
@@ -55,7 +55,7 @@ async def test_ping_report_and_creep_guard(live: RelayHandle) -> None:
             async with s.get(f"{live.url}/api/streams/drone1/stats") as r:
                 stats = await r.json()
         assert "relay_latency_creep_resets_total 1.0" in text
-        v = next(v for v in stats["viewers"] if v["id"] == info.id)
+        v = next(v for v in stats["viewers"] if v["id"] == info.public_id)
         assert v["creep_resets"] == 1 and v["report"]["latency_ms"] == 5000.0
         # Garbage on the channel is ignored; the session lives on.
         ch.send("not json")

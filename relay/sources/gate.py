@@ -1,0 +1,118 @@
+"""A gate in front of FFmpeg's UDP inputs: only allowed senders, and one sender at a time.
+
+FFmpeg's ``udp://`` input takes every datagram that reaches its port: anyone who can send
+to the port feeds the stream, and two senders interleave into garbage. The gate owns the
+configured port instead, checks each datagram's source against ``allow_senders`` (networks),
+locks onto the first sender and forwards its datagrams to FFmpeg on a loopback port. Another
+sender is ignored (counted, logged once per address) until the current one has been silent
+for ``takeover_after_s`` — the same "publishers that come back" rule as every ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["UdpGate", "free_udp_port"]
+
+log = logging.getLogger("relay.source")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def free_udp_port(pair: bool = False) -> int:
+    """A free loopback UDP port (even, with the next one free too, when ``pair``)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not pair:
+            return port
+        if port % 2 or port >= 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
+                s2.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise OSError("no free loopback UDP port")
+
+
+class UdpGate(asyncio.DatagramProtocol):
+    def __init__(self, stream: str, allow: Sequence[str], forward_to: tuple[str, int],
+                 takeover_after_s: float) -> None:
+        self.stream = stream
+        self.allow: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allow]
+        self.forward_to = forward_to
+        self.takeover_after_s = takeover_after_s
+        self.sender: tuple[str, int] | None = None
+        self.last_from_sender = 0.0
+        self.forwarded = 0
+        self.refused_not_allowed = 0
+        self.refused_second_sender = 0
+        self._logged: set[str] = set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._out: socket.socket | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port),
+                                                           family=family)
+        self._transport = transport
+        self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._out.setblocking(False)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._out is not None:
+            self._out.close()
+
+    def allowed(self, ip: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.allow)
+
+    def _once(self, key: str, msg: str, **extra: Any) -> None:
+        if key not in self._logged and len(self._logged) < 1000:
+            self._logged.add(key)
+            log.warning(msg, extra={"stream": self.stream, **extra})
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        ip, port = str(addr[0]), int(addr[1])
+        if not self.allowed(ip):
+            self.refused_not_allowed += 1
+            self._once(f"deny {ip}", "datagram from a sender not in allow_senders dropped", sender=ip)
+            return
+        t = time.monotonic()
+        if self.sender != (ip, port):
+            if self.sender is not None and t - self.last_from_sender < self.takeover_after_s:
+                self.refused_second_sender += 1
+                self._once(f"second {ip}:{port}", "second sender ignored: the stream has a live sender",
+                           sender=f"{ip}:{port}", current=f"{self.sender[0]}:{self.sender[1]}")
+                return
+            if self.sender is not None:
+                log.warning("UDP sender taken over", extra={"stream": self.stream,
+                                                            "old": f"{self.sender[0]}:{self.sender[1]}",
+                                                            "new": f"{ip}:{port}"})
+            self.sender = (ip, port)
+        self.last_from_sender = t
+        if self._out is not None:
+            try:
+                self._out.sendto(data, self.forward_to)
+                self.forwarded += 1
+            except (BlockingIOError, OSError):
+                pass  # FFmpeg not reading yet (or restarting): a lost datagram, as on the wire
