@@ -11,8 +11,9 @@ PY="${PYTHON:-python3}"
 if [[ $DEV == 1 ]]; then
   # Real peers for the tests: a browser, ffmpeg, GStreamer's RTSP server.
   need=()
+  # coturn and nftables: the NAT/TURN field tests (namespaces, masquerade, a real TURN server).
   for pkg in chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
-             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad; do
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad coturn nftables iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
   if (( ${#need[@]} )); then
@@ -28,12 +29,13 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-$DEV"
+stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-$DEV"
 if [[ ! -f $stamp ]]; then
   echo "setup: installing Python packages (about a minute the first time)"
   target="."
   [[ $DEV == 1 ]] && target=".[dev]"
-  if ! .venv/bin/pip install --disable-pip-version-check -e "$target" >.venv/pip.log 2>&1; then
+  # constraints.txt pins every package to the versions CI tested (regenerate: scripts/lock.sh).
+  if ! .venv/bin/pip install --disable-pip-version-check -c constraints.txt -e "$target" >.venv/pip.log 2>&1; then
     tail -20 .venv/pip.log >&2
     echo "setup: pip install failed (full log: .venv/pip.log)" >&2
     exit 1
