@@ -137,6 +137,39 @@ class _Conn:
         self.writer.close()
 
 
+MAX_MESSAGE_BYTES = 8 << 20  # a 4K keyframe is ~1 MB; anything far larger is an attack
+
+
+class _CappedSession(SessionManager):  # type: ignore[misc]
+    """pyrtmp's session with limits at the raw-chunk level.
+
+    pyrtmp assembles whole messages before handing them over, so a cap on messages would
+    come too late: a 16 MB message sent before ``publish`` would already have cost seconds
+    of event-loop CPU. Each raw chunk is counted here, as it is read.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,
+                 preauth_bytes: int, limiter: Limiter) -> None:
+        super().__init__(reader=reader, writer=writer)
+        self.conn = conn
+        self.preauth_limit = preauth_bytes
+        self.limiter = limiter
+
+    async def read_raw_chunk(self) -> Any:
+        raw = await super().read_raw_chunk()
+        conn = self.conn
+        conn.last_read = time.monotonic()
+        if not conn.published:
+            conn.preauth_bytes += len(raw.payload) + 12
+            if conn.preauth_bytes > self.preauth_limit or raw.msg_length > self.preauth_limit:
+                self.limiter.refused["rtmp_preauth_bytes"] += 1
+                raise RelayError(413, f"{max(conn.preauth_bytes, raw.msg_length)} bytes before publish "
+                                      f"(limits.rtmp_preauth_bytes = {self.preauth_limit})")
+        elif raw.msg_length > MAX_MESSAGE_BYTES:
+            raise RelayError(413, f"RTMP message of {raw.msg_length} bytes (limit {MAX_MESSAGE_BYTES})")
+        return raw
+
+
 class RtmpIngest:
     def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None) -> None:
         self.registry = registry
@@ -213,20 +246,13 @@ class RtmpIngest:
         conn = _Conn(writer)
         self.conns.add(conn)
         _keepalive(writer)
-        session = SessionManager(reader=reader, writer=writer)
+        session = _CappedSession(reader, writer, conn, lim.rtmp_preauth_bytes, self.limiter)
         app, tc_query = "", dict[str, list[str]]()
         publisher: _Publisher | None = None
         reason = "publisher disconnected"
         try:
             await asyncio.wait_for(session.handshake(), 10)
             async for chunk in session.read_chunks_from_stream():
-                conn.last_read = time.monotonic()
-                if publisher is None:
-                    conn.preauth_bytes += len(chunk.payload) + 12
-                    if conn.preauth_bytes > lim.rtmp_preauth_bytes:
-                        self.limiter.refused["rtmp_preauth_bytes"] += 1
-                        raise RelayError(413, f"{conn.preauth_bytes} bytes before publish "
-                                              f"(limits.rtmp_preauth_bytes = {lim.rtmp_preauth_bytes})")
                 message = MessageFactory.from_chunk(chunk)
                 if isinstance(message, VideoMessage):
                     if publisher is not None:
