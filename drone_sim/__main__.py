@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", metavar="URL", help="where to push: rtmp://HOST:1935/live/STREAM, "
                    "rtsp://HOST:8554/STREAM (push), udp://HOST:5600, rtp://HOST:5600, or a WHIP URL")
     p.add_argument("--token", default=None, help="bearer token for the relay")
+    p.add_argument("--ca-file", default=None, help="PEM CA bundle that signed the relay's TLS certificate")
     p.add_argument("--size", type=_size, default=(1280, 720), help="WIDTHxHEIGHT (default 1280x720)")
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
     p.add_argument("--bitrate", type=int, default=2500, help="kbit/s (default 2500)")
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish_whip(target, args.token, args.size, args.fps, args.bitrate, stop)
+        await publish_whip(target, args.token, args.size, args.fps, args.bitrate, stop,
+                           ca_file=args.ca_file)
 
     asyncio.run(run())
     return 0

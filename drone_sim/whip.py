@@ -11,6 +11,7 @@ import contextlib
 import fractions
 import ipaddress
 import logging
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -139,7 +140,8 @@ def _hook_keyframe_requests(sender: RTCRtpSender, track: StampedTrack) -> None:
 
 
 async def publish_once(
-    url: str, token: str | None, track: StampedTrack, stop: asyncio.Event
+    url: str, token: str | None, track: StampedTrack, stop: asyncio.Event,
+    ca_file: str | None = None,
 ) -> str:
     """One WHIP session: returns why it ended."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -161,7 +163,10 @@ async def publish_once(
     if token:
         headers["Authorization"] = f"Bearer {token}"
     location = None
-    async with aiohttp.ClientSession() as http:
+    connector = None
+    if ca_file:  # a relay whose certificate comes from the brigade's own CA
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca_file))
+    async with aiohttp.ClientSession(connector=connector) as http:
         try:
             await pc.setLocalDescription(await pc.createOffer())
             async with http.post(url, data=pc.localDescription.sdp, headers=headers) as resp:
@@ -195,6 +200,7 @@ async def publish_whip(
     bitrate_kbps: int = 2500,
     stop: asyncio.Event | None = None,
     retry: bool = True,
+    ca_file: str | None = None,
 ) -> None:
     """Publish until ``stop`` is set; reconnect with backoff when the session ends."""
     _loopback_only_if_local(url)
@@ -204,7 +210,7 @@ async def publish_whip(
         track = StampedTrack(size[0], size[1], fps, bitrate_kbps)
         started = time.monotonic()
         try:
-            reason = await publish_once(url, token, track, stop)
+            reason = await publish_once(url, token, track, stop, ca_file)
         except (aiohttp.ClientError, OSError) as exc:
             reason = f"cannot reach relay: {exc}"
         finally:

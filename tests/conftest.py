@@ -12,8 +12,8 @@ from tests.helpers import Drone, RelayHandle, start_relay, wait_for
 async def relay_factory() -> AsyncIterator[Callable[..., Awaitable[RelayHandle]]]:
     handles: list[RelayHandle] = []
 
-    async def make(data: dict[str, Any] | None = None) -> RelayHandle:
-        h = await start_relay(data)
+    async def make(data: dict[str, Any] | None = None, host: str = "127.0.0.1") -> RelayHandle:
+        h = await start_relay(data, host)
         handles.append(h)
         return h
 

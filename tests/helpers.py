@@ -47,15 +47,22 @@ class RelayHandle:
             return {d["name"]: d for d in (await r.json())["streams"]}
 
 
-async def start_relay(data: dict[str, Any] | None = None) -> RelayHandle:
+async def start_relay(data: dict[str, Any] | None = None, host: str = "127.0.0.1") -> RelayHandle:
     config = parse(data if data is not None else SMALL, env={})
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    ssl_context = None
+    if config.tls_cert and config.tls_key:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1]
-    return RelayHandle(f"http://127.0.0.1:{port}", app[SERVICES], runner)
+    name = "localhost" if ssl_context else host
+    return RelayHandle(f"{config.scheme}://{name}:{port}", app[SERVICES], runner)
 
 
 @dataclass
@@ -151,12 +158,12 @@ class Drone:
     """The simulated drone, publishing over WHIP from this process."""
 
     def __init__(self, url: str, token: str | None = None, size: tuple[int, int] = (1280, 720),
-                 fps: float = 30.0, retry: bool = True) -> None:
+                 fps: float = 30.0, retry: bool = True, ca_file: str | None = None) -> None:
         from drone_sim.whip import publish_whip
 
         self.stop_event = asyncio.Event()
         self.task = asyncio.ensure_future(
-            publish_whip(url, token, size, fps, 2500, self.stop_event, retry=retry)
+            publish_whip(url, token, size, fps, 2500, self.stop_event, retry=retry, ca_file=ca_file)
         )
 
     async def stop(self) -> None:
