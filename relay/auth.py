@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -195,7 +196,9 @@ def turn_rest_credentials(server: IceServer, label: str, now: float | None = Non
     """coturn's ``use-auth-secret`` credentials: user ``expiry:label``, HMAC-SHA1 password."""
     assert server.secret is not None
     expiry = int((time.time() if now is None else now) + server.ttl_s)
-    username = f"{expiry}:{label}"
+    # coturn refuses a user part with spaces or odd characters: keep it to a safe alphabet.
+    user = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[:32] or "user"
+    username = f"{expiry}:{user}"
     digest = hmac.new(server.secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
 

@@ -25,3 +25,30 @@ def test_decisions() -> None:
     assert authenticate(CFG, "publish", "other", "d1-publish").status == 403
     open_cfg = parse({}, env={})
     assert authenticate(open_cfg, "publish", "x", None).allowed
+
+
+def test_roles_jwt_and_turn_credentials() -> None:
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    from relay.auth import authenticate as auth
+    from relay.auth import mint_token, turn_rest_credentials
+    from relay.config import IceServer
+
+    cfg = parse({"auth": {"enabled": True, "jwt_secret": "s" * 32,
+                          "tokens": [{"token": "control-token", "role": "control"}]},
+                 "streams": {"d1": {"publish_token": "d1-publish"}}}, env={})
+    assert auth(cfg, "metrics", None, "control-token").allowed
+    assert auth(cfg, "metrics", None, "d1-publish").status == 403
+    tok, exp, _ = mint_token(cfg, "viewer", ["d1"], 60)
+    assert auth(cfg, "view", "d1", tok).allowed and not auth(cfg, "view", "d2", tok).allowed
+    assert auth(cfg, "view", "d1", tok[:-2] + "xx").status == 403  # signature broken
+    old, _, _ = mint_token(cfg, "viewer", ["d1"], 60, now=time.time() - 600)
+    assert "expired" in auth(cfg, "view", "d1", old).reason
+    # coturn's use-auth-secret scheme, with a user part coturn accepts.
+    user, password = turn_rest_credentials(IceServer(urls=("turn:x",), secret="k", ttl_s=60),
+                                           "Einsatzleiter Nord <x>", now=1000)
+    assert user == "1060:Einsatzleiter-Nord-x"
+    assert password == base64.b64encode(hmac.new(b"k", user.encode(), hashlib.sha1).digest()).decode()
