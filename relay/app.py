@@ -60,9 +60,9 @@ def create_app(config: Config) -> web.Application:
         for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
                      "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
             out[f"refused_{what}"] = limiter.refused[what]
-        gates = [p.gate for p in pulls if p.gate is not None]
-        out["refused_udp_not_allowed"] = sum(g.refused_not_allowed for g in gates)
-        out["refused_udp_second_sender"] = sum(g.refused_second_sender for g in gates)
+        gates: list[Any] = [g for p in pulls for g in (p.gate, p.tcp_gate) if g is not None]
+        out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
+        out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
         return out
 
     services.metrics = metrics_renderer(registry, counters)

@@ -588,6 +588,9 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         allow = item.get("allow_senders", [])
         if not isinstance(allow, list):
             raise ConfigError(f"{p}allow_senders", "must be an array of addresses or networks")
+        if allow and item.get("rtsp_listen") and item.get("rtsp_transport", "tcp") != "tcp":
+            raise ConfigError(f"{p}allow_senders", "with rtsp_listen needs rtsp_transport = \"tcp\" "
+                                                   "(RTP over UDP would bypass the gate)")
         for i, net in enumerate(allow):
             try:
                 ipaddress.ip_network(_str(f"{p}allow_senders[{i}]", net), strict=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -36,3 +37,24 @@ async def live(relay: RelayHandle) -> AsyncIterator[RelayHandle]:
     relay.drone = drone  # type: ignore[attr-defined]
     yield relay
     await drone.stop()
+
+
+# A test that needs a tool the setup installs fails when the tool is missing: never a
+# silent skip in CI (scripts/setup.sh --dev installs every one of these).
+@pytest.fixture
+def ffmpeg_required() -> None:
+    assert shutil.which("ffmpeg"), "Debian's ffmpeg is missing: run scripts/setup.sh --dev"
+
+
+@pytest.fixture
+def chromium_required() -> None:
+    from tests.browser import have_chromium
+
+    assert have_chromium(), "Debian's chromium is missing: run scripts/setup.sh --dev"
+
+
+@pytest.fixture
+def gst_rtsp_required() -> None:
+    from tests.e2e.test_ingest import have_gst_rtsp
+
+    assert have_gst_rtsp(), "GStreamer's RTSP server (python3-gi) is missing: run scripts/setup.sh --dev"

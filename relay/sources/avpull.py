@@ -24,7 +24,7 @@ from ..config import StreamConfig, redact_url
 from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry
-from .gate import UdpGate, free_udp_port
+from .gate import TcpGate, UdpGate, free_tcp_port, free_udp_port
 from .h264 import PassthroughClock, annexb_config
 
 __all__ = ["AvPullSource", "input_for"]
@@ -58,7 +58,10 @@ def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, di
         if sc.rtsp_listen:  # the drone pushes to us (ANNOUNCE/RECORD)
             opts = {**low, "rtsp_flags": "listen", "listen_timeout": str(int(LISTEN_S)),
                     "rtsp_transport": sc.rtsp_transport}
-            return sc.source, "rtsp", opts, "rtsp-push"
+            url = sc.source
+            if gate_port:  # FFmpeg listens on loopback; the TcpGate owns the public port
+                url = u._replace(netloc=f"127.0.0.1:{gate_port}").geturl()
+            return url, "rtsp", opts, "rtsp-push"
         opts = {**low, "rtsp_transport": sc.rtsp_transport, "timeout": str(int(READ_TIMEOUT_S * 1e6))}
         return sc.source, "rtsp", opts, "rtsp"
     host, port = u.hostname or "0.0.0.0", u.port or 5600
@@ -82,10 +85,14 @@ class AvPullSource:
         self.loop = loop
         scheme = urlsplit(sc.source or "").scheme
         self.gate: UdpGate | None = None
+        self.tcp_gate: TcpGate | None = None
         gate_port = free_udp_port(pair=scheme == "rtp") if scheme in ("udp", "rtp") else 0
+        if sc.rtsp_listen and sc.allow_senders:
+            gate_port = free_tcp_port()
+            self.tcp_gate = TcpGate(sc.name, sc.allow_senders, gate_port)
         self.url, self.format, self.options, self.kind = input_for(sc, gate_port)
         self.shown = redact_url(sc.source or "")  # never the credentials, in the API or logs
-        if gate_port:
+        if gate_port and self.tcp_gate is None:
             self.gate = UdpGate(sc.name, sc.allow_senders, ("127.0.0.1", gate_port),
                                 takeover_after_s=entry.media_silent_threshold)
         self.session_id = f"{self.kind}-{sc.name}"
@@ -101,14 +108,17 @@ class AvPullSource:
         self.failures = 0
 
     async def start(self) -> None:
+        u = urlsplit(self.sc.source or "")
         if self.gate is not None:
-            u = urlsplit(self.sc.source or "")
             await self.gate.start(u.hostname or "0.0.0.0", u.port or 5600)
+        if self.tcp_gate is not None:
+            await self.tcp_gate.start(u.hostname or "0.0.0.0", u.port or 554)
         self._thread.start()
 
     async def stop(self) -> None:
-        if self.gate is not None:
-            self.gate.close()
+        for gate in (self.gate, self.tcp_gate):
+            if gate is not None:
+                gate.close()
         self._stop.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
         if self.kind == "rtp":

@@ -8,11 +8,11 @@ import time
 import aiohttp
 import pytest
 
-from tests.browser import chromium, have_chromium
+from tests.browser import chromium
 from tests.helpers import RelayHandle, wait_for
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium")]
+              pytest.mark.usefixtures("chromium_required")]
 
 
 async def test_view_page_decodes_frames_and_reports_latency(live: RelayHandle) -> None:

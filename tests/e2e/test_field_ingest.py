@@ -171,8 +171,8 @@ async def test_udp_source_takes_only_allowed_senders_and_one_at_a_time(relay_fac
             await asyncio.sleep(2)
             await stamps_advance(viewer, 20)  # still one clean, advancing stamp sequence
             _, metrics = await _metrics(relay.url)
-            assert _value(metrics, "relay_refused_udp_not_allowed_total") > 10
-            assert _value(metrics, "relay_refused_udp_second_sender_total") > 10
+            assert _value(metrics, "relay_refused_sender_not_allowed_total") > 10
+            assert _value(metrics, "relay_refused_second_sender_total") > 10
             # ... until the first one goes silent: then it may (the drone came back on a new address).
             drone.kill()
             pushers.remove(drone)
@@ -216,3 +216,92 @@ def test_liveness_has_hysteresis(monkeypatch: Any) -> None:
         clock[0] += 0.1
         e.touch()
     assert e.state is State.LIVE and changes == ["live", "lost", "live"]
+
+
+async def test_rtsp_listener_admits_only_allowed_senders_one_at_a_time(relay_factory: Any) -> None:
+    def push(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", "rtsp", "--to",
+                                 f"rtsp://127.0.0.1:{port}/cam", "--size", SIZE, "--fps", "30"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    # Not on the allow-list: the RTSP push from 127.0.0.1 never reaches FFmpeg.
+    port = free_port()
+    closed = await relay_factory(config(streams={"cam": {
+        "source": f"rtsp://127.0.0.1:{port}/cam", "rtsp_listen": True, "allow_senders": ["127.0.0.2"]}}))
+    intruder = push(port)
+    try:
+        await asyncio.sleep(4)
+        assert closed.entry("cam").frames_in == 0 and closed.entry("cam").state is State.WAITING
+        _, metrics = await _metrics(closed.url)
+        assert _value(metrics, "relay_refused_sender_not_allowed_total") >= 1
+    finally:
+        intruder.kill()
+        intruder.wait(5)
+    # On the list: it plays, and a second publisher is refused while the first is connected.
+    port = free_port()
+    relay = await relay_factory(config(streams={"cam": {
+        "source": f"rtsp://127.0.0.1:{port}/cam", "rtsp_listen": True, "allow_senders": ["127.0.0.0/8"]}}))
+    await asyncio.sleep(0.5)
+    first = push(port)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_for(lambda: relay.entry("cam").state is State.LIVE, 20, "allowed RTSP push live")
+        async with watching(relay, "cam") as viewer:
+            await stamps_advance(viewer, 20)
+            second = push(port)
+            await asyncio.sleep(3)
+            await stamps_advance(viewer, 20)  # one clean sequence: the second never got in
+        _, metrics = await _metrics(relay.url)
+        assert _value(metrics, "relay_refused_second_sender_total") >= 1
+    finally:
+        for p in (first, second):
+            if p is not None:
+                p.kill()
+                p.wait(5)
+
+
+class _Corrupter(asyncio.DatagramProtocol):
+    """Forwards datagrams, flipping bytes in a share of them (a failing radio link)."""
+
+    def __init__(self, to: tuple[str, int], share: float) -> None:
+        self.to, self.share = to, share
+        self.out: Any = None
+        self.corrupted = 0
+        self.rng = __import__("random").Random(7)
+
+    def connection_made(self, transport: Any) -> None:
+        self.out = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.rng.random() < self.share:
+            b = bytearray(data)
+            for i in range(0, len(b), 188):  # every TS packet in the datagram: payload garbled
+                for j in range(i + 4, min(i + 188, len(b))):
+                    b[j] = self.rng.randrange(256)
+            data = bytes(b)
+            self.corrupted += 1
+        self.out.sendto(data, self.to)
+
+
+async def test_a_feed_with_30_percent_corrupt_packets_does_not_flap(relay_factory: Any) -> None:
+    port, mid = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+    relay = await relay_factory(config(streams={"px4": {"source": f"udp://127.0.0.1:{port}", "mode": "transcode"}}))
+    loop = asyncio.get_running_loop()
+    transport, corrupter = await loop.create_datagram_endpoint(
+        lambda: _Corrupter(("127.0.0.1", port), 0.30), local_addr=("127.0.0.1", mid))
+    pusher = UdpPusher(mid, "127.0.0.1")
+    entry = relay.entry("px4")
+    try:
+        await wait_for(lambda: entry.state is State.LIVE, 20, "corrupt feed live at all")
+        changes: list[str] = []
+        entry.listeners.append(lambda e: changes.append(e.state.value))
+        await asyncio.sleep(6)
+        assert corrupter.corrupted > 100
+        assert len(changes) <= 1, f"live/lost flapped {len(changes)} times in 6 s: {changes}"
+    finally:
+        pusher.kill()
+        transport.close()
+
+
+
+

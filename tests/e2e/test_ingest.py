@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 from tests.helpers import RelayHandle, WhepViewer, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+pytestmark = pytest.mark.usefixtures("ffmpeg_required")
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = "640x360"
 
@@ -197,7 +196,7 @@ def have_gst_rtsp() -> bool:
         ["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not have_gst_rtsp(), reason="needs GStreamer's RTSP server (python3-gi)")
+@pytest.mark.usefixtures("gst_rtsp_required")
 async def test_rtsp_pull_from_gstreamer_server_and_reconnect(relay_factory: Any) -> None:
     rtsp_port, rtp_port = free_port(), free_port(socket.SOCK_DGRAM) & ~1
     camera = GstRtspCamera(rtsp_port, rtp_port)

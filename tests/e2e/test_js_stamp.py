@@ -11,11 +11,11 @@ import pytest
 from drone_sim.scene import Scene
 from relay.pipeline.overlay import planes
 from relay.pipeline.stamp import paint_relay_stamp
-from tests.browser import chromium, have_chromium
+from tests.browser import chromium
 from tests.helpers import RelayHandle, codec_pair
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not have_chromium(), reason="needs Debian's chromium")]
+              pytest.mark.usefixtures("chromium_required")]
 
 BASE_MS = 1_795_000_000_000
 

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.test_ingest import StampedFfmpeg, config, free_port, stamps_advance
 from tests.helpers import WhepViewer, wait_for
 
-pytestmark = pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = pytest.mark.usefixtures("ffmpeg_required")
 
 
 async def test_passthrough_only_never_decodes_and_joins_fast(relay_factory: Any) -> None:
