@@ -9,16 +9,31 @@ from relay.config import ConfigError, load, parse
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_shipped_configs_load() -> None:
+def test_shipped_configs_load(tmp_path: Path) -> None:
     cfg = load(ROOT / "configs/default.toml")
     assert cfg.host == "127.0.0.1" and not cfg.auth.enabled
     assert [r.name for r in cfg.renditions] == ["high", "low"]
-    env = {"RELAY_PUBLISH_TOKEN": "p" * 16, "RELAY_VIEW_TOKEN": "v" * 16,
-           "DRONE1_PUBLISH_TOKEN": "d" * 16}
-    dep = load(ROOT / "configs/deployment.example.toml", env=env)
-    assert dep.host == "0.0.0.0" and dep.auth.enabled
-    assert dep.stream("drone1").publish_token == "d" * 16
-    assert dep.auth.view_token == "v" * 16
+    # Every secret the example names is in deploy/drone-relay.env.example.
+    names = [ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    env = {n: n.lower() * 2 for n in names}
+    env["RELAY_JWT_SECRET"] = "j" * 40
+    # The example's certificate paths, pointed at files that exist here.
+    text = (ROOT / "configs/deployment.example.toml").read_text()
+    for name in ("fullchain.pem", "privkey.pem"):
+        (tmp_path / name).write_text("PEM")
+    copy = tmp_path / "deployment.toml"
+    copy.write_text(text.replace("/etc/drone-relay/tls/", f"{tmp_path}/"))
+    dep = load(copy, env=env)
+    assert dep.host == "0.0.0.0" and dep.auth.enabled and dep.scheme == "https"
+    assert dep.stream("drone1").publish_token == env["DRONE1_PUBLISH_TOKEN"]
+    assert {t.role for t in dep.auth.tokens} == {"control", "admin"}
+    assert dep.webrtc.announce_addresses == ("203.0.113.10",) and dep.webrtc.port_min == 40000
+    assert dep.webrtc.ice_servers[0].secret == env["RELAY_TURN_SECRET"]
+    assert dep.stream("px4").allow_senders == ("198.51.100.0/24",)
+    # Without the certificate files the relay refuses to start, naming the key.
+    with pytest.raises(ConfigError, match="server.tls_cert"):
+        load(ROOT / "configs/deployment.example.toml", env=env)
 
 
 @pytest.mark.parametrize(("doc", "key"), [
@@ -36,6 +51,19 @@ def test_shipped_configs_load() -> None:
     ({"auth": {"enabled": True}, "streams": {"d1": {}}}, "streams.d1.publish_token"),
     ({"streams": {"d1": {"publish_token": "short"}}}, "streams.d1.publish_token"),
     ({"webrtc": {"ice_addresses": ["256.1.1.1"]}}, "webrtc.ice_addresses[0]"),
+    ({"webrtc": {"ice_addresses": ["eth0; rm -rf"]}}, "webrtc.ice_addresses[0]"),
+    ({"webrtc": {"announce_addresses": ["relay.example.org"]}}, "webrtc.announce_addresses[0]"),
+    ({"webrtc": {"port_min": 40000, "port_max": 30000}}, "webrtc.port_max"),
+    ({"webrtc": {"ice_servers": [{"urls": ["turn:t:3478"]}]}}, "webrtc.ice_servers[0].secret"),
+    ({"webrtc": {"ice_servers": [{"urls": ["http://t"]}]}}, "webrtc.ice_servers[0].urls"),
+    ({"server": {"tls_cert": "/nonexistent.pem", "tls_key": "/nonexistent.key"}}, "server.tls_cert"),
+    ({"auth": {"jwt_secret": "too-short-for-hs256"}}, "auth.jwt_secret"),
+    ({"auth": {"tokens": [{"token": "abcdefghij", "role": "root"}]}}, "auth.tokens[0].role"),
+    ({"auth": {"tokens": [{"role": "viewer"}]}}, "auth.tokens[0].token"),
+    ({"limits": {"viewers_total": 0}}, "limits.viewers_total"),
+    ({"streams": {"x": {"allow_senders": ["10.0.0.0/33"]}}}, "streams.x.allow_senders[0]"),
+    ({"streams": {"x": {"source": "rtsp://0.0.0.0:8554/x", "rtsp_listen": True, "rtsp_transport": "udp",
+                        "allow_senders": ["10.0.0.0/8"]}}}, "streams.x.allow_senders"),
 ])
 def test_errors_name_the_key(doc: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
