@@ -32,7 +32,7 @@ def test_shipped_configs_load(tmp_path: Path) -> None:
     assert dep.webrtc.ice_servers[0].secret == env["RELAY_TURN_SECRET"]
     assert dep.stream("px4").allow_senders == ("198.51.100.0/24",)
     # Without the certificate files the relay refuses to start, naming the key.
-    with pytest.raises(ConfigError, match="server.tls_cert"):
+    with pytest.raises(ConfigError, match=r"server\.tls_cert"):
         load(ROOT / "configs/deployment.example.toml", env=env)
 
 
