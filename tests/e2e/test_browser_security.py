@@ -64,13 +64,19 @@ async def test_https_pages_api_whip_and_whep_in_chromium(relay_factory: Any, tls
     drone = Drone(f"{relay.url}/whip/d1", size=(640, 360), ca_file=tls_files["ca"])
     try:
         await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 5, 20, "WHIP over TLS")
-        async with chromium([f"--ignore-certificate-errors-spki-list={tls_files['pin']}"]) as ctx:
+        fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+        async with chromium([f"--ignore-certificate-errors-spki-list={tls_files['pin']}", *fake]) as ctx:
             page = await ctx.new_page()
             resp = await page.goto(f"{relay.url}/view/d1?rendition=low")
             assert resp is not None and resp.ok and resp.url.startswith("https://")
             await page.wait_for_function("() => window.__player && window.__player.stats.frames > 30",
                                          timeout=30000)
             assert await page.evaluate("() => window.isSecureContext") is True
+            # A browser's camera needs a secure context: over HTTPS the publish page gets one.
+            pub = await ctx.new_page()
+            await pub.goto(f"{relay.url}/publish/phone1?autostart=1")
+            await wait_for(lambda: relay.entry("phone1") is not None
+                           and relay.entry("phone1").frames_in > 30, 30, "camera published over HTTPS")
     finally:
         await drone.stop()
 

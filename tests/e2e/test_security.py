@@ -313,3 +313,56 @@ async def test_ice_port_range_and_interface_names(relay_factory: Any) -> None:
         for v in viewers:
             await v.close()
         await drone.stop()
+
+
+async def test_mutated_offers_never_get_a_500(relay_factory: Any) -> None:
+    """150 offers with lines dropped, duplicated, swapped or garbled: each is answered 201 or
+    a precise 4xx, never a 500, and the live viewer plays on."""
+    import random
+
+    relay = await relay_factory({"renditions": LOW, "webrtc": {"ice_addresses": ["127.0.0.1"]},
+                                 "limits": {"offers_per_client_per_min": 10000, "sessions_per_client": 10000,
+                                            "unconfigured_streams": 10000, "viewers_per_stream": 1000,
+                                            "viewers_total": 1000}})
+    drone = Drone(f"{relay.url}/whip/d1", size=(640, 360))
+    viewer = WhepViewer(relay.url, "d1", read_stamps=False)
+    rng = random.Random(2026)
+    try:
+        await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 5, 15, "d1")
+        await viewer.start()
+        await viewer.wait_frames(5)
+        base = {"recvonly": (await offer_sdp("recvonly")).split("\r\n"),
+                "sendonly": (await offer_sdp("sendonly")).split("\r\n")}
+        seen: dict[int, int] = {}
+        for i in range(150):
+            direction = rng.choice(["recvonly", "sendonly"])
+            lines = list(base[direction])
+            for _ in range(rng.randint(1, 4)):
+                j = rng.randrange(len(lines))
+                op = rng.choice(["drop", "dup", "swap", "garble", "truncate"])
+                if op == "drop":
+                    del lines[j]
+                elif op == "dup":
+                    lines.insert(j, lines[j])
+                elif op == "swap":
+                    k = rng.randrange(len(lines))
+                    lines[j], lines[k] = lines[k], lines[j]
+                elif op == "garble" and lines[j]:
+                    pos = rng.randrange(len(lines[j]))
+                    lines[j] = lines[j][:pos] + rng.choice(["", ":", " ", "\x00", "9999999999", "=x"]) + lines[j][pos + 1:]
+                else:
+                    lines[j] = lines[j][: len(lines[j]) // 2]
+            path = "/whep/d1" if direction == "recvonly" else f"/whip/fz{i}"
+            status, text, _ = await post(relay.url + path, "\r\n".join(lines))
+            seen[status] = seen.get(status, 0) + 1
+            assert status in (201, 400, 409, 413, 415, 422), f"offer {i}: {status} {text[:200]}"
+            assert status == 201 or text.count("\n") == 1, text
+        for s in (*relay.services.whep.sessions.values(), *relay.services.whip.sessions.values()):
+            if s.pc.connectionState != "connected":
+                await s.close("test: fuzzed offer")
+        n = viewer.seen.frames
+        await viewer.wait_frames(n + 10, timeout=5)
+        assert seen.get(422, 0) + seen.get(400, 0) > 50, seen
+    finally:
+        await viewer.close()
+        await drone.stop()
