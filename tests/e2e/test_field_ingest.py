@@ -305,3 +305,33 @@ async def test_a_feed_with_30_percent_corrupt_packets_does_not_flap(relay_factor
 
 
 
+
+
+async def test_frozen_whip_publisher_is_replaced_by_an_rtmp_push(relay_factory: Any) -> None:
+    """The rule is the same for every ingest: a WHIP drone whose process froze is replaced by
+    the operator's RTMP app on the same stream; a live publisher would have kept it."""
+    port = free_port()
+    relay = await relay_factory(config(rtmp={"enabled": True, "port": port},
+                                       webrtc={"ice_addresses": ["127.0.0.1"]}))
+    whip = subprocess.Popen([sys.executable, "-m", "drone_sim", "--whip", f"{relay.url}/whip/d1",
+                             "--size", SIZE], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rtmp: StampedFfmpeg | None = None
+    try:
+        await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").state is State.LIVE, 20, "WHIP")
+        async with watching(relay, "d1") as viewer:
+            await stamps_advance(viewer, 20)
+            location = viewer.location
+            stop(whip)  # frozen: its peer connection lingers, no media
+            await wait_for(lambda: relay.entry("d1").state is State.LOST, 10, "signal lost")
+            rtmp = StampedFfmpeg("flv", f"rtmp://127.0.0.1:{port}/live/d1")
+            await wait_for(lambda: relay.entry("d1").publisher_kind == "rtmp", 15, "RTMP took over")
+            before = len(viewer.seen.stamps)
+            await wait_for(lambda: len(viewer.seen.stamps) > before + 20, 15, "RTMP frames")
+            assert viewer.location == location and relay.entry("d1").takeovers == 1
+            assert not relay.services.whip.sessions  # the frozen WHIP session was closed
+    finally:
+        os.kill(whip.pid, signal.SIGCONT)
+        whip.kill()
+        whip.wait(5)
+        if rtmp is not None:
+            rtmp.kill()
