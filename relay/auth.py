@@ -40,6 +40,7 @@ __all__ = [
     "ice_servers_for",
     "identify",
     "mint_token",
+    "public_id",
 ]
 
 Action = Literal["publish", "view", "stats", "metrics", "mint", "list"]
@@ -80,6 +81,11 @@ class Decision:
     status: int = 200
     reason: str = ""
     principal: Principal | None = field(default=None, compare=False)
+
+
+def public_id(session_secret: str) -> str:
+    """A session's id for stats, metrics and logs: derived from, never revealing, its secret."""
+    return hashlib.sha256(session_secret.encode()).hexdigest()[:12]
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -170,8 +176,8 @@ def authenticate(
         return Decision(False, who.status, reason)
     if who.may(action, stream):
         return Decision(True, principal=who)
-    what = f"{action} of {stream!r}" if stream else action
-    return Decision(False, 403, f"role {who.role!r} may not {what}", who)
+    what = f"{action} {stream!r}" if stream else f"use {action}"
+    return Decision(False, 403, f"role {who.role!r} ({who.name}) may not {what}", who)
 
 
 def mint_token(

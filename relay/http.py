@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Action, Decision, authenticate, bearer_token, ice_servers_for, mint_token
+from .auth import Action, Decision, authenticate, bearer_token, ice_servers_for, mint_token, public_id
 from .config import PASSTHROUGH, STREAM_NAME, Config
 from .egress import WhepEgress
 from .errors import RelayError
@@ -76,7 +76,7 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
     except RelayError as exc:
         log.info(
             "request refused",
-            extra={"method": request.method, "path": request.path, "status": exc.status,
+            extra={"method": request.method, "path": _loggable(request), "status": exc.status,
                    "reason": exc.reason, "remote": request.remote},
         )
         headers = {"Content-Type": "text/plain; charset=utf-8"}
@@ -88,6 +88,12 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
         raise
     _add_headers(request, response.headers)
     return response
+
+
+def _loggable(request: web.Request) -> str:
+    """The path with a session's secret replaced by its public id (the secret ends the session)."""
+    secret = request.match_info.get("session")
+    return request.path.replace(secret, f"~{public_id(secret)}") if secret else request.path
 
 
 def _add_headers(request: web.Request, headers: Any) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth import public_id
 from .config import PASSTHROUGH, Config
 from .errors import RelayError
 from .latency import LatencyBook
@@ -28,11 +28,6 @@ class State(enum.Enum):
     WAITING = "waiting"  # no publisher yet
     LIVE = "live"
     LOST = "lost"  # had a publisher, frames stopped
-
-
-def public_id(session_secret: str) -> str:
-    """A viewer's id for stats and metrics: derived from, but never revealing, the secret."""
-    return hashlib.sha256(session_secret.encode()).hexdigest()[:12]
 
 
 @dataclass

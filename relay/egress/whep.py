@@ -140,7 +140,7 @@ class WhepEgress:
         def on_sent(unit: Unit) -> None:
             entry.latency.record(name, unit.timeline)
 
-        track = PacketTrack(lambda: out.subscribe(label=session.id), on_sent)
+        track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
         listen_for_keyframe_requests(transceiver.sender, out.request_keyframe)
         info = ViewerInfo(session=session.id, rendition=name, remote=remote,
@@ -161,7 +161,7 @@ class WhepEgress:
         entry.viewers[session.id] = info
         session.spawn(self._poll_rtt(info, transceiver.sender))
         log.info("viewer joined", extra={"stream": stream, "rendition": name,
-                                         "session": session.id, "remote": remote})
+                                         "session": session.public, "remote": remote})
         return session.id, answer
 
     def _serve_channel(self, entry: Entry, info: ViewerInfo, track: PacketTrack, ch: Any) -> None:

@@ -78,7 +78,7 @@ class WhipIngest:
         for t in pc.getTransceivers():
             if t.kind == "video" and t.receiver and getattr(t, "_codecs", None):
                 entry.source_codec = t._codecs[0].mimeType.split("/")[1]
-        log.info("publisher joined", extra={"stream": stream, "session": session.id,
+        log.info("publisher joined", extra={"stream": stream, "session": session.public,
                                             "remote": remote, "offered": codecs,
                                             "codec": entry.source_codec})
         return session.id, answer

@@ -12,6 +12,8 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from ..auth import public_id
+
 __all__ = ["PeerSession", "new_session_id"]
 
 log = logging.getLogger("relay.webrtc")
@@ -33,7 +35,8 @@ class PeerSession:
         connect_timeout: float = 20.0,
         session_id: str | None = None,
     ) -> None:
-        self.id = session_id or new_session_id()
+        self.id = session_id or new_session_id()  # secret: it is the session URL
+        self.public = public_id(self.id)  # what logs and stats show
         self.kind = kind
         self.stream = stream
         self.pc = pc
@@ -47,7 +50,7 @@ class PeerSession:
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             state = pc.connectionState
-            log.debug("peer state", extra={"session": self.id, "kind": kind, "state": state})
+            log.debug("peer state", extra={"session": self.public, "kind": kind, "state": state})
             if state in ("failed", "closed"):
                 await self.close(f"connection {state}")
 
@@ -70,7 +73,7 @@ class PeerSession:
         self.closed = True
         log.info(
             "session closed",
-            extra={"session": self.id, "kind": self.kind, "stream": self.stream, "reason": reason},
+            extra={"session": self.public, "kind": self.kind, "stream": self.stream, "reason": reason},
         )
         current = asyncio.current_task()
         for task in tuple(self._tasks):

@@ -141,9 +141,10 @@ async def test_minted_tokens_are_bounded_by_role(relay_factory: Any) -> None:
     assert status == 403  # scoped to alpha
 
 
-async def test_sessions_belong_to_their_viewer(relay_factory: Any) -> None:
+async def test_sessions_belong_to_their_viewer(relay_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
     """Viewers cannot read others' sessions, stats never reveal a session's secret, and
     knowing a viewer's public id does not let anyone end its session."""
+    caplog.set_level(logging.DEBUG, logger="relay")
     relay = await relay_factory(secured())
     drone = Drone(f"{relay.url}/whip/alpha", token=TOKENS["pub_alpha"])
     a = WhepViewer(relay.url, "alpha", token=TOKENS["viewer_alpha"], read_stamps=False)
@@ -175,6 +176,11 @@ async def test_sessions_belong_to_their_viewer(relay_factory: Any) -> None:
         n = a.seen.frames
         await a.wait_frames(n + 10, timeout=5)  # A plays on
         assert len(relay.entry("alpha").viewers) == 2
+        # Logs name sessions by their public id only.
+        publisher_secret = relay.entry("alpha").publisher
+        logged = "\n".join(str(r.__dict__) for r in caplog.records)  # messages and their fields
+        assert a_secret not in logged and publisher_secret not in logged
+        assert doc["viewers"][0]["id"] in logged
     finally:
         await a.close()
         await b.close()
