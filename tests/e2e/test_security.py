@@ -372,3 +372,16 @@ async def test_mutated_offers_never_get_a_500(relay_factory: Any) -> None:
     finally:
         await viewer.close()
         await drone.stop()
+
+
+async def test_viewers_total_is_a_relay_wide_limit(relay_factory: Any) -> None:
+    relay = await relay_factory({"renditions": LOW, "webrtc": {"ice_addresses": ["127.0.0.1"]},
+                                 "limits": {"viewers_total": 1}, "streams": {"a": {}, "b": {}}})
+    first = WhepViewer(relay.url, "a", read_stamps=False)
+    try:
+        await first.start()
+        status, text, _ = await post(f"{relay.url}/whep/b", await offer_sdp())
+        assert status == 503 and "maximum of 1 viewers" in text
+        assert relay.services.limiter.refused["viewers_total"] == 1 and not relay.entry("b").viewers
+    finally:
+        await first.close()
