@@ -44,18 +44,18 @@ def test_well_behaved_stream_passes_straight_through() -> None:
     fa = FrameAssembler("s")
     for ts in (0, 33, 66):
         au = annexb(slice_nal(ts == 0, True, b"x"))
-        assert fa.push(au, ts == 0, ts) == [(au, ts == 0)]
+        assert fa.push(au, ts == 0, ts) == [(au, ts == 0, ts)]
     assert not fa.split
 
 
 def test_frames_split_across_messages_are_joined() -> None:
     fa = FrameAssembler("dji")
     top, bottom = annexb(slice_nal(True, True, b"top")), annexb(slice_nal(True, False, b"bot"))
-    assert fa.push(top, True, 0) == [(top, True)]  # looked whole: passed on at once
+    assert fa.push(top, True, 0) == [(top, True, 0)]  # looked whole: passed on at once
     assert fa.push(bottom, True, 0) == []  # a continuation: from now on, assemble
     assert fa.split
     p1a, p1b = annexb(slice_nal(False, True, b"1a")), annexb(slice_nal(False, False, b"1b"))
     p2a = annexb(slice_nal(False, True, b"2a"))
-    assert fa.push(p1a, False, 33) == [(bottom, True)]
+    assert fa.push(p1a, False, 33) == [(bottom, True, 0)]
     assert fa.push(p1b, False, 33) == []
-    assert fa.push(p2a, False, 66) == [(p1a + p1b, False)]  # whole frame, one unit
+    assert fa.push(p2a, False, 66) == [(p1a + p1b, False, 33)]  # whole frame, one unit

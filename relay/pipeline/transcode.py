@@ -278,9 +278,11 @@ class Pipeline:
             y, u, v = planes(img, w, h)
             paint_relay_stamp(y, u, v, self.frames_processed, job.wall_ms)
         processed = now()
-        media_t = processed
+        # Capture spacing where the source gives it; otherwise network arrival (never the
+        # processing time: a decoder thread that catches up would bunch frames together).
+        media_t = job.timeline["arrival"]
         if job.frame is not None and job.frame.pts is not None and job.frame.time_base:
-            media_t = float(job.frame.pts * job.frame.time_base)  # capture spacing, no jitter
+            media_t = float(job.frame.pts * job.frame.time_base)
         out_frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
         pts = int((now() - self._t0) * TIME_BASE.denominator)
         result: dict[str, list[Unit]] = {}

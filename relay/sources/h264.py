@@ -129,7 +129,8 @@ class FrameAssembler:
         self._pending_key = False
         self._pending_ts: int | None = None
 
-    def push(self, au: bytes, key: bool, timestamp: int) -> list[tuple[bytes, bool]]:
+    def push(self, au: bytes, key: bool, timestamp: int) -> list[tuple[bytes, bool, int]]:
+        """Whole frames as (access unit, keyframe, FLV timestamp in ms)."""
         starts = _first_slice_starts_frame(au)
         if not self.split:
             if starts is False:
@@ -138,11 +139,11 @@ class FrameAssembler:
                             "(+1 frame of delay for this stream)", extra={"stream": self.stream})
                 self._pending, self._pending_key, self._pending_ts = [au], key, timestamp
                 return []
-            return [(au, key)]
-        out: list[tuple[bytes, bool]] = []
+            return [(au, key, timestamp)]
+        out: list[tuple[bytes, bool, int]] = []
         new_frame = timestamp != self._pending_ts or starts is True
         if self._pending and new_frame:
-            out.append((b"".join(self._pending), self._pending_key))
+            out.append((b"".join(self._pending), self._pending_key, self._pending_ts or 0))
             self._pending, self._pending_key = [], False
         self._pending.append(au)
         self._pending_key |= key

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import hmac
 import logging
 import secrets
@@ -45,6 +46,7 @@ from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
 __all__ = ["RtmpIngest", "split_name"]
 
 log = logging.getLogger("relay.rtmp")
+FLV_TIME_BASE = fractions.Fraction(1, 1000)
 
 
 def split_name(name: str) -> tuple[str, dict[str, list[str]]]:
@@ -73,10 +75,10 @@ class _Publisher:
         if parsed is None:
             return
         self.entry.touch()
-        for data, key in self.frames.push(parsed[0], parsed[1], timestamp):
-            self._frame(data, key, arrived)
+        for data, key, ts in self.frames.push(parsed[0], parsed[1], timestamp):
+            self._frame(data, key, arrived, ts)
 
-    def _frame(self, data: bytes, key: bool, arrived: float) -> None:
+    def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
         if self.entry.passthrough is not None:
             self.entry.passthrough.publish(
                 self.clock.unit(data, key, None, self.parser.sps_pps, arrived))
@@ -86,11 +88,16 @@ class _Publisher:
             self.errors += 1
             return
         self.pending += 1
-        self.executor.submit(self._decode, data, arrived)
+        self.executor.submit(self._decode, data, arrived, ts)
 
-    def _decode(self, data: bytes, arrived: float) -> None:
+    def _decode(self, data: bytes, arrived: float, ts: int) -> None:
+        # The FLV timestamp (ms) becomes the frame's pts: the rendition frame-rate cap then
+        # spaces frames by capture time, not by when the decoder thread got to them.
+        packet = av.Packet(data)
+        packet.pts = packet.dts = ts
+        packet.time_base = FLV_TIME_BASE
         try:
-            frames = self.decoder.decode(av.Packet(data))
+            frames = self.decoder.decode(packet)
         except av.FFmpegError:
             self.errors += 1
             if self.errors in (1, 10, 100):
