@@ -284,7 +284,7 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{getattr(enc, 'width', 0)}x{getattr(enc, 'height', 0)}" if enc else None,
             "passthrough": False,
         })
-    if entry.passthrough is not None and entry.passthrough_source:
+    if entry.passthrough is not None:
         doc["renditions"].append({
             "name": PASSTHROUGH, "codec": "h264", "height": entry.height, "bitrate_kbps": None,
             "viewers": len(entry.passthrough.readers), "encoding": False,

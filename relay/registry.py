@@ -144,7 +144,8 @@ class Entry:
 
     def rendition_stream(self, name: str) -> Stream | None:
         if name == PASSTHROUGH:
-            return self.passthrough if self.passthrough_source else None
+            # Also while a WHIP publisher is live: the pipeline then encodes it at source size.
+            return self.passthrough
         if self.mode == "passthrough":
             return None
         return self.renditions.get(name)

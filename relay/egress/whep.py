@@ -120,7 +120,7 @@ class WhepEgress:
         rend = self.config.rendition(rendition)
         if out is None:
             names = [r.name for r in self.config.renditions] if entry.mode != "passthrough" else []
-            if entry.passthrough is not None and entry.passthrough_source:
+            if entry.passthrough is not None:
                 names.append(PASSTHROUGH)
             raise RelayError(404, f"stream {stream!r} has no rendition {rendition!r} "
                                   f"(mode {entry.mode}; have: {', '.join(names)})")

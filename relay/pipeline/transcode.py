@@ -163,6 +163,14 @@ class Pipeline:
                 self.entry.touch()  # live again after the hysteresis (resets passthrough viewers)
             self._note_arrival(unit)
             renditions = self._watched()
+            pt = self.entry.passthrough
+            if pt is not None and pt.readers and not self.entry.passthrough_source:
+                # A publisher that yields no H.264 packets (WHIP: aiortc decodes on receipt):
+                # "source" viewers get the picture encoded at source size, on the same track.
+                renditions.append(self._slate_rendition)
+                if not self._slated_passthrough:
+                    self._slated_passthrough = True
+                    self._want_key.add(PASSTHROUGH)
             job = _Job(
                 image=None,
                 frame=unit.payload,

@@ -45,8 +45,6 @@ async def _measure(relay: Any, stream: str, rendition: str) -> tuple[float, int]
 @pytest.mark.parametrize("rendition", ["low", "source"])
 async def test_every_ingest_and_mode_delivers_the_frames_sent(
         relay_factory: Any, protocol: str, rendition: str) -> None:
-    if protocol == "whip" and rendition == "source":
-        pytest.xfail("WHIP is always transcoded: no source rendition to deliver (see the next test)")
     mode = "both"
     sim: subprocess.Popen[bytes] | None = None
     drone: Drone | None = None
@@ -85,3 +83,34 @@ async def test_every_ingest_and_mode_delivers_the_frames_sent(
             await drone.stop()
         if ffmpeg is not None:
             ffmpeg.kill()
+
+
+async def test_source_viewer_keeps_a_picture_when_a_whip_publisher_takes_over(relay_factory: Any) -> None:
+    """A "source" viewer of an RTMP feed: the drone's RTMP dies, the operator switches to WHIP
+    (always decoded): the same viewer session goes on showing the WHIP picture."""
+    port = free_port()
+    relay = await relay_factory(config(rtmp={"enabled": True, "port": port}, media={"default_mode": "both"},
+                                       webrtc={"ice_addresses": ["127.0.0.1"]}))
+    rtmp = StampedFfmpeg("flv", f"rtmp://127.0.0.1:{port}/live/sim1")
+    drone: Drone | None = None
+    try:
+        await wait_for(lambda: relay.entry("sim1") is not None and relay.entry("sim1").state.value == "live",
+                       20, "RTMP live")
+        viewer = WhepViewer(relay.url, "sim1", rendition="source")
+        try:
+            await viewer.start()
+            await wait_for(lambda: len(viewer.seen.stamps) >= 15, 20, "RTMP stamps")
+            rtmp.kill()
+            await wait_for(lambda: relay.entry("sim1").state.value == "lost", 10, "signal lost")
+            drone = Drone(f"{relay.url}/whip/sim1", size=(640, 360))
+            await wait_for(lambda: relay.entry("sim1").publisher_kind == "whip", 15, "WHIP publisher")
+            before = len(viewer.seen.stamps)
+            await wait_for(lambda: len(viewer.seen.stamps) >= before + 60, 20, "WHIP stamps on 'source'")
+            frames = [s.frame for s, _ in viewer.seen.stamps[before + 10:]]
+            assert delivered_share(frames) >= 0.98, delivered_share(frames)
+        finally:
+            await viewer.close()
+    finally:
+        rtmp.kill()
+        if drone is not None:
+            await drone.stop()
