@@ -144,7 +144,10 @@ class MediaConfig:
     viewer_queue_packets: int = 120  # per-viewer bound, in encoded frames
     source_queue_frames: int = 4  # decoded frames waiting for the pipeline
     keyframe_interval_s: float = 2.0
-    keyframe_min_interval_s: float = 0.3  # rate limit for requested keyframes
+    keyframe_min_interval_s: float = 0.3  # rate limit for requested keyframes, per rendition
+    # Per viewer: at most one keyframe request (PLI/FIR, overflow) this often; more wait for
+    # the regular keyframe, so a lossy viewer cannot raise everyone's keyframe rate.
+    viewer_keyframe_interval_s: float = 10.0
     signal_lost_after_s: float = 1.0
     slate_fps: float = 5.0
     overlay: bool = True
@@ -479,6 +482,10 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
             m.get("keyframe_min_interval_s", md.keyframe_min_interval_s),
             0.0,
             10,
+        ),
+        viewer_keyframe_interval_s=_float(
+            "media.viewer_keyframe_interval_s",
+            m.get("viewer_keyframe_interval_s", md.viewer_keyframe_interval_s), 0.0, 600,
         ),
         signal_lost_after_s=_float(
             "media.signal_lost_after_s", m.get("signal_lost_after_s", md.signal_lost_after_s), 0.1, 60

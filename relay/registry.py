@@ -90,6 +90,7 @@ class Entry:
                 gop=True,
                 reader_maxlen=media.viewer_queue_packets,
                 keyframe_min_interval=media.keyframe_min_interval_s,
+                viewer_keyframe_interval=media.viewer_keyframe_interval_s,
             )
             for r in config.renditions
         }
@@ -102,6 +103,7 @@ class Entry:
                 gop=True,
                 reader_maxlen=media.viewer_queue_packets,
                 gop_cache=media.gop_cache,
+                viewer_keyframe_interval=media.viewer_keyframe_interval_s,
             )
 
     def touch(self) -> None:

@@ -40,6 +40,23 @@ class Reader:
         self.dropped = 0
         self.overflows = 0
         self.created = time.monotonic()
+        # Keyframe requests this reader may make: one per stream.viewer_keyframe_interval.
+        # A viewer on a lossy link must not make every other viewer pay for keyframes;
+        # refused requests wait for the encoder's regular keyframe.
+        self._last_key_request = -1e9
+        self.keyframe_requests = 0
+        self.keyframe_requests_refused = 0
+
+    def request_keyframe(self, reason: str) -> bool:
+        """Pass a keyframe request to the stream if this reader's budget allows; True if so."""
+        t = time.monotonic()
+        self.keyframe_requests += 1
+        if t - self._last_key_request < self.stream.viewer_keyframe_interval:
+            self.keyframe_requests_refused += 1
+            return False
+        self._last_key_request = t
+        self.stream.request_keyframe(f"{reason} ({self.label})")
+        return True
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -61,7 +78,7 @@ class Reader:
                 if not unit.keyframe:
                     self.dropped += 1
                     self.waiting_for_keyframe = True
-                    self.stream.request_keyframe(f"reader {self.label} overflowed")
+                    self.request_keyframe("reader overflowed")
                     self._log_overflow()
                     return
                 self._log_overflow()
@@ -87,7 +104,7 @@ class Reader:
         self._queue.clear()
         if self.stream.gop:
             self.waiting_for_keyframe = True
-            self.stream.request_keyframe(reason)
+            self.request_keyframe(reason)
         return n
 
     async def get(self) -> Unit:
@@ -128,6 +145,7 @@ class Stream:
         on_readers_changed: Callable[[Stream], None] | None = None,
         gop_cache: bool = False,
         gop_cache_max: int = 300,
+        viewer_keyframe_interval: float = 0.0,
     ) -> None:
         self.name = name
         # Units since the last keyframe, so a joining reader starts with a picture at once
@@ -138,6 +156,7 @@ class Stream:
         self.gop = gop
         self.reader_maxlen = reader_maxlen
         self.keyframe_min_interval = keyframe_min_interval
+        self.viewer_keyframe_interval = viewer_keyframe_interval
         self.on_keyframe_request = on_keyframe_request
         self.on_readers_changed = on_readers_changed
         self.readers: set[Reader] = set()

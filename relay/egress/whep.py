@@ -142,7 +142,12 @@ class WhepEgress:
 
         track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
-        listen_for_keyframe_requests(transceiver.sender, out.request_keyframe)
+        def keyframe_request(reason: str) -> None:
+            # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
+            if track.reader is not None:
+                track.reader.request_keyframe(reason)
+
+        listen_for_keyframe_requests(transceiver.sender, keyframe_request)
         info = ViewerInfo(session=session.id, rendition=name, remote=remote,
                           who=principal.name if principal is not None else "")
 
@@ -240,10 +245,13 @@ class WhepEgress:
     def reader_stats(self, session_id: str) -> dict[str, int]:
         track = self.tracks.get(session_id)
         if track is None or track.reader is None:
-            return {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0}
+            return {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0,
+                    "keyframe_requests": 0, "keyframe_requests_refused": 0}
         r = track.reader
         return {"delivered": r.delivered, "dropped": r.dropped,
-                "overflows": r.overflows, "queued": len(r)}
+                "overflows": r.overflows, "queued": len(r),
+                "keyframe_requests": r.keyframe_requests,
+                "keyframe_requests_refused": r.keyframe_requests_refused}
 
     async def stop(self, stream: str, session_id: str) -> None:
         session = self.sessions.get(session_id)
