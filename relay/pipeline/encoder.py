@@ -14,6 +14,7 @@ from ..config import Rendition
 
 __all__ = ["TIME_BASE", "RenditionEncoder", "output_size"]
 
+VBV_WINDOW_S = 0.25  # the window a rendition's bit budget holds over
 log = logging.getLogger("relay.pipeline")
 TIME_BASE = fractions.Fraction(1, 90000)
 
@@ -42,9 +43,13 @@ class RenditionEncoder:
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "profile": "baseline",
+                # VBV: at most the rendition's rate over any VBV_WINDOW_S, keyframes
+                # included, so a keyframe does not burst past a link sized for the rung.
                 "x264-params": (
                     f"keyint={gop_frames}:min-keyint={gop_frames}:scenecut=0:"
-                    "repeat-headers=1:bframes=0:aud=0"
+                    "repeat-headers=1:bframes=0:aud=0:"
+                    f"vbv-maxrate={rendition.bitrate_kbps}:"
+                    f"vbv-bufsize={max(1, round(rendition.bitrate_kbps * VBV_WINDOW_S))}"
                 ),
             }
         else:
