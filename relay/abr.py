@@ -1,0 +1,171 @@
+"""Which rendition a viewer on "auto" should get now: a pure decision, fed with samples.
+
+No network, no clock of its own (``feed`` takes the time), so it is unit-tested on
+synthetic traces. The glue that samples aiortc (REMB, receiver reports, NACK/PLI counts)
+and the viewer's own report, and that performs the keyframe-aligned switch, lives in
+``egress/whep.py`` and ``webrtc/``.
+
+How it decides (after mediasoup's and OvenMediaEngine's controllers):
+
+- **down fast**: the link is failing when the receiver's estimate (REMB) falls below what the
+  current rung sends, when loss over the last second exceeds ``loss_down``, or when the
+  viewer reports decoding well under the rung's frame rate or freezes. Then the viewer moves
+  to the highest rung that fits 85 % of the estimate (or one rung down without one) at once:
+  within one sample period of the evidence (0.5 s), well inside the 2 s target.
+- **up carefully**: only after ``hold_s`` without trouble since the last switch, with the
+  estimate above the next rung (or, as REMB is capped near the rate it receives, growing
+  freely above the current one), one rung at a time. A step up that fails within
+  ``probe_s`` is a failed probe: the hold-off doubles (up to ``max_hold_s``), so a link
+  that cannot carry the rung is not probed every few seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["AbrController", "Rung", "Sample", "Switch"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    kbps: int
+    fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What the link showed over the last sample period."""
+
+    t: float
+    remb_kbps: float | None = None  # receiver's estimate (REMB), None if the viewer sends none
+    loss: float | None = None  # fraction lost (RTCP receiver report), 0..1
+    nacks: int = 0  # NACKed packets in the period
+    plis: int = 0  # keyframe requests in the period
+    fps: float | None = None  # frames the viewer decoded per second (its own report)
+    freezes: int = 0  # new freezes (>200 ms without a frame) the viewer reported
+
+
+@dataclass(frozen=True)
+class Switch:
+    t: float
+    frm: str
+    to: str
+    reason: str
+
+
+@dataclass
+class AbrController:
+    ladder: list[Rung]  # best first
+    current: str
+    hold_s: float = 6.0
+    max_hold_s: float = 60.0
+    probe_s: float = 5.0
+    loss_down: float = 0.12
+    loss_clean: float = 0.08
+    settle_s: float = 1.5  # after a switch, the new rung's evidence needs this long to show
+    remb_grace_s: float = 3.0  # after a step up, REMB needs time to see the higher rate
+    history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
+    _started: float | None = None
+    _last_switch: float = -1e9
+    _last_up: float = -1e9
+    _hold: float = 0.0
+    _remb: float | None = None
+    _trouble_since: float | None = None
+    _clean_since: float | None = None
+    _losses: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.ladder = sorted(self.ladder, key=lambda r: -r.kbps)
+        if self.current not in {r.name for r in self.ladder}:
+            raise ValueError(f"{self.current!r} is not on the ladder")
+        self._hold = self.hold_s
+
+    @staticmethod
+    def start_rung(ladder: list[Rung], start_kbps: int) -> str:
+        """Where a new viewer starts: the best rung at or under ``start_kbps``."""
+        fitting = [r for r in sorted(ladder, key=lambda r: -r.kbps) if r.kbps <= start_kbps]
+        return (fitting[0] if fitting else min(ladder, key=lambda r: r.kbps)).name
+
+    @property
+    def estimate_kbps(self) -> float | None:
+        return self._remb
+
+    def _rung(self, name: str) -> Rung:
+        return next(r for r in self.ladder if r.name == name)
+
+    def _index(self) -> int:
+        return next(i for i, r in enumerate(self.ladder) if r.name == self.current)
+
+    def _switch(self, t: float, to: str, reason: str) -> Switch:
+        sw = Switch(t, self.current, to, reason)
+        self.history.append(sw)
+        self.current = to
+        self._last_switch = t
+        self._trouble_since = None
+        self._clean_since = None
+        self._losses.clear()
+        return sw
+
+    def feed(self, s: Sample) -> Switch | None:
+        """Take one sample; returns the switch to make now, if any."""
+        if self._started is None:
+            self._started = s.t  # a new viewer holds its starting rung like any other
+        if s.remb_kbps is not None:
+            # Fall at once, rise smoothly: a falling estimate is the news that matters.
+            self._remb = s.remb_kbps if self._remb is None or s.remb_kbps < self._remb else (
+                0.7 * self._remb + 0.3 * s.remb_kbps)
+        if s.loss is not None:
+            self._losses.append((s.t, s.loss))
+        while self._losses and self._losses[0][0] < s.t - 1.0:
+            self._losses.popleft()
+        loss = max((x for _, x in self._losses), default=0.0) if len(self._losses) == 1 else (
+            sum(x for _, x in self._losses) / len(self._losses) if self._losses else 0.0)
+        rung = self._rung(self.current)
+        i = self._index()
+        since_switch = t_since(s.t, self._last_switch)
+        reasons = []
+        remb_judged = since_switch > (self.remb_grace_s if self._last_up == self._last_switch else 0.0)
+        if self._remb is not None and remb_judged and self._remb < rung.kbps * 0.95:
+            reasons.append(f"estimate {self._remb:.0f} kbit/s < {rung.kbps}")
+        if loss > self.loss_down:
+            reasons.append(f"loss {loss * 100:.0f} %")
+        if s.fps is not None and s.fps < rung.fps * 0.6 and t_since(s.t, self._last_switch) > 2.0:
+            reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
+        if s.freezes and t_since(s.t, self._last_switch) > 2.0:
+            reasons.append(f"{s.freezes} freeze(s)")
+        if reasons:
+            self._clean_since = None
+            if i == len(self.ladder) - 1 or since_switch < self.settle_s:
+                return None  # at the bottom, or the last switch has not shown its effect yet
+            probe_failed = t_since(s.t, self._last_up) < self.probe_s
+            budget = self._remb * 0.85 if self._remb is not None else None
+            below = self.ladder[i + 1:]
+            target = below[0]
+            if budget is not None:
+                fits = [r for r in below if r.kbps <= budget]
+                target = fits[0] if fits else below[-1]
+            self._hold = min(self._hold * 2, self.max_hold_s) if probe_failed else self.hold_s
+            return self._switch(s.t, target.name, "down: " + ", ".join(reasons)
+                                + (" (probe failed)" if probe_failed else ""))
+        clean = loss < self.loss_clean and not s.freezes and (s.fps is None or s.fps >= rung.fps * 0.85)
+        if not clean:
+            self._clean_since = None
+            return None
+        if self._clean_since is None:
+            self._clean_since = s.t
+        held = t_since(s.t, max(self._last_switch, self._started))
+        if i == 0 or held < self._hold or t_since(s.t, self._clean_since) < 2.0:
+            return None
+        up = self.ladder[i - 1]
+        # REMB grows to ~1.5x what it receives: above the next rung, or growing freely.
+        if self._remb is not None and not (self._remb >= up.kbps * 1.05 or self._remb >= rung.kbps * 1.3):
+            return None
+        self._last_up = s.t
+        est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
+        return self._switch(s.t, up.name, f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}")
+
+
+def t_since(t: float, then: float) -> float:
+    return t - then

@@ -1,0 +1,78 @@
+"""The rendition controller on synthetic traces (no network: it takes samples and a time)."""
+
+from __future__ import annotations
+
+from relay.abr import AbrController, Rung, Sample
+
+LADDER = [Rung("high", 2500), Rung("mid", 1200), Rung("low", 600), Rung("floor", 250, fps=10)]
+
+
+def run(ctl: AbrController, samples: list[Sample]) -> list[tuple[float, str]]:
+    out = []
+    for s in samples:
+        sw = ctl.feed(s)
+        if sw is not None:
+            out.append((s.t, sw.to))
+    return out
+
+
+def steady(t0: float, t1: float, **kw: float) -> list[Sample]:
+    return [Sample(t=t0 + i * 0.5, **kw) for i in range(int((t1 - t0) / 0.5))]  # type: ignore[arg-type]
+
+
+def test_starts_at_the_best_rung_under_the_start_rate() -> None:
+    assert AbrController.start_rung(LADDER, 1200) == "mid"
+    assert AbrController.start_rung(LADDER, 100) == "floor"
+
+
+def test_steps_down_within_one_sample_of_the_estimate_falling() -> None:
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, steady(0, 10, remb_kbps=4000, loss=0.0, fps=30)
+                   + steady(10, 12, remb_kbps=1400, loss=0.02, fps=30))
+    assert switches == [(10.0, "low")]  # 85 % of 1400 fits the 600 rung, not the 1200 one
+    assert "estimate" in ctl.history[-1].reason
+
+
+def test_random_loss_alone_does_not_move_a_viewer_that_decodes_well() -> None:
+    ctl = AbrController(LADDER, "mid")
+    assert run(ctl, steady(0, 30, remb_kbps=1500, loss=0.05, fps=29)) == []
+
+
+def test_heavy_loss_or_poor_decoding_steps_down() -> None:
+    ctl = AbrController(LADDER, "mid")
+    # Heavy loss steps down now; loss that persists on the lower rung steps down again.
+    switches = run(ctl, steady(0, 1, loss=0.25, fps=30) + steady(1, 5, loss=0.03, fps=30))
+    assert switches == [(0.0, "low")]
+    ctl = AbrController(LADDER, "mid")
+    assert [to for _, to in run(ctl, steady(0, 5, loss=0.25, fps=30))] == ["low", "floor"]
+    ctl = AbrController(LADDER, "mid")
+    assert run(ctl, steady(0, 5, remb_kbps=3000, loss=0.01, fps=8))[0][1] == "low"
+
+
+def test_climbs_one_rung_at_a_time_after_the_hold() -> None:
+    ctl = AbrController(LADDER, "low", hold_s=6)
+    # REMB sits near 1.5x what the viewer receives, as a capped estimator does.
+    samples = (steady(0, 7, remb_kbps=900, loss=0.0, fps=30) + steady(7, 14, remb_kbps=1800, loss=0.0, fps=30)
+               + steady(14, 30, remb_kbps=3700, loss=0.0, fps=30))
+    switches = run(ctl, samples)
+    assert [to for _, to in switches] == ["mid", "high"]
+    assert switches[0][0] >= 6 and switches[1][0] - switches[0][0] >= 6
+
+
+def test_a_failed_probe_doubles_the_hold() -> None:
+    ctl = AbrController(LADDER, "low", hold_s=6)
+    run(ctl, steady(0, 6.5, remb_kbps=900, loss=0.0, fps=30))
+    assert ctl.current == "mid"
+    t_up = ctl.history[-1].t
+    run(ctl, [Sample(t=t_up + 2, remb_kbps=800, loss=0.2, fps=12)])  # the probe fails
+    assert ctl.current == "low" and "probe failed" in ctl.history[-1].reason
+    t_down = ctl.history[-1].t
+    run(ctl, steady(t_down + 0.5, t_down + 11, remb_kbps=900, loss=0.0, fps=30))
+    assert ctl.current == "low"  # 12 s hold now, not 6
+    run(ctl, steady(t_down + 11, t_down + 14, remb_kbps=900, loss=0.0, fps=30))
+    assert ctl.current == "mid"
+
+
+def test_the_bottom_rung_is_the_floor() -> None:
+    ctl = AbrController(LADDER, "floor")
+    assert run(ctl, steady(0, 5, remb_kbps=100, loss=0.5, fps=2)) == []
