@@ -64,7 +64,8 @@ class AbrController:
     probe_s: float = 5.0
     loss_down: float = 0.12
     loss_clean: float = 0.08
-    settle_s: float = 1.5  # after a switch, the new rung's evidence needs this long to show
+    settle_s: float = 2.0  # after a switch, the new rung's evidence needs this long to show
+    warmup_s: float = 3.0  # a new viewer's first reports (still connecting) are no evidence
     remb_grace_s: float = 3.0  # after a step up, REMB needs time to see the higher rate
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
     _started: float | None = None
@@ -75,6 +76,7 @@ class AbrController:
     _trouble_since: float | None = None
     _clean_since: float | None = None
     _losses: deque[tuple[float, float]] = field(default_factory=deque)
+    _low_remb_run: int = 0
 
     def __post_init__(self) -> None:
         self.ladder = sorted(self.ladder, key=lambda r: -r.kbps)
@@ -106,12 +108,14 @@ class AbrController:
         self._trouble_since = None
         self._clean_since = None
         self._losses.clear()
+        self._low_remb_run = 0
         return sw
 
     def feed(self, s: Sample) -> Switch | None:
         """Take one sample; returns the switch to make now, if any."""
         if self._started is None:
             self._started = s.t  # a new viewer holds its starting rung like any other
+        assert self._started is not None
         if s.remb_kbps is not None:
             # Fall at once, rise smoothly: a falling estimate is the news that matters.
             self._remb = s.remb_kbps if self._remb is None or s.remb_kbps < self._remb else (
@@ -126,26 +130,33 @@ class AbrController:
         i = self._index()
         since_switch = t_since(s.t, self._last_switch)
         reasons = []
-        remb_judged = since_switch > (self.remb_grace_s if self._last_up == self._last_switch else 0.0)
-        if self._remb is not None and remb_judged and self._remb < rung.kbps * 0.95:
+        # REMB lags a switch (the estimator sees the queue drain or fill): judge it only
+        # after remb_grace_s, and only when it stays low for two samples running.
+        low_remb = (self._remb is not None and since_switch > self.remb_grace_s
+                    and self._remb < rung.kbps * 0.95)
+        self._low_remb_run = self._low_remb_run + 1 if low_remb else 0
+        if self._low_remb_run >= 2:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rung.kbps}")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
-        if s.fps is not None and s.fps < rung.fps * 0.6 and t_since(s.t, self._last_switch) > 2.0:
+        warm = t_since(s.t, self._started) > self.warmup_s
+        if warm and s.fps is not None and s.fps < rung.fps * 0.6 and since_switch > self.settle_s:
             reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
-        if s.freezes and t_since(s.t, self._last_switch) > 2.0:
+        if warm and s.freezes and since_switch > self.settle_s:
             reasons.append(f"{s.freezes} freeze(s)")
         if reasons:
             self._clean_since = None
             if i == len(self.ladder) - 1 or since_switch < self.settle_s:
                 return None  # at the bottom, or the last switch has not shown its effect yet
             probe_failed = t_since(s.t, self._last_up) < self.probe_s
-            budget = self._remb * 0.85 if self._remb is not None else None
             below = self.ladder[i + 1:]
             target = below[0]
-            if budget is not None:
+            if self._remb is not None:
+                # To what fits the estimate, but at most half the rate in one step: a
+                # transiently low estimate must not throw the viewer to the bottom.
+                budget = max(self._remb * 0.85, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
-                target = fits[0] if fits else below[-1]
+                target = fits[0] if fits else below[0]
             self._hold = min(self._hold * 2, self.max_hold_s) if probe_failed else self.hold_s
             return self._switch(s.t, target.name, "down: " + ", ".join(reasons)
                                 + (" (probe failed)" if probe_failed else ""))
@@ -160,7 +171,7 @@ class AbrController:
             return None
         up = self.ladder[i - 1]
         # REMB grows to ~1.5x what it receives: above the next rung, or growing freely.
-        if self._remb is not None and not (self._remb >= up.kbps * 1.05 or self._remb >= rung.kbps * 1.3):
+        if self._remb is not None and not (self._remb >= up.kbps * 1.05 or self._remb >= rung.kbps * 1.2):
             return None
         self._last_up = s.t
         est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"

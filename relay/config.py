@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ROLES",
+    "AbrConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
@@ -165,6 +166,16 @@ class RtmpConfig:
 
 
 @dataclass(frozen=True)
+class AbrConfig:
+    """Automatic rendition choice for viewers that ask for none (or for "auto")."""
+
+    enabled: bool = True
+    start_kbps: int = 1200  # a new viewer starts at the best rung at or under this
+    hold_s: float = 6.0  # clean time after a switch before a step up
+    max_hold_s: float = 60.0  # the hold doubles after each failed step up, to this
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     green_ms: int = 250
     yellow_ms: int = 600
@@ -190,6 +201,7 @@ class Config:
     rtmp: RtmpConfig = field(default_factory=RtmpConfig)
     streams: tuple[StreamConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    abr: AbrConfig = field(default_factory=AbrConfig)
 
     @property
     def scheme(self) -> str:
@@ -404,7 +416,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     env = os.environ if env is None else env
     _check_keys(
         data,
-        {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits"},
+        {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits", "abr"},
         "",
     )
     defaults = Config()
@@ -558,6 +570,16 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         ice_servers=_ice_servers(w.get("ice_servers", []), env),
     )
 
+    ab = _table(data, "abr", "")
+    adef = AbrConfig()
+    _check_keys(ab, set(AbrConfig.__dataclass_fields__), "abr.")
+    abr = AbrConfig(
+        enabled=_bool("abr.enabled", ab.get("enabled", adef.enabled)),
+        start_kbps=_int("abr.start_kbps", ab.get("start_kbps", adef.start_kbps), 50, 100000),
+        hold_s=_float("abr.hold_s", ab.get("hold_s", adef.hold_s), 1, 600),
+        max_hold_s=_float("abr.max_hold_s", ab.get("max_hold_s", adef.max_hold_s), 1, 3600),
+    )
+
     li = _table(data, "limits", "")
     ldef = LimitsConfig()
     _check_keys(li, set(LimitsConfig.__dataclass_fields__), "limits.")
@@ -655,6 +677,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         tls_cert=tls_cert,
         tls_key=tls_key,
         limits=limits,
+        abr=abr,
         log_level=log_level,
         log_format=log_format,
         renditions=renditions,

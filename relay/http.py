@@ -329,6 +329,11 @@ async def api_stats(request: web.Request) -> web.Response:
             "report": v.report,
             "report_age_s": round(now - v.report_time, 2) if v.report_time else None,
             "creep_resets": v.creep_resets,
+            "auto": v.auto,
+            "rendition_reason": v.rendition_reason,
+            "estimate_kbps": v.estimate_kbps,
+            "switches": v.switches[-10:],
+            "link_samples": v.samples[-10:],
             "queue": svc.whep.reader_stats(v.session),
         })
     return web.json_response({

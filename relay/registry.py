@@ -49,6 +49,11 @@ class ViewerInfo:
     rtt_ms: float | None = None
     creep_resets: int = 0
     last_creep: float = 0.0
+    auto: bool = False  # the relay picks the rendition from the viewer's link
+    rendition_reason: str = ""
+    estimate_kbps: float | None = None
+    switches: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # the link, as ABR saw it
 
     def __post_init__(self) -> None:
         self.public_id = self.public_id or public_id(self.session)

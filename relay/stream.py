@@ -107,6 +107,16 @@ class Reader:
             self.request_keyframe(reason)
         return n
 
+    async def wait_ready(self) -> None:
+        """Until a unit is queued (without taking it), or the reader is closed."""
+        while not self._queue and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def get(self) -> Unit:
         """The next unit; raises :class:`StreamClosed` once closed."""
         while not self._queue:

@@ -28,6 +28,9 @@ const player = new WhepPlayer($("video"), stream, {
     $("loss").textContent = st.lossPct.toFixed(1);
     $("rtt").textContent = st.rtt === null ? "—" : st.rtt.toFixed(1);
     $("codec").textContent = st.codec || "";
+    $("rend").textContent = st.rendition ? `${st.rendition}${st.auto ? " (auto)" : ""} · ${st.height || "?"}p` : "";
+    $("why").textContent = st.renditionReason || "";
+    $("freezes").textContent = String(st.freezes);
   },
 });
 window.__player = player;  // for tests and the curious
@@ -38,11 +41,19 @@ authFetch(`/api/streams/${encodeURIComponent(stream)}`)
   .then((doc) => {
     const sel = $("rendition");
     if (!doc) { sel.hidden = true; return; }
+    const chosen = params.get("rendition") || "auto";
+    const auto = document.createElement("option");
+    auto.value = "auto"; auto.textContent = "auto (fits the link)";
+    sel.append(auto);
     for (const r of doc.renditions) {
       const o = document.createElement("option");
-      o.value = r.name; o.textContent = `${r.name} (${r.height}p)`;
-      if ((params.get("rendition") || doc.renditions[0].name) === r.name) o.selected = true;
+      o.value = r.name;
+      o.textContent = r.passthrough ? `${r.name} (drone's own)` : `${r.name} (${r.height}p, ${r.bitrate_kbps} kbit/s)`;
       sel.append(o);
     }
-    sel.onchange = () => { params.set("rendition", sel.value); location.search = params.toString(); };
+    sel.value = chosen;
+    sel.onchange = () => {
+      if (sel.value === "auto") params.delete("rendition"); else params.set("rendition", sel.value);
+      location.search = params.toString();
+    };
   });

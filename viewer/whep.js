@@ -32,7 +32,9 @@ export class WhepPlayer {
     this.onAuth = opts.onAuth || null;
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
-                   stampsRead: 0, codec: null, width: 0, height: 0 };
+                   stampsRead: 0, codec: null, width: 0, height: 0, freezes: 0,
+                   rendition: null, auto: false, renditionReason: "" };
+    this._lastFrameAt = null;
     this.thresholds = { green_ms: 250, yellow_ms: 600 };
     this.clock = new ClockOffset();
     this.window = new Window();
@@ -155,6 +157,12 @@ export class WhepPlayer {
       this.stats.offset = b.offset; this.stats.rtt = b.rtt;
     } else if (msg.type === "hello") {
       this.thresholds = msg.thresholds || this.thresholds;
+      this.stats.rendition = msg.rendition; this.stats.auto = Boolean(msg.auto);
+      this.stats.renditionReason = msg.reason || "";
+    } else if (msg.type === "rendition") {
+      // The relay moved this viewer (auto): same track, from the next keyframe on.
+      this.stats.rendition = msg.name; this.stats.renditionReason = msg.reason || "";
+      this.onUpdate(this.stats, this.thresholds);
     }
   }
 
@@ -163,6 +171,9 @@ export class WhepPlayer {
     if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
     const onFrame = (now, meta) => {
       this.stats.frames++;
+      // A freeze: over 200 ms between presented frames while playing.
+      if (this._lastFrameAt !== null && now - this._lastFrameAt > 200 && this.stats.state === "playing") this.stats.freezes++;
+      this._lastFrameAt = now;
       this.stats.width = meta.width; this.stats.height = meta.height;
       if (this.readStamps && this.stats.offset !== null) {
         const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);
@@ -221,7 +232,7 @@ export class WhepPlayer {
     const s = this.stats;
     const r = { fps: s.fps, bitrate_kbps: s.kbps, loss_pct: s.lossPct, packets_lost: s.packetsLost,
                 frames_decoded: s.framesDecoded, frames_dropped: s.framesDropped,
-                width: s.width, height: s.height, user_agent: navigator.userAgent };
+                width: s.width, height: s.height, user_agent: navigator.userAgent, freezes: s.freezes };
     if (s.latency !== null) { r.latency_ms = s.latency; r.latency_p95_ms = s.p95; r.latency_kind = s.kind; }
     if (s.offset !== null) { r.clock_offset_ms = s.offset; r.clock_rtt_ms = s.rtt; }
     if (s.jitterBufferMs !== null && s.jitterBufferMs !== undefined) r.jitter_buffer_ms = s.jitterBufferMs;

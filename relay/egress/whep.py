@@ -12,18 +12,22 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..abr import AbrController, Rung, Sample, Switch
 from ..auth import Principal
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..limits import Limiter
 from ..media import Unit
 from ..registry import Entry, Registry, ViewerInfo
+from ..stream import Reader, Stream
 from ..webrtc import (
     PacketTrack,
     PeerSession,
+    RtcpTap,
     answer_offer,
     check_offer,
     listen_for_keyframe_requests,
@@ -34,6 +38,8 @@ from ..webrtc import (
 __all__ = ["WhepEgress"]
 
 log = logging.getLogger("relay.whep")
+AUTO = "auto"  # the rendition name that asks the relay to choose from the viewer's link
+ABR_PERIOD_S = 0.5
 
 MAX_REPORT_BYTES = 4096
 # A viewer's report: each field's type and the range (or the values) it may take. Anything
@@ -52,6 +58,7 @@ REPORT_NUMBERS: dict[str, tuple[type, float, float]] = {
     "clock_rtt_ms": (float, 0, 600_000),
     "width": (int, 0, 16384),
     "height": (int, 0, 16384),
+    "freezes": (int, 0, 2**31),  # presented-frame gaps over 200 ms since the session began
 }
 REPORT_ENUMS = {"latency_kind": ("glass-to-glass", "relay-to-screen")}
 UA_MAX = 200
@@ -76,6 +83,20 @@ def clean_report(raw: Any) -> dict[str, Any]:
     return out
 
 
+def _loss_over(hist: deque[tuple[float, int, int]], t: float, min_s: float = 1.0,
+               min_packets: int = 30) -> float | None:
+    """Loss from cumulative receiver-report counters over at least ``min_s`` and
+    ``min_packets`` (one report often covers a handful of packets: one lost is not 25 %)."""
+    if len(hist) < 2:
+        return None
+    _, lost1, exp1 = hist[-1]
+    for t0, lost0, exp0 in reversed(hist):
+        expected = exp1 - exp0
+        if t - t0 >= min_s and expected >= min_packets:
+            return max(0.0, min(1.0, (lost1 - lost0) / expected))
+    return None
+
+
 class WhepEgress:
     def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None,
                  ice: Callable[[], list[dict[str, Any]]] | None = None,
@@ -87,6 +108,7 @@ class WhepEgress:
         self.sessions_of = sessions_of  # all sessions (WHIP + WHEP) from one client address
         self.sessions: dict[str, PeerSession] = {}
         self.tracks: dict[str, PacketTrack] = {}
+        self.channels: dict[str, Any] = {}
         self.creep_resets = 0
 
     def _admit(self, entry: Entry, remote: str) -> None:
@@ -114,7 +136,13 @@ class WhepEgress:
         if entry is None:
             raise RelayError(404, f"no stream {stream!r}")
         self._admit(entry, remote)
-        if rendition is None:
+        ladder = self._ladder(entry)
+        auto = rendition in (None, AUTO) and len(ladder) > 1
+        if rendition == AUTO and not auto:
+            rendition = None  # one rung or passthrough only: nothing to choose between
+        if auto:
+            rendition = AbrController.start_rung(ladder, self.config.abr.start_kbps)
+        elif rendition is None:
             rendition = PASSTHROUGH if entry.mode == "passthrough" else self.config.renditions[0].name
         out = entry.rendition_stream(rendition)
         rend = self.config.rendition(rendition)
@@ -136,20 +164,22 @@ class WhepEgress:
         transceiver = pc.addTransceiver("video", direction="sendonly")
         prefer_codec(transceiver, codec)
         name = rendition
+        info = ViewerInfo(session=session.id, rendition=name, remote=remote,
+                          who=principal.name if principal is not None else "", auto=auto,
+                          rendition_reason="auto: start" if auto else "chosen")
 
         def on_sent(unit: Unit) -> None:
-            entry.latency.record(name, unit.timeline)
+            entry.latency.record(info.rendition, unit.timeline)
 
         track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
+
         def keyframe_request(reason: str) -> None:
             # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
             if track.reader is not None:
                 track.reader.request_keyframe(reason)
 
-        listen_for_keyframe_requests(transceiver.sender, keyframe_request)
-        info = ViewerInfo(session=session.id, rendition=name, remote=remote,
-                          who=principal.name if principal is not None else "")
+        tap = listen_for_keyframe_requests(transceiver.sender, keyframe_request)
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:
@@ -165,11 +195,88 @@ class WhepEgress:
             raise
         entry.viewers[session.id] = info
         session.spawn(self._poll_rtt(info, transceiver.sender))
+        if auto:
+            rungs = [r for r in ladder if r.name in {x.name for x in self.config.renditions
+                                                      if x.codec == codec}]
+            ctl = AbrController(rungs, rendition, hold_s=self.config.abr.hold_s,
+                                max_hold_s=self.config.abr.max_hold_s)
+            session.spawn(self._adapt(entry, info, track, tap, transceiver.sender, ctl, session))
         log.info("viewer joined", extra={"stream": stream, "rendition": name,
                                          "session": session.public, "remote": remote})
         return session.id, answer
 
+    def _ladder(self, entry: Entry) -> list[Rung]:
+        if entry.mode == "passthrough" or not self.config.abr.enabled:
+            return []
+        return [Rung(r.name, r.bitrate_kbps, r.max_fps) for r in self.config.renditions]
+
+    async def _adapt(self, entry: Entry, info: ViewerInfo, track: PacketTrack, tap: RtcpTap,
+                     sender: Any, ctl: AbrController, session: PeerSession) -> None:
+        """Every 0.5 s: what the link showed -> the controller -> a keyframe-aligned switch."""
+        plis = nacks = freezes = 0
+        last_rr: Any = None
+        rr_seen = 0.0  # when the previous receiver report arrived (its interval starts there)
+        rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
+        changed = {"at": 0.0, "wall": 0.0}  # the last change-over (monotonic, wall clock)
+        while True:
+            await asyncio.sleep(ABR_PERIOD_S)
+            t = time.monotonic()
+            loss = None
+            try:
+                for st in (await sender.getStats()).values():
+                    if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
+                        last_rr = st.timestamp
+                        if rr_seen >= changed["at"]:  # it covers only the current rung
+                            rr_hist.append((t, st.packetsLost, st.packetsLost + st.packetsReceived))
+                        rr_seen = t
+            except Exception:
+                pass
+            loss = _loss_over(rr_hist, t)
+            remb = tap.remb_bps / 1000.0 if tap.remb_bps and t - tap.remb_time < 3.0 else None
+            # The viewer's report covers the second before it: only one made entirely on
+            # the current rung is evidence about it.
+            fresh = time.time() - info.report_time < 2.5 and info.report_time - changed["wall"] > 1.2
+            rep = info.report if fresh else {}
+            reported = int(info.report.get("freezes", freezes))
+            new_freezes = max(0, reported - freezes) if fresh else 0
+            freezes = reported
+            sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks - nacks,
+                            plis=tap.plis - plis, fps=rep.get("fps"), freezes=new_freezes)
+            plis, nacks = tap.plis, tap.nacks
+            info.samples.append({"t": round(time.time(), 2), "rendition": info.rendition, "remb_kbps": remb,
+                                 "loss": None if loss is None else round(loss, 3), "nacks": sample.nacks,
+                                 "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
+            del info.samples[:-20]
+            info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None
+            sw = ctl.feed(sample)
+            if sw is None:
+                continue
+            target = entry.rendition_stream(sw.to)
+            if target is None:
+                continue
+            log.info("viewer switches rendition", extra={
+                "stream": entry.name, "viewer": info.public_id, "from": sw.frm, "to": sw.to,
+                "reason": sw.reason})
+
+            def switched(sw: Switch = sw) -> None:
+                changed["at"], changed["wall"] = time.monotonic(), time.time()
+                rr_hist.clear()
+                info.rendition = sw.to
+                info.rendition_reason = sw.reason
+                info.switches.append({"t": time.time(), "from": sw.frm, "to": sw.to, "reason": sw.reason})
+                del info.switches[:-20]
+                ch = self.channels.get(session.id)
+                if ch is not None and ch.readyState == "open":
+                    ch.send(json.dumps({"type": "rendition", "name": sw.to, "auto": True,
+                                        "reason": sw.reason}))
+
+            def subscribe(target: Stream = target) -> Reader:
+                return target.subscribe(label=session.public)
+
+            track.switch(subscribe, switched)
+
     def _serve_channel(self, entry: Entry, info: ViewerInfo, track: PacketTrack, ch: Any) -> None:
+        self.channels[info.session] = ch
         thresholds = {
             "green_ms": self.config.latency.green_ms,
             "yellow_ms": self.config.latency.yellow_ms,
@@ -179,7 +286,8 @@ class WhepEgress:
         @ch.on("open")  # type: ignore[untyped-decorator]
         def on_open() -> None:
             ch.send(json.dumps({"type": "hello", "stream": entry.name, "viewer": info.public_id,
-                                "rendition": info.rendition, "thresholds": thresholds}))
+                                "rendition": info.rendition, "auto": info.auto,
+                                "reason": info.rendition_reason, "thresholds": thresholds}))
 
         if ch.readyState == "open":
             on_open()
@@ -235,6 +343,7 @@ class WhepEgress:
 
     async def _closed(self, session: PeerSession) -> None:
         self.sessions.pop(session.id, None)
+        self.channels.pop(session.id, None)
         track = self.tracks.pop(session.id, None)
         if track is not None:
             track.stop()

@@ -4,13 +4,14 @@ from .ice import announce_candidates, resolve_addresses, self_check, use_host_ad
 from .jitter import MarkerJitterBuffer, use_marker_jitter_buffer
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
-from .tracks import ArrivalTimes, PacketTrack, listen_for_keyframe_requests, pump_track
+from .tracks import ArrivalTimes, PacketTrack, RtcpTap, listen_for_keyframe_requests, pump_track
 
 __all__ = [
     "ArrivalTimes",
     "MarkerJitterBuffer",
     "PacketTrack",
     "PeerSession",
+    "RtcpTap",
     "announce_candidates",
     "answer_offer",
     "check_offer",

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import av
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    unpack_remb_fci,
+)
 
 from ..media import Unit, now
 from ..stream import Reader, StreamClosed
 
-__all__ = ["ArrivalTimes", "PacketTrack", "listen_for_keyframe_requests", "pump_track"]
+__all__ = ["ArrivalTimes", "PacketTrack", "RtcpTap", "listen_for_keyframe_requests", "pump_track"]
 
 log = logging.getLogger("relay.webrtc")
 
@@ -26,6 +36,12 @@ class PacketTrack(MediaStreamTrack):
     aiortc's sender only packetises an ``av.Packet``: no encoder runs per viewer. The
     reader is subscribed on the first ``recv()`` (when the sender starts), so nothing
     queues up while ICE and DTLS are still connecting.
+
+    ``switch()`` moves the track to another rendition without renegotiation: a reader of
+    the target is subscribed (which asks its encoder for a keyframe) and the old one keeps
+    playing until the target's keyframe is queued; then the track changes over at that
+    keyframe. Same track, same sender: RTP sequence numbers continue, and timestamps too,
+    as every rendition is timed by the pipeline's one clock.
     """
 
     kind = "video"
@@ -39,6 +55,46 @@ class PacketTrack(MediaStreamTrack):
         self._subscribe = subscribe
         self._on_sent = on_sent
         self.reader: Reader | None = None
+        self._next: Reader | None = None
+        self._next_done: Callable[[], None] | None = None
+        self._last_pts: int | None = None
+        self.switches = 0
+
+    def switch(self, subscribe: Callable[[], Reader], done: Callable[[], None] | None = None) -> None:
+        """Change over to ``subscribe()``'s stream at its next keyframe."""
+        if self._next is not None:
+            self._next.close()
+        self._subscribe = subscribe
+        self._next = subscribe() if self.reader is not None else None
+        self._next_done = done
+        if self.reader is None and done is not None:
+            done()  # not started yet: the first recv() subscribes to the new stream
+
+    def _change_over(self) -> None:
+        assert self._next is not None and self.reader is not None
+        self.reader.close()
+        self.reader, self._next = self._next, None
+        self.switches += 1
+        if self._next_done is not None:
+            self._next_done()
+            self._next_done = None
+
+    async def _next_unit(self) -> Unit:
+        assert self.reader is not None
+        while True:
+            if self._next is not None and len(self._next):
+                self._change_over()  # the target's queue starts at its keyframe
+            if self._next is None:
+                return await self.reader.get()
+            get = asyncio.ensure_future(self.reader.get())
+            ready = asyncio.ensure_future(self._next.wait_ready())
+            done, _ = await asyncio.wait({get, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if get in done:
+                ready.cancel()
+                return get.result()
+            get.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StreamClosed):
+                await get
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -46,7 +102,7 @@ class PacketTrack(MediaStreamTrack):
         if self.reader is None:
             self.reader = self._subscribe()
         try:
-            unit = await self.reader.get()
+            unit = await self._next_unit()
         except StreamClosed:
             self.stop()
             raise MediaStreamError from None
@@ -54,28 +110,73 @@ class PacketTrack(MediaStreamTrack):
             unit.timeline["sent"] = now()
             if self._on_sent is not None:
                 self._on_sent(unit)
-        return unit.payload
+        packet = unit.payload
+        pts = getattr(packet, "pts", None)
+        if pts is not None:
+            if self._last_pts is not None and pts <= self._last_pts:
+                # A change-over keyframe for a frame the old rendition already sent: the
+                # same RTP timestamp would merge the two pictures; give it the next tick.
+                packet = _retimed(packet, self._last_pts + 1)
+                pts = self._last_pts + 1
+            self._last_pts = pts
+        return packet
 
     def stop(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        for r in (self.reader, self._next):
+            if r is not None:
+                r.close()
         super().stop()
 
 
-def listen_for_keyframe_requests(sender: RTCRtpSender, request: Callable[[str], None]) -> None:
+def _retimed(packet: Any, pts: int) -> Any:
+    """A copy of a shared packet with another pts (the original goes to other viewers)."""
+    copy = av.Packet(bytes(packet))
+    copy.pts = copy.dts = pts
+    copy.time_base = packet.time_base
+    copy.is_keyframe = packet.is_keyframe
+    return copy
+
+
+class RtcpTap:
+    """Counts what a viewer's RTCP says about its link, for rate adaptation.
+
+    Wraps the sender's RTCP handler (aiortc's ``RTCRtpSender._handle_rtcp_packet``, the one
+    hook point for feedback): PLI/FIR go to ``on_keyframe_request``; NACKed packets and the
+    latest REMB estimate are counted here. aiortc itself still answers NACKs from its
+    retransmission history.
+    """
+
+    def __init__(self, sender: RTCRtpSender, on_keyframe_request: Callable[[str], None]) -> None:
+        self.plis = 0
+        self.nacks = 0
+        self.remb_bps: int | None = None
+        self.remb_time = 0.0
+        original = sender._handle_rtcp_packet
+
+        async def handle(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    self.plis += 1
+                    on_keyframe_request("PLI" if packet.fmt == RTCP_PSFB_PLI else "FIR")
+                elif packet.fmt == RTCP_PSFB_APP:
+                    with contextlib.suppress(ValueError):
+                        bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+                        self.remb_bps = int(bitrate)
+                        self.remb_time = now()
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                self.nacks += len(packet.lost)
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def listen_for_keyframe_requests(sender: RTCRtpSender, request: Callable[[str], None]) -> RtcpTap:
     """Route a viewer's PLI/FIR to ``request`` (the shared encoder, rate-limited upstream).
 
     aiortc only sets a flag on its own encode path when a PLI arrives; with pre-encoded
-    packets nobody would hear it. We wrap this sender's RTCP handler to forward it.
+    packets nobody would hear it. The tap also counts NACKs and keeps the REMB estimate.
     """
-    original = sender._handle_rtcp_packet
-
-    async def handle(packet: Any) -> None:
-        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            request("PLI" if packet.fmt == RTCP_PSFB_PLI else "FIR")
-        await original(packet)
-
-    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+    return RtcpTap(sender, request)
 
 
 async def pump_track(

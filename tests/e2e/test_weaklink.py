@@ -1,0 +1,105 @@
+"""A commander's Chromium on a weak LTE-like link, in a lab of namespaces this test makes:
+1.5 Mbit/s (tbf) with 5 % of the relay's UDP dropped (nft), then the limit lifts. The
+viewer asks for no rendition ("auto"): the relay must move it to a rung that fits, and
+back to the top when the link allows, with the picture going on through every switch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.browser import CHROMIUM, chromium
+from tests.helpers import Drone, WhepViewer, wait_for
+from tests.netlab import Lab, need_lab, sh
+
+pytestmark = pytest.mark.slow
+LADDER = [
+    {"name": "high", "height": 720, "bitrate_kbps": 2500},
+    {"name": "mid", "height": 540, "bitrate_kbps": 1200},
+    {"name": "low", "height": 360, "bitrate_kbps": 600},
+    {"name": "floor", "height": 360, "bitrate_kbps": 250, "max_fps": 10},
+]
+KBPS = {r["name"]: r["bitrate_kbps"] for r in LADDER}
+
+
+def shape(lab: Lab, host: str, dev: str, rate: str) -> None:
+    # An LTE-like bottleneck: the rate, a 20 KB bucket, up to 150 ms of queue.
+    sh("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "20kb",
+       "latency", "150ms", ns=host)
+
+
+async def test_auto_viewer_fits_a_weak_link_and_climbs_back(relay_factory: Any) -> None:
+    need_lab()
+    lab = Lab("w")
+    try:
+        router, cmd = lab.host("lte"), lab.host("cmd")
+        lab.link(router, "10.203.2.1/24", None, "10.203.2.2/24")
+        to_viewer, _ = lab.link(router, "10.203.3.1/24", cmd, "10.203.3.2/24")
+        lab.route(cmd, "default", "10.203.3.1")
+        lab.route(None, "10.203.3.0/24", "10.203.2.1")
+        lab.forward(router)
+        shape(lab, router, to_viewer, "1500kbit")
+        lab.nft(router, """
+table inet lte {
+  chain fwd_loss { type filter hook forward priority 0; policy accept;
+    ip daddr 10.203.3.2 meta l4proto udp numgen random mod 100 < 5 counter drop; }
+}
+""")
+        relay = await relay_factory({
+            "renditions": LADDER,
+            "webrtc": {"ice_addresses": ["10.203.2.2"]},
+            "abr": {"start_kbps": 2500, "hold_s": 4, "max_hold_s": 12},
+        }, host="10.203.2.2")
+        drone = Drone(f"{relay.url}/whip/d1", size=(1280, 720))
+        clean = WhepViewer(relay.url, "d1", rendition="low", read_stamps=False)
+        try:
+            await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 5, 20, "d1")
+            entry = relay.entry("d1")
+            async with chromium(executable=lab.wrapper(cmd, CHROMIUM)) as ctx:
+                page = await ctx.new_page()
+                await page.goto(f"{relay.url}/view/d1")  # no rendition: auto
+                await wait_for(lambda: any(v.auto for v in entry.viewers.values()), 20, "auto viewer")
+                viewer = next(v for v in entry.viewers.values() if v.auto)
+                assert viewer.rendition == "high"  # started at the top (abr.start_kbps)
+                t_start = time.monotonic()
+                # It must leave "high" quickly and settle where 1.5 Mbit/s with 5 % loss carries it.
+                await wait_for(lambda: viewer.rendition != "high", 15, "a step down from 2.5 Mbit/s")
+                t_down = time.monotonic() - t_start
+                await clean.start()
+                await asyncio.sleep(8)
+                fps: list[float] = []
+                rends: set[str] = set()
+                for _ in range(8):
+                    await asyncio.sleep(1)
+                    fps.append(float(viewer.report.get("fps", 0)))
+                    rends.add(viewer.rendition)
+                stamps0 = await page.evaluate("() => window.__player.stats.stampsRead")
+                print(f"\nweak link: left 'high' after {t_down:.1f} s; settled on {sorted(rends)}, "
+                      f"decoded fps {[round(f) for f in fps]}; estimate {viewer.estimate_kbps} kbit/s; "
+                      f"switches {[(s['from'], s['to'], s['reason']) for s in viewer.switches]}")
+                for smp in viewer.samples:
+                    print(smp)
+                assert all(KBPS[r] <= 1500 for r in rends), rends
+                assert sum(fps) / len(fps) >= 20, fps
+                # The limit lifts: back to the top rendition.
+                shape(lab, router, to_viewer, "10mbit")
+                sh("nft", "flush", "chain", "inet", "lte", "fwd_loss", ns=router)
+                t_lift = time.monotonic()
+                await wait_for(lambda: viewer.rendition == "high", 60, "the climb back to 'high'")
+                t_up = time.monotonic() - t_lift
+                await asyncio.sleep(2)
+                stamps1 = await page.evaluate("() => window.__player.stats.stampsRead")
+                print(f"limit lifted: back on 'high' after {t_up:.1f} s; "
+                      f"switches {[(s['from'], s['to'], s['reason']) for s in viewer.switches]}")
+                # The picture went on through every switch: the drone's stamps kept being read.
+                assert stamps1 - stamps0 > 30 * 5, (stamps0, stamps1)
+                n = clean.seen.frames
+                await clean.wait_frames(n + 30, timeout=10)  # the clean viewer never stalled
+        finally:
+            await clean.close()
+            await drone.stop()
+    finally:
+        lab.close()
