@@ -12,11 +12,16 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
   viewer reports decoding well under the rung's frame rate or freezes. Then the viewer moves
   to the highest rung that fits 85 % of the estimate (or one rung down without one) at once:
   within one sample period of the evidence (0.5 s), well inside the 2 s target.
-- **up carefully**: only after ``hold_s`` without trouble since the last switch, with the
-  estimate above the next rung (or, as REMB is capped near the rate it receives, growing
-  freely above the current one), one rung at a time. A step up that fails within
-  ``probe_s`` is a failed probe: the hold-off doubles (up to ``max_hold_s``), so a link
-  that cannot carry the rung is not probed every few seconds.
+- **up carefully**: one rung at a time, after two clean seconds and a hold since the last
+  switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. The step up
+  is the probe (REMB is capped near 1.5x what the viewer receives, so no estimate can show
+  room for a rung twice as big): it is vetoed only by an estimate below the current rung. A
+  step up that fails within ``probe_s`` is a failed probe: the hold-off doubles (up to
+  ``max_hold_s``), so a link that cannot carry the rung is not probed every few seconds.
+- **a changed link resets the back-off**: when the loss seen on a clean rung falls well below
+  what it was when the last probe failed, or the estimate rises well above it, the link is
+  not the one that failed and the hold returns to ``hold_s`` (a vehicle that drives out of
+  a bad cell climbs back in seconds, not a minute).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class AbrController:
     hold_s: float = 6.0
     max_hold_s: float = 60.0
     probe_s: float = 5.0
+    up_hold_s: float = 3.0
     loss_down: float = 0.12
     loss_clean: float = 0.08
     settle_s: float = 2.0  # after a switch, the new rung's evidence needs this long to show
@@ -77,6 +83,10 @@ class AbrController:
     _clean_since: float | None = None
     _losses: deque[tuple[float, float]] = field(default_factory=deque)
     _low_remb_run: int = 0
+    _last_up_ok: bool = False  # the last switch was a step up (not yet failed)
+    _base_loss: float | None = None  # smoothed loss while clean
+    _probe_base: tuple[float, float | None] = (0.0, None)  # (loss, estimate) when probing
+    _fail_base: tuple[float, float | None] | None = None  # the same, for the last failed probe
 
     def __post_init__(self) -> None:
         self.ladder = sorted(self.ladder, key=lambda r: -r.kbps)
@@ -146,6 +156,7 @@ class AbrController:
             reasons.append(f"{s.freezes} freeze(s)")
         if reasons:
             self._clean_since = None
+            self._last_up_ok = False
             if i == len(self.ladder) - 1 or since_switch < self.settle_s:
                 return None  # at the bottom, or the last switch has not shown its effect yet
             probe_failed = t_since(s.t, self._last_up) < self.probe_s
@@ -157,7 +168,11 @@ class AbrController:
                 budget = max(self._remb * 0.85, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
-            self._hold = min(self._hold * 2, self.max_hold_s) if probe_failed else self.hold_s
+            if probe_failed:
+                self._hold = min(self._hold * 2, self.max_hold_s)
+                self._fail_base = self._probe_base
+            else:
+                self._hold = self.hold_s
             return self._switch(s.t, target.name, "down: " + ", ".join(reasons)
                                 + (" (probe failed)" if probe_failed else ""))
         clean = loss < self.loss_clean and not s.freezes and (s.fps is None or s.fps >= rung.fps * 0.85)
@@ -166,16 +181,33 @@ class AbrController:
             return None
         if self._clean_since is None:
             self._clean_since = s.t
+        if s.loss is not None:
+            self._base_loss = s.loss if self._base_loss is None else 0.8 * self._base_loss + 0.2 * s.loss
+        changed = self._link_changed()
+        if changed:
+            self._hold = self.hold_s
+            self._fail_base = None
         held = t_since(s.t, max(self._last_switch, self._started))
-        if i == 0 or held < self._hold or t_since(s.t, self._clean_since) < 2.0:
+        need = self.up_hold_s if self._last_up_ok else self._hold
+        if i == 0 or held < need or t_since(s.t, self._clean_since) < 2.0:
             return None
         up = self.ladder[i - 1]
-        # REMB grows to ~1.5x what it receives: above the next rung, or growing freely.
-        if self._remb is not None and not (self._remb >= up.kbps * 1.05 or self._remb >= rung.kbps * 1.2):
-            return None
+        if self._remb is not None and self._remb < rung.kbps:
+            return None  # the estimate does not even cover what the viewer gets now
         self._last_up = s.t
+        self._probe_base = (self._base_loss or 0.0, self._remb)
         est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
-        return self._switch(s.t, up.name, f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}")
+        sw = self._switch(s.t, up.name, f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}")
+        self._last_up_ok = True
+        return sw
+
+    def _link_changed(self) -> bool:
+        if self._fail_base is None or self._hold <= self.hold_s:
+            return False
+        loss, remb = self._fail_base
+        if loss >= 0.01 and self._base_loss is not None and self._base_loss < loss * 0.3:
+            return True
+        return remb is not None and self._remb is not None and self._remb >= remb * 1.3
 
 
 def t_since(t: float, then: float) -> float:

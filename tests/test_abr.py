@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from relay.abr import AbrController, Rung, Sample
 
 LADDER = [Rung("high", 2500), Rung("mid", 1200), Rung("low", 600), Rung("floor", 250, fps=10)]
@@ -38,9 +40,33 @@ def test_steps_down_within_one_sample_of_the_estimate_falling() -> None:
     assert run(ctl, steady(0, 2.5, fps=0.0, loss=0.0) + steady(2.5, 6, fps=30, loss=0.0)) == []
 
 
+def link(ctl: AbrController, t0: float, t1: float, capacity: float, loss: float = 0.0) -> list[tuple[float, str]]:
+    """A link model: REMB near 1.5x what the viewer gets (capped by the capacity); a rung
+    over the capacity shows heavy loss, a falling estimate and poor decoding."""
+    out = []
+    t = t0
+    while t < t1:
+        kbps = next(r.kbps for r in ctl.ladder if r.name == ctl.current)
+        over = kbps > capacity
+        s = Sample(t=t, remb_kbps=capacity * 0.8 if over else min(1.5 * kbps, capacity),
+                   loss=0.3 if over else loss, fps=10 if over else 30)
+        sw = ctl.feed(s)
+        if sw is not None:
+            out.append((t, sw.to))
+        t += 0.5
+    return out
+
+
 def test_random_loss_alone_does_not_move_a_viewer_that_decodes_well() -> None:
     ctl = AbrController(LADDER, "mid")
-    assert run(ctl, steady(0, 30, remb_kbps=1300, loss=0.05, fps=29)) == []
+    switches = link(ctl, 0, 120, capacity=1500, loss=0.05)
+    # It never goes below what fits; it probes "high" (the only way to learn a link has
+    # room), fewer and fewer times as probes fail: 6, 12, 24, 48 s apart.
+    assert {to for _, to in switches} <= {"high", "mid"}
+    probes = [t for t, to in switches if to == "high"]
+    assert 2 <= len(probes) <= 5, switches
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert gaps == sorted(gaps) and gaps[-1] >= 24, gaps
 
 
 def test_heavy_loss_or_poor_decoding_steps_down() -> None:
@@ -55,13 +81,23 @@ def test_heavy_loss_or_poor_decoding_steps_down() -> None:
 
 
 def test_climbs_one_rung_at_a_time_after_the_hold() -> None:
-    ctl = AbrController(LADDER, "low", hold_s=6)
-    # REMB sits near 1.5x what the viewer receives, as a capped estimator does.
-    samples = (steady(0, 7, remb_kbps=900, loss=0.0, fps=30) + steady(7, 14, remb_kbps=1800, loss=0.0, fps=30)
-               + steady(14, 30, remb_kbps=3700, loss=0.0, fps=30))
-    switches = run(ctl, samples)
-    assert [to for _, to in switches] == ["mid", "high"]
-    assert switches[0][0] >= 6 and switches[1][0] - switches[0][0] >= 6
+    ctl = AbrController(LADDER, "floor", hold_s=6, up_hold_s=3)
+    switches = link(ctl, 0, 30, capacity=10000)
+    assert [to for _, to in switches] == ["low", "mid", "high"]
+    # The first step waits for the hold (a new viewer holds its rung); a step up that
+    # held lets the next one follow after up_hold_s.
+    assert switches[0][0] >= 6 and all(b[0] - a[0] >= 3 for a, b in itertools.pairwise(switches))
+    assert switches[-1][0] <= 6 + 2 * 3.5
+
+
+def test_a_link_that_recovers_resets_the_back_off() -> None:
+    # A vehicle in a bad cell: 1.5 Mbit/s with 5 % loss; its probes of "high" fail and the
+    # hold grows. Then it drives out: 10 Mbit/s, no loss. It must climb within 10 s.
+    ctl = AbrController(LADDER, "mid", hold_s=4, max_hold_s=60)
+    link(ctl, 0, 90, capacity=1500, loss=0.05)
+    assert ctl.current == "mid" and ctl._hold > 4
+    switches = link(ctl, 90, 120, capacity=10000)
+    assert switches and switches[0][1] == "high" and switches[0][0] - 90 <= 10, switches
 
 
 def test_a_failed_probe_doubles_the_hold() -> None:
