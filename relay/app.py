@@ -30,7 +30,7 @@ log = logging.getLogger("relay.app")
 def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
-        raise RuntimeError(f"aioice hooks missing: {', '.join(missing)} (see relay/webrtc/ice.py)")
+        raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
     use_host_addresses(config.webrtc.ice_addresses)
     use_port_range(config.webrtc.port_min, config.webrtc.port_max)
     registry = Registry(config)

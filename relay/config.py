@@ -152,6 +152,9 @@ class MediaConfig:
     signal_lost_after_s: float = 1.0
     slate_fps: float = 5.0
     overlay: bool = True
+    # Paint the relay's own stamp (bottom-right) into every transcoded picture. Off: latency
+    # is measured from RTP timestamps (docs/stamp.md); on only for browsers without them.
+    relay_stamp: bool = False
     stream_expire_s: float = 600.0  # an unconfigured lost stream with no viewers is forgotten
     default_mode: str = "both"  # for streams not in [streams]: transcode | passthrough | both
     gop_cache: bool = True  # passthrough: a joining viewer starts at the cached keyframe

@@ -28,6 +28,7 @@ class Unit:
     keyframe: bool
     timeline: dict[str, float] = field(default_factory=dict)
     arrival_wall_ms: int = 0
+    capture_wall_ms: int | None = None  # the drone's capture time, where its picture carries a stamp
 
     @classmethod
     def arrived(cls, payload: Any, keyframe: bool = True) -> Unit:

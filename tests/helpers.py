@@ -19,6 +19,7 @@ from drone_sim.stamp import Stamp, decode
 from relay.app import create_app
 from relay.config import Config, parse
 from relay.http import SERVICES, Services
+from relay.webrtc.compat import receiver_timestamp_origin
 
 SMALL = {
     "renditions": [
@@ -71,6 +72,8 @@ class Seen:
     stamps: list[tuple[Stamp, float]] = field(default_factory=list)
     sizes: set[tuple[int, int]] = field(default_factory=set)
     first_at: float | None = None
+    relay_stamps: int = 0  # frames carrying the relay's painted stamp (bottom-right)
+    rtp_capture: dict[int, int] = field(default_factory=dict)  # RTP timestamp -> drone stamp ms
 
 
 class WhepViewer:
@@ -109,7 +112,8 @@ class WhepViewer:
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
-            self._task = asyncio.ensure_future(self._read(track))
+            receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+            self._task = asyncio.ensure_future(self._read(track, receiver))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with aiohttp.ClientSession() as s, s.post(
@@ -122,7 +126,7 @@ class WhepViewer:
             self.location = urljoin(self.url, r.headers["Location"])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
-    async def _read(self, track: Any) -> None:
+    async def _read(self, track: Any, receiver: Any) -> None:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
                 frame = await track.recv()
@@ -133,9 +137,15 @@ class WhepViewer:
                 self.seen.first_at = self.seen.first_at or now
                 self.seen.sizes.add((frame.width, frame.height))
                 if self.read_stamps:
-                    stamp = decode(frame.to_ndarray(format="gray"))
+                    gray = frame.to_ndarray(format="gray")
+                    stamp = decode(gray)
                     if stamp is not None:
                         self.seen.stamps.append((stamp, now))
+                        origin = receiver_timestamp_origin(receiver)
+                        if origin is not None and frame.pts is not None:
+                            self.seen.rtp_capture[(origin + frame.pts) & 0xFFFFFFFF] = stamp.capture_ms
+                    if decode(gray, "relay") is not None:
+                        self.seen.relay_stamps += 1
 
     async def wait_frames(self, n: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
-from relay.webrtc.jitter import MarkerJitterBuffer
+from relay.webrtc.compat import MarkerJitterBuffer
 
 
 def pkt(seq: int, ts: int, marker: bool, data: bytes) -> RtpPacket:

@@ -8,7 +8,7 @@ $("name").textContent = stream;
 document.title = `${stream} · drone feed`;
 
 const player = new WhepPlayer($("video"), stream, {
-  rendition: params.get("rendition"), onAuth: askForToken,
+  rendition: params.get("rendition"), onAuth: askForToken, verify: params.get("verify") === "1",
   onState: (s, detail) => {
     $("state").textContent = s;
     const b = $("banner");
@@ -20,7 +20,7 @@ const player = new WhepPlayer($("video"), stream, {
     const lat = $("lat");
     lat.textContent = st.latency === null ? "— ms" : `${Math.round(st.latency)} ms`;
     lat.className = `big lvl-${levelOf(st.latency, th)}`;
-    $("kind").textContent = st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone stamp)" : "relay → screen (no drone stamp)") : "latency unknown";
+    $("kind").textContent = st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone capture time)" : "relay → screen (no capture time)") : "latency unknown";
     $("kind").className = `lvl-${lvl}`;
     $("p95").textContent = st.p95 === null ? "—" : `${Math.round(st.p95)} ms`;
     $("fps").textContent = st.fps.toFixed(0);

@@ -28,11 +28,19 @@ export class WhepPlayer {
     this.onUpdate = opts.onUpdate || (() => {});
     this.onState = opts.onState || (() => {});
     this.readStamps = opts.readStamps !== false;
+    // Check the RTP-timestamp figures against the drone stamp read from the pixels, frame
+    // by frame (tests and the curious: ?verify=1); otherwise pixels are read only where
+    // nothing else gives a capture time.
+    this.verify = Boolean(opts.verify);
+    this.verifyLog = [];
+    this.frameTimes = new Map();   // RTP timestamp -> [arrival ms, capture ms | null] (relay clock)
+    this.unmatched = [];           // presented frames whose times have not arrived yet
+    this._pixelMisses = 0;
     this.relayOnly = Boolean(opts.relayOnly);  // force TURN (a test, or a firewall that needs it)
     this.onAuth = opts.onAuth || null;
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
-                   stampsRead: 0, codec: null, width: 0, height: 0, freezes: 0,
+                   stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, freezes: 0,
                    rendition: null, auto: false, renditionReason: "" };
     this._lastFrameAt = null;
     this.thresholds = { green_ms: 250, yellow_ms: 600 };
@@ -159,6 +167,16 @@ export class WhepPlayer {
       this.thresholds = msg.thresholds || this.thresholds;
       this.stats.rendition = msg.rendition; this.stats.auto = Boolean(msg.auto);
       this.stats.renditionReason = msg.reason || "";
+    } else if (msg.type === "frames") {
+      // Which arrival/capture time belongs to which RTP timestamp on this viewer's wire.
+      for (const [rtp, arr, cap] of msg.f || []) this.frameTimes.set(rtp, [arr, cap]);
+      while (this.frameTimes.size > 600) this.frameTimes.delete(this.frameTimes.keys().next().value);
+      const still = [];
+      for (const p of this.unmatched) {
+        const t = this.frameTimes.get(p.rtp);
+        if (t) this._fromRtp(p.relayNow, t, p.px); else if (performance.now() - p.at < 2000) still.push(p);
+      }
+      this.unmatched = still;
     } else if (msg.type === "rendition") {
       // The relay moved this viewer (auto): same track, from the next keyframe on.
       this.stats.rendition = msg.name; this.stats.renditionReason = msg.reason || "";
@@ -178,22 +196,57 @@ export class WhepPlayer {
       if (this.readStamps && this.stats.offset !== null) {
         const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);
         const relayNow = shownWall + this.stats.offset;
-        let s = this.stamps.read(v, meta.width, meta.height, "drone");
-        let kind = "glass-to-glass";
-        if (!s) { s = this.stamps.read(v, meta.width, meta.height, "relay"); kind = "relay-to-screen"; }
-        if (s) {
-          const lat = relayNow - s.captureMs;
-          if (lat > -1000 && lat < 60000) {
-            this.stats.stampsRead++;
-            this.stats.latency = lat; this.stats.kind = kind;
-            this.window.add(lat);
-            this.stats.p95 = this.window.pct(95);
+        const rtp = meta.rtpTimestamp;
+        if (rtp !== undefined) {
+          const t = this.frameTimes.get(rtp);
+          const px = this.verify ? this.stamps.read(v, meta.width, meta.height, "drone") : null;
+          if (t) this._fromRtp(relayNow, t, px);
+          else {
+            this.unmatched.push({ rtp, relayNow, px, at: performance.now() });
+            if (this.unmatched.length > 120) this.unmatched.shift();
+          }
+        } else {
+          // No RTP timestamp from this browser: the painted stamps are the only way.
+          const s = this.stamps.read(v, meta.width, meta.height, "drone");
+          if (s) this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp");
+          else {
+            const r = this.stamps.read(v, meta.width, meta.height, "relay");
+            if (r) this._record(relayNow - r.captureMs, "relay-to-screen", "relay stamp");
           }
         }
       }
       v.requestVideoFrameCallback(onFrame);
     };
     v.requestVideoFrameCallback(onFrame);
+  }
+
+  // A presented frame whose times the relay sent: capture time where the relay read the
+  // drone's stamp at ingest; otherwise, where the picture carries one the relay could not
+  // read (passthrough), the pixels; otherwise the relay's arrival time.
+  _fromRtp(relayNow, [arr, cap], px) {
+    this.stats.rtpMatched++;
+    if (cap !== null && cap !== undefined) {
+      this._record(relayNow - cap, "glass-to-glass", "rtp");
+      if (this.verify) {
+        this.verifyLog.push({ rtp: relayNow - cap, pixel: px ? relayNow - px.captureMs : null });
+        if (this.verifyLog.length > 600) this.verifyLog.shift();
+      }
+      return;
+    }
+    if (this._pixelMisses < 30 || this.stats.frames % 150 === 0) {
+      const s = px || this.stamps.read(this.video, this.stats.width, this.stats.height, "drone");
+      if (s) { this._pixelMisses = 0; this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp"); return; }
+      this._pixelMisses++;
+    }
+    this._record(relayNow - arr, "relay-to-screen", "rtp");
+  }
+
+  _record(lat, kind, source) {
+    if (!(lat > -1000 && lat < 60000)) return;
+    this.stats.stampsRead++;
+    this.stats.latency = lat; this.stats.kind = kind; this.stats.source = source;
+    this.window.add(lat);
+    this.stats.p95 = this.window.pct(95);
   }
 
   async _collect() {

@@ -39,6 +39,7 @@ __all__ = ["WhepEgress"]
 
 log = logging.getLogger("relay.whep")
 AUTO = "auto"  # the rendition name that asks the relay to choose from the viewer's link
+FRAME_TIMES_PERIOD_S = 0.2
 ABR_PERIOD_S = 0.5
 
 MAX_REPORT_BYTES = 4096
@@ -173,6 +174,8 @@ class WhepEgress:
 
         track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
+        track.sender = transceiver.sender
+        session.spawn(self._send_frame_times(track, session))
 
         def keyframe_request(reason: str) -> None:
             # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
@@ -274,6 +277,18 @@ class WhepEgress:
                 return target.subscribe(label=session.public)
 
             track.switch(subscribe, switched)
+
+    async def _send_frame_times(self, track: PacketTrack, session: PeerSession) -> None:
+        """Five times a second: which arrival and capture time belongs to which RTP timestamp
+        of the frames this viewer was sent (the browser matches them with what it presents)."""
+        while True:
+            await asyncio.sleep(FRAME_TIMES_PERIOD_S)
+            ch = self.channels.get(session.id)
+            if ch is None or ch.readyState != "open" or not track.frame_times:
+                continue
+            frames = list(track.frame_times)
+            track.frame_times.clear()
+            ch.send(json.dumps({"type": "frames", "f": frames}, separators=(",", ":")))
 
     def _serve_channel(self, entry: Entry, info: ViewerInfo, track: PacketTrack, ch: Any) -> None:
         self.channels[info.session] = ch

@@ -26,7 +26,7 @@ from ..registry import Entry, State
 from ..stream import Reader, StreamClosed
 from .encoder import TIME_BASE, RenditionEncoder, output_size
 from .overlay import draw_overlay, draw_slate, planes
-from .stamp import paint_relay_stamp
+from .stamp import paint_relay_stamp, read_drone_stamp
 
 __all__ = ["Pipeline"]
 
@@ -47,6 +47,8 @@ class _Job:
     renditions: list[Rendition]
     keyframes: set[str] = field(default_factory=set)
     overlay: bool = True
+    relay_stamp: bool = False
+    capture_ms: int | None = None  # read from the drone's stamp in the worker
 
 
 class Pipeline:
@@ -179,6 +181,7 @@ class Pipeline:
                 renditions=renditions,
                 keyframes=self._take_keys(renditions),
                 overlay=self.media.overlay,
+                relay_stamp=self.media.relay_stamp,
             )
             try:
                 out = await loop.run_in_executor(self._executor, self._process, job)
@@ -281,10 +284,13 @@ class Pipeline:
             job.timeline["decoded"] = job.timeline.get("decoded", job.timeline["arrival"])
             self._last_image = img.copy() if self.frames_processed % 5 == 0 else self._last_image
             self._last_size = (w, h)
+            y, u, v = planes(img, w, h)
+            stamp = read_drone_stamp(y)
+            job.capture_ms = stamp[1] if stamp is not None else None
             if job.overlay:
                 draw_overlay(img, w, h, self.entry.name, job.wall_ms / 1000)
-            y, u, v = planes(img, w, h)
-            paint_relay_stamp(y, u, v, self.frames_processed, job.wall_ms)
+            if job.relay_stamp:
+                paint_relay_stamp(y, u, v, self.frames_processed, job.wall_ms)
         processed = now()
         # Capture spacing where the source gives it; otherwise network arrival (never the
         # processing time: a decoder thread that catches up would bunch frames together).
@@ -317,7 +323,7 @@ class Pipeline:
                 tl = dict(job.timeline)
                 tl["processed"] = processed
                 tl["encoded"] = encoded
-                units.append(Unit(p, bool(p.is_keyframe), tl, job.wall_ms))
+                units.append(Unit(p, bool(p.is_keyframe), tl, job.wall_ms, job.capture_ms))
             result[r.name] = units
         return result
 

@@ -19,6 +19,7 @@ from ..webrtc import (
     new_peer,
     new_session_id,
     pump_track,
+    transceiver_codecs,
     use_marker_jitter_buffer,
 )
 
@@ -76,8 +77,9 @@ class WhipIngest:
             await session.close("offer failed")
             raise
         for t in pc.getTransceivers():
-            if t.kind == "video" and t.receiver and getattr(t, "_codecs", None):
-                entry.source_codec = t._codecs[0].mimeType.split("/")[1]
+            codecs_of = transceiver_codecs(t)
+            if t.kind == "video" and t.receiver and codecs_of:
+                entry.source_codec = codecs_of[0].mimeType.split("/")[1]
         log.info("publisher joined", extra={"stream": stream, "session": session.public,
                                             "remote": remote, "offered": codecs,
                                             "codec": entry.source_codec})

@@ -1,7 +1,7 @@
 """aiortc glue: peers, SDP checks, tracks between aiortc and the stream hub."""
 
-from .ice import announce_candidates, resolve_addresses, self_check, use_host_addresses, use_port_range
-from .jitter import MarkerJitterBuffer, use_marker_jitter_buffer
+from .compat import MarkerJitterBuffer, self_check, transceiver_codecs, use_marker_jitter_buffer
+from .ice import announce_candidates, resolve_addresses, use_host_addresses, use_port_range
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
 from .tracks import ArrivalTimes, PacketTrack, RtcpTap, listen_for_keyframe_requests, pump_track
@@ -22,6 +22,7 @@ __all__ = [
     "pump_track",
     "resolve_addresses",
     "self_check",
+    "transceiver_codecs",
     "use_host_addresses",
     "use_marker_jitter_buffer",
     "use_port_range",

@@ -4,7 +4,7 @@ aioice offers every non-loopback address on ephemeral ports and has no setting f
 either. In the field the relay must pick its interfaces (the LTE modem, not the docking
 LAN) — by name, since a modem's address changes on re-attach — bind within a port range
 a firewall can open, and announce the public address of a 1:1 NAT. Two aioice hooks do
-it, both installed here and checked by :func:`self_check`:
+it (both in :mod:`.compat`, checked at start-up):
 
 - ``aioice.ice.get_host_addresses`` is replaced with one that returns the configured
   addresses, resolving interface names at every gathering;
@@ -25,34 +25,22 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import aioice.ice
 import psutil
+
+from . import compat
 
 __all__ = [
     "announce_candidates",
     "resolve_addresses",
-    "self_check",
     "use_host_addresses",
     "use_port_range",
 ]
 
 log = logging.getLogger("relay.webrtc")
 
-_original_addresses = aioice.ice.get_host_addresses
-_original_component = aioice.ice.Connection.get_component_candidates
 _gathering: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
     "relay_ice_port_range", default=None)
 _port_range: tuple[int, int] | None = None
-
-
-def self_check() -> list[str]:
-    """The aioice hooks this module needs; a missing one is named (checked at start-up)."""
-    missing = []
-    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
-        missing.append("aioice.ice.get_host_addresses")
-    if not callable(getattr(aioice.ice.Connection, "get_component_candidates", None)):
-        missing.append("aioice.ice.Connection.get_component_candidates")
-    return missing
 
 
 def resolve_addresses(entries: Sequence[str]) -> list[str]:
@@ -81,7 +69,7 @@ def resolve_addresses(entries: Sequence[str]) -> list[str]:
 def use_host_addresses(addresses: Sequence[str]) -> None:
     """Offer exactly ``addresses`` (IPs or interface names) as host candidates; empty = aioice's."""
     if not addresses:
-        aioice.ice.get_host_addresses = _original_addresses
+        compat.set_host_addresses(None)
         return
     entries = list(addresses)
 
@@ -93,7 +81,7 @@ def use_host_addresses(addresses: Sequence[str]) -> None:
         return [a for a in found if (use_ipv4 and ipaddress.ip_address(a).version == 4)
                 or (use_ipv6 and ipaddress.ip_address(a).version == 6)]
 
-    aioice.ice.get_host_addresses = host_addresses
+    compat.set_host_addresses(host_addresses)
     log.debug("ICE host addresses fixed", extra={"addresses": ",".join(entries)})
 
 
@@ -101,8 +89,7 @@ def use_port_range(port_min: int, port_max: int) -> None:
     """Bind ICE host sockets within [port_min, port_max]; (0, 0) = ephemeral ports."""
     global _port_range
     _port_range = (port_min, port_max) if port_min else None
-    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
-        _ranged_component_candidates if _port_range else _original_component)
+    compat.wrap_component_candidates(_ranged_component_candidates if _port_range else None)
 
 
 async def _ranged_component_candidates(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -110,7 +97,7 @@ async def _ranged_component_candidates(self: Any, *args: Any, **kwargs: Any) -> 
     _patch_loop(loop)
     token = _gathering.set(_port_range)
     try:
-        return await _original_component(self, *args, **kwargs)
+        return await compat.original_component_candidates(self, *args, **kwargs)
     finally:
         _gathering.reset(token)
 

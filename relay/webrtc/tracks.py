@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +24,7 @@ from aiortc.rtp import (
 
 from ..media import Unit, now
 from ..stream import Reader, StreamClosed
+from . import compat
 
 __all__ = ["ArrivalTimes", "PacketTrack", "RtcpTap", "listen_for_keyframe_requests", "pump_track"]
 
@@ -42,6 +43,13 @@ class PacketTrack(MediaStreamTrack):
     playing until the target's keyframe is queued; then the track changes over at that
     keyframe. Same track, same sender: RTP sequence numbers continue, and timestamps too,
     as every rendition is timed by the pipeline's one clock.
+
+    ``frame_times`` collects, for each frame sent, its RTP timestamp on this viewer's wire
+    with the frame's arrival and capture wall-clock times: the egress sends them over the
+    data channel, and the browser matches them with the RTP timestamp of each presented
+    frame (``requestVideoFrameCallback``) to measure latency without a painted stamp. The
+    sender's random timestamp origin is learnt once from what it last put on the wire
+    (:func:`compat.sent_rtp_timestamp`); until then nothing is collected.
     """
 
     kind = "video"
@@ -59,6 +67,10 @@ class PacketTrack(MediaStreamTrack):
         self._next_done: Callable[[], None] | None = None
         self._last_pts: int | None = None
         self.switches = 0
+        self.sender: RTCRtpSender | None = None  # set by the egress, to learn the RTP origin
+        self.rtp_origin: int | None = None
+        self._last_rtp: int | None = None
+        self.frame_times: deque[tuple[int, int, int | None]] = deque(maxlen=256)
 
     def switch(self, subscribe: Callable[[], Reader], done: Callable[[], None] | None = None) -> None:
         """Change over to ``subscribe()``'s stream at its next keyframe."""
@@ -118,7 +130,15 @@ class PacketTrack(MediaStreamTrack):
                 # same RTP timestamp would merge the two pictures; give it the next tick.
                 packet = _retimed(packet, self._last_pts + 1)
                 pts = self._last_pts + 1
-            self._last_pts = pts
+            rtp = _rtp_ticks(packet)
+            if self.rtp_origin is None and self.sender is not None and self._last_rtp is not None:
+                wire = compat.sent_rtp_timestamp(self.sender)
+                if wire is not None:
+                    self.rtp_origin = (wire - self._last_rtp) & 0xFFFFFFFF
+            self._last_pts, self._last_rtp = pts, rtp
+            if self.rtp_origin is not None and rtp is not None:
+                self.frame_times.append(((self.rtp_origin + rtp) & 0xFFFFFFFF,
+                                         unit.arrival_wall_ms, unit.capture_wall_ms))
         return packet
 
     def stop(self) -> None:
@@ -126,6 +146,14 @@ class PacketTrack(MediaStreamTrack):
             if r is not None:
                 r.close()
         super().stop()
+
+
+def _rtp_ticks(packet: Any) -> int | None:
+    """The packet's pts in the RTP clock (90 kHz), as aiortc's packetiser converts it."""
+    tb = packet.time_base
+    if packet.pts is None or tb is None:
+        return None
+    return int(packet.pts * tb * 90000)
 
 
 def _retimed(packet: Any, pts: int) -> Any:
@@ -151,9 +179,8 @@ class RtcpTap:
         self.nacks = 0
         self.remb_bps: int | None = None
         self.remb_time = 0.0
-        original = sender._handle_rtcp_packet
 
-        async def handle(packet: Any) -> None:
+        def handle(packet: Any) -> None:
             if isinstance(packet, RtcpPsfbPacket):
                 if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                     self.plis += 1
@@ -165,9 +192,8 @@ class RtcpTap:
                         self.remb_time = now()
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self.nacks += len(packet.lost)
-            await original(packet)
 
-        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+        compat.tap_sender_rtcp(sender, handle)
 
 
 def listen_for_keyframe_requests(sender: RTCRtpSender, request: Callable[[str], None]) -> RtcpTap:
@@ -212,22 +238,19 @@ class ArrivalTimes:
         self._receiver = receiver
         self._times: OrderedDict[int, float] = OrderedDict()
         self._keep = keep
-        original = receiver._handle_rtp_packet
 
-        async def handle(packet: Any, arrival_time_ms: int) -> None:
+        def handle(packet: Any) -> None:
             self._times[packet.timestamp] = now()
             self._times.move_to_end(packet.timestamp)
             if len(self._times) > self._keep:
                 self._times.popitem(last=False)
-            await original(packet, arrival_time_ms)
 
-        receiver._handle_rtp_packet = handle
+        compat.tap_receiver_rtp(receiver, handle)
 
     def lookup(self, pts: int | None) -> float | None:
         if pts is None:
             return None
-        mapper = getattr(self._receiver, "_RTCRtpReceiver__timestamp_mapper", None)
-        origin = getattr(mapper, "_origin", None)
+        origin = compat.receiver_timestamp_origin(self._receiver)
         if origin is None:
             return None
         return self._times.get((pts + origin) & 0xFFFFFFFF)

@@ -1,0 +1,212 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+aiortc and aioice have no public API for what a relay needs: hearing a viewer's RTCP,
+timing inbound packets, a jitter buffer that releases on the marker bit, the RTP timestamp
+a sender put on the wire, or choosing ICE host addresses and ports. Each hook below names
+the private attribute it relies on; :func:`self_check` looks each one up on real aiortc and
+aioice objects at start-up and names any an upgrade removed, so the relay refuses to start
+instead of degrading silently. ``tests/test_compat.py`` exercises every hook over real
+WebRTC.
+
+| hook | private internal |
+|---|---|
+| :func:`tap_sender_rtcp` | ``RTCRtpSender._handle_rtcp_packet`` |
+| :func:`sent_rtp_timestamp` | ``RTCRtpSender.__rtp_timestamp`` (last RTP timestamp sent) |
+| :func:`tap_receiver_rtp` | ``RTCRtpReceiver._handle_rtp_packet`` |
+| :func:`receiver_timestamp_origin` | ``RTCRtpReceiver.__timestamp_mapper._origin`` |
+| :func:`use_marker_jitter_buffer` | ``RTCRtpReceiver.__jitter_buffer``, ``__kind``; |
+| (and :class:`MarkerJitterBuffer`) | ``JitterBuffer._remove_frame``, ``_packets``, ``_origin``, |
+| | ``_capacity``, ``remove``; ``RtpPacket._data`` |
+| :func:`transceiver_codecs` | ``RTCRtpTransceiver._codecs`` |
+| :func:`set_host_addresses` | ``aioice.ice.get_host_addresses`` |
+| :func:`wrap_component_candidates` | ``aioice.ice.Connection.get_component_candidates`` |
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpreceiver import TimestampMapper
+
+__all__ = [
+    "MarkerJitterBuffer",
+    "original_component_candidates",
+    "original_host_addresses",
+    "receiver_timestamp_origin",
+    "self_check",
+    "sent_rtp_timestamp",
+    "set_host_addresses",
+    "tap_receiver_rtp",
+    "tap_sender_rtcp",
+    "transceiver_codecs",
+    "use_marker_jitter_buffer",
+    "wrap_component_candidates",
+]
+
+_SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_RECEIVER_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
+_RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
+_RECEIVER_KIND = "_RTCRtpReceiver__kind"
+
+original_host_addresses = aioice.ice.get_host_addresses
+original_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+# ---------------------------------------------------------------------------- senders
+
+def tap_sender_rtcp(sender: RTCRtpSender, handler: Callable[[Any], None]) -> None:
+    """Call ``handler(packet)`` for every RTCP packet a viewer sends about this sender,
+    before aiortc handles it (aiortc still answers NACKs from its history)."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        handler(packet)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def sent_rtp_timestamp(sender: RTCRtpSender) -> int | None:
+    """The RTP timestamp of the last packet this sender put on the wire (None before any).
+
+    aiortc adds a random origin to each frame's timestamp; with the pts of the frame it
+    last sent, this gives the origin, and so the RTP timestamp of every frame."""
+    value = getattr(sender, _SENDER_RTP_TS, None)
+    packets = getattr(sender, "_RTCRtpSender__packet_count", 0)
+    return int(value) if isinstance(value, int) and packets else None
+
+
+# ---------------------------------------------------------------------------- receivers
+
+def tap_receiver_rtp(receiver: RTCRtpReceiver, handler: Callable[[Any], None]) -> None:
+    """Call ``handler(packet)`` as each inbound RTP packet arrives, before aiortc's handling."""
+    original = receiver._handle_rtp_packet
+
+    async def handle(packet: Any, arrival_time_ms: int) -> None:
+        handler(packet)
+        await original(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+def receiver_timestamp_origin(receiver: RTCRtpReceiver) -> int | None:
+    """The RTP timestamp aiortc subtracts from inbound timestamps to make decoded pts."""
+    mapper = getattr(receiver, _RECEIVER_MAPPER, None)
+    origin = getattr(mapper, "_origin", None)
+    return origin if isinstance(origin, int) else None
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """A video jitter buffer that releases a frame on its RTP marker bit.
+
+    aiortc's JitterBuffer only knows a frame is complete when the first packet of the *next*
+    frame arrives, which adds one frame interval (33 ms at 30 fps) to every ingested frame.
+    The marker bit (RFC 6184 §5.1 for H.264, RFC 7741 §4.1 for VP8) flags a frame's last
+    packet, so a contiguous run ending in a marker is complete now. A timestamp change still
+    completes a frame whose marker was lost.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets: list[Any] = []
+        timestamp = None
+        if self._origin is None:
+            return None
+        # Padding-only packets (Chromium probes bandwidth with them, after a frame, with
+        # that frame's timestamp) carry no media: drop them before looking for a frame.
+        while True:
+            head: Any = self._packets[self._origin % self._capacity]
+            if head is None or head._data:
+                break
+            self.remove(1)
+        origin = self._origin
+        for count in range(self.capacity):
+            packet = self._packets[(origin + count) % self._capacity]
+            if packet is None:
+                return None
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                frame = JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+                self.remove(count)
+                return frame
+            packets.append(packet)
+            if packet.marker:
+                frame = JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+                self.remove(count + 1)
+                return frame
+        return None
+
+
+def use_marker_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
+    """Swap a video receiver's jitter buffer before packets flow; False if aiortc changed."""
+    if not hasattr(receiver, _RECEIVER_JITTER) or getattr(receiver, _RECEIVER_KIND, None) != "video":
+        return False
+    setattr(receiver, _RECEIVER_JITTER, MarkerJitterBuffer(capacity=512, is_video=True))
+    return True
+
+
+def transceiver_codecs(transceiver: Any) -> list[Any]:
+    """The codecs negotiated for a transceiver (aiortc keeps them private)."""
+    return list(getattr(transceiver, "_codecs", None) or [])
+
+
+# ---------------------------------------------------------------------------- aioice
+
+def set_host_addresses(fn: Callable[[bool, bool], list[str]] | None) -> None:
+    """Replace aioice's host address discovery (None restores aioice's own)."""
+    aioice.ice.get_host_addresses = fn or original_host_addresses  # type: ignore[assignment]
+
+
+def wrap_component_candidates(fn: Callable[..., Awaitable[Any]] | None) -> None:
+    """Replace ``Connection.get_component_candidates`` (None restores aioice's own); ``fn``
+    takes the same arguments and may await :data:`original_component_candidates`."""
+    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
+        fn or original_component_candidates)  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------- self-check
+
+def _sets(cls: type, attr: str) -> bool:
+    """Whether ``cls.__init__`` assigns ``self.<attr>`` (instance attributes made there)."""
+    return _assigns(cls.__init__, f"self.{attr}")  # type: ignore[misc]
+
+
+def _assigns(fn: Any, target: str) -> bool:
+    """Whether ``fn``'s source assigns ``target`` (with or without an annotation)."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return re.search(re.escape(target) + r"\s*(:[^=\n]*)?=(?!=)", source) is not None
+
+
+def self_check() -> list[str]:
+    """Every hook above, looked up in the installed aiortc and aioice; the missing ones, named."""
+    checks = {
+        "aioice.ice.get_host_addresses": callable(getattr(aioice.ice, "get_host_addresses", None)),
+        "aioice.ice.Connection.get_component_candidates": inspect.iscoroutinefunction(
+            getattr(aioice.ice.Connection, "get_component_candidates", None)),
+        "RTCRtpSender._handle_rtcp_packet": inspect.iscoroutinefunction(
+            getattr(RTCRtpSender, "_handle_rtcp_packet", None)),
+        "RTCRtpSender.__rtp_timestamp": _sets(RTCRtpSender, "__rtp_timestamp"),
+        "RTCRtpSender.__packet_count": _sets(RTCRtpSender, "__packet_count"),
+        "RTCRtpReceiver._handle_rtp_packet": inspect.iscoroutinefunction(
+            getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
+        "RTCRtpReceiver.__timestamp_mapper": _sets(RTCRtpReceiver, "__timestamp_mapper"),
+        "TimestampMapper._origin": _sets(TimestampMapper, "_origin"),
+        "RTCRtpReceiver.__jitter_buffer": _sets(RTCRtpReceiver, "__jitter_buffer"),
+        "RTCRtpReceiver.__kind": _sets(RTCRtpReceiver, "__kind"),
+        "RTCRtpTransceiver._codecs": _sets(RTCRtpTransceiver, "_codecs"),
+        "JitterBuffer._remove_frame": callable(getattr(JitterBuffer, "_remove_frame", None)),
+        "JitterBuffer internals": all(hasattr(JitterBuffer(capacity=16, is_video=True), a)
+                                      for a in ("_packets", "_origin", "_capacity", "remove")),
+        # aiortc's receiver puts the depayloaded frame data on each packet as ``_data``.
+        "RtpPacket._data": _assigns(RTCRtpReceiver._handle_rtp_packet, "packet._data"),
+    }
+    return [name for name, ok in checks.items() if not ok]
