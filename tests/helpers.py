@@ -72,6 +72,7 @@ class Seen:
     stamps: list[tuple[Stamp, float]] = field(default_factory=list)
     sizes: set[tuple[int, int]] = field(default_factory=set)
     first_at: float | None = None
+    keyframes: int = 0
     relay_stamps: int = 0  # frames carrying the relay's painted stamp (bottom-right)
     rtp_capture: dict[int, int] = field(default_factory=dict)  # RTP timestamp -> drone stamp ms
 
@@ -134,6 +135,7 @@ class WhepViewer:
                     continue
                 now = time.time()
                 self.seen.frames += 1
+                self.seen.keyframes += bool(frame.key_frame)
                 self.seen.first_at = self.seen.first_at or now
                 self.seen.sizes.add((frame.width, frame.height))
                 if self.read_stamps:

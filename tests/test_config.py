@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_shipped_configs_load(tmp_path: Path) -> None:
     cfg = load(ROOT / "configs/default.toml")
     assert cfg.host == "127.0.0.1" and not cfg.auth.enabled
-    assert [r.name for r in cfg.renditions] == ["high", "low"]
+    assert [r.name for r in cfg.renditions] == ["high", "mid", "low", "floor"]
+    assert cfg.renditions[-1].max_fps == 10 and cfg.abr.enabled
     # Every secret the example names is in deploy/drone-relay.env.example.
     names = [ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
              if ln and not ln.startswith("#")]
