@@ -66,8 +66,8 @@ def set_loss(lab: Lab, router: str, pct: int) -> None:
     if pct:
         rules = "\n".join(f"ip daddr {net}.2 meta l4proto udp numgen random mod 100 < {pct} drop;"
                           for net, _ in VIEWERS.values())
-        lab.nft(router, "table inet weak { chain fwd { type filter hook forward priority 0; "
-                        f"policy accept;\n{rules}\n}} }}")
+        lab.nft(router, "table inet weak { chain fwd_loss { type filter hook forward priority 0; "
+                        f"policy accept;\n{rules}\n}}\n}}\n")
 
 
 def feed(rtmp_url: str) -> list[subprocess.Popen[bytes]]:
@@ -136,6 +136,16 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
                     tracks[v].samples.append(st)
             await asyncio.sleep(0.5)
         kf = (clean.seen.keyframes - k0) / total
+        if os.environ.get("WEAKLINK_VERBOSE"):
+            for info in relay.entry("d1").viewers.values():
+                if info.auto:
+                    for sw in info.switches:
+                        print(f"   switch {sw['t'] % 1000:.1f} {sw['from']} -> {sw['to']}: {sw['reason']}")
+                    for smp in info.samples:
+                        print("   ", {**smp, "t": round(smp["t"] % 1000, 1)})
+        for page in pages.values():  # leave as a commander's tab does: the session ends
+            await page.close(run_before_unload=True)
+        await wait_for(lambda: len(relay.entry("d1").viewers) == 1, 15, "weak viewers gone")
     out: dict[str, dict[str, Any]] = {}
     for v, tr in tracks.items():
         meas = [s for s in tr.samples if s["t"] >= 0]
@@ -156,9 +166,12 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
         down, up = [], []
         marks = [(steps[0][0], steps[0][1])] + [(a, r) for a, r, _ in steps[1:]]
         prev_rate = 10 ** 9
+        playing = next((s["t"] for s in tr.samples if s.get("state") == "playing"), 0.0)
         for i, (at, r) in enumerate(marks):
             end = marks[i + 1][0] if i + 1 < len(marks) else total
-            window = [s for s in tr.samples if at - warm * (i == 0) <= s["t"] < end]
+            if i == 0:
+                at = playing  # from the first picture: how long until a rung that fits
+            window = [s for s in tr.samples if at <= s["t"] < end]
             if r < prev_rate and r < KBPS["high"]:
                 fits = (s["t"] for s in window if KBPS.get(s.get("rendition") or "", 10 ** 9) <= r)
                 t_fit = next(fits, None)
@@ -242,7 +255,8 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profiles", default="all", help=f"comma-separated: {', '.join(PROFILES)}")
-    ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds per static profile")
+    ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")
     args = ap.parse_args()
     if os.environ.get("WEAKLINK_NETNS") != "1":
         if os.geteuid() != 0 or shutil.which("unshare") is None:
@@ -251,6 +265,7 @@ def main() -> None:
         cmd = ["unshare", "-n", "bash", "-c",
                'ip link set lo up && exec "$0" -m bench.weaklink "$@"', sys.executable, *sys.argv[1:]]
         sys.exit(subprocess.call(cmd, env=env))
+    VIEWERS["fixed"] = (VIEWERS["fixed"][0], args.fixed)
     asyncio.run(main_async(args))
 
 

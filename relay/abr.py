@@ -7,17 +7,22 @@ and the viewer's own report, and that performs the keyframe-aligned switch, live
 
 How it decides (after mediasoup's and OvenMediaEngine's controllers):
 
-- **down fast**: the link is failing when the receiver's estimate (REMB) falls below what the
-  current rung sends, when loss over the last second exceeds ``loss_down``, or when the
-  viewer reports decoding well under the rung's frame rate or freezes. Then the viewer moves
-  to the highest rung that fits 85 % of the estimate (or one rung down without one) at once:
-  within one sample period of the evidence (0.5 s), well inside the 2 s target.
+- **down fast**: the link is failing when the receiver's estimate (REMB) stays below what the
+  current rung sends, when loss over the last second exceeds ``loss_down``, when the viewer
+  NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
+  or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
+  the viewer moves to the highest rung that fits 85 % of the estimate (at most half the
+  rate in one step; one rung down without an estimate) within one sample period (0.5 s) of
+  the evidence, once the last switch has settled (``settle_s``).
 - **up carefully**: one rung at a time, after two clean seconds and a hold since the last
   switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. The step up
   is the probe (REMB is capped near 1.5x what the viewer receives, so no estimate can show
   room for a rung twice as big): it is vetoed only by an estimate below the current rung. A
-  step up that fails within ``probe_s`` is a failed probe: the hold-off doubles (up to
-  ``max_hold_s``), so a link that cannot carry the rung is not probed every few seconds.
+  step up is judged after ``probe_settle_s`` (the rung below was clean, so trouble now is
+  the new rung's); one that fails within ``probe_s`` is a failed probe: the viewer goes
+  back to the rung it came from and stays there ``recover_s`` whatever the overload left
+  behind, and that rung is not probed again for a hold-off that doubles (up to
+  ``max_hold_s``), so a link that cannot carry it is not probed every few seconds.
 - **a changed link resets the back-off**: when the loss seen on a clean rung falls well below
   what it was when the last probe failed, or the estimate rises well above it, the link is
   not the one that failed and the hold returns to ``hold_s`` (a vehicle that drives out of
@@ -46,7 +51,8 @@ class Sample:
     t: float
     remb_kbps: float | None = None  # receiver's estimate (REMB), None if the viewer sends none
     loss: float | None = None  # fraction lost (RTCP receiver report), 0..1
-    nacks: int = 0  # NACKed packets in the period
+    nacks: int = 0  # packets NACKed (for the first time) in the period
+    sent: int = 0  # packets sent in the period (0: unknown)
     plis: int = 0  # keyframe requests in the period
     fps: float | None = None  # frames the viewer decoded per second (its own report)
     freezes: int = 0  # new freezes (>200 ms without a frame) the viewer reported
@@ -69,8 +75,13 @@ class AbrController:
     probe_s: float = 5.0
     up_hold_s: float = 3.0
     loss_down: float = 0.12
-    loss_clean: float = 0.08
-    settle_s: float = 2.0  # after a switch, the new rung's evidence needs this long to show
+    loss_clean: float = 0.1  # random loss of a few % is not congestion: climb through it
+    nack_down: float = 0.3  # NACKed packets over packets sent in a sample
+    freeze_window_s: float = 20.0
+    stay_s: float = 30.0  # a rung left sooner than this after reaching it failed
+    probe_settle_s: float = 0.5  # a step up is judged at once: the rung below was clean
+    settle_s: float = 3.0  # after a switch, the new rung's evidence needs this long to show
+    recover_s: float = 4.0  # after a failed probe: the overload's queue and lost keyframe clear
     warmup_s: float = 3.0  # a new viewer's first reports (still connecting) are no evidence
     remb_grace_s: float = 3.0  # after a step up, REMB needs time to see the higher rate
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
@@ -84,6 +95,11 @@ class AbrController:
     _losses: deque[tuple[float, float]] = field(default_factory=deque)
     _low_remb_run: int = 0
     _last_up_ok: bool = False  # the last switch was a step up (not yet failed)
+    _settle: float = 0.0  # how long the last switch's evidence is not judged
+    _blocked: dict[str, float] = field(default_factory=dict)  # rung -> no probe before
+    _freezes: deque[float] = field(default_factory=deque)
+    _fails: dict[str, int] = field(default_factory=dict)  # rung -> failures in a row
+    _rembs: deque[tuple[float, float]] = field(default_factory=deque)  # raw, the last 2 s
     _base_loss: float | None = None  # smoothed loss while clean
     _probe_base: tuple[float, float | None] = (0.0, None)  # (loss, estimate) when probing
     _fail_base: tuple[float, float | None] | None = None  # the same, for the last failed probe
@@ -93,6 +109,7 @@ class AbrController:
         if self.current not in {r.name for r in self.ladder}:
             raise ValueError(f"{self.current!r} is not on the ladder")
         self._hold = self.hold_s
+        self._settle = self.settle_s
 
     @staticmethod
     def start_rung(ladder: list[Rung], start_kbps: int) -> str:
@@ -118,7 +135,9 @@ class AbrController:
         self._trouble_since = None
         self._clean_since = None
         self._losses.clear()
+        self._freezes.clear()
         self._low_remb_run = 0
+        self._settle = self.settle_s
         return sw
 
     def feed(self, s: Sample) -> Switch | None:
@@ -127,55 +146,88 @@ class AbrController:
             self._started = s.t  # a new viewer holds its starting rung like any other
         assert self._started is not None
         if s.remb_kbps is not None:
+            self._rembs.append((s.t, s.remb_kbps))
+            while self._rembs[0][0] < s.t - 2.0:
+                self._rembs.popleft()
             # Fall at once, rise smoothly: a falling estimate is the news that matters.
             self._remb = s.remb_kbps if self._remb is None or s.remb_kbps < self._remb else (
                 0.7 * self._remb + 0.3 * s.remb_kbps)
         if s.loss is not None:
             self._losses.append((s.t, s.loss))
-        while self._losses and self._losses[0][0] < s.t - 1.0:
+        while self._losses and self._losses[0][0] < s.t - 2.0:
             self._losses.popleft()
-        loss = max((x for _, x in self._losses), default=0.0) if len(self._losses) == 1 else (
-            sum(x for _, x in self._losses) / len(self._losses) if self._losses else 0.0)
+        recent = [x for t, x in self._losses if t >= s.t - 1.0]
+        loss = sum(recent) / len(recent) if recent else 0.0  # the last second: trouble
+        # Over two seconds for "clean": a low rung sends few packets, one loss in a second
+        # of them is not a trend.
+        loss_2s = sum(x for _, x in self._losses) / len(self._losses) if self._losses else 0.0
         rung = self._rung(self.current)
         i = self._index()
         since_switch = t_since(s.t, self._last_switch)
         reasons = []
         # REMB lags a switch (the estimator sees the queue drain or fill): judge it only
-        # after remb_grace_s, and only when it stays low for two samples running.
+        # after remb_grace_s, and only when it stays low for two samples running. An
+        # estimate still climbing towards the rung is a receiver ramping up after a step
+        # up (Chromium's grows by tens of kbit/s a second), not a failing link: only one
+        # that does not rise (or is far below) is evidence.
+        rising = len(self._rembs) >= 2 and self._rembs[-1][1] > self._rembs[0][1] * 1.03
         low_remb = (self._remb is not None and since_switch > self.remb_grace_s
-                    and self._remb < rung.kbps * 0.95)
+                    and self._remb < rung.kbps * 0.95
+                    and (not rising or self._remb < rung.kbps * 0.6))
         self._low_remb_run = self._low_remb_run + 1 if low_remb else 0
         if self._low_remb_run >= 2:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rung.kbps}")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
+        if s.sent >= 10 and s.nacks > self.nack_down * s.sent and since_switch > self._settle:
+            # Sooner than receiver reports (sent about once a second): the viewer asks again
+            # for a large share of what it was just sent.
+            reasons.append(f"NACKs {100 * s.nacks / s.sent:.0f} % of packets")
         warm = t_since(s.t, self._started) > self.warmup_s
-        if warm and s.fps is not None and s.fps < rung.fps * 0.6 and since_switch > self.settle_s:
+        if warm and s.fps is not None and s.fps < rung.fps * 0.6 and since_switch > self._settle:
             reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
-        if warm and s.freezes and since_switch > self.settle_s:
-            reasons.append(f"{s.freezes} freeze(s)")
+        if s.freezes and warm and since_switch > self._settle:
+            self._freezes.extend([s.t] * s.freezes)
+        while self._freezes and self._freezes[0] < s.t - self.freeze_window_s:
+            self._freezes.popleft()
+        if len(self._freezes) >= 2:
+            # One freeze is a lost packet's retransmission arriving late; two in 20 s, a
+            # rung whose keyframes the link cannot carry in time (measured: 540p at
+            # 1.2 Mbit/s on a 1.5 Mbit/s link with 5 % loss freezes 8-14 times a minute,
+            # 360p at 0.6 Mbit/s 0-2 times).
+            reasons.append(f"{len(self._freezes)} freezes in {self.freeze_window_s:.0f} s")
         if reasons:
             self._clean_since = None
-            self._last_up_ok = False
-            if i == len(self.ladder) - 1 or since_switch < self.settle_s:
+            if i == len(self.ladder) - 1 or since_switch < self._settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
-            probe_failed = t_since(s.t, self._last_up) < self.probe_s
+            probe_failed = self._last_up_ok and t_since(s.t, self._last_up) < self.probe_s
+            self._last_up_ok = False
             below = self.ladder[i + 1:]
             target = below[0]
+            # A rung left soon after reaching it did not hold: it is not tried again for a
+            # hold-off that doubles with each such failure (reset by a link change, or by
+            # half a minute clean on it).
+            if since_switch < self.stay_s or probe_failed:
+                self._fails[self.current] = self._fails.get(self.current, 0) + 1
+                self._hold = min(self.hold_s * 2 ** self._fails[self.current], self.max_hold_s)
+                self._blocked[self.current] = s.t + self._hold
+                self._fail_base = self._probe_base
+            if probe_failed:
+                # Back to the rung that was clean, and stay there: not the overload's
+                # after-effects (a draining queue, a lost keyframe) nor this rung for a while.
+                sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons) + " (probe failed)")
+                self._settle = self.recover_s
+                return sw
             if self._remb is not None:
-                # To what fits the estimate, but at most half the rate in one step: a
-                # transiently low estimate must not throw the viewer to the bottom.
-                budget = max(self._remb * 0.85, rung.kbps * 0.5)
+                # To what fits the estimate, but at most half the rate in one step (a
+                # transiently low estimate must not throw the viewer to the bottom) unless
+                # loss or NACKs say the same: then the link has collapsed, go where it fits.
+                corroborated = any(r.startswith(("loss", "NACKs")) for r in reasons)
+                budget = self._remb * 0.85 if corroborated else max(self._remb * 0.85, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
-            if probe_failed:
-                self._hold = min(self._hold * 2, self.max_hold_s)
-                self._fail_base = self._probe_base
-            else:
-                self._hold = self.hold_s
-            return self._switch(s.t, target.name, "down: " + ", ".join(reasons)
-                                + (" (probe failed)" if probe_failed else ""))
-        clean = loss < self.loss_clean and not s.freezes and (s.fps is None or s.fps >= rung.fps * 0.85)
+            return self._switch(s.t, target.name, "down: " + ", ".join(reasons))
+        clean = loss_2s < self.loss_clean and not s.freezes and (s.fps is None or s.fps >= rung.fps * 0.85)
         if not clean:
             self._clean_since = None
             return None
@@ -183,26 +235,32 @@ class AbrController:
             self._clean_since = s.t
         if s.loss is not None:
             self._base_loss = s.loss if self._base_loss is None else 0.8 * self._base_loss + 0.2 * s.loss
-        changed = self._link_changed()
-        if changed:
+        if since_switch >= self.stay_s and t_since(s.t, self._clean_since) >= self.stay_s:
+            self._fails.pop(self.current, None)  # this rung holds: its failures are history
+        if self._link_changed():
             self._hold = self.hold_s
             self._fail_base = None
+            self._blocked.clear()
+            self._fails.clear()
         held = t_since(s.t, max(self._last_switch, self._started))
-        need = self.up_hold_s if self._last_up_ok else self._hold
+        need = self.up_hold_s if self._last_up_ok else self.hold_s
         if i == 0 or held < need or t_since(s.t, self._clean_since) < 2.0:
             return None
         up = self.ladder[i - 1]
-        if self._remb is not None and self._remb < rung.kbps:
+        if s.t < self._blocked.get(up.name, 0.0):
+            return None  # a probe of it failed not long ago
+        if self._remb is not None and self._remb < rung.kbps and not rising:
             return None  # the estimate does not even cover what the viewer gets now
         self._last_up = s.t
         self._probe_base = (self._base_loss or 0.0, self._remb)
         est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
         sw = self._switch(s.t, up.name, f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}")
         self._last_up_ok = True
+        self._settle = self.probe_settle_s
         return sw
 
     def _link_changed(self) -> bool:
-        if self._fail_base is None or self._hold <= self.hold_s:
+        if self._fail_base is None or not self._blocked:
             return False
         loss, remb = self._fail_base
         if loss >= 0.01 and self._base_loss is not None and self._base_loss < loss * 0.3:

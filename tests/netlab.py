@@ -51,7 +51,8 @@ class Lab:
 
     def link(self, a: str | None, a_addr: str, b: str | None, b_addr: str) -> tuple[str, str]:
         """A veth pair between hosts ``a`` and ``b`` (None: the test's own), addresses in CIDR."""
-        n = len(self.links) + len(self.namespaces) * 10
+        self._pairs = getattr(self, "_pairs", 0) + 1
+        n = self._pairs
         ea, eb = f"v{self.tag}a{n}"[:15], f"v{self.tag}b{n}"[:15]
         sh("ip", "link", "add", ea, "type", "veth", "peer", "name", eb)
         for end, host, addr in ((ea, a, a_addr), (eb, b, b_addr)):

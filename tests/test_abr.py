@@ -117,3 +117,19 @@ def test_a_failed_probe_doubles_the_hold() -> None:
 def test_the_bottom_rung_is_the_floor() -> None:
     ctl = AbrController(LADDER, "floor")
     assert run(ctl, steady(0, 5, remb_kbps=100, loss=0.5, fps=2)) == []
+
+
+def test_an_estimate_ramping_up_after_a_step_up_is_not_a_failed_probe() -> None:
+    # Chromium's REMB climbs tens of kbit/s a second after a step up: below the rung for
+    # seconds on a clean link. Only one that stops rising (or is far below) is evidence.
+    ctl = AbrController(LADDER, "mid", hold_s=4)
+    run(ctl, steady(0, 4.5, remb_kbps=1300, loss=0.0, fps=30))
+    assert ctl.current == "high"
+    t_up = ctl.history[-1].t
+    ramp = [Sample(t=t_up + 0.5 * k, remb_kbps=1300 + 60 * k, loss=0.0, fps=30) for k in range(1, 30)]
+    assert run(ctl, ramp) == []
+    # The same estimate, flat below the rung, is a link that cannot carry it.
+    ctl = AbrController(LADDER, "mid", hold_s=4)
+    run(ctl, steady(0, 4.5, remb_kbps=1300, loss=0.0, fps=30))
+    t_up = ctl.history[-1].t
+    assert [to for _, to in run(ctl, steady(t_up + 0.5, t_up + 8, remb_kbps=1500, loss=0.0, fps=30))] == ["mid"]

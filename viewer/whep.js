@@ -57,6 +57,7 @@ export class WhepPlayer {
   setState(s, detail = "") { this.stats.state = s; this.onState(s, detail); }
 
   async start() {
+    this._endOnPageHide();
     this._frameLoop();
     while (!this.stopped) {
       try {
@@ -142,6 +143,14 @@ export class WhepPlayer {
   }
 
   stop() { this.stopped = true; if (this._dropped) this._dropped(); }
+
+  // A closed tab or a reload ends the session at once (keepalive outlives the page), so the
+  // relay stops sending into a link the next page needs.
+  _endOnPageHide() {
+    addEventListener("pagehide", () => {
+      if (this.location) fetch(this.location, { method: "DELETE", headers: this.headers(), keepalive: true }).catch(() => {});
+    });
+  }
 
   _pinger() {
     let id = 0;

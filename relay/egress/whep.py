@@ -21,7 +21,7 @@ from ..auth import Principal
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..limits import Limiter
-from ..media import Unit
+from ..media import Unit, now
 from ..registry import Entry, Registry, ViewerInfo
 from ..stream import Reader, Stream
 from ..webrtc import (
@@ -40,6 +40,7 @@ __all__ = ["WhepEgress"]
 log = logging.getLogger("relay.whep")
 AUTO = "auto"  # the rendition name that asks the relay to choose from the viewer's link
 FRAME_TIMES_PERIOD_S = 0.2
+VIEWER_SILENT_S = 6.0
 ABR_PERIOD_S = 0.5
 
 MAX_REPORT_BYTES = 4096
@@ -183,6 +184,7 @@ class WhepEgress:
                 track.reader.request_keyframe(reason)
 
         tap = listen_for_keyframe_requests(transceiver.sender, keyframe_request)
+        session.spawn(self._watch_silence(tap, session))
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:
@@ -216,7 +218,8 @@ class WhepEgress:
     async def _adapt(self, entry: Entry, info: ViewerInfo, track: PacketTrack, tap: RtcpTap,
                      sender: Any, ctl: AbrController, session: PeerSession) -> None:
         """Every 0.5 s: what the link showed -> the controller -> a keyframe-aligned switch."""
-        plis = nacks = freezes = 0
+        plis = nacks_new = freezes = 0
+        sent_total: int | None = None
         last_rr: Any = None
         rr_seen = 0.0  # when the previous receiver report arrived (its interval starts there)
         rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
@@ -225,8 +228,13 @@ class WhepEgress:
             await asyncio.sleep(ABR_PERIOD_S)
             t = time.monotonic()
             loss = None
+            sent = 0
             try:
                 for st in (await sender.getStats()).values():
+                    if st.type == "outbound-rtp":
+                        if sent_total is not None:
+                            sent = max(0, st.packetsSent - sent_total)
+                        sent_total = st.packetsSent
                     if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
                         last_rr = st.timestamp
                         if rr_seen >= changed["at"]:  # it covers only the current rung
@@ -243,13 +251,16 @@ class WhepEgress:
             reported = int(info.report.get("freezes", freezes))
             new_freezes = max(0, reported - freezes) if fresh else 0
             freezes = reported
-            sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks - nacks,
+            # Retransmit at most a quarter of what the viewer is sent (see RtcpTap).
+            tap.nack_rate = max(10.0, 0.25 * sent / ABR_PERIOD_S)
+            sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
                             plis=tap.plis - plis, fps=rep.get("fps"), freezes=new_freezes)
-            plis, nacks = tap.plis, tap.nacks
+            plis, nacks_new = tap.plis, tap.nacks_new
             info.samples.append({"t": round(time.time(), 2), "rendition": info.rendition, "remb_kbps": remb,
-                                 "loss": None if loss is None else round(loss, 3), "nacks": sample.nacks,
+                                 "loss": None if loss is None else round(loss, 3), "nacks_new": sample.nacks,
+                                 "sent": sent, "nacks_refused": tap.nacks_refused,
                                  "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
-            del info.samples[:-20]
+            del info.samples[:-240]
             info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None
             sw = ctl.feed(sample)
             if sw is None:
@@ -277,6 +288,18 @@ class WhepEgress:
                 return target.subscribe(label=session.public)
 
             track.switch(subscribe, switched)
+
+    async def _watch_silence(self, tap: RtcpTap, session: PeerSession) -> None:
+        """A viewer that stops sending RTCP (browsers report every second) is gone: a closed
+        tab, a vanished laptop. End its session now rather than after ICE consent expires
+        (~30 s): until then the relay would keep sending its rendition into a link that,
+        after a page reload on LTE, is the same link the viewer's new session needs."""
+        while True:
+            await asyncio.sleep(1.0)
+            last = tap.last_rtcp
+            if last is not None and now() - last > VIEWER_SILENT_S:
+                await session.close(f"viewer silent: no RTCP for {VIEWER_SILENT_S:.0f} s")
+                return
 
     async def _send_frame_times(self, track: PacketTrack, session: PeerSession) -> None:
         """Five times a second: which arrival and capture time belongs to which RTP timestamp

@@ -62,7 +62,8 @@ original_component_candidates = aioice.ice.Connection.get_component_candidates
 
 def tap_sender_rtcp(sender: RTCRtpSender, handler: Callable[[Any], None]) -> None:
     """Call ``handler(packet)`` for every RTCP packet a viewer sends about this sender,
-    before aiortc handles it (aiortc still answers NACKs from its history)."""
+    before aiortc handles it; the handler may edit it (a NACK's ``lost`` list: aiortc
+    retransmits what is left from its history)."""
     original = sender._handle_rtcp_packet
 
     async def handle(packet: Any) -> None:
