@@ -53,6 +53,7 @@ class Sample:
     loss: float | None = None  # fraction lost (RTCP receiver report), 0..1
     nacks: int = 0  # packets NACKed (for the first time) in the period
     sent: int = 0  # packets sent in the period (0: unknown)
+    sent_kbps: float | None = None  # what the viewer was sent (below the rung's budget on easy pictures)
     plis: int = 0  # keyframe requests in the period
     fps: float | None = None  # frames the viewer decoded per second (its own report)
     freezes: int = 0  # new freezes (>200 ms without a frame) the viewer reported
@@ -99,6 +100,7 @@ class AbrController:
     _blocked: dict[str, float] = field(default_factory=dict)  # rung -> no probe before
     _freezes: deque[float] = field(default_factory=deque)
     _fails: dict[str, int] = field(default_factory=dict)  # rung -> failures in a row
+    _sent_kbps: float | None = None
     _rembs: deque[tuple[float, float]] = field(default_factory=deque)  # raw, the last 2 s
     _base_loss: float | None = None  # smoothed loss while clean
     _probe_base: tuple[float, float | None] = (0.0, None)  # (loss, estimate) when probing
@@ -137,6 +139,7 @@ class AbrController:
         self._losses.clear()
         self._freezes.clear()
         self._low_remb_run = 0
+        self._sent_kbps = None
         self._settle = self.settle_s
         return sw
 
@@ -171,12 +174,18 @@ class AbrController:
         # up (Chromium's grows by tens of kbit/s a second), not a failing link: only one
         # that does not rise (or is far below) is evidence.
         rising = len(self._rembs) >= 2 and self._rembs[-1][1] > self._rembs[0][1] * 1.03
+        # Compared with what the viewer is actually sent: REMB is capped near 1.5x that, so
+        # a rung whose pictures need less than its budget must not look congested.
+        if s.sent_kbps is not None:
+            self._sent_kbps = s.sent_kbps if self._sent_kbps is None else (
+                0.75 * self._sent_kbps + 0.25 * s.sent_kbps)  # over ~2 s: keyframes come and go
+        rate = min(rung.kbps, self._sent_kbps) if self._sent_kbps else rung.kbps
         low_remb = (self._remb is not None and since_switch > self.remb_grace_s
-                    and self._remb < rung.kbps * 0.95
-                    and (not rising or self._remb < rung.kbps * 0.6))
+                    and self._remb < rate * 0.95
+                    and (not rising or self._remb < rate * 0.6))
         self._low_remb_run = self._low_remb_run + 1 if low_remb else 0
         if self._low_remb_run >= 2:
-            reasons.append(f"estimate {self._remb:.0f} kbit/s < {rung.kbps}")
+            reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
         if s.sent >= 10 and s.nacks > self.nack_down * s.sent and since_switch > self._settle:
@@ -249,7 +258,7 @@ class AbrController:
         up = self.ladder[i - 1]
         if s.t < self._blocked.get(up.name, 0.0):
             return None  # a probe of it failed not long ago
-        if self._remb is not None and self._remb < rung.kbps and not rising:
+        if self._remb is not None and self._remb < rate and not rising:
             return None  # the estimate does not even cover what the viewer gets now
         self._last_up = s.t
         self._probe_base = (self._base_loss or 0.0, self._remb)

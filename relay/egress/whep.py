@@ -220,6 +220,7 @@ class WhepEgress:
         """Every 0.5 s: what the link showed -> the controller -> a keyframe-aligned switch."""
         plis = nacks_new = freezes = 0
         sent_total: int | None = None
+        bytes_total: int | None = None
         last_rr: Any = None
         rr_seen = 0.0  # when the previous receiver report arrived (its interval starts there)
         rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
@@ -229,12 +230,16 @@ class WhepEgress:
             t = time.monotonic()
             loss = None
             sent = 0
+            sent_kbps: float | None = None
             try:
                 for st in (await sender.getStats()).values():
                     if st.type == "outbound-rtp":
                         if sent_total is not None:
                             sent = max(0, st.packetsSent - sent_total)
                         sent_total = st.packetsSent
+                        if bytes_total is not None:
+                            sent_kbps = 8 * max(0, st.bytesSent - bytes_total) / ABR_PERIOD_S / 1000
+                        bytes_total = st.bytesSent
                     if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
                         last_rr = st.timestamp
                         if rr_seen >= changed["at"]:  # it covers only the current rung
@@ -254,11 +259,13 @@ class WhepEgress:
             # Retransmit at most a quarter of what the viewer is sent (see RtcpTap).
             tap.nack_rate = max(10.0, 0.25 * sent / ABR_PERIOD_S)
             sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
+                            sent_kbps=sent_kbps,
                             plis=tap.plis - plis, fps=rep.get("fps"), freezes=new_freezes)
             plis, nacks_new = tap.plis, tap.nacks_new
             info.samples.append({"t": round(time.time(), 2), "rendition": info.rendition, "remb_kbps": remb,
                                  "loss": None if loss is None else round(loss, 3), "nacks_new": sample.nacks,
-                                 "sent": sent, "nacks_refused": tap.nacks_refused,
+                                 "sent": sent, "sent_kbps": None if sent_kbps is None else round(sent_kbps),
+                                 "nacks_refused": tap.nacks_refused,
                                  "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
             del info.samples[:-240]
             info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None

@@ -71,19 +71,23 @@ table inet lte {
                 await clean.start()
                 await asyncio.sleep(8)
                 fps: list[float] = []
-                rends: set[str] = set()
-                for _ in range(8):
+                seen: list[str] = []
+                for _ in range(12):
                     await asyncio.sleep(1)
                     fps.append(float(viewer.report.get("fps", 0)))
-                    rends.add(viewer.rendition)
+                    seen.append(viewer.rendition)
+                rends = set(seen)
                 stamps0 = await page.evaluate("() => window.__player.stats.stampsRead")
                 print(f"\nweak link: left 'high' after {t_down:.1f} s; settled on {sorted(rends)}, "
                       f"decoded fps {[round(f) for f in fps]}; estimate {viewer.estimate_kbps} kbit/s; "
                       f"switches {[(s['from'], s['to'], s['reason']) for s in viewer.switches]}")
                 for smp in viewer.samples:
                     print(smp)
-                assert all(KBPS[r] <= 1500 for r in rends), rends
-                assert sum(fps) / len(fps) >= 20, fps
+                # Where it stays fits the link; a step up to probe for room (which fails here
+                # and is backed off) may fall in the window, so: most of the time, and the median.
+                settled = max(rends, key=seen.count)
+                assert KBPS[settled] <= 1500 and seen.count(settled) >= 8, seen
+                assert sorted(fps)[len(fps) // 2] >= 20, fps
                 # The limit lifts: back to the top rendition.
                 shape(lab, router, to_viewer, "10mbit")
                 sh("nft", "flush", "chain", "inet", "lte", "fwd_loss", ns=router)
