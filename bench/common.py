@@ -46,10 +46,14 @@ def wait_until(fn: Any, timeout: float, what: str) -> Any:
 
 
 def relay_config(extra: str = "") -> str:
-    """A quiet relay on loopback with one 720p rendition; ``{port}`` is filled in by start_relay."""
+    """A quiet relay on loopback with one 720p rendition; ``{port}`` is filled in by start_relay.
+    ``extra`` may not repeat a table given here ([server], [webrtc], [limits])."""
     return ("[server]\nhost = \"127.0.0.1\"\nport = {port}\nlog_level = \"warning\"\n"
             "[webrtc]\nice_addresses = [\"127.0.0.1\"]\n"
-            "[[renditions]]\nname = \"high\"\nheight = 720\nbitrate_kbps = 2500\n" + extra)
+            "[[renditions]]\nname = \"high\"\nheight = 720\nbitrate_kbps = 2500\n"
+            # The load viewers are many clients behind one address: lift the per-client limits.
+            "[limits]\nsessions_per_client = 1000\noffers_per_client_per_min = 10000\n"
+            "viewers_per_stream = 1000\nviewers_total = 1000\n" + extra)
 
 
 def start_relay(config_text: str) -> tuple[subprocess.Popen[bytes], str]:
