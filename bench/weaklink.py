@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -198,6 +199,10 @@ def fmt(x: Any, nd: int = 1) -> str:
 
 async def main_async(args: argparse.Namespace) -> None:
     names = list(PROFILES) if args.profiles == "all" else [n.strip() for n in args.profiles.split(",")]
+    # Stopped with SIGTERM (kill, timeout): unwind, so the lab's namespaces are deleted.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     lab = Lab("wl")
     procs: list[subprocess.Popen[bytes]] = []
     relay = None

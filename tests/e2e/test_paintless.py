@@ -56,8 +56,12 @@ async def test_chromium_latency_from_rtp_timestamps_equals_the_pixel_stamp(live:
         pairs = [(e["rtp"], e["pixel"]) for e in log if e["pixel"] is not None]
         assert len(pairs) >= 0.9 * len(log), (len(pairs), len(log))
         # Same frame, same capture time: the difference is 0, where a frame off would be 33 ms.
+        # The pixel read itself can race: drawImage may already see the next frame than the
+        # one whose metadata the callback got (seen: 2 of 92, pixel newer by one frame). The
+        # RTP map has no such race; a wrong map would be off on most frames, or older.
         off = [(a, b) for a, b in pairs if abs(a - b) > 1]
-        assert len(off) <= 0.02 * len(pairs), off[:5]
+        assert len(off) <= 0.05 * len(pairs), off[:5]
+        assert all(25 < a - b < 40 for a, b in off), off  # only ever the next frame's pixels
 
         # A WHIP publisher's "source" is encoded by the pipeline too: the same figures.
         src = await ctx.new_page()

@@ -72,7 +72,7 @@ table inet lte {
                 await asyncio.sleep(8)
                 fps: list[float] = []
                 seen: list[str] = []
-                for _ in range(12):
+                for _ in range(16):
                     await asyncio.sleep(1)
                     fps.append(float(viewer.report.get("fps", 0)))
                     seen.append(viewer.rendition)
@@ -86,7 +86,7 @@ table inet lte {
                 # Where it stays fits the link; a step up to probe for room (which fails here
                 # and is backed off) may fall in the window, so: most of the time, and the median.
                 settled = max(rends, key=seen.count)
-                assert KBPS[settled] <= 1500 and seen.count(settled) >= 8, seen
+                assert KBPS[settled] <= 1500 and seen.count(settled) >= len(seen) // 2, seen
                 assert sorted(fps)[len(fps) // 2] >= 20, fps
                 # The limit lifts: back to the top rendition.
                 shape(lab, router, to_viewer, "10mbit")
