@@ -221,6 +221,7 @@ async def main_async(args: argparse.Namespace) -> None:
         relay = await start_relay({
             "renditions": LADDER, "webrtc": {"ice_addresses": ["10.204.1.2"]},
             "rtmp": {"enabled": True, "host": "127.0.0.1", "port": 19350},
+            "media": {"keyframe_interval_s": args.keyframe_interval},
         }, host="10.204.1.2")
         procs = feed("rtmp://127.0.0.1:19350/live/d1")
         await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 30, 30, "feed")
@@ -261,6 +262,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profiles", default="all", help=f"comma-separated: {', '.join(PROFILES)}")
     ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
+    ap.add_argument("--keyframe-interval", type=float, default=2.0, help="media.keyframe_interval_s")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")
     args = ap.parse_args()
     if os.environ.get("WEAKLINK_NETNS") != "1":
