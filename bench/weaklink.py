@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.browser import CHROMIUM, chromium
+from tests.e2e.test_ingest import StampedFfmpeg
 from tests.helpers import WhepViewer, start_relay, wait_for
 from tests.netlab import Lab, sh
 
@@ -69,19 +70,6 @@ def set_loss(lab: Lab, router: str, pct: int) -> None:
                           for net, _ in VIEWERS.values())
         lab.nft(router, "table inet weak { chain fwd_loss { type filter hook forward priority 0; "
                         f"policy accept;\n{rules}\n}}\n}}\n")
-
-
-def feed(rtmp_url: str) -> list[subprocess.Popen[bytes]]:
-    sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", "1280x720",
-                            "--fps", "30"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    ff = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-         "-s", "1280x720", "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
-         "-tune", "zerolatency", "-g", "30", "-b:v", "3000k", "-f", "flv", rtmp_url],
-        stdin=sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert sim.stdout is not None
-    sim.stdout.close()
-    return [sim, ff]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -204,7 +192,7 @@ async def main_async(args: argparse.Namespace) -> None:
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     lab = Lab("wl")
-    procs: list[subprocess.Popen[bytes]] = []
+    pusher: StampedFfmpeg | None = None
     relay = None
     try:
         router = lab.host("router")
@@ -223,7 +211,8 @@ async def main_async(args: argparse.Namespace) -> None:
             "rtmp": {"enabled": True, "host": "127.0.0.1", "port": 19350},
             "media": {"keyframe_interval_s": args.keyframe_interval},
         }, host="10.204.1.2")
-        procs = feed("rtmp://127.0.0.1:19350/live/d1")
+        # The feed: Debian's ffmpeg, 1280x720@30 over RTMP, the simulator's stamped scene.
+        pusher = StampedFfmpeg("flv", "rtmp://127.0.0.1:19350/live/d1", ["-b:v", "3000k"], size="1280x720")
         await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 30, 30, "feed")
         clean = WhepViewer(relay.url, "d1", rendition="high", read_stamps=False)
         await clean.start()
@@ -251,8 +240,8 @@ async def main_async(args: argparse.Namespace) -> None:
                       f"{fmt(r.get('up_s'))} | "
                       f"{fmt(res['clean']['ratio'], 2) if v == 'auto' else ''} |")
     finally:
-        for p in procs:
-            p.kill()
+        if pusher is not None:
+            pusher.kill()
         if relay is not None:
             await relay.runner.cleanup()
         lab.close()

@@ -91,7 +91,6 @@ class AbrController:
     _last_up: float = -1e9
     _hold: float = 0.0
     _remb: float | None = None
-    _trouble_since: float | None = None
     _clean_since: float | None = None
     _losses: deque[tuple[float, float]] = field(default_factory=deque)
     _low_remb_run: int = 0
@@ -134,7 +133,6 @@ class AbrController:
         self.history.append(sw)
         self.current = to
         self._last_switch = t
-        self._trouble_since = None
         self._clean_since = None
         self._losses.clear()
         self._freezes.clear()

@@ -118,16 +118,10 @@ class Reader:
                 self._waiter = None
 
     async def get(self) -> Unit:
-        """The next unit; raises :class:`StreamClosed` once closed."""
-        while not self._queue:
-            if self.closed:
-                raise StreamClosed(self.stream.name)
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        """The next unit; raises :class:`StreamClosed` once closed (and drained)."""
+        await self.wait_ready()
+        if not self._queue:
+            raise StreamClosed(self.stream.name)
         self.delivered += 1
         return self._queue.popleft()
 

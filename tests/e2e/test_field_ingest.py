@@ -129,26 +129,9 @@ async def test_rtmp_flood_before_publish_is_cut_off_and_other_streams_play_on(re
         await drone.stop()
 
 
-class UdpPusher:
+def udp_pusher(port: int, source: str) -> StampedFfmpeg:
     """The simulator's stamped scene as MPEG-TS over UDP from a chosen source address."""
-
-    def __init__(self, port: int, source: str) -> None:
-        self.sim = subprocess.Popen(
-            [sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", SIZE, "--fps", "30"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.ffmpeg = subprocess.Popen(
-            ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-             "-s", SIZE, "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
-             "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "30", "-b:v", "800k",
-             "-f", "mpegts", f"udp://127.0.0.1:{port}?localaddr={source}&pkt_size=1316"],
-            stdin=self.sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert self.sim.stdout is not None
-        self.sim.stdout.close()
-
-    def kill(self) -> None:
-        for p in (self.ffmpeg, self.sim):
-            p.kill()
-            p.wait(5)
+    return StampedFfmpeg("mpegts", f"udp://127.0.0.1:{port}?localaddr={source}&pkt_size=1316")
 
 
 async def test_udp_source_takes_only_allowed_senders_and_one_at_a_time(relay_factory: Any) -> None:
@@ -156,17 +139,17 @@ async def test_udp_source_takes_only_allowed_senders_and_one_at_a_time(relay_fac
     relay = await relay_factory(config(streams={"px4": {
         "source": f"udp://127.0.0.1:{port}", "mode": "transcode", "allow_senders": ["127.0.0.2/32", "127.0.0.3"]}}))
     pull = relay.entry("px4")
-    intruder = UdpPusher(port, "127.0.0.9")  # not on the allow-list
+    intruder = udp_pusher(port, "127.0.0.9")  # not on the allow-list
     pushers = [intruder]
     try:
         await asyncio.sleep(3)
         assert pull.frames_in == 0 and pull.state is State.WAITING
-        drone = UdpPusher(port, "127.0.0.2")
+        drone = udp_pusher(port, "127.0.0.2")
         pushers.append(drone)
         async with watching(relay, "px4") as viewer:
             await stamps_advance(viewer, 20)
             # A second allowed sender does not take over a live stream ...
-            second = UdpPusher(port, "127.0.0.3")
+            second = udp_pusher(port, "127.0.0.3")
             pushers.append(second)
             await asyncio.sleep(2)
             await stamps_advance(viewer, 20)  # still one clean, advancing stamp sequence
@@ -289,7 +272,7 @@ async def test_a_feed_with_30_percent_corrupt_packets_does_not_flap(relay_factor
     loop = asyncio.get_running_loop()
     transport, corrupter = await loop.create_datagram_endpoint(
         lambda: _Corrupter(("127.0.0.1", port), 0.30), local_addr=("127.0.0.1", mid))
-    pusher = UdpPusher(mid, "127.0.0.1")
+    pusher = udp_pusher(mid, "127.0.0.1")
     entry = relay.entry("px4")
     try:
         await wait_for(lambda: entry.state is State.LIVE, 20, "corrupt feed live at all")

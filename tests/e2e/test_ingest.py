@@ -32,13 +32,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class StampedFfmpeg:
     """``python -m drone_sim --protocol raw | ffmpeg ... -f FORMAT URL``: ffmpeg encodes and sends."""
 
-    def __init__(self, fmt: str, url: str, extra: list[str] | None = None) -> None:
+    def __init__(self, fmt: str, url: str, extra: list[str] | None = None, size: str = SIZE) -> None:
         self.sim = subprocess.Popen(
-            [sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", SIZE, "--fps", "30"],
+            [sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", size, "--fps", "30"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.ffmpeg = subprocess.Popen(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-             "-s", SIZE, "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
+             "-s", size, "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
              "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "30",
              "-x264-params", "repeat-headers=1", "-b:v", "800k", *(extra or []), "-f", fmt, url],
             stdin=self.sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
