@@ -17,10 +17,48 @@ from .logs import setup_logging
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
 
 
+def verify_main(argv: list[str]) -> int:
+    from .record import load_public_key, verify_record
+
+    parser = argparse.ArgumentParser(
+        prog="python -m relay verify",
+        description="Check a record: every segment and snapshot against its signed, hash-chained "
+                    "manifest, and the audit log. Exit 0 if intact, 1 if anything was altered.",
+    )
+    parser.add_argument("dir", type=Path, help="the recordings directory ([record] dir)")
+    parser.add_argument("--public-key", type=Path, default=None,
+                        help="the relay's public key (PEM), kept apart from the record "
+                             "(default: <dir>/signing-key.pub.pem, which an intruder could replace)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        print(f"verify: no such directory: {args.dir}", file=sys.stderr)
+        return 2
+    key_path = args.public_key or args.dir / "signing-key.pub.pem"
+    try:
+        public = load_public_key(key_path)
+    except (OSError, ValueError) as exc:
+        print(f"verify: cannot read the public key {key_path}: {exc}", file=sys.stderr)
+        return 2
+    if args.public_key is None:
+        print(f"note: trusting the key stored in the record ({key_path}); pass --public-key "
+              "with a copy kept elsewhere to rule out a re-signed record")
+    report = verify_record(args.dir, public)
+    for line in report.summary:
+        print(line)
+    for finding in report.findings:
+        print(finding)
+    print("record intact" if report.ok else f"record ALTERED: {len(report.findings)} finding(s)")
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m relay",
-        description="Live-video relay for fire-brigade drones: WHIP in, WebRTC (WHEP) out.",
+        description="Live-video relay for fire-brigade drones: WHIP in, WebRTC (WHEP) out. "
+                    "'python -m relay verify DIR' checks a record.",
     )
     parser.add_argument("--config", type=Path, default=None,
                         help=f"TOML config file (default: {DEFAULT_CONFIG.name} if present)")

@@ -18,6 +18,8 @@ from .http import Services, build_routes
 from .limits import Limiter
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
+from .record import RecordService
+from .record_api import build_record_routes
 from .registry import Entry, Registry, State
 from .sources import AvPullSource, RtmpIngest, WhipIngest
 from .webrtc import self_check, use_host_addresses, use_port_range
@@ -47,6 +49,8 @@ def create_app(config: Config) -> web.Application:
     rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
     services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
                         limiter=limiter)
+    recording = config.record.enabled or any(s.record for s in config.streams)
+    record = services.record = RecordService(config, registry) if recording else None
     pulls: list[AvPullSource] = []
 
     def counters() -> dict[str, float]:
@@ -63,6 +67,9 @@ def create_app(config: Config) -> web.Application:
         gates: list[Any] = [g for p in pulls for g in (p.gate, p.tcp_gate) if g is not None]
         out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
         out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
+        if record is not None:
+            out.update(record.counters())
+            out["record_paused"] = 1.0 if record.paused else 0.0
         return out
 
     services.metrics = metrics_renderer(registry, counters)
@@ -71,8 +78,12 @@ def create_app(config: Config) -> web.Application:
         pipeline = Pipeline(entry, config)
         services.pipelines[entry.name] = pipeline
         pipeline.start()
+        if record is not None:
+            record.attach(entry)
 
     def on_removed(entry: Entry) -> None:
+        if record is not None:
+            asyncio.get_running_loop().create_task(record.detach(entry))
         pipeline = services.pipelines.pop(entry.name, None)
         if pipeline is not None:
             asyncio.get_running_loop().create_task(pipeline.stop())
@@ -82,6 +93,8 @@ def create_app(config: Config) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         registry.start()
+        if record is not None:
+            record.start()
         loop = asyncio.get_running_loop()
         janitor = loop.create_task(_expire_streams(registry, config))
         for sc in config.streams:
@@ -102,12 +115,15 @@ def create_app(config: Config) -> web.Application:
             await janitor
         await whip.close_all()
         await whep.close_all()
+        if record is not None:
+            await record.stop()
         for pipeline in tuple(services.pipelines.values()):
             await pipeline.stop()
         services.pipelines.clear()
 
     app = web.Application(client_max_size=256 * 1024)
     build_routes(app, services)
+    build_record_routes(app)
     app.cleanup_ctx.append(lifecycle)
     return app
 

@@ -43,15 +43,18 @@ __all__ = [
     "public_id",
 ]
 
-Action = Literal["publish", "view", "stats", "metrics", "mint", "list"]
+Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot"]
 
 # Which roles may perform an action (stream scope is checked separately).
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
-    "publisher": frozenset({"publish", "view", "list"}),
-    "viewer": frozenset({"view", "list"}),
-    "control": frozenset({"view", "list", "stats", "metrics", "mint"}),
-    "admin": frozenset({"publish", "view", "list", "stats", "metrics", "mint"}),
+    "publisher": frozenset({"publish", "view", "list", "snapshot"}),
+    "viewer": frozenset({"view", "list", "snapshot"}),
+    "control": frozenset({"view", "list", "stats", "metrics", "mint", "snapshot", "playback"}),
+    "admin": frozenset({"publish", "view", "list", "stats", "metrics", "mint", "snapshot", "playback"}),
 }
+# "playback" (list, replay and download the record) is a permission of its own: control and
+# admin have it; a publisher's or viewer's token has it only when granted (``playback = true``
+# in [[auth.tokens]], or a signed token's ``playback`` claim), e.g. an incident commander's.
 _ALL_STREAMS_ROLES = frozenset({"control", "admin"})
 
 
@@ -62,6 +65,7 @@ class Principal:
     name: str = ""
     expires: float | None = None
     jti: str | None = None
+    playback: bool = False
 
     def covers(self, stream: str | None) -> bool:
         if stream is None or self.role in _ALL_STREAMS_ROLES:
@@ -69,7 +73,9 @@ class Principal:
         return "*" in self.streams or stream in self.streams
 
     def may(self, action: Action, stream: str | None = None) -> bool:
-        return action in _ROLE_ACTIONS.get(self.role, frozenset()) and self.covers(stream)
+        granted = action in _ROLE_ACTIONS.get(self.role, frozenset()) or (
+            action == "playback" and self.playback and self.role in ("viewer", "publisher"))
+        return granted and self.covers(stream)
 
 
 ANONYMOUS_ADMIN = Principal("admin", name="auth disabled")
@@ -105,7 +111,7 @@ def _static(config: Config) -> Iterable[tuple[str, Principal]]:
     if a.view_token:
         yield a.view_token, Principal("viewer", ("*",), "auth.view_token")
     for t in a.tokens:
-        yield t.token, Principal(t.role, t.streams, t.name)
+        yield t.token, Principal(t.role, t.streams, t.name, playback=t.playback)
     for s in config.streams:
         if s.publish_token:
             yield s.publish_token, Principal("publisher", (s.name,), f"streams.{s.name}.publish_token")
@@ -160,7 +166,8 @@ def _verify_jwt(config: Config, token: str) -> Principal | Decision:
     if exp - iat > config.auth.jwt_max_ttl_s + 5:
         return Decision(False, 403, "signed token lives longer than auth.jwt_max_ttl_s allows")
     return Principal(role, tuple(streams), str(claims.get("sub", "jwt")), exp,
-                     str(claims.get("jti")) if claims.get("jti") else None)
+                     str(claims.get("jti")) if claims.get("jti") else None,
+                     playback=claims.get("playback") is True)
 
 
 def authenticate(

@@ -26,6 +26,7 @@ __all__ = [
     "LatencyConfig",
     "LimitsConfig",
     "MediaConfig",
+    "RecordConfig",
     "Rendition",
     "RtmpConfig",
     "StreamConfig",
@@ -80,6 +81,7 @@ class StreamConfig:
     mode: str = "transcode"  # transcode | passthrough | both
     # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).
     allow_senders: tuple[str, ...] = ()
+    record: bool | None = None  # None: as [record] enabled
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class TokenConfig:
     role: str
     streams: tuple[str, ...] = ("*",)
     name: str = ""
+    playback: bool = False  # may list, replay and download the record (control/admin always may)
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,24 @@ class AbrConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """The incident record: fMP4 segments, a signed hash chain per stream, retention."""
+
+    enabled: bool = False
+    dir: str = "recordings"
+    segment_s: float = 60.0  # a new file this often (at the next keyframe)
+    fragment_s: float = 1.0  # a crash loses at most about this much (plus the open GOP)
+    max_age_days: float = 30.0
+    max_stream_mb: float = 0  # per stream; 0 = no budget
+    max_total_mb: float = 0  # all streams; 0 = no budget
+    min_free_mb: float = 500  # below this free space the relay stops recording (live goes on)
+    signing_key: str = ""  # PEM Ed25519 private key (PKCS8); empty = <dir>/signing-key.pem
+    generate_key: bool = True  # create the key file if it does not exist
+    replay_minutes: float = 10.0  # the viewer's replay timeline
+    queue_frames: int = 300  # frames waiting for the writer thread; more are dropped (counted)
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     green_ms: int = 250
     yellow_ms: int = 600
@@ -205,6 +226,7 @@ class Config:
     streams: tuple[StreamConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     abr: AbrConfig = field(default_factory=AbrConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     @property
     def scheme(self) -> str:
@@ -219,6 +241,12 @@ class Config:
     def mode(self, stream: str) -> str:
         sc = self.stream(stream)
         return sc.mode if sc is not None else self.media.default_mode
+
+    def records(self, stream: str) -> bool:
+        sc = self.stream(stream)
+        if sc is not None and sc.record is not None:
+            return sc.record
+        return self.record.enabled
 
     def rendition(self, name: str) -> Rendition | None:
         for r in self.renditions:
@@ -361,7 +389,7 @@ def _tokens(raw: Any, env: Mapping[str, str]) -> tuple[TokenConfig, ...]:
         p = f"auth.tokens[{i}]."
         if not isinstance(item, dict):
             raise ConfigError(f"auth.tokens[{i}]", "must be a table")
-        _check_keys(item, {"token", "token_env", "role", "streams", "name"}, p)
+        _check_keys(item, {"token", "token_env", "role", "streams", "name", "playback"}, p)
         token = _token(item, "token", p, env)
         if token is None:
             raise ConfigError(f"{p}token", "is required (token or token_env)")
@@ -374,7 +402,8 @@ def _tokens(raw: Any, env: Mapping[str, str]) -> tuple[TokenConfig, ...]:
         ):
             raise ConfigError(f"{p}streams", "must be an array of stream names (or \"*\" for all)")
         out.append(TokenConfig(token=token, role=role, streams=tuple(streams),
-                               name=_str(f"{p}name", item.get("name", f"{role}-{i}"))))
+                               name=_str(f"{p}name", item.get("name", f"{role}-{i}")),
+                               playback=_bool(f"{p}playback", item.get("playback", False))))
     return tuple(out)
 
 
@@ -419,7 +448,8 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     env = os.environ if env is None else env
     _check_keys(
         data,
-        {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits", "abr"},
+        {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits", "abr",
+         "record"},
         "",
     )
     defaults = Config()
@@ -583,6 +613,25 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         max_hold_s=_float("abr.max_hold_s", ab.get("max_hold_s", adef.max_hold_s), 1, 3600),
     )
 
+    rc = _table(data, "record", "")
+    rdef = RecordConfig()
+    _check_keys(rc, set(RecordConfig.__dataclass_fields__), "record.")
+    record = RecordConfig(
+        enabled=_bool("record.enabled", rc.get("enabled", rdef.enabled)),
+        dir=_str("record.dir", rc.get("dir", rdef.dir)) or rdef.dir,
+        segment_s=_float("record.segment_s", rc.get("segment_s", rdef.segment_s), 2, 3600),
+        fragment_s=_float("record.fragment_s", rc.get("fragment_s", rdef.fragment_s), 0.2, 10),
+        max_age_days=_float("record.max_age_days", rc.get("max_age_days", rdef.max_age_days), 0.001, 36500),
+        max_stream_mb=_float("record.max_stream_mb", rc.get("max_stream_mb", rdef.max_stream_mb), 0, 1e9),
+        max_total_mb=_float("record.max_total_mb", rc.get("max_total_mb", rdef.max_total_mb), 0, 1e9),
+        min_free_mb=_float("record.min_free_mb", rc.get("min_free_mb", rdef.min_free_mb), 0, 1e9),
+        signing_key=_str("record.signing_key", rc.get("signing_key", rdef.signing_key)),
+        generate_key=_bool("record.generate_key", rc.get("generate_key", rdef.generate_key)),
+        replay_minutes=_float("record.replay_minutes",
+                              rc.get("replay_minutes", rdef.replay_minutes), 1, 1440),
+        queue_frames=_int("record.queue_frames", rc.get("queue_frames", rdef.queue_frames), 10, 100000),
+    )
+
     li = _table(data, "limits", "")
     ldef = LimitsConfig()
     _check_keys(li, set(LimitsConfig.__dataclass_fields__), "limits.")
@@ -614,7 +663,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         _check_keys(
             item,
             {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
-             "source", "rtsp_transport", "rtsp_listen", "mode", "allow_senders"},
+             "source", "rtsp_transport", "rtsp_listen", "mode", "allow_senders", "record"},
             p,
         )
         allow = item.get("allow_senders", [])
@@ -654,6 +703,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 rtsp_listen=_bool(f"{p}rtsp_listen", item.get("rtsp_listen", False)),
                 mode=_mode(f"{p}mode", item.get("mode", media.default_mode)),
                 allow_senders=tuple(allow),
+                record=None if "record" not in item else _bool(f"{p}record", item["record"]),
             )
         )
     if auth.enabled:
@@ -681,6 +731,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         tls_key=tls_key,
         limits=limits,
         abr=abr,
+        record=record,
         log_level=log_level,
         log_format=log_format,
         renditions=renditions,

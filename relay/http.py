@@ -18,6 +18,7 @@ from .egress import WhepEgress
 from .errors import RelayError
 from .limits import Limiter
 from .pipeline import Pipeline
+from .record import RecordService
 from .registry import Entry, Registry
 from .sources import RtmpIngest, WhipIngest
 
@@ -61,6 +62,7 @@ class Services:
     started: float = field(default_factory=time.time)
     metrics: Callable[[], bytes] | None = None
     limiter: Limiter | None = None
+    record: RecordService | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -279,17 +281,19 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "codec": r.codec,
             "height": r.height,
             "bitrate_kbps": r.bitrate_kbps,
-            "viewers": len(entry.renditions[r.name].readers),
+            "viewers": entry.renditions[r.name].viewer_count,
             "encoding": enc is not None,
             "size": f"{getattr(enc, 'width', 0)}x{getattr(enc, 'height', 0)}" if enc else None,
             "passthrough": False,
         })
-    if entry.passthrough is not None:
+    if entry.passthrough is not None and entry.mode != "transcode":
         doc["renditions"].append({
             "name": PASSTHROUGH, "codec": "h264", "height": entry.height, "bitrate_kbps": None,
-            "viewers": len(entry.passthrough.readers), "encoding": False,
+            "viewers": entry.passthrough.viewer_count, "encoding": False,
             "size": f"{entry.width}x{entry.height}" if entry.width else None, "passthrough": True,
         })
+    if svc.record is not None:
+        doc["record"] = svc.record.status(entry.name)
     return doc
 
 

@@ -52,7 +52,7 @@ class _RelayCollector:
             if e.passthrough is not None:
                 streams[PASSTHROUGH] = e.passthrough
             for rname, stream in streams.items():
-                viewers.add_metric([e.name, rname], len(stream.readers))
+                viewers.add_metric([e.name, rname], stream.viewer_count)
                 drop += sum(r.dropped for r in stream.readers)
             dropped.add_metric([e.name], drop)
             for rname, doc in e.latency.summary().items():
@@ -75,7 +75,8 @@ class _RelayCollector:
         yield from (up, fps, frames, viewers, encoders, relay_ms, stage_ms, viewer_ms,
                     viewer_fps, viewer_loss, dropped)
         for name, value in self.counters().items():
-            c = CounterMetricFamily(f"relay_{name}", name.replace("_", " "))
+            family = GaugeMetricFamily if name.endswith("_paused") else CounterMetricFamily
+            c = family(f"relay_{name}", name.replace("_", " "))
             c.add_metric([], value)
             yield c
 

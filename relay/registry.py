@@ -102,7 +102,8 @@ class Entry:
         # Passthrough: the source's own H.264 packets, forwarded without decode/encode.
         self.passthrough: Stream | None = None
         self.passthrough_source = False  # the current publisher forwards packets (not WHIP)
-        if self.mode in ("passthrough", "both"):
+        # Also for a recorded stream: the record keeps the source's H.264 as it came.
+        if self.mode in ("passthrough", "both") or config.records(name):
             self.passthrough = Stream(
                 f"{name}/{PASSTHROUGH}",
                 gop=True,
@@ -152,7 +153,7 @@ class Entry:
     def rendition_stream(self, name: str) -> Stream | None:
         if name == PASSTHROUGH:
             # Also while a WHIP publisher is live: the pipeline then encodes it at source size.
-            return self.passthrough
+            return self.passthrough if self.mode != "transcode" else None
         if self.mode == "passthrough":
             return None
         return self.renditions.get(name)

@@ -28,8 +28,9 @@ class StreamClosed(Exception):
 class Reader:
     """A consumer's view of a :class:`Stream`: a bounded queue with drop counters."""
 
-    def __init__(self, stream: Stream, maxlen: int, label: str = "") -> None:
+    def __init__(self, stream: Stream, maxlen: int, label: str = "", viewer: bool = True) -> None:
         self.stream = stream
+        self.viewer = viewer  # False: the record, not a person watching
         self.maxlen = maxlen
         self.label = label
         self._queue: deque[Unit] = deque()
@@ -170,8 +171,8 @@ class Stream:
         self._last_request = -1e9
         self._pending: asyncio.TimerHandle | None = None
 
-    def subscribe(self, label: str = "", maxlen: int | None = None) -> Reader:
-        reader = Reader(self, maxlen or self.reader_maxlen, label)
+    def subscribe(self, label: str = "", maxlen: int | None = None, viewer: bool = True) -> Reader:
+        reader = Reader(self, maxlen or self.reader_maxlen, label, viewer)
         # The cache always starts at a keyframe; a GOP longer than the reader's queue could
         # not be replayed whole (its keyframe would be dropped), so the reader waits instead.
         if self._gop and len(self._gop) <= reader.maxlen:
@@ -185,6 +186,11 @@ class Stream:
         if self.gop:
             self.request_keyframe(f"reader {label} joined")
         return reader
+
+    @property
+    def viewer_count(self) -> int:
+        """Readers that are people watching (the recorder is a reader too)."""
+        return sum(1 for r in self.readers if r.viewer)
 
     def unsubscribe(self, reader: Reader) -> None:
         if reader in self.readers:

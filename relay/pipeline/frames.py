@@ -51,13 +51,15 @@ class FrameProcessor:
         return img, (stamp[1] if stamp is not None else None)
 
     def snapshot_jpeg(self, width: int = 320) -> bytes | None:
-        """A small JPEG of the latest picture (for lists and walls)."""
+        """A JPEG of the latest picture: small for lists and walls, or (``width`` 0) at the
+        source's full resolution, without overlay, for the record."""
         img = self.last_image
         if img is None:
             return None
         w, h = self.last_size
         bgr = cv2.cvtColor(img, cv2.COLOR_YUV2BGR_I420)
-        height = max(2, round(h * width / w))
-        small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if width:
+            height = max(2, round(h * width / w))
+            bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92 if not width else 70])
         return bytes(buf) if ok else None

@@ -80,8 +80,10 @@ class _Publisher:
 
     def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
         if self.entry.passthrough is not None:
+            # The FLV timestamp paces the passthrough track (and the record) as the drone
+            # captured it, not as the network delivered it.
             self.entry.passthrough.publish(
-                self.clock.unit(data, key, None, self.parser.sps_pps, arrived))
+                self.clock.unit(data, key, ts / 1000, self.parser.sps_pps, arrived))
         if not self.entry.wants_frames():
             return
         if self.pending > 30:  # decoder far behind: drop rather than queue without bound
