@@ -30,7 +30,7 @@ from .writer import Sealed, SegmentWriter, file_sha256
 __all__ = ["RecordService", "Segment", "StreamRecorder"]
 
 log = logging.getLogger("relay.record")
-SPAN_GAP_MS = 2500  # segments closer than this form one span
+SPAN_GAP_MS = 400  # segments closer than this form one span (within a recording: one frame)
 
 
 @dataclass
