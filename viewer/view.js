@@ -1,5 +1,6 @@
 import { WhepPlayer, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
+import { Replay } from "./replay.js";
 
 const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const params = new URLSearchParams(location.search);
@@ -57,3 +58,11 @@ authFetch(`/api/streams/${encodeURIComponent(stream)}`)
       location.search = params.toString();
     };
   });
+
+const replay = new Replay(stream, {
+  stage: $("stage"), live: $("video"), replay: $("replay"), badge: $("replay-badge"), bar: $("replaybar"),
+  timeline: $("timeline"), when: $("when"), liveBtn: $("live"), back30: $("back30"),
+  saveclip: $("saveclip"), snapshot: $("snapshot"), toast: $("toast"),
+});
+window.__replay = replay;
+replay.init();

@@ -81,7 +81,10 @@ async function refresh() {
         ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
         : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - s.state_since)} s ago`
         : "waiting for drone";
-      t.el.querySelector(".health").textContent = health;
+      const rec = s.record || {};
+      const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";
+      t.el.querySelector(".health").textContent = health + recText;
+      t.el.classList.toggle("rec-paused", Boolean(rec.paused));
     }
     for (const [name, t] of tiles) if (!names.has(name)) { t.player.stop(); t.el.remove(); tiles.delete(name); }
     const n = Math.max(1, tiles.size);
