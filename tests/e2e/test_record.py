@@ -5,6 +5,7 @@ simulator's stamps), and ``python -m relay verify`` names every kind of tamperin
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import subprocess
@@ -111,7 +112,7 @@ async def test_record_segments_clip_audit_and_tamper_evidence(relay_factory: Any
         assert abs(duration - frames / 30) < 0.5, (e["file"], duration, frames)
         assert e["start"].endswith("Z") and Path(e["file"]).name.startswith(e["start"][:4])
     # Clean segments around the drop: no file spans the gap.
-    gap = [b["start_ms"] - a["end_ms"] for a, b in zip(entries, entries[1:], strict=False)]
+    gap = [b["start_ms"] - a["end_ms"] for a, b in itertools.pairwise(entries)]
     assert max(gap) > 500, gap
 
     async with aiohttp.ClientSession() as s:

@@ -4,6 +4,7 @@ incident page lists both. All with a commander's token that carries "playback"."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ async def test_replay_timeline_clip_and_snapshot_in_chromium(relay_factory: Any,
                 await page.click("#saveclip")
             dl = await dl_info.value
             assert dl.suggested_filename.startswith("cam_") and dl.suggested_filename.endswith(".mp4")
-            saved = Path(await dl.path()).read_bytes()
+            saved = await asyncio.to_thread(Path(await dl.path()).read_bytes)
             assert len(stamps_of(saved)) > 100
 
             # Snapshot: a full-resolution JPEG sealed into the record.

@@ -119,7 +119,6 @@ def test_retention_oldest_first_and_free_space_floor(tmp_path: Path) -> None:
              f'mount -t tmpfs -o size=16m tmpfs "{rec}" && exec "$@"', "sh"]
     relay = start_relay(cfg, mount)
     pusher = None
-    filler = None
     try:
         wait(lambda: get(f"http://127.0.0.1:{http}/healthz")["ok"], 20, "relay up")
         pusher = StampedFfmpeg("flv", f"rtmp://127.0.0.1:{rtmp}/live/cam", extra=["-b:v", "4000k"])
@@ -132,7 +131,7 @@ def test_retention_oldest_first_and_free_space_floor(tmp_path: Path) -> None:
         held = sum(e["size"] for e in entries if e["kind"] == "segment" and e["file"] not in deleted)
         assert held <= 2.6e6, held  # the budget, plus the segment just sealed
         # Something else fills the disk: recording stops (once), live goes on, and it resumes.
-        filler = subprocess.run(["nsenter", "-t", str(relay.pid), "-m", "sh", "-c",
+        subprocess.run(["nsenter", "-t", str(relay.pid), "-m", "sh", "-c",
                                  f'head -c 13000000 /dev/zero > "{rec}/other-data" && df -k "{rec}"'],
                                 capture_output=True, text=True, timeout=20, check=True)
         wait(lambda: status(http).get("paused"), 20, "recording paused")
