@@ -28,7 +28,10 @@ def test_shipped_configs_load(tmp_path: Path) -> None:
     dep = load(copy, env=env)
     assert dep.host == "0.0.0.0" and dep.auth.enabled and dep.scheme == "https"
     assert dep.stream("drone1").publish_token == env["DRONE1_PUBLISH_TOKEN"]
-    assert {t.role for t in dep.auth.tokens} == {"control", "admin"}
+    assert {t.role for t in dep.auth.tokens} == {"control", "admin", "viewer"}
+    assert [t.name for t in dep.auth.tokens if t.playback] == ["einsatzleitung"]
+    assert dep.record.enabled and dep.records("drone1") and dep.record.fragment_s == 1.0
+    assert dep.record.dir.startswith("/var/lib/drone-relay")
     assert dep.webrtc.announce_addresses == ("203.0.113.10",) and dep.webrtc.port_min == 40000
     assert dep.webrtc.ice_servers[0].secret == env["RELAY_TURN_SECRET"]
     assert dep.stream("px4").allow_senders == ("198.51.100.0/24",)
