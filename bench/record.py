@@ -116,13 +116,15 @@ def main() -> None:
         return statistics.median(vals) if vals else float("nan")
 
     print()
-    print("| record | relay cores | source p50 / p95 ms | high p50 / p95 ms | MB/hour | clip 30 s TTFB / total ms |")
+    print("| record | relay cores | source p50 / p95 ms | high p50 / p95 ms | MB/hour "
+          "| clip 30 s TTFB / total ms |")
     print("|---|---|---|---|---|---|")
     for name, rs in (("off", off), ("on", on)):
+        disk = (f"{med(rs, 'mb_per_hour'):.0f} | {med(rs, 'clip30_ttfb_ms'):.0f} / "
+                f"{med(rs, 'clip30_total_ms'):.0f} |") if name == "on" else "— | — |"
         print(f"| {name} | {med(rs, 'relay_cores'):.3f} | {med(rs, 'source_p50_ms'):.1f} / "
-              f"{med(rs, 'source_p95_ms'):.1f} | {med(rs, 'high_p50_ms'):.1f} / {med(rs, 'high_p95_ms'):.1f} | "
-              + (f"{med(rs, 'mb_per_hour'):.0f} | {med(rs, 'clip30_ttfb_ms'):.0f} / {med(rs, 'clip30_total_ms'):.0f} |"
-                 if name == "on" else "— | — |"))
+              f"{med(rs, 'source_p95_ms'):.1f} | {med(rs, 'high_p50_ms'):.1f} / "
+              f"{med(rs, 'high_p95_ms'):.1f} | {disk}")
     print(f"\nrecording CPU: {med(on, 'relay_cores') - med(off, 'relay_cores'):+.3f} cores "
           f"(ratio on/off {med(on, 'relay_cores') / med(off, 'relay_cores'):.3f}); "
           f"high p95 ratio on/off {med(on, 'high_p95_ms') / med(off, 'high_p95_ms'):.2f}; "

@@ -232,3 +232,34 @@ def _tamper_cases(root: Path, tmp: Path) -> None:
     (c / "audit.jsonl").write_text("\n".join(lines) + "\n")
     code, out = verify(c)
     assert code == 1 and "audit.jsonl line 1" in out, out
+
+
+async def test_whip_publisher_is_recorded_from_the_top_rendition(relay_factory: Any, tmp_path: Path) -> None:
+    """A browser/OBS pushing WHIP is transcoded: the record keeps the top H.264 rendition."""
+    from tests.helpers import Drone
+
+    relay = await relay_factory({
+        "renditions": [{"name": "high", "height": 360, "bitrate_kbps": 1200},
+                       {"name": "low", "height": 180, "bitrate_kbps": 300}],
+        "webrtc": {"ice_addresses": ["127.0.0.1"]},
+        "record": {"enabled": True, "dir": str(tmp_path / "rec"), "segment_s": 2, "min_free_mb": 1},
+    })
+    rec = relay.services.record
+    assert rec is not None
+    drone = Drone(f"{relay.url}/whip/w1", size=(640, 360))
+    try:
+        await wait_for(lambda: "w1" in rec.recorders and rec.recorders["w1"].recording_from == "high",
+                       20, "recording the top rendition")
+        await wait_for(lambda: any(s.kind == "segment" for s in rec.index.get("w1", [])), 20, "a sealed segment")
+    finally:
+        await drone.stop()
+    seg = next(s for s in rec.index["w1"] if s.kind == "segment")
+    path = tmp_path / "rec" / seg.file
+    frames, _ = ffprobe(path)
+    assert frames >= 30
+    stamps = stamps_of(await asyncio.to_thread(path.read_bytes))
+    assert len(stamps) >= 0.9 * frames and stamps == sorted(stamps)
+    doc = (await relay.streams())["w1"]
+    assert doc["record"]["enabled"] and doc["record"]["dropped"] == 0
+    # The recorder is not a viewer: the rendition's viewer count stays 0.
+    assert all(r["viewers"] == 0 for r in doc["renditions"]), doc["renditions"]
