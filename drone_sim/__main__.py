@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
     p.add_argument("--bitrate", type=int, default=2500, help="kbit/s (default 2500)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--telemetry", metavar="URL", default=None,
+                   help="also send MAVLink telemetry, e.g. mavlink+udp://127.0.0.1:14550")
+    p.add_argument("--location", default="52.5200,13.4050",
+                   help="the incident point LAT,LON the drone flies over (default Berlin centre)")
+    p.add_argument("--pattern", choices=["orbit", "lawnmower"], default="orbit",
+                   help="orbit the incident point, or survey around it (default orbit)")
+    p.add_argument("--altitude", type=float, default=80.0, help="metres above ground (default 80)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     target = args.whip or args.to
@@ -47,7 +54,28 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("drone_sim").setLevel(logging.INFO)
+    sender = None
+    if args.telemetry:
+        import time
 
+        from .flight import Flight, parse_location
+        from .mavlink import MavlinkSender
+
+        try:
+            lat, lon = parse_location(args.location)
+            sender = MavlinkSender(Flight(lat=lat, lon=lon, altitude=args.altitude, pattern=args.pattern,
+                                          start=time.time()), args.telemetry)
+        except ValueError as exc:
+            p.error(str(exc))
+        sender.start()
+    try:
+        return _push(args, target)
+    finally:
+        if sender is not None:
+            sender.stop()
+
+
+def _push(args: argparse.Namespace, target: str | None) -> int:
     if args.protocol in ("rtmp", "rtsp", "udp", "rtp", "raw"):
         import threading
 

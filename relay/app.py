@@ -21,7 +21,7 @@ from .pipeline import Pipeline
 from .record import RecordService
 from .record_api import build_record_routes
 from .registry import Entry, Registry, State
-from .sources import AvPullSource, RtmpIngest, WhipIngest
+from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
 from .webrtc import self_check, use_host_addresses, use_port_range
 
 __all__ = ["create_app"]
@@ -52,6 +52,7 @@ def create_app(config: Config) -> web.Application:
     recording = config.record.enabled or any(s.record for s in config.streams)
     record = services.record = RecordService(config, registry) if recording else None
     pulls: list[AvPullSource] = []
+    mavlinks: list[MavlinkSource] = []
 
     def counters() -> dict[str, float]:
         out: dict[str, float] = {
@@ -65,8 +66,11 @@ def create_app(config: Config) -> web.Application:
                      "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
             out[f"refused_{what}"] = limiter.refused[what]
         gates: list[Any] = [g for p in pulls for g in (p.gate, p.tcp_gate) if g is not None]
+        gates.extend(mavlinks)
         out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
         out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
+        out["telemetry_malformed"] = sum(sum(e.telemetry.malformed.values())
+                                         for e in registry.entries.values())
         if record is not None:
             out.update(record.counters())
             out["record_paused"] = 1.0 if record.paused else 0.0
@@ -103,6 +107,10 @@ def create_app(config: Config) -> web.Application:
                 pull = AvPullSource(entry, sc, loop)
                 await pull.start()
                 pulls.append(pull)
+            if sc.telemetry and entry is not None:
+                mav = MavlinkSource(entry, sc.telemetry, sc.allow_senders, config.media.signal_lost_after_s)
+                await mav.start()
+                mavlinks.append(mav)
         if rtmp is not None:
             await rtmp.start()
         yield
@@ -110,6 +118,8 @@ def create_app(config: Config) -> web.Application:
             await rtmp.stop()
         for pull in pulls:
             await pull.stop()
+        for mav in mavlinks:
+            mav.close()
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor

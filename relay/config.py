@@ -30,6 +30,7 @@ __all__ = [
     "Rendition",
     "RtmpConfig",
     "StreamConfig",
+    "TelemetryConfig",
     "TokenConfig",
     "WebRTCConfig",
     "load",
@@ -82,6 +83,9 @@ class StreamConfig:
     # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).
     allow_senders: tuple[str, ...] = ()
     record: bool | None = None  # None: as [record] enabled
+    # Telemetry in: "mavlink+udp://0.0.0.0:14550" (allow_senders applies, one sender at a time).
+    # KLV in an MPEG-TS/RTSP source and the HTTP endpoint need no setting.
+    telemetry: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,18 @@ class RecordConfig:
 
 
 @dataclass(frozen=True)
+class TelemetryConfig:
+    """Where the drone is: staleness, the track, the map's tiles, the burned-in overlay."""
+
+    stale_after_s: float = 3.0  # no update for this long: shown stale, never as "current"
+    track_minutes: float = 10.0  # the track on the map
+    # Map tiles ({z}/{x}/{y}); empty: no tiles, a plain grid with a scale (no outside requests).
+    tile_url: str = ""
+    tile_attribution: str = ""
+    overlay: bool = False  # draw heading, altitude, coordinates, battery into transcoded video
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     green_ms: int = 250
     yellow_ms: int = 600
@@ -227,6 +243,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     abr: AbrConfig = field(default_factory=AbrConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     @property
     def scheme(self) -> str:
@@ -449,7 +466,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
     _check_keys(
         data,
         {"server", "renditions", "media", "latency", "auth", "webrtc", "rtmp", "streams", "limits", "abr",
-         "record"},
+         "record", "telemetry"},
         "",
     )
     defaults = Config()
@@ -632,6 +649,25 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         queue_frames=_int("record.queue_frames", rc.get("queue_frames", rdef.queue_frames), 10, 100000),
     )
 
+    te = _table(data, "telemetry", "")
+    tdef = TelemetryConfig()
+    _check_keys(te, set(TelemetryConfig.__dataclass_fields__), "telemetry.")
+    tile_url = _str("telemetry.tile_url", te.get("tile_url", tdef.tile_url))
+    if tile_url and (not tile_url.startswith(("https://", "http://"))
+                     or not all(k in tile_url for k in ("{z}", "{x}", "{y}"))):
+        raise ConfigError("telemetry.tile_url", "must be an http(s) URL with {z}, {x} and {y}, "
+                                                "e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+    def tget(key: str) -> Any:
+        return te.get(key, getattr(tdef, key))
+
+    telemetry = TelemetryConfig(
+        stale_after_s=_float("telemetry.stale_after_s", tget("stale_after_s"), 0.5, 600),
+        track_minutes=_float("telemetry.track_minutes", tget("track_minutes"), 0.1, 240),
+        tile_url=tile_url,
+        tile_attribution=_str("telemetry.tile_attribution", tget("tile_attribution")),
+        overlay=_bool("telemetry.overlay", tget("overlay")),
+    )
+
     li = _table(data, "limits", "")
     ldef = LimitsConfig()
     _check_keys(li, set(LimitsConfig.__dataclass_fields__), "limits.")
@@ -663,7 +699,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         _check_keys(
             item,
             {"publish_token", "publish_token_env", "view_token", "view_token_env", "title",
-             "source", "rtsp_transport", "rtsp_listen", "mode", "allow_senders", "record"},
+             "source", "rtsp_transport", "rtsp_listen", "mode", "allow_senders", "record", "telemetry"},
             p,
         )
         allow = item.get("allow_senders", [])
@@ -689,6 +725,17 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 raise ConfigError(f"{p}source", f"not a valid URL: {exc}") from None
             if not parsed.hostname or (not source.startswith("rtsp") and not src_port):
                 raise ConfigError(f"{p}source", "needs a host and a port (e.g. udp://0.0.0.0:5600)")
+        tele = item.get("telemetry")
+        if tele is not None:
+            tele = _str(f"{p}telemetry", tele)
+            try:
+                tparsed = urlsplit(tele)
+                tport = tparsed.port
+            except ValueError as exc:
+                raise ConfigError(f"{p}telemetry", f"not a valid URL: {exc}") from None
+            if tparsed.scheme != "mavlink+udp" or not tparsed.hostname or not tport:
+                raise ConfigError(f"{p}telemetry", "must be mavlink+udp://HOST:PORT "
+                                                   f"(e.g. mavlink+udp://0.0.0.0:14550), got {tele!r}")
         transport = _str(f"{p}rtsp_transport", item.get("rtsp_transport", "tcp")).lower()
         if transport not in ("tcp", "udp"):
             raise ConfigError(f"{p}rtsp_transport", f"must be tcp or udp, got {transport!r}")
@@ -704,6 +751,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                 mode=_mode(f"{p}mode", item.get("mode", media.default_mode)),
                 allow_senders=tuple(allow),
                 record=None if "record" not in item else _bool(f"{p}record", item["record"]),
+                telemetry=tele,
             )
         )
     if auth.enabled:
@@ -732,6 +780,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         limits=limits,
         abr=abr,
         record=record,
+        telemetry=telemetry,
         log_level=log_level,
         log_format=log_format,
         renditions=renditions,

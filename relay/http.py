@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xstatic.pkg.leaflet
 from aiohttp import web
 
 from .auth import Action, Decision, authenticate, bearer_token, ice_servers_for, mint_token, public_id
@@ -21,12 +22,14 @@ from .pipeline import Pipeline
 from .record import RecordService
 from .registry import Entry, Registry
 from .sources import RtmpIngest, WhipIngest
+from .telemetry import TelemetryError, clean_update
 
 __all__ = ["Services", "build_routes"]
 
 log = logging.getLogger("relay.http")
 
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "viewer"
+LEAFLET_DIR = Path(xstatic.pkg.leaflet.BASE_DIR)
 MAX_SDP = 64 * 1024
 S = "{stream:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}}"
 # Pages load only our own scripts and styles; nothing inline, nothing from elsewhere.
@@ -98,10 +101,22 @@ def _loggable(request: web.Request) -> str:
     return request.path.replace(secret, f"~{public_id(secret)}") if secret else request.path
 
 
+def _tile_origin(config: Config) -> str:
+    """The map tile server's origin (scheme://host[:port]), or "" without tiles."""
+    url = config.telemetry.tile_url
+    if not url:
+        return ""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 def _add_headers(request: web.Request, headers: Any) -> None:
     if request.path.startswith(("/whip", "/whep", "/api")):
         headers.update(CORS)
     headers.update(SECURITY_HEADERS)
+    tiles = _tile_origin(_services(request).config)
+    if tiles:  # the map's images may come from the configured tile server, nothing else
+        headers["Content-Security-Policy"] = CSP.replace("img-src 'self'", f"img-src 'self' {tiles}")
     if _services(request).config.tls_cert:
         headers["Strict-Transport-Security"] = "max-age=31536000"
 
@@ -301,7 +316,13 @@ async def api_streams(request: web.Request) -> web.Response:
     svc = _services(request)
     _authorize(request, "list")
     docs = [stream_doc(svc, e) for e in svc.registry.entries.values() if _visible(request, e)]
-    return web.json_response({"streams": docs, "server_time": time.time()})
+    return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config)})
+
+
+def map_doc(config: Config) -> dict[str, Any]:
+    tc = config.telemetry
+    return {"tile_url": tc.tile_url, "attribution": tc.tile_attribution,
+            "stale_after_s": tc.stale_after_s, "track_minutes": tc.track_minutes}
 
 
 def _entry(request: web.Request, action: Action = "view") -> Entry:
@@ -355,6 +376,55 @@ async def api_snapshot(request: web.Request) -> web.Response:
         raise RelayError(404, f"stream {entry.name!r} has no picture yet")
     return web.Response(body=jpeg, content_type="image/jpeg",
                         headers={"Cache-Control": "no-store"})
+
+
+MAX_TELEMETRY_BYTES = 16 * 1024
+MAX_CLOCK_SKEW_S = 60.0
+
+
+async def api_telemetry_post(request: web.Request) -> web.Response:
+    """Telemetry from an app that has neither MAVLink nor KLV (a DJI MSDK app, a phone).
+
+    A JSON object, or an array of up to 50, each with the fields of ``relay.telemetry.FIELDS``
+    and optionally ``t`` (the time measured, Unix seconds; default: now). The publisher's
+    token of the stream is needed. All or nothing: one bad sample refuses the request."""
+    stream = request.match_info["stream"]
+    _authorize(request, "publish", stream)
+    entry = _services(request).registry.get(stream)
+    if entry is None:
+        raise RelayError(404, f"no stream {stream!r}")
+    body = await _read_body(request, MAX_TELEMETRY_BYTES, "telemetry")
+    now = time.time()
+    try:
+        doc = json.loads(body)
+        items = doc if isinstance(doc, list) else [doc]
+        if not 1 <= len(items) <= 50 or not all(isinstance(i, dict) for i in items):
+            raise TelemetryError("send a JSON object or an array of 1 to 50 objects")
+        updates: list[tuple[float, dict[str, float]]] = []
+        for item in items:
+            fields = dict(item)
+            t = fields.pop("t", now)
+            if isinstance(t, bool) or not isinstance(t, int | float) or abs(t - now) > MAX_CLOCK_SKEW_S:
+                raise TelemetryError(f"t must be the Unix time measured, within {MAX_CLOCK_SKEW_S:.0f} s "
+                                     "of the relay's clock")
+            updates.append((float(t), clean_update(fields)))
+    except ValueError as exc:  # TelemetryError and JSON errors alike
+        entry.telemetry.bad("http")
+        reason = str(exc) if isinstance(exc, TelemetryError) else "telemetry must be JSON"
+        raise RelayError(422 if isinstance(exc, TelemetryError) else 400, reason) from None
+    for t, fields in sorted(updates, key=lambda u: u[0]):
+        entry.telemetry.update("http", fields, t=t)
+    return web.Response(status=204)
+
+
+async def api_telemetry(request: web.Request) -> web.Response:
+    """The newest state and the track of the last minutes (the map of a page that joins)."""
+    entry = _entry(request)
+    tele = entry.telemetry
+    return web.json_response({"stream": entry.name, "state": tele.summary(),
+                              "track": tele.track_points(), "server_time": time.time(),
+                              "map": map_doc(_services(request).config)},
+                             headers={"Cache-Control": "no-store"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -434,6 +504,8 @@ def build_routes(app: web.Application, services: Services) -> None:
     r.add_get(f"/api/streams/{S}", api_stream)
     r.add_get(f"/api/streams/{S}/stats", api_stats)
     r.add_get(f"/api/streams/{S}/snapshot.jpg", api_snapshot)
+    r.add_post(f"/api/streams/{S}/telemetry", api_telemetry_post)
+    r.add_get(f"/api/streams/{S}/telemetry", api_telemetry)
     r.add_post("/api/tokens", api_tokens)
     r.add_get("/metrics", metrics)
     r.add_get("/healthz", healthz)
@@ -441,4 +513,6 @@ def build_routes(app: web.Application, services: Services) -> None:
     r.add_get("/wall", _page("wall.html"))
     r.add_get(f"/view/{S}", _page("view.html"))
     r.add_get(f"/publish/{S}", _page("publish.html"))
+    # Leaflet from its PyPI package (XStatic-Leaflet), not a copy in the repository.
+    r.add_static("/static/leaflet/", LEAFLET_DIR, append_version=False)
     r.add_static("/static/", VIEWER_DIR, append_version=False)

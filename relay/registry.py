@@ -14,6 +14,7 @@ from .config import PASSTHROUGH, Config
 from .errors import RelayError
 from .latency import LatencyBook
 from .stream import Stream
+from .telemetry import Telemetry
 
 __all__ = ["Entry", "Registry", "State", "ViewerInfo", "public_id"]
 
@@ -87,6 +88,8 @@ class Entry:
         self.listeners: list[Callable[[Entry], None]] = []
         self.last_media = 0.0  # monotonic time of the last packet or frame from the source
         self.mode = config.mode(name)
+        tc = config.telemetry
+        self.telemetry = Telemetry(name, tc.stale_after_s, tc.track_minutes * 60.0)
         media = config.media
         self.source = Stream(f"{name}/source", gop=False, reader_maxlen=media.source_queue_frames)
         self.renditions: dict[str, Stream] = {
@@ -225,6 +228,7 @@ class Entry:
             else None,
             "viewers": self.viewer_count,
             "encoders": len(self.encoders),
+            "telemetry": self.telemetry.summary(),
         }
 
 

@@ -13,7 +13,9 @@ for _ in $(seq 1 100); do
   kill -0 $RELAY 2>/dev/null || { echo "relay failed to start" >&2; exit 1; }
   sleep 0.1
 done
-.venv/bin/python -m drone_sim --whip "http://127.0.0.1:$PORT/whip/$STREAM" &
+# The drone's picture over WHIP, its autopilot's MAVLink telemetry to the port in configs/default.toml.
+.venv/bin/python -m drone_sim --whip "http://127.0.0.1:$PORT/whip/$STREAM" \
+  --telemetry "mavlink+udp://127.0.0.1:${MAVLINK_PORT:-14550}" &
 DRONE=$!
 cat <<MSG
 

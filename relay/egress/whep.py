@@ -176,7 +176,7 @@ class WhepEgress:
         track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
         track.sender = transceiver.sender
-        session.spawn(self._send_frame_times(track, session))
+        session.spawn(self._send_frame_times(entry, track, session))
 
         def keyframe_request(reason: str) -> None:
             # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
@@ -308,17 +308,35 @@ class WhepEgress:
                 await session.close(f"viewer silent: no RTCP for {VIEWER_SILENT_S:.0f} s")
                 return
 
-    async def _send_frame_times(self, track: PacketTrack, session: PeerSession) -> None:
+    async def _send_frame_times(self, entry: Entry, track: PacketTrack, session: PeerSession) -> None:
         """Five times a second: which arrival and capture time belongs to which RTP timestamp
-        of the frames this viewer was sent (the browser matches them with what it presents)."""
+        of the frames this viewer was sent (the browser matches them with what it presents),
+        and the telemetry samples since the last message, each tagged with its capture time
+        (encoded once per sample, the same bytes for every viewer). With nothing new, once a
+        second: how old the newest telemetry is, so a silent source shows stale."""
+        tele = entry.telemetry
+        sent_seq = 0
+        quiet_since = 0.0
         while True:
             await asyncio.sleep(FRAME_TIMES_PERIOD_S)
             ch = self.channels.get(session.id)
-            if ch is None or ch.readyState != "open" or not track.frame_times:
+            if ch is None or ch.readyState != "open":
                 continue
-            frames = list(track.frame_times)
-            track.frame_times.clear()
-            ch.send(json.dumps({"type": "frames", "f": frames}, separators=(",", ":")))
+            if track.frame_times:
+                frames = list(track.frame_times)
+                track.frame_times.clear()
+                ch.send(json.dumps({"type": "frames", "f": frames}, separators=(",", ":")))
+            tele.flush()
+            samples = tele.since(sent_seq)
+            t = now()
+            if samples or (tele.state and t - quiet_since >= 1.0):
+                sent_seq = tele.seq
+                quiet_since = t
+                age = tele.age()
+                head = json.dumps({"type": "telemetry", "stale": tele.stale(),
+                                   "age": None if age is None else round(age, 2)},
+                                  separators=(",", ":"))
+                ch.send(f'{head[:-1]},"s":[{",".join(samples)}]}}')
 
     def _serve_channel(self, entry: Entry, info: ViewerInfo, track: PacketTrack, ch: Any) -> None:
         self.channels[info.session] = ch

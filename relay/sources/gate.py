@@ -154,8 +154,9 @@ class UdpGate(_AllowList, asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port),
                                                            family=family)
         self._transport = transport
-        self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._out.setblocking(False)
+        if self.forward_to[1]:  # port 0: a subclass takes the datagrams itself
+            self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._out.setblocking(False)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -163,25 +164,31 @@ class UdpGate(_AllowList, asyncio.DatagramProtocol):
         if self._out is not None:
             self._out.close()
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def admit(self, addr: Any) -> bool:
+        """Whether a datagram from ``addr`` is taken: an allowed sender, the current one."""
         ip, port = str(addr[0]), int(addr[1])
         if not self.allowed(ip):
             self.refused_not_allowed += 1
             self._once(f"deny {ip}", "datagram from a sender not in allow_senders dropped", sender=ip)
-            return
+            return False
         t = time.monotonic()
         if self.sender != (ip, port):
             if self.sender is not None and t - self.last_from_sender < self.takeover_after_s:
                 self.refused_second_sender += 1
                 self._once(f"second {ip}:{port}", "second sender ignored: the stream has a live sender",
                            sender=f"{ip}:{port}", current=f"{self.sender[0]}:{self.sender[1]}")
-                return
+                return False
             if self.sender is not None:
                 log.warning("UDP sender taken over", extra={"stream": self.stream,
                                                             "old": f"{self.sender[0]}:{self.sender[1]}",
                                                             "new": f"{ip}:{port}"})
             self.sender = (ip, port)
         self.last_from_sender = t
+        return True
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.admit(addr):
+            return
         if self._out is not None:
             try:
                 self._out.sendto(data, self.forward_to)
