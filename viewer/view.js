@@ -1,6 +1,8 @@
 import { WhepPlayer, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
 import { Replay } from "./replay.js";
+import { DroneMap } from "./map.js";
+import { formatLatLon, groundPoint, pictureUV } from "./geo.js";
 
 const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const params = new URLSearchParams(location.search);
@@ -35,6 +37,81 @@ const player = new WhepPlayer($("video"), stream, {
   },
 });
 window.__player = player;  // for tests and the curious
+
+// ---- where the drone is: HUD lines, the map, a click on the picture -> ground point
+let dmap = null;
+const mapbox = $("mapbox");
+function showTelemetry() {
+  const s = player.telemetryShown();
+  if (!s) return;
+  const stale = player.telemetryIsStale;
+  $("tele").hidden = false;
+  $("tele").classList.toggle("stale", stale);
+  $("tele-pos").textContent = s.lat !== undefined ? formatLatLon(s.lat, s.lon) : "position unknown";
+  $("tele-alt").textContent = s.rel_alt !== undefined ? `${Math.round(s.rel_alt)} m AGL` : "alt —";
+  $("tele-hdg").textContent = s.hdg !== undefined ? `${Math.round(s.hdg)}°` : "—";
+  $("tele-bat").textContent = s.battery !== undefined ? `battery ${Math.round(s.battery)} %` : "battery —";
+  const age = player.telemetryAge;
+  $("tele-age").textContent = stale
+    ? `TELEMETRY STALE${age !== null && age !== undefined ? ` (${Math.round(age)} s)` : ""}: last known position`
+    : `telemetry ${player.telemetryAge !== null ? `${player.telemetryAge.toFixed(1)} s` : ""} old · as of the frame on screen`;
+  if (s.lat !== undefined) {
+    if (!dmap) openMap();
+    if (dmap) dmap.update(stream, s, stale);
+  }
+}
+function openMap(cfg) {
+  if (dmap || !window.L) return;
+  mapbox.hidden = false;
+  document.body.classList.add("with-map");
+  dmap = new DroneMap($("map"), cfg || mapCfg || {});
+  window.__map = dmap;
+  $("maptoggle").hidden = false;
+  if (track.length) dmap.setTrack(stream, track);
+}
+let mapCfg = null, track = [];
+authFetch(`/api/streams/${encodeURIComponent(stream)}/telemetry`)
+  .then((r) => (r.ok ? r.json() : null))
+  .then((doc) => {
+    if (!doc) return;
+    mapCfg = doc.map; track = doc.track || [];
+    if (doc.state && doc.state.lat !== undefined) openMap({ ...doc.map, lat: doc.state.lat, lon: doc.state.lon });
+  }).catch(() => {});
+$("maptoggle").onclick = () => {
+  const hide = !mapbox.hidden;
+  mapbox.hidden = hide;
+  document.body.classList.toggle("with-map", !hide);
+  if (!hide && dmap) dmap.invalidate();
+};
+setInterval(showTelemetry, 200);  // the HUD and the map follow the frame on screen
+
+$("video").addEventListener("click", (ev) => {
+  const v = ev.currentTarget, r = v.getBoundingClientRect();
+  const uv = pictureUV(ev.clientX - r.left, ev.clientY - r.top, r.width, r.height, v.videoWidth, v.videoHeight);
+  const s = player.telemetryShown();
+  const p = uv && s ? groundPoint(s, uv[0], uv[1]) : null;
+  const box = $("groundinfo");
+  if (!p) {
+    $("ground-text").textContent = s ? "not on the ground (above the horizon or no field of view)" : "no telemetry";
+    $("ground-geo").hidden = true; $("ground-copy").hidden = true;
+  } else {
+    const text = `${p[0].toFixed(6)}, ${p[1].toFixed(6)}`;
+    $("ground-text").textContent = `${formatLatLon(p[0], p[1])}${player.telemetryIsStale ? " (telemetry stale!)" : ""}`;
+    $("ground-text").dataset.value = text;
+    $("ground-geo").href = `geo:${p[0].toFixed(6)},${p[1].toFixed(6)}`;
+    $("ground-geo").hidden = false; $("ground-copy").hidden = false;
+    if (dmap) dmap.mark(p[0], p[1]);
+    window.__ground = p;
+  }
+  box.hidden = false;
+});
+$("ground-copy").onclick = async () => {
+  const text = $("ground-text").dataset.value || "";
+  try { await navigator.clipboard.writeText(text); $("ground-copy").textContent = "Copied"; }
+  catch (_) { getSelection().selectAllChildren($("ground-text")); $("ground-copy").textContent = "Select + copy"; }
+  setTimeout(() => { $("ground-copy").textContent = "Copy"; }, 1500);
+};
+$("ground-close").onclick = () => { $("groundinfo").hidden = true; };
 player.start();
 
 authFetch(`/api/streams/${encodeURIComponent(stream)}`)

@@ -1,5 +1,6 @@
 import { WhepPlayer, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
+import { DroneMap } from "./map.js";
 
 const params = new URLSearchParams(location.search);
 const grid = document.getElementById("grid");
@@ -10,7 +11,8 @@ function tile(doc) {
   const el = document.createElement("div");
   el.className = "tile"; el.dataset.name = doc.name;
   el.append(node("video", { autoplay: "", muted: "", playsinline: "" }), node("div", { class: "label" }),
-            node("div", { class: "age lvl-unknown" }, "—"), node("div", { class: "health" }), node("button", {}, "stats"));
+            node("div", { class: "age lvl-unknown" }, "—"), node("div", { class: "tele" }), node("div", { class: "health" }),
+            node("button", {}, "stats"));
   el.querySelector("video").muted = true;
   el.querySelector(".label").textContent = doc.title || doc.name;
   el.querySelector("button").onclick = () => showStats(doc.name);
@@ -25,9 +27,52 @@ function tile(doc) {
     },
   });
   player.start();
-  grid.append(el);
+  grid.insertBefore(el, document.getElementById("maptile"));
   return { el, player, doc };
 }
+
+// All drones on one map: each at the position of the frame its tile shows.
+let dmap = null;
+function mapTick() {
+  for (const [name, t] of tiles) {
+    const s = t.player.telemetryShown() || t.doc.telemetry;
+    if (!s || s.lat === undefined) continue;
+    if (!dmap) {
+      document.getElementById("maptile").hidden = false;
+      layout();
+      dmap = new DroneMap(document.getElementById("map"), { ...(mapCfg || {}), lat: s.lat, lon: s.lon });
+      window.__map = dmap;
+    }
+    const stale = t.player.telemetry.length ? t.player.telemetryIsStale : Boolean(t.doc.telemetry && t.doc.telemetry.stale);
+    dmap.update(name, s, stale);
+  }
+  if (dmap) for (const name of dmap.drones.keys()) if (!tiles.has(name)) dmap.remove(name);
+}
+setInterval(mapTick, 250);
+let mapCfg = null;
+
+// 1 to 9 feeds (and the map) fill the screen: the column count that gives the largest
+// 16:9 tiles in the space below the header; the map takes the last row's spare cells.
+function layout() {
+  const mapOn = !document.getElementById("maptile").hidden;
+  const n = Math.max(1, tiles.size);
+  const cells = n + (mapOn ? 1 : 0);
+  const gap = 6;
+  const W = grid.clientWidth || innerWidth - 12;
+  const H = innerHeight - grid.getBoundingClientRect().top - 8;
+  let best = { w: 0, cols: 1, rows: 1 };
+  for (let cols = 1; cols <= cells; cols++) {
+    const rows = Math.ceil(cells / cols);
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * 16 / 9);
+    if (w > best.w) best = { w, cols, rows };
+  }
+  grid.style.setProperty("--cols", String(best.cols));
+  grid.style.setProperty("--tile-w", `${Math.floor(best.w)}px`);
+  const spare = best.cols * best.rows - n;
+  document.getElementById("maptile").style.gridColumn = mapOn ? `span ${Math.max(1, Math.min(best.cols, spare))}` : "";
+  if (dmap) dmap.invalidate();
+}
+addEventListener("resize", layout);
 
 // Everything from outside (viewer reports, user agents, addresses, titles) becomes text
 // nodes: nothing a viewer or publisher sends is ever parsed as HTML.
@@ -68,7 +113,8 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
-    const { streams } = await r.json();
+    const { streams, map } = await r.json();
+    mapCfg = map;
     document.getElementById("status").textContent = "";
     document.getElementById("empty").hidden = streams.length > 0;
     const names = new Set(streams.map((s) => s.name));
@@ -85,10 +131,16 @@ async function refresh() {
       const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";
       t.el.querySelector(".health").textContent = health + recText;
       t.el.classList.toggle("rec-paused", Boolean(rec.paused));
+      const tel = s.telemetry;
+      const teleEl = t.el.querySelector(".tele");
+      teleEl.textContent = !tel ? "" : tel.stale
+        ? `TELEMETRY STALE ${tel.age_s !== null ? `${Math.round(tel.age_s)} s` : ""}`
+        : `${tel.lat !== undefined ? `${tel.lat.toFixed(5)}, ${tel.lon.toFixed(5)}` : "—"} · ${tel.rel_alt !== undefined ? `${Math.round(tel.rel_alt)} m` : "alt —"} · ${tel.battery !== undefined ? `bat ${Math.round(tel.battery)} %` : "bat —"}`;
+      teleEl.classList.toggle("stale", Boolean(tel && tel.stale));
+      teleEl.hidden = !tel;
     }
     for (const [name, t] of tiles) if (!names.has(name)) { t.player.stop(); t.el.remove(); tiles.delete(name); }
-    const n = Math.max(1, tiles.size);
-    grid.style.setProperty("--cols", String(Math.ceil(Math.sqrt(n))));
+    layout();
   } catch (e) {
     document.getElementById("status").textContent = `relay unreachable (${e.message}); retrying`;
   }

@@ -50,6 +50,29 @@ export class WhepPlayer {
     this.stopped = false;
     this.backoff = 500;
     this._lastInbound = null;
+    // Telemetry: samples tagged with their capture time (relay clock, s), oldest first.
+    this.telemetry = [];
+    this.telemetryStale = true;
+    this.telemetryAge = null;
+    this._telemetryAt = 0;
+    this.shownCaptureMs = null;  // capture time of the frame on screen (relay clock)
+    this.onTelemetry = opts.onTelemetry || (() => {});
+  }
+
+  // The telemetry of the frame on screen: the newest sample measured at or before its
+  // capture; the newest sample where the capture time is unknown.
+  telemetryShown() {
+    const tl = this.telemetry;
+    if (!tl.length) return null;
+    const cap = this.shownCaptureMs;
+    if (cap === null) return tl[tl.length - 1];
+    for (let i = tl.length - 1; i >= 0; i--) if (tl[i].t * 1000 <= cap) return tl[i];
+    return tl[0];
+  }
+
+  // Stale as the relay says, or when its telemetry messages stopped reaching this page.
+  get telemetryIsStale() {
+    return this.telemetryStale || performance.now() - this._telemetryAt > 3000;
   }
 
   headers(extra = {}) { return authHeaders(extra); }
@@ -186,6 +209,16 @@ export class WhepPlayer {
         if (t) this._fromRtp(p.relayNow, t, p.px); else if (performance.now() - p.at < 2000) still.push(p);
       }
       this.unmatched = still;
+    } else if (msg.type === "telemetry") {
+      for (const smp of msg.s || []) {
+        const tl = this.telemetry;
+        if (tl.length && smp.t < tl[tl.length - 1].t) continue;
+        tl.push(smp);
+      }
+      while (this.telemetry.length > 600) this.telemetry.shift();
+      this.telemetryStale = Boolean(msg.stale); this.telemetryAge = msg.age;
+      this._telemetryAt = performance.now();
+      this.onTelemetry(this);
     } else if (msg.type === "rendition") {
       // The relay moved this viewer (auto): same track, from the next keyframe on.
       this.stats.rendition = msg.name; this.stats.renditionReason = msg.reason || "";
@@ -217,10 +250,10 @@ export class WhepPlayer {
         } else {
           // No RTP timestamp from this browser: the painted stamps are the only way.
           const s = this.stamps.read(v, meta.width, meta.height, "drone");
-          if (s) this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp");
+          if (s) this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp", relayNow);
           else {
             const r = this.stamps.read(v, meta.width, meta.height, "relay");
-            if (r) this._record(relayNow - r.captureMs, "relay-to-screen", "relay stamp");
+            if (r) this._record(relayNow - r.captureMs, "relay-to-screen", "relay stamp", relayNow);
           }
         }
       }
@@ -235,7 +268,7 @@ export class WhepPlayer {
   _fromRtp(relayNow, [arr, cap], px) {
     this.stats.rtpMatched++;
     if (cap !== null && cap !== undefined) {
-      this._record(relayNow - cap, "glass-to-glass", "rtp");
+      this._record(relayNow - cap, "glass-to-glass", "rtp", relayNow);
       if (this.verify) {
         this.verifyLog.push({ rtp: relayNow - cap, pixel: px ? relayNow - px.captureMs : null });
         if (this.verifyLog.length > 600) this.verifyLog.shift();
@@ -244,14 +277,15 @@ export class WhepPlayer {
     }
     if (this._pixelMisses < 30 || this.stats.frames % 150 === 0) {
       const s = px || this.stamps.read(this.video, this.stats.width, this.stats.height, "drone");
-      if (s) { this._pixelMisses = 0; this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp"); return; }
+      if (s) { this._pixelMisses = 0; this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp", relayNow); return; }
       this._pixelMisses++;
     }
-    this._record(relayNow - arr, "relay-to-screen", "rtp");
+    this._record(relayNow - arr, "relay-to-screen", "rtp", relayNow);
   }
 
-  _record(lat, kind, source) {
+  _record(lat, kind, source, relayNow) {
     if (!(lat > -1000 && lat < 60000)) return;
+    this.shownCaptureMs = relayNow - lat;
     this.stats.stampsRead++;
     this.stats.latency = lat; this.stats.kind = kind; this.stats.source = source;
     this.window.add(lat);
