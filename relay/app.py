@@ -21,6 +21,8 @@ from .pipeline import Pipeline
 from .record import RecordService
 from .record_api import build_record_routes
 from .registry import Entry, Registry, State
+from .share import ShareBook
+from .share_api import build_share_routes, end_expired_shares
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
 from .webrtc import self_check, use_host_addresses, use_port_range
 
@@ -48,7 +50,7 @@ def create_app(config: Config) -> web.Application:
     whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions_of=sessions_of)
     rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
     services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
-                        limiter=limiter)
+                        limiter=limiter, shares=ShareBook(config.auth.shares_file))
     recording = config.record.enabled or any(s.record for s in config.streams)
     record = services.record = RecordService(config, registry) if recording else None
     pulls: list[AvPullSource] = []
@@ -101,6 +103,7 @@ def create_app(config: Config) -> web.Application:
             record.start()
         loop = asyncio.get_running_loop()
         janitor = loop.create_task(_expire_streams(registry, config))
+        sessions_janitor = loop.create_task(_end_expired(app))
         for sc in config.streams:
             entry = registry.get(sc.name)
             if sc.source and entry is not None:
@@ -120,9 +123,10 @@ def create_app(config: Config) -> web.Application:
             await pull.stop()
         for mav in mavlinks:
             mav.close()
-        janitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await janitor
+        for task in (janitor, sessions_janitor):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await whip.close_all()
         await whep.close_all()
         if record is not None:
@@ -134,8 +138,18 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     build_routes(app, services)
     build_record_routes(app)
+    build_share_routes(app)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _end_expired(app: web.Application) -> None:
+    """Every 2 s: sessions whose token expired or whose share link was revoked end."""
+    while True:
+        await asyncio.sleep(2.0)
+        n = await end_expired_shares(app)
+        if n:
+            log.info("sessions ended: token or share link expired", extra={"sessions": n})
 
 
 async def _expire_streams(registry: Registry, config: Config) -> None:

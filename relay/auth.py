@@ -66,6 +66,7 @@ class Principal:
     expires: float | None = None
     jti: str | None = None
     playback: bool = False
+    share: bool = False  # from a share link: honoured only while the link is in the share book
 
     def covers(self, stream: str | None) -> bool:
         if stream is None or self.role in _ALL_STREAMS_ROLES:
@@ -165,9 +166,12 @@ def _verify_jwt(config: Config, token: str) -> Principal | Decision:
     exp, iat = float(claims["exp"]), float(claims["iat"])
     if exp - iat > config.auth.jwt_max_ttl_s + 5:
         return Decision(False, 403, "signed token lives longer than auth.jwt_max_ttl_s allows")
+    share = claims.get("share") is True
+    if share and (role != "viewer" or len(streams) != 1 or not claims.get("jti")):
+        return Decision(False, 403, "signed token: a share link is a viewer of one stream")
     return Principal(role, tuple(streams), str(claims.get("sub", "jwt")), exp,
                      str(claims.get("jti")) if claims.get("jti") else None,
-                     playback=claims.get("playback") is True)
+                     playback=claims.get("playback") is True, share=share)
 
 
 def authenticate(
@@ -189,7 +193,7 @@ def authenticate(
 
 def mint_token(
     config: Config, role: str, streams: Iterable[str], ttl_s: float, label: str = "",
-    now: float | None = None,
+    now: float | None = None, share: bool = False,
 ) -> tuple[str, float, str]:
     """A signed token (JWT, HS256); returns (token, expiry, jti)."""
     secret = config.auth.jwt_secret
@@ -202,6 +206,8 @@ def mint_token(
     jti = secrets.token_urlsafe(12)
     claims = {"role": role, "streams": list(streams), "iat": int(t), "exp": int(t + ttl),
               "sub": label or role, "jti": jti}
+    if share:
+        claims["share"] = True
     return jwt.encode(claims, secret, algorithm="HS256"), int(t + ttl), jti
 
 

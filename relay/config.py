@@ -107,6 +107,10 @@ class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
     jwt_secret: str | None = None  # HS256 secret for signed short-lived tokens
     jwt_max_ttl_s: float = 7 * 86400.0
+    # Share links: the book of live links (a JSON file); empty keeps it in memory, and a
+    # restart then ends every share link (fail closed).
+    shares_file: str = ""
+    public_url: str = ""  # the relay as phones reach it (share links, QR codes); default: the request's
 
 
 @dataclass(frozen=True)
@@ -574,7 +578,8 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
 
     a = _table(data, "auth", "")
     _check_keys(a, {"enabled", "publish_token", "publish_token_env", "view_token", "view_token_env",
-                    "tokens", "jwt_secret", "jwt_secret_env", "jwt_max_ttl_s"}, "auth.")
+                    "tokens", "jwt_secret", "jwt_secret_env", "jwt_max_ttl_s", "shares_file", "public_url"},
+                "auth.")
     jwt_secret = _token(a, "jwt_secret", "auth.", env)
     if jwt_secret is not None and len(jwt_secret) < 32:
         raise ConfigError("auth.jwt_secret", "must be at least 32 characters (HS256 key)")
@@ -585,7 +590,11 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         tokens=_tokens(a.get("tokens", []), env),
         jwt_secret=jwt_secret,
         jwt_max_ttl_s=_float("auth.jwt_max_ttl_s", a.get("jwt_max_ttl_s", 7 * 86400.0), 10, 366 * 86400),
+        shares_file=_str("auth.shares_file", a.get("shares_file", "")),
+        public_url=_str("auth.public_url", a.get("public_url", "")).rstrip("/"),
     )
+    if auth.public_url and not auth.public_url.startswith(("https://", "http://")):
+        raise ConfigError("auth.public_url", "must start with https:// (or http://)")
 
     w = _table(data, "webrtc", "")
     _check_keys(w, {"ice_addresses", "stun_servers", "announce_addresses", "port_min", "port_max",

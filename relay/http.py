@@ -21,6 +21,7 @@ from .limits import Limiter
 from .pipeline import Pipeline
 from .record import RecordService
 from .registry import Entry, Registry
+from .share import ShareBook
 from .sources import RtmpIngest, WhipIngest
 from .telemetry import TelemetryError, clean_update
 
@@ -66,6 +67,7 @@ class Services:
     metrics: Callable[[], bytes] | None = None
     limiter: Limiter | None = None
     record: RecordService | None = None
+    shares: ShareBook = field(default_factory=ShareBook)
 
 
 SERVICES = web.AppKey("services", Services)
@@ -134,9 +136,15 @@ def _token(request: web.Request) -> str | None:
 
 
 def _authorize(request: web.Request, action: Action, stream: str | None = None) -> Decision:
-    decision = authenticate(_services(request).config, action, stream, _token(request))
+    svc = _services(request)
+    decision = authenticate(svc.config, action, stream, _token(request))
     if not decision.allowed:
         raise RelayError(decision.status, decision.reason)
+    who = decision.principal
+    if who is not None and who.share and svc.shares.active(who.jti) is None:
+        share = svc.shares.get(who.jti)
+        raise RelayError(403, "this share link was revoked" if share is not None and share.revoked
+                         else "this share link has expired or is unknown")
     return decision
 
 
@@ -258,6 +266,13 @@ async def whep_post(request: web.Request) -> web.Response:
     _admit_offer(request)
     svc = _services(request)
     rendition = request.query.get("rendition") or None
+    who = decision.principal
+    share = svc.shares.active(who.jti) if who is not None and who.share else None
+    if share is not None and share.max_viewers:
+        using = sum(1 for sess in svc.whep.sessions.values()
+                    if sess.principal is not None and sess.principal.jti == share.id)
+        if using >= share.max_viewers:
+            raise RelayError(429, f"this share link allows {share.max_viewers} viewer(s) at a time")
     session_id, answer = await svc.whep.play(stream, offer, _remote(request), rendition,
                                              principal=decision.principal)
     return _created(f"/whep/{stream}/{session_id}", session_id, answer, svc.config, _label(decision))

@@ -16,6 +16,7 @@ const player = new WhepPlayer($("video"), stream, {
     $("state").textContent = s;
     const b = $("banner");
     if (s === "playing") { b.classList.remove("show"); }
+    else if (s === "ended") { b.textContent = `Session ended: ${detail}`; b.classList.add("show"); }
     else { b.textContent = s === "retrying" ? `Reconnecting… ${detail}` : "Connecting…"; b.classList.add("show"); }
   },
   onUpdate: (st, th) => {

@@ -219,6 +219,11 @@ export class WhepPlayer {
       this.telemetryStale = Boolean(msg.stale); this.telemetryAge = msg.age;
       this._telemetryAt = performance.now();
       this.onTelemetry(this);
+    } else if (msg.type === "end") {
+      // The relay ended this session for good (share link revoked or expired).
+      this.stopped = true;
+      this.setState("ended", msg.reason || "");
+      if (this._dropped) this._dropped();
     } else if (msg.type === "rendition") {
       // The relay moved this viewer (auto): same track, from the next keyframe on.
       this.stats.rendition = msg.name; this.stats.renditionReason = msg.reason || "";

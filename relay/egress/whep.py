@@ -435,6 +435,11 @@ class WhepEgress:
         """End every session for which ``cond`` holds (e.g. a revoked share link's)."""
         doomed = [s for s in self.sessions.values() if cond(s)]
         for s in doomed:
+            ch = self.channels.get(s.id)
+            if ch is not None and ch.readyState == "open":
+                # Tell the page why, so it says so and does not retry (its token is dead).
+                ch.send(json.dumps({"type": "end", "reason": reason}))
+                await asyncio.sleep(0)  # let the channel's transport take the message
             await s.close(reason)
         return len(doomed)
 

@@ -1,0 +1,132 @@
+"""HTTP of share links: create (with a QR code), list, revoke — control-centre users only.
+
+``POST /api/shares`` {stream, ttl_s, label, max_viewers} -> 201 {id, url, qr_svg, expires, ...}
+``GET /api/shares`` -> every link with how many viewers use it now
+``DELETE /api/shares/<id>`` -> revoked; the sessions opened through it end at once
+
+The QR code (segno) and the link are in the create answer only: the book keeps no tokens,
+so a leaked book leaks no links; a lost QR code means a new link.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from typing import Any
+
+import segno
+from aiohttp import web
+
+from .auth import mint_token
+from .config import STREAM_NAME
+from .errors import RelayError
+from .http import SERVICES, _authorize, _page, _read_body, _services
+from .share import Share
+
+__all__ = ["build_share_routes", "end_expired_shares"]
+
+log = logging.getLogger("relay.share")
+MAX_LABEL = 80
+
+
+def _base(request: web.Request) -> str:
+    cfg = _services(request).config
+    return cfg.auth.public_url or f"{request.scheme}://{request.host}"
+
+
+def _qr_svg(url: str) -> str:
+    buf = io.BytesIO()
+    # Error correction M; dark modules on white, as phone cameras read best.
+    segno.make(url, error="m").save(buf, kind="svg", scale=6, border=4, dark="#000", light="#fff",
+                                    xmldecl=False, svgns=True)
+    return buf.getvalue().decode()
+
+
+def _using(request: web.Request, share_id: str) -> int:
+    return sum(1 for s in _services(request).whep.sessions.values()
+               if s.principal is not None and s.principal.jti == share_id)
+
+
+async def create(request: web.Request) -> web.Response:
+    decision = _authorize(request, "mint")
+    svc = _services(request)
+    if not svc.config.auth.jwt_secret:
+        raise RelayError(501, "share links need auth.jwt_secret in the config")
+    try:
+        doc = json.loads(await _read_body(request, 4096, "share request"))
+    except ValueError:
+        raise RelayError(400, "share request must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise RelayError(400, "share request must be a JSON object")
+    stream, ttl, label = doc.get("stream"), doc.get("ttl_s", 4 * 3600), doc.get("label", "")
+    cap = doc.get("max_viewers", 0)
+    if not isinstance(stream, str) or not STREAM_NAME.match(stream):
+        raise RelayError(422, "stream must be a stream name")
+    max_ttl = svc.config.auth.jwt_max_ttl_s
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
+        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
+    if not isinstance(label, str) or len(label) > MAX_LABEL:
+        raise RelayError(422, f"label must be a string of at most {MAX_LABEL} characters")
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 1000:
+        raise RelayError(422, "max_viewers must be a whole number 0..1000 (0: no cap)")
+    token, expires, jti = mint_token(svc.config, "viewer", [stream], float(ttl), label, share=True)
+    who = decision.principal.name if decision.principal is not None else "?"
+    share = Share(id=jti, stream=stream, label=label, created=time.time(), expires=float(expires),
+                  max_viewers=cap, created_by=who)
+    try:
+        svc.shares.add(share)
+    except ValueError as exc:
+        raise RelayError(507, str(exc)) from None
+    url = f"{_base(request)}/view/{stream}#token={token}"
+    log.info("share link created", extra={"share": jti, "stream": stream, "label": label, "by": who,
+                                          "expires": expires, "max_viewers": cap})
+    return web.json_response({**share.doc(), "url": url, "token": token, "qr_svg": _qr_svg(url)},
+                             status=201, headers={"Cache-Control": "no-store"})
+
+
+async def listing(request: web.Request) -> web.Response:
+    _authorize(request, "mint")
+    docs: list[dict[str, Any]] = _services(request).shares.listing()
+    for d in docs:
+        d["viewers"] = _using(request, d["id"])
+    return web.json_response({"shares": docs}, headers={"Cache-Control": "no-store"})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    decision = _authorize(request, "mint")
+    svc = _services(request)
+    share_id = request.match_info["share"]
+    share = svc.shares.revoke(share_id)
+    if share is None:
+        raise RelayError(404, "no such share link")
+    ended = await svc.whep.end_where(
+        lambda s: s.principal is not None and s.principal.jti == share_id, "share link revoked")
+    log.info("share link revoked", extra={"share": share_id, "stream": share.stream, "ended": ended,
+                                          "by": decision.principal.name if decision.principal else "?"})
+    return web.json_response({**share.doc(), "sessions_ended": ended})
+
+
+async def end_expired_shares(app: web.Application) -> int:
+    """End sessions whose token expired, or whose share link was revoked or expired."""
+    svc = app[SERVICES]
+    now = time.time()
+
+    def doomed(s: Any) -> bool:
+        p = s.principal
+        if p is None:
+            return False
+        if p.expires is not None and p.expires < now:
+            return True
+        return bool(p.share and svc.shares.active(p.jti) is None)
+
+    return await svc.whep.end_where(doomed, "token or share link expired")
+
+
+def build_share_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/shares", create)
+    r.add_get("/api/shares", listing)
+    r.add_delete("/api/shares/{share:[A-Za-z0-9_-]{1,64}}", revoke)
+    r.add_get("/share", _page("share.html"))
