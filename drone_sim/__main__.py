@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pattern", choices=["orbit", "lawnmower"], default="orbit",
                    help="orbit the incident point, or survey around it (default orbit)")
     p.add_argument("--altitude", type=float, default=80.0, help="metres above ground (default 80)")
+    p.add_argument("--no-klv", action="store_true",
+                   help="MPEG-TS (udp) without the MISB ST 0601 KLV data stream")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     target = args.whip or args.to
@@ -54,28 +56,32 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("drone_sim").setLevel(logging.INFO)
+    import time
+
+    from .flight import Flight, parse_location
+
+    try:
+        lat, lon = parse_location(args.location)
+    except ValueError as exc:
+        p.error(str(exc))
+    flight = Flight(lat=lat, lon=lon, altitude=args.altitude, pattern=args.pattern, start=time.time())
     sender = None
     if args.telemetry:
-        import time
-
-        from .flight import Flight, parse_location
         from .mavlink import MavlinkSender
 
         try:
-            lat, lon = parse_location(args.location)
-            sender = MavlinkSender(Flight(lat=lat, lon=lon, altitude=args.altitude, pattern=args.pattern,
-                                          start=time.time()), args.telemetry)
+            sender = MavlinkSender(flight, args.telemetry)
         except ValueError as exc:
             p.error(str(exc))
         sender.start()
     try:
-        return _push(args, target)
+        return _push(args, target, flight if not args.no_klv else None)
     finally:
         if sender is not None:
             sender.stop()
 
 
-def _push(args: argparse.Namespace, target: str | None) -> int:
+def _push(args: argparse.Namespace, target: str | None, flight: object) -> int:
     if args.protocol in ("rtmp", "rtsp", "udp", "rtp", "raw"):
         import threading
 
@@ -89,7 +95,7 @@ def _push(args: argparse.Namespace, target: str | None) -> int:
         if args.duration:
             threading.Timer(args.duration, stop.set).start()
         with contextlib.suppress(KeyboardInterrupt):
-            push_av(args.protocol, target, args.size, args.fps, args.bitrate, stop)
+            push_av(args.protocol, target, args.size, args.fps, args.bitrate, stop, flight)
         return 0
 
     from .whip import publish_whip

@@ -30,8 +30,11 @@ def _url(protocol: str, url: str) -> str:
 
 
 def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_kbps: int,
-            stop: threading.Event) -> None:
-    """Encode once (libx264, zerolatency, SPS/PPS on every keyframe) and mux to ``url``."""
+            stop: threading.Event, flight: Any = None) -> None:
+    """Encode once (libx264, zerolatency, SPS/PPS on every keyframe) and mux to ``url``.
+
+    With a ``flight`` and MPEG-TS (udp), every third frame also carries MISB ST 0601 KLV
+    (a data stream) of the drone's state at that frame's capture time."""
     width, height = size
     scene = Scene(width, height)
     options = {"rtsp_transport": "tcp"} if protocol == "rtsp" else {}
@@ -47,6 +50,11 @@ def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_
             "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1:bframes=0",
         }
         stream.codec_context.time_base = fractions.Fraction(1, round(fps))
+        klv = None
+        if flight is not None and FORMATS[protocol] == "mpegts":
+            from .klv import klv_packet
+
+            klv = out.add_data_stream(codec_name="klv")
         start = time.monotonic()
         n = 0
         while not stop.is_set():
@@ -54,11 +62,19 @@ def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_
             delay = due - time.monotonic()
             if delay > 0:
                 stop.wait(delay)
-            img = scene.render(n, t=n / fps)
+            capture_ms = int(time.time() * 1000)
+            img = scene.render(n, t=n / fps, capture_ms=capture_ms)
             frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
             frame.pts = n
             for packet in stream.encode(frame):
                 out.mux(packet)
+            if klv is not None and n % 3 == 0:
+                meta = av.Packet(klv_packet(flight.at(capture_ms / 1000), capture_ms / 1000,
+                                            flight.home_alt))
+                meta.stream = klv
+                meta.time_base = fractions.Fraction(1, round(fps))
+                meta.pts = meta.dts = n
+                out.mux(meta)
             n += 1
     finally:
         out.close()

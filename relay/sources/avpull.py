@@ -24,8 +24,10 @@ from ..config import StreamConfig, redact_url
 from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry
+from ..telemetry import TelemetryError, clean_update
 from .gate import TcpGate, UdpGate, free_tcp_port, free_udp_port
 from .h264 import PassthroughClock, annexb_config
+from .klv import KlvError, fields_from_klv
 
 __all__ = ["AvPullSource", "input_for"]
 
@@ -174,10 +176,16 @@ class AvPullSource:
             codec = video.codec_context.name
             config = annexb_config(video.codec_context.extradata) if codec == "h264" else b""
             entry = self.entry
-            for packet in container.demux(video):
+            # MISB ST 0601 KLV beside the video (MPEG-TS, RTSP): the drone's telemetry.
+            klv = next((s for s in container.streams if s.type == "data"
+                        and getattr(s, "name", "") in ("klv", "smpte_klv")), None)
+            for packet in container.demux(*(s for s in (video, klv) if s is not None)):
                 if self._stop.is_set():
                     return
                 if packet.size == 0:
+                    continue
+                if klv is not None and packet.stream is klv:
+                    self._klv(bytes(packet))
                     continue
                 arrived = time.monotonic()
                 self.packets += 1
@@ -203,7 +211,21 @@ class AvPullSource:
         finally:
             container.close()
 
+    def _klv(self, data: bytes) -> None:
+        """Decode in this thread; the loop only merges the fields."""
+        try:
+            t, raw = fields_from_klv(data)
+            fields = clean_update(raw)
+        except (KlvError, TelemetryError):
+            self._call(self.entry.telemetry.bad, "klv")
+            return
+        self._call(self._telemetry, t, fields)
+
     # ------------------------------------------------------------------ loop side
+
+    def _telemetry(self, t: float, fields: dict[str, float]) -> None:
+        if self._owns():
+            self.entry.telemetry.update("klv", fields, t=t)
 
     def _clean(self, text: str) -> str:
         return text.replace(self.sc.source or "\0", self.shown)
