@@ -148,6 +148,23 @@ def _sweep(clips: Path) -> None:
             pass
 
 
+async def api_track(request: web.Request) -> web.Response:
+    """The recorded telemetry between ``from`` and ``to`` (default: the last 10 minutes):
+    where the drone was during a replayed clip."""
+    rec = _record(request)
+    stream = request.match_info["stream"]
+    decision = _authorize(request, "playback", stream)
+    now_ms = time.time() * 1000
+    lo = _when(request, "from", now_ms - 600_000) or 0.0
+    hi = _when(request, "to", now_ms) or now_ms
+    if hi < lo or hi - lo > 24 * 3600 * 1000:
+        raise RelayError(400, "from must be before to, at most 24 hours apart")
+    samples = rec.telemetry_track(stream, int(lo), int(hi))
+    rec.log_access(action="telemetry", stream=stream, start=iso(lo), end=iso(hi), remote=_remote(request),
+                   samples=len(samples), **_who(decision))
+    return web.json_response({"stream": stream, "samples": samples}, headers={"Cache-Control": "no-store"})
+
+
 async def api_take_snapshot(request: web.Request) -> web.Response:
     rec = _record(request)
     stream = request.match_info["stream"]
@@ -185,6 +202,7 @@ def build_record_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/recordings", api_recordings)
     r.add_get(f"/api/recordings/{S}/clip.mp4", api_clip)
+    r.add_get(f"/api/recordings/{S}/telemetry", api_track)
     r.add_get(f"/api/recordings/{S}/snapshots/{{name}}", api_get_snapshot)
     r.add_post(f"/api/streams/{S}/snapshot", api_take_snapshot)
     r.add_get("/incident", _page("incident.html"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import time
@@ -131,6 +132,9 @@ class RecordService:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        # Telemetry samples (t, JSON) collected for the segment being written, per stream.
+        self._tele: dict[str, list[tuple[float, str]]] = {}
+        self._tele_seq: dict[str, int] = {}
         for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self._load(d.name)
 
@@ -153,7 +157,7 @@ class RecordService:
             f = d.get("file")
             if not isinstance(f, str):
                 continue
-            if d.get("kind") in ("segment", "snapshot"):
+            if d.get("kind") in ("segment", "snapshot", "telemetry"):
                 held[f] = Segment(f, int(d.get("start_ms", 0)), int(d.get("end_ms", 0)),
                                   int(d.get("size", 0)), str(d.get("kind")))
             elif d.get("kind") == "deleted":
@@ -202,8 +206,61 @@ class RecordService:
 
     def _add(self, stream: str, seg: Segment) -> None:
         self.index.setdefault(stream, []).append(seg)
+        if seg.kind == "segment":
+            self._seal_telemetry(stream, seg)
         self.index[stream].sort(key=lambda s: s.start_ms)
         self._wake.set()
+
+    def collect_telemetry(self) -> None:
+        """Take the samples each recorded stream's telemetry made since the last call (its
+        ring holds 30 s; called every few seconds and at each sealed segment)."""
+        for name in self.recorders:
+            entry = self.registry.get(name)
+            if entry is None:
+                continue
+            tele = entry.telemetry
+            tele.flush()
+            seq = self._tele_seq.get(name, 0)
+            buf = self._tele.setdefault(name, [])
+            buf.extend((t, doc) for n, t, doc in tele.recent if n > seq)
+            self._tele_seq[name] = tele.seq
+            if len(buf) > 20000:  # a segment of an hour at 5 Hz; beyond: the oldest go
+                del buf[: len(buf) - 20000]
+
+    def _seal_telemetry(self, stream: str, seg: Segment) -> None:
+        """The telemetry track of a sealed segment, as a JSON-lines file beside it, sealed in
+        the same manifest: a replayed clip shows where the drone was."""
+        self.collect_telemetry()
+        buf = self._tele.get(stream, [])
+        lo, hi = seg.start_ms / 1000, seg.end_ms / 1000
+        track = [doc for t, doc in buf if lo <= t <= hi]
+        self._tele[stream] = [(t, doc) for t, doc in buf if t > hi]
+        if not track:
+            return
+        path = self.root / (seg.file.removesuffix(".mp4") + ".telemetry.jsonl")
+        try:
+            path.write_text("\n".join(track) + "\n", encoding="utf-8")
+            tseg = self._seal_file(stream, path, "telemetry", seg.start_ms, seg.end_ms,
+                                   {"segment": seg.file, "samples": len(track)})
+        except OSError as exc:
+            log.error("telemetry track not written", extra={"stream": stream, "error": str(exc)})
+            return
+        self.index[stream].append(tseg)
+
+    def telemetry_track(self, stream: str, from_ms: int, to_ms: int) -> list[dict[str, Any]]:
+        """Recorded telemetry samples between two times (the sealed tracks, then what is
+        collected for the segment being written)."""
+        out: list[dict[str, Any]] = []
+        for seg in self.segments(stream, from_ms, to_ms, kind="telemetry"):
+            try:
+                lines = (self.root / seg.file).read_text(encoding="utf-8").splitlines()
+            except OSError:
+                continue
+            out.extend(json.loads(x) for x in lines if x)
+        self.collect_telemetry()
+        out.extend(json.loads(doc) for _, doc in self._tele.get(stream, []))
+        lo, hi = from_ms / 1000, to_ms / 1000
+        return sorted((d for d in out if lo <= d.get("t", 0) <= hi), key=lambda d: d["t"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -272,6 +329,7 @@ class RecordService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=5.0)
             self._wake.clear()
+            self.collect_telemetry()
             try:
                 await self.enforce_retention()
             except OSError as exc:
