@@ -30,7 +30,7 @@ async def test_telemetry_track_is_recorded_sealed_and_replayable(relay_factory: 
                        20, "RTMP live")
         t0 = time.time()
         async with aiohttp.ClientSession() as s:
-            for i in range(40):  # 4 s of a drone flying north at 10 m/s, 10 reports a second
+            for _ in range(40):  # 4 s of a drone flying north at 10 m/s, 10 reports a second
                 now = time.time()
                 async with s.post(f"{relay.url}/api/streams/cam/telemetry", headers=pub, json={
                         "t": now, "lat": 48.0 + (now - t0) * 10 / 111320, "lon": 11.0, "rel_alt": 50,
