@@ -5,6 +5,7 @@ for snapshots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -12,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..config import MediaConfig
-from .overlay import draw_overlay, planes
+from .overlay import draw_overlay, draw_telemetry, planes
 from .stamp import paint_relay_stamp, read_drone_stamp
 
 __all__ = ["WAITING_SIZE", "FrameProcessor", "Image"]
@@ -22,9 +23,11 @@ WAITING_SIZE = (1280, 720)
 
 
 class FrameProcessor:
-    def __init__(self, name: str, media: MediaConfig) -> None:
+    def __init__(self, name: str, media: MediaConfig,
+                 telemetry: Callable[[], tuple[dict[str, float], bool]] | None = None) -> None:
         self.name = name
         self.media = media
+        self.telemetry = telemetry  # the newest telemetry and whether it is stale: the overlay
         self.last_image: Image | None = None
         self.last_size = WAITING_SIZE
         self.count = 0  # frames prepared (the relay stamp's frame counter)
@@ -45,6 +48,10 @@ class FrameProcessor:
         stamp = read_drone_stamp(y)  # before the overlay can touch it
         if self.media.overlay:
             draw_overlay(img, w, h, self.name, wall_ms / 1000)
+        if self.telemetry is not None:
+            state, stale = self.telemetry()
+            if state:
+                draw_telemetry(img, w, h, state, stale)
         if self.media.relay_stamp:
             paint_relay_stamp(y, u, v, self.count, wall_ms)
         self.count += 1

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["draw_overlay", "draw_slate", "planes"]
+__all__ = ["draw_overlay", "draw_slate", "draw_telemetry", "planes"]
 
 Image = npt.NDArray[np.uint8]
 
@@ -87,3 +87,45 @@ def draw_slate(
     (dw, _), _ = cv2.getTextSize(detail, FONT, small, max(1, thick // 2))
     _text(y, detail, ((width - dw) // 2, height // 2 + th + height // 30), small, max(1, thick // 2))
     return img
+
+
+def draw_telemetry(img: Image, width: int, height: int, state: dict[str, float], stale: bool) -> None:
+    """Heading tape (top centre), altitude (right), position and battery (bottom right), on
+    the luma plane, once per source frame for every rendition. Stale: said in the picture."""
+    y = img[:height]
+    scale = height / 720 * 0.7
+    thick = max(1, round(height / 480))
+    margin = max(8, height // 40)
+    hdg = state.get("hdg")
+    if hdg is not None:
+        cx, top = width // 2, margin
+        span = width // 3  # ±45° across a third of the width
+        for deg in range(int(hdg) - 45, int(hdg) + 46):
+            if deg % 10:
+                continue
+            x = cx + round((deg - hdg) / 45 * span / 2)
+            tick = height // 40 if deg % 30 == 0 else height // 70
+            cv2.line(y, (x, top), (x, top + tick), 235, thick + 1)
+            if deg % 30 == 0:
+                label = {0: "N", 90: "E", 180: "S", 270: "W"}.get(deg % 360, str(deg % 360))
+                (tw, th), _ = cv2.getTextSize(label, FONT, scale * 0.7, thick)
+                _text(y, label, (x - tw // 2, top + tick + th + 4), scale * 0.7, thick)
+        cv2.line(y, (cx, top), (cx, top + height // 22), 235, thick + 2)
+        _text(y, f"{round(hdg) % 360:03d}", (cx - round(22 * scale), top + height // 8), scale, thick)
+    alt = state.get("rel_alt", state.get("alt"))
+    if alt is not None:
+        label = f"ALT {alt:.0f} m"
+        (tw, _), _ = cv2.getTextSize(label, FONT, scale, thick)
+        _text(y, label, (width - tw - margin, height // 2), scale, thick)
+    parts = []
+    if "lat" in state and "lon" in state:
+        parts.append(f"{abs(state['lat']):.5f}{'N' if state['lat'] >= 0 else 'S'} "
+                     f"{abs(state['lon']):.5f}{'E' if state['lon'] >= 0 else 'W'}")
+    if "battery" in state:
+        parts.append(f"BAT {state['battery']:.0f}%")
+    if stale:
+        parts.append("TELEMETRY STALE")
+    if parts:
+        label = "  ".join(parts)
+        (tw, _), _ = cv2.getTextSize(label, FONT, scale, thick)
+        _text(y, label, (width - tw - margin, height - margin), scale, thick)

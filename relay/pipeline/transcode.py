@@ -44,7 +44,11 @@ class Pipeline:
         self.media = config.media
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pipe-{entry.name}")
         self.pool = EncoderPool(config.media)
-        self.frames = FrameProcessor(entry.name, config.media)
+        tele = entry.telemetry
+        # dict.copy() holds the GIL: a consistent state even while the loop merges an update.
+        self.frames = FrameProcessor(entry.name, config.media,
+                                     (lambda: (tele.state.copy(), tele.stale()))
+                                     if config.telemetry.overlay else None)
         self.liveness = Liveness(entry, config.media)
         self.slate = Slate(entry, self.pool)
         self._t0 = now()
