@@ -74,17 +74,18 @@ export class DroneMap {
   }
 
   // Show sample s (the state of the frame on screen) for drone `name`.
-  update(name, s, stale) {
+  update(name, s, stale, replay = false) {
     if (!s || s.lat === undefined) return;
     const isNew = !this.drones.has(name);
     const d = this._drone(name);
     d.marker.setLatLng([s.lat, s.lon]);
     const el = d.marker.getElement();
     el.classList.toggle("stale", Boolean(stale));
+    el.classList.toggle("replay", Boolean(replay));
     el.querySelector(".arrow").style.transform = `rotate(${s.hdg ?? 0}deg)`;
     const last = d.track.getLatLngs();
     const tail = last[last.length - 1];
-    if (!tail || this.map.distance(tail, [s.lat, s.lon]) > 3) d.track.addLatLng([s.lat, s.lon]);
+    if (!replay && (!tail || this.map.distance(tail, [s.lat, s.lon]) > 3)) d.track.addLatLng([s.lat, s.lon]);
     while (d.track.getLatLngs().length > 4000) d.track.getLatLngs().shift();
     const fp = stale ? null : footprint(s);
     d.foot.setLatLngs(fp || []);

@@ -81,6 +81,7 @@ export class Replay {
     this.startMs = startMs;
     this.clipStart = Date.parse(clip.start);
     this.clipEnd = Date.parse(clip.end);
+    this._loadTrack(this.clipStart, this.clipEnd);
     this.log.push({ asked: startMs, start: clip.start, end: clip.end });
     if (this._url) URL.revokeObjectURL(this._url);
     this._url = URL.createObjectURL(clip.blob);
@@ -92,6 +93,25 @@ export class Replay {
     await e.replay.play().catch(() => {});
     clearInterval(this._tick);
     this._tick = setInterval(() => this._update(), 250);
+  }
+
+  // Where the drone was during the replayed clip (the record's telemetry track).
+  async _loadTrack(fromMs, toMs) {
+    this.track = [];
+    try {
+      const q = new URLSearchParams({ from: (fromMs / 1000).toFixed(3), to: (toMs / 1000).toFixed(3) });
+      const r = await authFetch(`/api/recordings/${encodeURIComponent(this.stream)}/telemetry?${q}`);
+      if (r.ok) this.track = (await r.json()).samples || [];
+    } catch (_) { /* no track: the map keeps the live position, marked as such */ }
+  }
+
+  // The recorded sample of the replayed frame on screen, or null.
+  telemetryAt() {
+    if (!this.playing || !this.track || !this.track.length) return null;
+    const at = this.clipStart + this.els.replay.currentTime * 1000;
+    let found = null;
+    for (const smp of this.track) { if (smp.t * 1000 <= at) found = smp; else break; }
+    return found || this.track[0];
   }
 
   _update() {

@@ -43,9 +43,10 @@ window.__player = player;  // for tests and the curious
 let dmap = null;
 const mapbox = $("mapbox");
 function showTelemetry() {
-  const s = player.telemetryShown();
+  const replayed = window.__replay && window.__replay.playing ? window.__replay.telemetryAt() : null;
+  const s = replayed || player.telemetryShown();
   if (!s) return;
-  const stale = player.telemetryIsStale;
+  const stale = replayed ? false : player.telemetryIsStale;
   $("tele").hidden = false;
   $("tele").classList.toggle("stale", stale);
   $("tele-pos").textContent = s.lat !== undefined ? formatLatLon(s.lat, s.lon) : "position unknown";
@@ -53,12 +54,15 @@ function showTelemetry() {
   $("tele-hdg").textContent = s.hdg !== undefined ? `${Math.round(s.hdg)}°` : "—";
   $("tele-bat").textContent = s.battery !== undefined ? `battery ${Math.round(s.battery)} %` : "battery —";
   const age = player.telemetryAge;
-  $("tele-age").textContent = stale
+  $("tele").classList.toggle("replayed", Boolean(replayed));
+  if (replayed) {
+    $("tele-age").textContent = `REPLAY: where the drone was at ${new Date(s.t * 1000).toLocaleTimeString()}`;
+  } else $("tele-age").textContent = stale
     ? `TELEMETRY STALE${age !== null && age !== undefined ? ` (${Math.round(age)} s)` : ""}: last known position`
     : `telemetry ${player.telemetryAge !== null ? `${player.telemetryAge.toFixed(1)} s` : ""} old · as of the frame on screen`;
   if (s.lat !== undefined) {
     if (!dmap) openMap();
-    if (dmap) dmap.update(stream, s, stale);
+    if (dmap) dmap.update(stream, s, stale, Boolean(replayed));
   }
 }
 function openMap(cfg) {

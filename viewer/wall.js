@@ -51,25 +51,63 @@ function mapTick() {
 setInterval(mapTick, 250);
 let mapCfg = null;
 
-// 1 to 9 feeds (and the map) fill the screen: the column count that gives the largest
-// 16:9 tiles in the space below the header; the map takes the last row's spare cells.
-function layout() {
-  const mapOn = !document.getElementById("maptile").hidden;
-  const n = Math.max(1, tiles.size);
-  const cells = n + (mapOn ? 1 : 0);
-  const gap = 6;
-  const W = grid.clientWidth || innerWidth - 12;
-  const H = innerHeight - grid.getBoundingClientRect().top - 8;
-  let best = { w: 0, cols: 1, rows: 1 };
-  for (let cols = 1; cols <= cells; cols++) {
-    const rows = Math.ceil(cells / cols);
-    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * 16 / 9);
-    if (w > best.w) best = { w, cols, rows };
+// 1 to 9 feeds and the map fill the screen. Candidates: the map as a column on the right or
+// a band at the bottom (a quarter to a half of the screen), or no map; in what is left the
+// feeds take the column count that gives the largest 16:9 tiles. The candidate that covers
+// most of the screen wins (the map at least 15 % of it). Tiles are placed absolutely.
+const GAP = 6;
+function bestGrid(n, w, h) {
+  let best = { w: 0, h: 0, cols: 1, rows: 1 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const tw = Math.min((w - GAP * (cols - 1)) / cols, ((h - GAP * (rows - 1)) / rows) * 16 / 9);
+    if (tw > best.w) best = { w: tw, h: tw * 9 / 16, cols, rows };
   }
-  grid.style.setProperty("--cols", String(best.cols));
-  grid.style.setProperty("--tile-w", `${Math.floor(best.w)}px`);
-  const spare = best.cols * best.rows - n;
-  document.getElementById("maptile").style.gridColumn = mapOn ? `span ${Math.max(1, Math.min(best.cols, spare))}` : "";
+  return best;
+}
+function chooseLayout(n, W, H, mapOn) {
+  const cands = [];
+  if (!mapOn) cands.push({ feeds: [0, 0, W, H], map: null });
+  else {
+    for (const f of [0.25, 0.33, 0.4, 0.5]) {
+      const mw = Math.round(W * f), mh = Math.round(H * f);
+      cands.push({ feeds: [0, 0, W - mw - GAP, H], map: [W - mw, 0, mw, H] });
+      cands.push({ feeds: [0, 0, W, H - mh - GAP], map: [0, H - mh, W, mh] });
+    }
+  }
+  let best = null;
+  for (const c of cands) {
+    const g = bestGrid(n, c.feeds[2], c.feeds[3]);
+    const mapArea = c.map ? c.map[2] * c.map[3] : 0;
+    if (c.map && (mapArea < 0.15 * W * H || Math.min(c.map[2], c.map[3]) < 200)) continue;
+    const used = n * g.w * g.h + mapArea;
+    if (!best || used > best.used + 1) best = { ...c, g, used };
+  }
+  return best;
+}
+function layout() {
+  const maptile = document.getElementById("maptile");
+  const mapOn = !maptile.hidden;
+  const n = Math.max(1, tiles.size);
+  const W = grid.clientWidth || innerWidth - 12;
+  const H = Math.max(200, innerHeight - grid.getBoundingClientRect().top - 8);
+  grid.style.height = `${H}px`;
+  const L = chooseLayout(n, W, H, mapOn);
+  const { g } = L;
+  const [fx, fy, fw, fh] = L.feeds;
+  const x0 = fx + (fw - (g.cols * g.w + (g.cols - 1) * GAP)) / 2;
+  const y0 = fy + (fh - (g.rows * g.h + (g.rows - 1) * GAP)) / 2;
+  let i = 0;
+  for (const t of tiles.values()) {
+    const c = i % g.cols, r = Math.floor(i / g.cols);
+    Object.assign(t.el.style, { left: `${Math.round(x0 + c * (g.w + GAP))}px`, top: `${Math.round(y0 + r * (g.h + GAP))}px`,
+                                width: `${Math.floor(g.w)}px`, height: `${Math.floor(g.h)}px` });
+    i++;
+  }
+  if (L.map) {
+    const [mx, my, mw, mh] = L.map;
+    Object.assign(maptile.style, { left: `${mx}px`, top: `${my}px`, width: `${mw}px`, height: `${mh}px` });
+  }
   if (dmap) dmap.invalidate();
 }
 addEventListener("resize", layout);
