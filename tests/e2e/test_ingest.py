@@ -177,9 +177,10 @@ async def test_rtp_h264_like_qgroundcontrol(relay_factory: Any) -> None:
 class GstRtspCamera:
     """GStreamer's RTSP server re-serving the stamped scene (tests/fixtures/rtsp_server.py)."""
 
-    def __init__(self, port: int, rtp_port: int) -> None:
+    def __init__(self, port: int, rtp_port: int, mode: str = "h264") -> None:
         self.server = subprocess.Popen(
-            ["/usr/bin/python3", str(ROOT / "tests/fixtures/rtsp_server.py"), str(port), str(rtp_port)],
+            ["/usr/bin/python3", str(ROOT / "tests/fixtures/rtsp_server.py"), str(port), str(rtp_port),
+             mode],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.server.stdout is not None
         assert self.server.stdout.readline().strip() == "ready"

@@ -129,3 +129,28 @@ async def test_garbage_klv_is_skipped_and_video_goes_on(relay_factory: Any) -> N
     finally:
         stop.set()
         th.join(5)
+
+
+@pytest.mark.usefixtures("gst_rtsp_required")
+async def test_klv_over_rtsp_from_gstreamer(relay_factory: Any) -> None:
+    """GStreamer's RTSP server serves the simulator's MPEG-TS (video + KLV) as MP2T over RTP;
+    the relay pulls it and reads the KLV as from a UDP feed."""
+    from tests.e2e.test_ingest import GstRtspCamera
+
+    rtsp_port, ts_port = free_port(), free_port(socket.SOCK_DGRAM)
+    camera = GstRtspCamera(rtsp_port, ts_port, "mp2t")
+    feed = sim(f"udp://127.0.0.1:{ts_port}")
+    try:
+        relay = await relay_factory({
+            "renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+            "webrtc": {"ice_addresses": ["127.0.0.1"]},
+            "streams": {"cam": {"source": f"rtsp://127.0.0.1:{rtsp_port}/drone", "rtsp_transport": "tcp"}}})
+        tele = relay.entry("cam").telemetry
+        await wait_for(lambda: relay.entry("cam").frames_in > 10, 30, "the RTSP feed")
+        await wait_for(lambda: tele.accepted.get("klv", 0) >= 10, 15, "KLV over RTSP")
+        assert abs(tele.state["center_lat"] - 51.0504) < 1e-5 and not tele.malformed
+        assert abs(tele.t - time.time()) < 5  # the Precision Time Stamp, not the RTP clock
+    finally:
+        feed.kill()
+        feed.wait(5)
+        camera.kill()
