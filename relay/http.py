@@ -451,37 +451,51 @@ async def metrics(request: web.Request) -> web.Response:
         "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+async def json_object(request: web.Request, what: str, limit: int = 4096) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 naming what it should have been."""
+    try:
+        doc = json.loads(await _read_body(request, limit, what))
+    except ValueError:
+        raise RelayError(400, f"{what} must be a JSON object") from None
+    if not isinstance(doc, dict):
+        raise RelayError(400, f"{what} must be a JSON object")
+    return doc
+
+
+def token_ttl(config: Config, ttl: Any) -> float:
+    max_ttl = config.auth.jwt_max_ttl_s
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
+        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
+    return float(ttl)
+
+
+def token_label(label: Any) -> str:
+    if not isinstance(label, str) or len(label) > 80:
+        raise RelayError(422, "label must be a string of at most 80 characters")
+    return label
+
+
 async def api_tokens(request: web.Request) -> web.Response:
     """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
     decision = _authorize(request, "mint")
     svc = _services(request)
     if not svc.config.auth.jwt_secret:
         raise RelayError(501, "signed tokens need auth.jwt_secret in the config")
-    try:
-        doc = json.loads(await _read_body(request, 4096, "token request"))
-    except ValueError:
-        raise RelayError(400, "token request must be a JSON object") from None
-    if not isinstance(doc, dict):
-        raise RelayError(400, "token request must be a JSON object")
+    doc = await json_object(request, "token request")
     role = doc.get("role", "viewer")
     streams = doc.get("streams")
-    ttl = doc.get("ttl_s", 3600)
-    label = doc.get("label", "")
     if not isinstance(streams, list) or not streams or not all(
         isinstance(s, str) and STREAM_NAME.match(s) for s in streams
     ):
         raise RelayError(422, "streams must be a non-empty list of stream names")
-    max_ttl = svc.config.auth.jwt_max_ttl_s
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
-        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
-    if not isinstance(label, str) or len(label) > 80:
-        raise RelayError(422, "label must be a string of at most 80 characters")
+    ttl = token_ttl(svc.config, doc.get("ttl_s", 3600))
+    label = token_label(doc.get("label", ""))
     who = decision.principal
     if role not in ("viewer", "publisher", "control") or (
         who is not None and who.role != "admin" and role != "viewer"
     ):
         raise RelayError(403, f"role {who.role if who else '?'!r} may not mint {role!r} tokens")
-    token, expires, jti = mint_token(svc.config, role, streams, float(ttl), label)
+    token, expires, jti = mint_token(svc.config, role, streams, ttl, label)
     log.info("token minted", extra={"by": who.name if who else "?", "role": role,
                                     "streams": ",".join(streams), "expires": expires, "jti": jti})
     return web.json_response({"token": token, "expires": expires, "role": role, "streams": streams},

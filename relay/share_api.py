@@ -11,7 +11,6 @@ so a leaked book leaks no links; a lost QR code means a new link.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from typing import Any
@@ -22,13 +21,12 @@ from aiohttp import web
 from .auth import mint_token
 from .config import STREAM_NAME
 from .errors import RelayError
-from .http import SERVICES, _authorize, _page, _read_body, _services
+from .http import SERVICES, _authorize, _page, _services, json_object, token_label, token_ttl
 from .share import Share
 
 __all__ = ["build_share_routes", "end_expired_shares"]
 
 log = logging.getLogger("relay.share")
-MAX_LABEL = 80
 
 
 def _base(request: web.Request) -> str:
@@ -54,24 +52,15 @@ async def create(request: web.Request) -> web.Response:
     svc = _services(request)
     if not svc.config.auth.jwt_secret:
         raise RelayError(501, "share links need auth.jwt_secret in the config")
-    try:
-        doc = json.loads(await _read_body(request, 4096, "share request"))
-    except ValueError:
-        raise RelayError(400, "share request must be a JSON object") from None
-    if not isinstance(doc, dict):
-        raise RelayError(400, "share request must be a JSON object")
-    stream, ttl, label = doc.get("stream"), doc.get("ttl_s", 4 * 3600), doc.get("label", "")
-    cap = doc.get("max_viewers", 0)
+    doc = await json_object(request, "share request")
+    stream, cap = doc.get("stream"), doc.get("max_viewers", 0)
     if not isinstance(stream, str) or not STREAM_NAME.match(stream):
         raise RelayError(422, "stream must be a stream name")
-    max_ttl = svc.config.auth.jwt_max_ttl_s
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
-        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
-    if not isinstance(label, str) or len(label) > MAX_LABEL:
-        raise RelayError(422, f"label must be a string of at most {MAX_LABEL} characters")
+    ttl = token_ttl(svc.config, doc.get("ttl_s", 4 * 3600))
+    label = token_label(doc.get("label", ""))
     if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 1000:
         raise RelayError(422, "max_viewers must be a whole number 0..1000 (0: no cap)")
-    token, expires, jti = mint_token(svc.config, "viewer", [stream], float(ttl), label, share=True)
+    token, expires, jti = mint_token(svc.config, "viewer", [stream], ttl, label, share=True)
     who = decision.principal.name if decision.principal is not None else "?"
     share = Share(id=jti, stream=stream, label=label, created=time.time(), expires=float(expires),
                   max_viewers=cap, created_by=who)
