@@ -19,7 +19,9 @@ export class DroneMap {
     this.cfg = cfg;
     this.map = L.map(el, { zoomControl: true, attributionControl: Boolean(cfg.tile_url), zoomSnap: 0.5 });
     if (cfg.tile_url) {
-      L.tileLayer(cfg.tile_url, { maxZoom: 19, attribution: cfg.attribution || "" }).addTo(this.map);
+      // Leaflet takes attribution as HTML: ours is configuration text, so escape it.
+      const esc = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+      L.tileLayer(cfg.tile_url, { maxZoom: 19, attribution: esc(cfg.attribution || "") }).addTo(this.map);
     } else {
       el.classList.add("gridmap");
       this.grid = L.layerGroup().addTo(this.map);

@@ -113,3 +113,66 @@ async def test_map_marker_footprint_click_and_stale(relay_factory: Any) -> None:
         sender.stop()
         await drone.stop()
         await drone2.stop()
+
+
+async def test_tiles_from_the_configured_server_only(relay_factory: Any) -> None:
+    """With a tile server configured the map fetches tiles from it (the CSP allows exactly that
+    origin, and Chromium enforces it here); without one, the page asks nothing of anyone."""
+    from aiohttp import web
+
+    hits: list[str] = []
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5d2e2b30000000049454e44ae426082")
+
+    async def tile(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{z}/{x}/{y}.png", tile)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    tiles = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        for tile_url in (f"{tiles}/{{z}}/{{x}}/{{y}}.png", ""):
+            hits.clear()
+            relay = await relay_factory({
+                "renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+                "webrtc": {"ice_addresses": ["127.0.0.1"]},
+                "telemetry": {"tile_url": tile_url, "tile_attribution": "Tiles: <b>test</b>"},
+                "streams": {"d1": {}},
+            })
+            async with aiohttp.ClientSession() as s:
+                async with s.post(f"{relay.url}/api/streams/d1/telemetry",
+                                  json={"lat": 50.1, "lon": 8.6, "rel_alt": 50}) as r:
+                    assert r.status == 204
+                async with s.get(f"{relay.url}/view/d1") as r:
+                    csp = r.headers["Content-Security-Policy"]
+            assert (f"img-src 'self' {tiles} " in csp) == bool(tile_url), csp
+            async with chromium(viewport=(1280, 720), bypass_csp=False) as ctx:
+                page = await ctx.new_page()
+                requests: list[str] = []
+                page.on("request", lambda req: requests.append(req.url))
+                violations: list[str] = []
+                page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+                await page.goto(f"{relay.url}/view/d1")
+                for _ in range(100):
+                    if await page.evaluate("() => Boolean(window.__map)"):
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1.5)
+                attribution = await page.evaluate(
+                    "() => { const a = document.querySelector('.leaflet-control-attribution'); "
+                    "return a ? [a.textContent, a.querySelectorAll('b').length] : null; }")
+            foreign = [u for u in requests if not u.startswith(relay.url)]
+            if tile_url:
+                assert hits and all(u.startswith(tiles) for u in foreign), foreign
+                assert not violations, violations
+                assert attribution is not None and "<b>test</b>" in attribution[0] and attribution[1] == 0
+            else:
+                assert not hits and not foreign, foreign
+                assert attribution is None  # no tiles, no attribution control
+    finally:
+        await runner.cleanup()
