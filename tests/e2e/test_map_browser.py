@@ -154,9 +154,10 @@ async def test_tiles_from_the_configured_server_only(relay_factory: Any) -> None
             async with chromium(viewport=(1280, 720), bypass_csp=False) as ctx:
                 page = await ctx.new_page()
                 requests: list[str] = []
-                page.on("request", lambda req: requests.append(req.url))
+                page.on("request", lambda req, seen=requests: seen.append(req.url))
                 violations: list[str] = []
-                page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+                page.on("console", lambda m, v=violations: v.append(m.text)
+                        if "Content Security Policy" in m.text else None)
                 await page.goto(f"{relay.url}/view/d1")
                 for _ in range(100):
                     if await page.evaluate("() => Boolean(window.__map)"):
