@@ -26,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("ffmpeg_required")
 
 
 def ts_config(port: int) -> dict[str, Any]:
-    return {"renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+    # At the source's size: the viewer reads the drone's stamp in every frame.
+    return {"renditions": [{"name": "low", "height": 240, "bitrate_kbps": 600}],
             "webrtc": {"ice_addresses": ["127.0.0.1"]},
             "streams": {"ts1": {"source": f"udp://127.0.0.1:{port}", "allow_senders": ["127.0.0.1/32"]}}}
 
@@ -61,7 +62,8 @@ async def test_klv_in_mpegts_reaches_the_viewer(relay_factory: Any, via_ffmpeg: 
         await wait_for(lambda: relay.entry("ts1").frames_in > 10, 25, "the TS feed")
         await viewer.start()
         await viewer.wait_frames(20)
-        await wait_for(lambda: len(klv_samples(viewer)) >= 10, 10, "KLV telemetry on the data channel")
+        await wait_for(lambda: len(klv_samples(viewer)) >= 10 and len(viewer.seen.stamps) >= 30, 15,
+                       "KLV telemetry on the data channel, stamped frames")
         tele = relay.entry("ts1").telemetry
         assert tele.source == "klv" and not tele.malformed
         got = klv_samples(viewer)
