@@ -57,7 +57,9 @@ async def test_mavlink_reaches_the_viewer_with_capture_times_and_goes_stale(rela
         ts = [s["t"] for s in got]
         assert ts == sorted(ts)  # (a later, fuller sample of the same moment may follow)
         distinct = sorted(set(ts))
-        assert all(0.05 <= b - a <= 0.5 for a, b in zip(distinct[-10:], distinct[-9:], strict=False)), ts
+        gaps = [b - a for a, b in zip(distinct, distinct[1:], strict=False)]
+        # 10 Hz from the autopilot; a starved sender thread may bunch a few, never a hole.
+        assert 0.08 <= sorted(gaps)[len(gaps) // 2] <= 0.12 and max(gaps) < 1.0, gaps
         # Time-aligned with the picture: the newest sample and the newest frame's capture
         # stamp (sent on the same channel) are from the same moment.
         caps = [f[2] for m in viewer.messages if m.get("type") == "frames" for f in m["f"] if f[2]]
