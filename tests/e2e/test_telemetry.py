@@ -5,6 +5,7 @@ garbage or intruders skipped without harming the video."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import time
@@ -57,7 +58,7 @@ async def test_mavlink_reaches_the_viewer_with_capture_times_and_goes_stale(rela
         ts = [s["t"] for s in got]
         assert ts == sorted(ts)  # (a later, fuller sample of the same moment may follow)
         distinct = sorted(set(ts))
-        gaps = [b - a for a, b in zip(distinct, distinct[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(distinct)]
         # 10 Hz from the autopilot; a starved sender thread may bunch a few, never a hole.
         assert 0.08 <= sorted(gaps)[len(gaps) // 2] <= 0.12 and max(gaps) < 1.0, gaps
         # Time-aligned with the picture: the newest sample and the newest frame's capture
