@@ -17,12 +17,17 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
 - **up carefully**: one rung at a time, after two clean seconds and a hold since the last
   switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. The step up
   is the probe (REMB is capped near 1.5x what the viewer receives, so no estimate can show
-  room for a rung twice as big): it is vetoed only by an estimate below the current rung. A
+  room for a rung twice as big), vetoed unless the estimate has covered ``probe_headroom``
+  times what the viewer is sent for a second. (Measured: a higher bar, 1.3x, does not tell
+  a saturated link from a free one — Chromium's estimate on mid over a 1.5 Mbit/s link
+  reaches 1.4-1.5x at times — while after a long limit it climbs only ~12 kbit/s a second,
+  so it delayed the climb back by 10-20 s. The default keeps 1.0.) A
   step up is judged after ``probe_settle_s`` (the rung below was clean, so trouble now is
   the new rung's); one that fails within ``probe_s`` is a failed probe: the viewer goes
   back to the rung it came from and stays there ``recover_s`` whatever the overload left
   behind, and that rung is not probed again for a hold-off that doubles (up to
-  ``max_hold_s``), so a link that cannot carry it is not probed every few seconds.
+  ``max_hold_s``; at least ``probe_fail_hold_s`` on a link that loses ``lossy_link`` or more
+  anyway), so a link that cannot carry it is not probed every few seconds.
 - **a changed link resets the back-off**: when the loss seen on a clean rung falls well below
   what it was when the last probe failed, or the estimate rises well above it, the link is
   not the one that failed and the hold returns to ``hold_s`` (a vehicle that drives out of
@@ -85,6 +90,10 @@ class AbrController:
     recover_s: float = 4.0  # after a failed probe: the overload's queue and lost keyframe clear
     warmup_s: float = 3.0  # a new viewer's first reports (still connecting) are no evidence
     remb_grace_s: float = 3.0  # after a step up, REMB needs time to see the higher rate
+    probe_headroom: float = 1.0  # a step up needs an estimate this far above what is sent
+    probe_fail_hold_s: float = 30.0  # a failed probe on a lossy link blocks its rung this long
+    lossy_link: float = 0.02  # random loss at or above this: a lossy (marginal) link
+    fps_runs: int = 2  # poor decoding must show in this many samples running
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
     _started: float | None = None
     _last_switch: float = -1e9
@@ -104,6 +113,8 @@ class AbrController:
     _base_loss: float | None = None  # smoothed loss while clean
     _probe_base: tuple[float, float | None] = (0.0, None)  # (loss, estimate) when probing
     _fail_base: tuple[float, float | None] | None = None  # the same, for the last failed probe
+    _room_since: float | None = None  # since when the estimate shows probe_headroom
+    _slow_run: int = 0  # samples running with poor decoding
 
     def __post_init__(self) -> None:
         self.ladder = sorted(self.ladder, key=lambda r: -r.kbps)
@@ -137,7 +148,9 @@ class AbrController:
         self._losses.clear()
         self._freezes.clear()
         self._low_remb_run = 0
+        self._slow_run = 0
         self._sent_kbps = None
+        self._room_since = None
         self._settle = self.settle_s
         return sw
 
@@ -191,7 +204,11 @@ class AbrController:
             # for a large share of what it was just sent.
             reasons.append(f"NACKs {100 * s.nacks / s.sent:.0f} % of packets")
         warm = t_since(s.t, self._started) > self.warmup_s
-        if warm and s.fps is not None and s.fps < rung.fps * 0.6 and since_switch > self._settle:
+        slow = warm and s.fps is not None and s.fps < rung.fps * 0.6 and since_switch > self._settle
+        self._slow_run = self._slow_run + 1 if slow else 0
+        if self._slow_run >= self.fps_runs:
+            # Two reports running: a link that collapsed leaves a queue of the old rung's
+            # packets that the first report after the switch still shows.
             reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
         if s.freezes and warm and since_switch > self._settle:
             self._freezes.extend([s.t] * s.freezes)
@@ -220,6 +237,13 @@ class AbrController:
                 self._blocked[self.current] = s.t + self._hold
                 self._fail_base = self._probe_base
             if probe_failed:
+                # The ladder's steps are about 2x and REMB shows at most ~1.5x what is sent:
+                # a probe is a real overload and each failed one costs freezes. On a link
+                # that loses packets anyway (a marginal radio link) not again for half a
+                # minute at least, unless the link is seen to change; on a clean link a
+                # failure is a capacity limit that may lift soon: the usual doubling.
+                if self._probe_base[0] >= self.lossy_link:
+                    self._blocked[self.current] = s.t + max(self._hold, self.probe_fail_hold_s)
                 # Back to the rung that was clean, and stay there: not the overload's
                 # after-effects (a draining queue, a lost keyframe) nor this rung for a while.
                 sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons) + " (probe failed)")
@@ -249,6 +273,11 @@ class AbrController:
             self._fail_base = None
             self._blocked.clear()
             self._fails.clear()
+        # Room for a probe: the (smoothed) estimate well above what is sent, for a second.
+        if self._remb is not None and self._remb >= rate * self.probe_headroom:
+            self._room_since = s.t if self._room_since is None else self._room_since
+        else:
+            self._room_since = None
         held = t_since(s.t, max(self._last_switch, self._started))
         need = self.up_hold_s if self._last_up_ok else self.hold_s
         if i == 0 or held < need or t_since(s.t, self._clean_since) < 2.0:
@@ -256,8 +285,8 @@ class AbrController:
         up = self.ladder[i - 1]
         if s.t < self._blocked.get(up.name, 0.0):
             return None  # a probe of it failed not long ago
-        if self._remb is not None and self._remb < rate and not rising:
-            return None  # the estimate does not even cover what the viewer gets now
+        if self._remb is not None and (self._room_since is None or t_since(s.t, self._room_since) < 1.0):
+            return None  # a saturated link (no room above what is sent), or not for 1 s yet
         self._last_up = s.t
         self._probe_base = (self._base_loss or 0.0, self._remb)
         est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
