@@ -98,13 +98,13 @@ $("video").addEventListener("click", (ev) => {
   const box = $("groundinfo");
   if (!p) {
     $("ground-text").textContent = s ? "not on the ground (above the horizon or no field of view)" : "no telemetry";
-    $("ground-geo").hidden = true; $("ground-copy").hidden = true;
+    $("ground-geo").hidden = true; $("ground-copy").hidden = true; $("ground-send").hidden = true;
   } else {
     const text = `${p[0].toFixed(6)}, ${p[1].toFixed(6)}`;
     $("ground-text").textContent = `${formatLatLon(p[0], p[1])}${player.telemetryIsStale ? " (telemetry stale!)" : ""}`;
     $("ground-text").dataset.value = text;
     $("ground-geo").href = `geo:${p[0].toFixed(6)},${p[1].toFixed(6)}`;
-    $("ground-geo").hidden = false; $("ground-copy").hidden = false;
+    $("ground-geo").hidden = false; $("ground-copy").hidden = false; $("ground-send").hidden = !navigator.share;
     if (dmap) dmap.mark(p[0], p[1]);
     window.__ground = p;
   }
@@ -117,6 +117,14 @@ $("ground-copy").onclick = async () => {
   setTimeout(() => { $("ground-copy").textContent = "Copy"; }, 1500);
 };
 $("ground-close").onclick = () => { $("groundinfo").hidden = true; };
+// Send: the phone's share sheet (messenger, mail, radio dispatch app) where there is one.
+if (navigator.share) {
+  $("ground-send").hidden = false;
+  $("ground-send").onclick = () => {
+    const v = $("ground-text").dataset.value || "";
+    navigator.share({ title: `${stream}: ground point`, text: `${stream}: ${v}`, url: `geo:${v.replace(" ", "")}` }).catch(() => {});
+  };
+}
 player.start();
 
 authFetch(`/api/streams/${encodeURIComponent(stream)}`)
