@@ -17,6 +17,7 @@ shown as "current". Pure data: no network, no clocks other than the ones passed 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -131,10 +132,12 @@ class Telemetry:
         return a is None or a > self.stale_after_s
 
     def since(self, seq: int) -> list[str]:
-        """The encoded samples numbered after ``seq`` (oldest first)."""
+        """The encoded samples numbered after ``seq`` (oldest first). Called for every viewer
+        five times a second: the numbers are consecutive, so only the new tail is read."""
         if not self.recent or self.recent[-1][0] <= seq:
             return []
-        return [s for n, _, s in self.recent if n > seq]
+        tail = itertools.islice(reversed(self.recent), self.recent[-1][0] - seq)
+        return [s for _, _, s in tail][::-1]
 
     def summary(self) -> dict[str, Any] | None:
         """For /api/streams and the wall: the newest state, its age, stale or not."""
