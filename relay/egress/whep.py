@@ -40,6 +40,7 @@ __all__ = ["WhepEgress"]
 log = logging.getLogger("relay.whep")
 AUTO = "auto"  # the rendition name that asks the relay to choose from the viewer's link
 FRAME_TIMES_PERIOD_S = 0.2
+TELEMETRY_BATCH = 50  # samples in one data-channel message at most (~12 KB)
 VIEWER_SILENT_S = 6.0
 ABR_PERIOD_S = 0.5
 
@@ -327,7 +328,9 @@ class WhepEgress:
                 track.frame_times.clear()
                 ch.send(json.dumps({"type": "frames", "f": frames}, separators=(",", ":")))
             tele.flush()
-            samples = tele.since(sent_seq)
+            # A viewer that joins gets the last few seconds, not the whole ring: the page
+            # needs samples around the frames it shows, and one message must stay small.
+            samples = tele.since(max(sent_seq, tele.seq - TELEMETRY_BATCH))
             t = now()
             if samples or (tele.state and t - quiet_since >= 1.0):
                 sent_seq = tele.seq

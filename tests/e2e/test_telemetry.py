@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from drone_sim.flight import Flight
 from drone_sim.mavlink import MavlinkSender
@@ -169,3 +170,34 @@ async def test_http_telemetry_needs_the_publishers_token(relay_factory: Any) -> 
             doc = await r.json()
         assert doc["state"]["rel_alt"] == 45.5 and doc["state"]["stale"] is False
         assert doc["track"] and doc["track"][0][1:] == [50.9375, 6.9603]
+
+
+async def test_a_viewer_joining_late_gets_a_small_first_message(relay_factory: Any) -> None:
+    """40 s of 10 Hz telemetry fill the ring (300 samples); a viewer joining then gets the
+    last 50 in its first message (one message must stay small), and the channel lives on."""
+    relay = await relay_factory({"renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+                                 "webrtc": {"ice_addresses": ["127.0.0.1"]}, "streams": {"d1": {}}})
+    drone = Drone(f"{relay.url}/whip/d1", size=(320, 240))
+    viewer = WhepViewer(relay.url, "d1", channel=True, read_stamps=False)
+    try:
+        await wait_for(lambda: relay.entry("d1").frames_in > 5, 15, "video")
+        t0 = time.time() - 40
+        async with aiohttp.ClientSession() as s:
+            for batch in range(8):
+                docs = [{"t": t0 + (batch * 50 + i) * 0.1, "lat": 50 + (batch * 50 + i) * 1e-5, "lon": 8.0}
+                        for i in range(50)]
+                async with s.post(f"{relay.url}/api/streams/d1/telemetry", json=docs) as r:
+                    assert r.status == 204, await r.text()
+        assert relay.entry("d1").telemetry.seq >= 400
+        await viewer.start()
+        await wait_for(lambda: any(m.get("type") == "telemetry" for m in viewer.messages), 10, "telemetry")
+        first = next(m for m in viewer.messages if m.get("type") == "telemetry")
+        assert len(first["s"]) == 50 and first["s"][-1]["lat"] == pytest.approx(50 + 399e-5)
+        async with aiohttp.ClientSession() as s, s.post(f"{relay.url}/api/streams/d1/telemetry",
+                                                        json={"lat": 51.0, "lon": 8.0}) as r:
+            assert r.status == 204
+        await wait_for(lambda: any(smp["lat"] == 51.0 for m in viewer.messages if m.get("type") == "telemetry"
+                                   for smp in m["s"]), 5, "the next sample on the same channel")
+    finally:
+        await viewer.close()
+        await drone.stop()
