@@ -177,7 +177,7 @@ class WhepEgress:
         track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
         transceiver.sender.replaceTrack(track)
         track.sender = transceiver.sender
-        session.spawn(self._send_frame_times(entry, track, session))
+        session.spawn(self._send_times_and_telemetry(entry, track, session))
 
         def keyframe_request(reason: str) -> None:
             # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
@@ -309,7 +309,7 @@ class WhepEgress:
                 await session.close(f"viewer silent: no RTCP for {VIEWER_SILENT_S:.0f} s")
                 return
 
-    async def _send_frame_times(self, entry: Entry, track: PacketTrack, session: PeerSession) -> None:
+    async def _send_times_and_telemetry(self, entry: Entry, track: PacketTrack, session: PeerSession) -> None:
         """Five times a second: which arrival and capture time belongs to which RTP timestamp
         of the frames this viewer was sent (the browser matches them with what it presents),
         and the telemetry samples since the last message, each tagged with its capture time
