@@ -96,6 +96,7 @@ class AbrController:
     probe_fail_hold_s: float = 45.0  # a failed probe on a lossy link blocks its rung this long
     lossy_link: float = 0.02  # random loss at or above this: a lossy (marginal) link
     lossy_hold_s: float = 20.0  # on a lossy link, this long on a rung before probing above it
+    link_change_s: float = 10.0  # loss must stay low this long after a switch to mean a new link
     fps_runs: int = 2  # poor decoding must show in this many samples running
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
     _started: float | None = None
@@ -271,7 +272,7 @@ class AbrController:
             self._base_loss = s.loss if self._base_loss is None else 0.8 * self._base_loss + 0.2 * s.loss
         if since_switch >= self.stay_s and t_since(s.t, self._clean_since) >= self.stay_s:
             self._fails.pop(self.current, None)  # this rung holds: its failures are history
-        if self._link_changed():
+        if self._link_changed(s.t):
             self._hold = self.hold_s
             self._fail_base = None
             self._blocked.clear()
@@ -300,11 +301,15 @@ class AbrController:
         self._settle = self.probe_settle_s
         return sw
 
-    def _link_changed(self) -> bool:
+    def _link_changed(self, t: float) -> bool:
         if self._fail_base is None or not self._blocked:
             return False
         loss, remb = self._fail_base
-        if loss >= 0.01 and self._base_loss is not None and self._base_loss < loss * 0.3:
+        # Loss judged over a while: a low rung sends few packets, and a few clean reports
+        # in a row on a 2 % link are chance, not a better link (measured: it reset the
+        # back-off every 15-25 s at 800 kbit/s).
+        if (loss >= 0.01 and self._base_loss is not None and self._base_loss < loss * 0.3
+                and t_since(t, self._last_switch) >= self.link_change_s):
             return True
         return remb is not None and self._remb is not None and self._remb >= remb * 1.3
 

@@ -95,6 +95,12 @@ async def test_sender_and_receiver_hooks_over_a_real_connection() -> None:
         # sent_rtp_timestamp: what the sender last put on the wire, as the receiver saw it.
         wire = compat.sent_rtp_timestamp(sender)
         assert wire is not None and wire in {p.timestamp for p in rtp}
+        # sent_packet_timestamp: a packet's RTP timestamp from the retransmission history,
+        # for a sequence number the receiver saw; None for one the sender never sent.
+        seen = {p.sequence_number: p.timestamp for p in rtp}
+        newest = max(seen, key=lambda q: (seen[q], q))
+        assert compat.sent_packet_timestamp(sender, newest) == seen[newest]
+        assert compat.sent_packet_timestamp(sender, (newest + 1000) & 0xFFFF) is None
         # transceiver_codecs: the negotiated codec.
         assert compat.transceiver_codecs(b.getTransceivers()[0])[0].mimeType.startswith("video/")
         # tap_sender_rtcp: the receiver's reports about this sender reach our handler.
@@ -131,3 +137,44 @@ async def test_host_address_and_candidate_hooks() -> None:
         compat.wrap_component_candidates(None)
     assert aioice.ice.get_host_addresses is compat.original_host_addresses
     assert aioice.ice.Connection.get_component_candidates is compat.original_component_candidates
+
+
+async def test_nacks_for_the_rung_left_behind_are_dropped_free() -> None:
+    """After a change-over the tap drops NACKs for packets sent before it (that picture is
+    gone) without spending the budget, and answers NACKs for what came after."""
+    from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+    from relay.webrtc.tracks import RtcpTap
+
+    track = Frames()
+    a, b, sender, receiver = await _pair(track)
+    rtp: list[Any] = []
+    compat.tap_receiver_rtp(receiver, rtp.append)
+    tap = RtcpTap(sender, lambda reason: None)
+    await _connect(a, b)
+    try:
+        remote = receiver.track
+        for _ in range(8):
+            await asyncio.wait_for(remote.recv(), 20)
+        old = max(rtp, key=lambda p: p.timestamp)
+        tap.change_over()
+        tap.nack_rate = 1.0  # one retransmission in the budget
+        for _ in range(5):
+            await asyncio.wait_for(remote.recv(), 5)
+        new = max(rtp, key=lambda p: p.timestamp)
+        assert new.timestamp != old.timestamp
+
+        async def nack(seq: int) -> list[int]:
+            pkt = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
+            pkt.lost = [seq]
+            await sender._handle_rtcp_packet(pkt)
+            return pkt.lost
+
+        assert await nack(old.sequence_number) == []  # stale: dropped
+        assert tap.nacks_stale == 1 and tap.nacks_refused == 0
+        assert await nack(new.sequence_number) == [new.sequence_number]  # answered
+        assert await nack(new.sequence_number) == []  # the budget (1) is spent now
+        assert tap.nacks_refused == 1 and tap.nacks_stale == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -266,7 +266,7 @@ class WhepEgress:
             info.samples.append({"t": round(time.time(), 2), "rendition": info.rendition, "remb_kbps": remb,
                                  "loss": None if loss is None else round(loss, 3), "nacks_new": sample.nacks,
                                  "sent": sent, "sent_kbps": None if sent_kbps is None else round(sent_kbps),
-                                 "nacks_refused": tap.nacks_refused,
+                                 "nacks_refused": tap.nacks_refused, "nacks_stale": tap.nacks_stale,
                                  "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
             del info.samples[:-240]
             info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None
@@ -281,6 +281,7 @@ class WhepEgress:
                 "reason": sw.reason})
 
             def switched(sw: Switch = sw) -> None:
+                tap.change_over()  # before the new rung's first packet is sent
                 changed["at"], changed["wall"] = time.monotonic(), time.time()
                 rr_hist.clear()
                 info.rendition = sw.to

@@ -33,6 +33,7 @@ import aioice.ice
 from aiortc import RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
+from aiortc.rtp import RTP_HISTORY_SIZE
 
 __all__ = [
     "MarkerJitterBuffer",
@@ -40,6 +41,7 @@ __all__ = [
     "original_host_addresses",
     "receiver_timestamp_origin",
     "self_check",
+    "sent_packet_timestamp",
     "sent_rtp_timestamp",
     "set_host_addresses",
     "tap_receiver_rtp",
@@ -50,6 +52,7 @@ __all__ = [
 ]
 
 _SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_SENDER_HISTORY = "_RTCRtpSender__rtp_history"
 _RECEIVER_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_KIND = "_RTCRtpReceiver__kind"
@@ -81,6 +84,18 @@ def sent_rtp_timestamp(sender: RTCRtpSender) -> int | None:
     value = getattr(sender, _SENDER_RTP_TS, None)
     packets = getattr(sender, "_RTCRtpSender__packet_count", 0)
     return int(value) if isinstance(value, int) and packets else None
+
+
+def sent_packet_timestamp(sender: RTCRtpSender, seq: int) -> int | None:
+    """The RTP timestamp of packet ``seq`` from aiortc's retransmission history (None when
+    it has left the history): tells a NACK for the old rung from one for the new."""
+    history = getattr(sender, _SENDER_HISTORY, None)
+    if not isinstance(history, dict):
+        return None
+    packet = history.get(seq % RTP_HISTORY_SIZE)  # aiortc's own key
+    if packet is None or getattr(packet, "sequence_number", None) != seq:
+        return None
+    return int(packet.timestamp)
 
 
 # ---------------------------------------------------------------------------- receivers
@@ -197,6 +212,7 @@ def self_check() -> list[str]:
             getattr(RTCRtpSender, "_handle_rtcp_packet", None)),
         "RTCRtpSender.__rtp_timestamp": _sets(RTCRtpSender, "__rtp_timestamp"),
         "RTCRtpSender.__packet_count": _sets(RTCRtpSender, "__packet_count"),
+        "RTCRtpSender.__rtp_history": _sets(RTCRtpSender, "__rtp_history"),
         "RTCRtpReceiver._handle_rtp_packet": inspect.iscoroutinefunction(
             getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
         "RTCRtpReceiver.__timestamp_mapper": _sets(RTCRtpReceiver, "__timestamp_mapper"),

@@ -179,6 +179,7 @@ class RtcpTap:
     """
 
     def __init__(self, sender: RTCRtpSender, on_keyframe_request: Callable[[str], None]) -> None:
+        self.sender = sender
         self.plis = 0
         self.nacks = 0
         self.remb_bps: int | None = None
@@ -190,6 +191,8 @@ class RtcpTap:
         self.nacks_refused = 0
         self._tokens = self.nack_rate
         self._tokens_at = now()
+        self.nacks_stale = 0  # NACKs nobody can use: out of the history, or the old rung's (free)
+        self._stale_ts: int | None = None  # RTP timestamps up to this belong to the old rung
 
         def handle(packet: Any) -> None:
             self.last_rtcp = now()
@@ -215,7 +218,29 @@ class RtcpTap:
         compat.tap_sender_rtcp(sender, handle)
 
 
+    def change_over(self) -> None:
+        """The viewer moved to another rung (at its keyframe): NACKs for what was sent before
+        are not worth answering — that picture is gone — and must not spend the budget the
+        new rung's keyframe needs (measured: after a failed step up the page decoded nothing
+        for 2-3 s while the budget went on the overload). Refill the budget now."""
+        self._stale_ts = compat.sent_rtp_timestamp(self.sender)
+        self._tokens = self.nack_rate
+        self._tokens_at = now()
+
     def _budget(self, packet: RtcpRtpfbPacket) -> None:
+        # Only NACKs aiortc can answer spend the budget: a packet that has left its history
+        # (128 packets) cannot be sent again, nor one of the rung left behind be of use.
+        fresh = []
+        for seq in packet.lost:
+            ts = compat.sent_packet_timestamp(self.sender, seq)
+            # RTP timestamps rise across a change-over (same track, same origin); compared
+            # modulo 2^32 as the wire does.
+            if ts is None or (self._stale_ts is not None
+                              and ((self._stale_ts - ts) & 0xFFFFFFFF) < 0x80000000):
+                self.nacks_stale += 1
+            else:
+                fresh.append(seq)
+        packet.lost[:] = fresh
         t = now()
         self._tokens = min(self.nack_rate, self._tokens + (t - self._tokens_at) * self.nack_rate)
         self._tokens_at = t
