@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -117,22 +117,24 @@ def create_app(config: Config) -> web.Application:
         if rtmp is not None:
             await rtmp.start()
         yield
+        # Every step bounded: a peer or a socket that will not close must not keep the
+        # relay from stopping (or the record from being sealed after it).
         if rtmp is not None:
-            await rtmp.stop()
+            await _bounded("rtmp", rtmp.stop())
         for pull in pulls:
-            await pull.stop()
+            await _bounded(f"source {pull.sc.name}", pull.stop())
         for mav in mavlinks:
             mav.close()
         for task in (janitor, sessions_janitor):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await whip.close_all()
-        await whep.close_all()
+        await _bounded("whip sessions", whip.close_all())
+        await _bounded("whep sessions", whep.close_all())
         if record is not None:
-            await record.stop()
+            await _bounded("record", record.stop(), 30.0)
         for pipeline in tuple(services.pipelines.values()):
-            await pipeline.stop()
+            await _bounded("pipeline", pipeline.stop())
         services.pipelines.clear()
 
     app = web.Application(client_max_size=256 * 1024)
@@ -141,6 +143,14 @@ def create_app(config: Config) -> web.Application:
     build_share_routes(app)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _bounded(step: str, work: Awaitable[Any], timeout: float = 10.0) -> None:
+    """One shutdown step, given ``timeout`` seconds; a step that hangs is named in the log."""
+    try:
+        await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        log.error("shutdown step timed out", extra={"step": step, "timeout_s": timeout})
 
 
 async def _end_expired(app: web.Application) -> None:
