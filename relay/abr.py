@@ -27,7 +27,7 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
   back to the rung it came from and stays there ``recover_s`` whatever the overload left
   behind, and that rung is not probed again for a hold-off that doubles (up to
   ``max_hold_s``; at least ``probe_fail_hold_s`` on a link that loses ``lossy_link`` or more
-  anyway, where any probe also waits ``lossy_hold_s`` on its rung first), so a link that
+  anyway, where a probe of a rung that failed also waits ``lossy_hold_s``), so a link that
   cannot carry it is not probed every few seconds. (Measured at 1.5 Mbit/s, 5 %: each failed
   probe of "high" cost a freeze 1-3 s later.)
 - **a changed link resets the back-off**: when the loss seen on a clean rung falls well below
@@ -95,7 +95,7 @@ class AbrController:
     probe_headroom: float = 1.0  # a step up needs an estimate this far above what is sent
     probe_fail_hold_s: float = 45.0  # a failed probe on a lossy link blocks its rung this long
     lossy_link: float = 0.02  # random loss at or above this: a lossy (marginal) link
-    lossy_hold_s: float = 20.0  # on a lossy link, this long on a rung before probing above it
+    lossy_hold_s: float = 20.0  # on a lossy link, this long before probing a rung that failed
     link_change_s: float = 10.0  # loss must stay low this long after a switch to mean a new link
     fps_runs: int = 2  # poor decoding must show in this many samples running
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
@@ -284,8 +284,12 @@ class AbrController:
             self._room_since = None
         held = t_since(s.t, max(self._last_switch, self._started))
         need = self.up_hold_s if self._last_up_ok else self.hold_s
-        if self._base_loss is not None and self._base_loss >= self.lossy_link:
-            need = max(need, self.lossy_hold_s)  # a marginal link: every probe costs freezes
+        up_name = self.ladder[i - 1].name if i > 0 else ""
+        if (self._base_loss is not None and self._base_loss >= self.lossy_link
+                and self._fails.get(up_name)):
+            # A marginal link, and the rung above has failed on it: every probe costs freezes.
+            # (Not for a first climb: a viewer thrown low by an overload must come back.)
+            need = max(need, self.lossy_hold_s)
         if i == 0 or held < need or t_since(s.t, self._clean_since) < 2.0:
             return None
         up = self.ladder[i - 1]
