@@ -268,11 +268,8 @@ async def whep_post(request: web.Request) -> web.Response:
     rendition = request.query.get("rendition") or None
     who = decision.principal
     share = svc.shares.active(who.jti) if who is not None and who.share else None
-    if share is not None and share.max_viewers:
-        using = sum(1 for sess in svc.whep.sessions.values()
-                    if sess.principal is not None and sess.principal.jti == share.id)
-        if using >= share.max_viewers:
-            raise RelayError(429, f"this share link allows {share.max_viewers} viewer(s) at a time")
+    if share is not None and share.max_viewers and share_sessions(svc, share.id) >= share.max_viewers:
+        raise RelayError(429, f"this share link allows {share.max_viewers} viewer(s) at a time")
     session_id, answer = await svc.whep.play(stream, offer, _remote(request), rendition,
                                              principal=decision.principal)
     return _created(f"/whep/{stream}/{session_id}", session_id, answer, svc.config, _label(decision))
@@ -449,6 +446,12 @@ async def metrics(request: web.Request) -> web.Response:
         raise RelayError(404, "metrics are disabled")
     return web.Response(body=svc.metrics(), headers={
         "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def share_sessions(svc: Services, share_id: str) -> int:
+    """Viewing sessions opened through one share link (its token's id)."""
+    return sum(1 for sess in svc.whep.sessions.values()
+               if sess.principal is not None and sess.principal.jti == share_id)
 
 
 async def json_object(request: web.Request, what: str, limit: int = 4096) -> dict[str, Any]:

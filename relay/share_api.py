@@ -21,7 +21,16 @@ from aiohttp import web
 from .auth import mint_token
 from .config import STREAM_NAME
 from .errors import RelayError
-from .http import SERVICES, _authorize, _page, _services, json_object, token_label, token_ttl
+from .http import (
+    SERVICES,
+    _authorize,
+    _page,
+    _services,
+    json_object,
+    share_sessions,
+    token_label,
+    token_ttl,
+)
 from .share import Share
 
 __all__ = ["build_share_routes", "end_expired_shares"]
@@ -40,11 +49,6 @@ def _qr_svg(url: str) -> str:
     segno.make(url, error="m").save(buf, kind="svg", scale=6, border=4, dark="#000", light="#fff",
                                     xmldecl=False, svgns=True)
     return buf.getvalue().decode()
-
-
-def _using(request: web.Request, share_id: str) -> int:
-    return sum(1 for s in _services(request).whep.sessions.values()
-               if s.principal is not None and s.principal.jti == share_id)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -79,7 +83,7 @@ async def listing(request: web.Request) -> web.Response:
     _authorize(request, "mint")
     docs: list[dict[str, Any]] = _services(request).shares.listing()
     for d in docs:
-        d["viewers"] = _using(request, d["id"])
+        d["viewers"] = share_sessions(_services(request), d["id"])
     return web.json_response({"shares": docs}, headers={"Cache-Control": "no-store"})
 
 
