@@ -130,6 +130,8 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
                 if info.auto:
                     for sw in info.switches:
                         print(f"   switch {sw['t'] % 1000:.1f} {sw['from']} -> {sw['to']}: {sw['reason']}")
+                    for pr in info.probes:
+                        print(f"   probe {pr['t'] % 1000:.1f} {pr}")
                     for smp in info.samples:
                         print("   ", {**smp, "t": round(smp["t"] % 1000, 1)})
         for page in pages.values():  # leave as a commander's tab does: the session ends

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["AbrController", "Rung", "Sample", "Switch"]
+__all__ = ["AbrController", "ProbeResult", "Rung", "Sample", "Switch"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,15 @@ class Switch:
     frm: str
     to: str
     reason: str
+    probe: bool = False  # not a switch yet: pad the link up to ``to``'s rate, then judge
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    t: float
+    to: str
+    ok: bool
+    detail: str
 
 
 @dataclass
@@ -98,6 +107,13 @@ class AbrController:
     lossy_hold_s: float = 20.0  # on a lossy link, this long before probing a rung that failed
     link_change_s: float = 10.0  # loss must stay low this long after a switch to mean a new link
     fps_runs: int = 2  # poor decoding must show in this many samples running
+    remb_down: float = 0.8  # an estimate alone is evidence under this share of what is sent
+    padding: bool = False  # the sender can pad (RTX): probe a rung's rate before switching
+    probe_nack_margin: float = 0.08  # a padding probe fails above the link's usual NACK share + this
+    probe_quiet_s: float = 1.5  # after a failed padding probe, its overload is no evidence
+    pad_hold_s: float = 4.0  # a rung a padding probe found too big is probed again after this,
+    pad_max_hold_s: float = 8.0  # 2 s more each time up to this
+    pad_up_hold_s: float = 2.0  # after a step up a padding probe verified, the next probe waits this
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
     _started: float | None = None
     _last_switch: float = -1e9
@@ -119,6 +135,13 @@ class AbrController:
     _fail_base: tuple[float, float | None] | None = None  # the same, for the last failed probe
     _room_since: float | None = None  # since when the estimate shows probe_headroom
     _slow_run: int = 0  # samples running with poor decoding
+    _probing: tuple[str, float, str] | None = None  # (rung, since, reason) of a padding probe
+    _quiet_until: float = -1e9
+    _base_nack: float | None = None  # smoothed NACK share while clean
+    _n_loss: int = 0
+    _pad_fails: dict[str, int] = field(default_factory=dict)  # rung -> padding probes failed in a row
+    _n_nack: int = 0
+    probes: deque[ProbeResult] = field(default_factory=lambda: deque(maxlen=50))
 
     def __post_init__(self) -> None:
         self.ladder = sorted(self.ladder, key=lambda r: -r.kbps)
@@ -136,6 +159,11 @@ class AbrController:
     @property
     def estimate_kbps(self) -> float | None:
         return self._remb
+
+    @property
+    def sent_kbps(self) -> float:
+        """What the viewer is sent (smoothed; the rung's budget before it is known)."""
+        return self._sent_kbps or self._rung(self.current).kbps
 
     def _rung(self, name: str) -> Rung:
         return next(r for r in self.ladder if r.name == name)
@@ -184,22 +212,31 @@ class AbrController:
         since_switch = t_since(s.t, self._last_switch)
         reasons = []
         # REMB lags a switch (the estimator sees the queue drain or fill): judge it only
-        # after remb_grace_s, and only when it stays low for two samples running. An
-        # estimate still climbing towards the rung is a receiver ramping up after a step
-        # up (Chromium's grows by tens of kbit/s a second), not a failing link: only one
-        # that does not rise (or is far below) is evidence.
-        rising = len(self._rembs) >= 2 and self._rembs[-1][1] > self._rembs[0][1] * 1.03
+        # after remb_grace_s, and only when it stays low for two samples running; "dropped":
+        # it fell by a fifth or more within the last 2 s.
+        dropped = bool(self._rembs) and max(r for _, r in self._rembs) >= 1.25 * self._rembs[-1][1]
         # Compared with what the viewer is actually sent: REMB is capped near 1.5x that, so
         # a rung whose pictures need less than its budget must not look congested.
         if s.sent_kbps is not None:
             self._sent_kbps = s.sent_kbps if self._sent_kbps is None else (
                 0.75 * self._sent_kbps + 0.25 * s.sent_kbps)  # over ~2 s: keyframes come and go
         rate = min(rung.kbps, self._sent_kbps) if self._sent_kbps else rung.kbps
+        # REMB is evidence only where it has just fallen, or where the link shows trouble
+        # too (loss above its usual share, NACKs, frames late). Chromium's receive-side
+        # estimate is no measure of capacity otherwise: it answers each delay spike (a
+        # keyframe through a shaped link) with 0.85x what it receives, keeps cutting while
+        # the rate falls, and climbs back ~10-15 kbit/s a second (measured on links that
+        # carried the rung at 30 fps: 1174 -> 933 on "mid" over 1.5 Mbit/s, 853 -> 426 on
+        # "low", 621 -> 288 on "floor" over 800 kbit/s; 1384 -> 1473 in 6 s on "high" at
+        # 2.4 Mbit/s over 5 Mbit/s). A step up is judged by a padding probe instead.
         low_remb = (self._remb is not None and since_switch > self.remb_grace_s
-                    and self._remb < rate * 0.95
-                    and (not rising or self._remb < rate * 0.6))
+                    and self._remb < rate * self.remb_down)
         self._low_remb_run = self._low_remb_run + 1 if low_remb else 0
-        if self._low_remb_run >= 2:
+        nack_share = s.nacks / s.sent if s.sent >= 10 else 0.0
+        shows = (loss > max(self.lossy_link, (self._base_loss or 0.0) + 0.04)
+                 or nack_share > (self._base_nack or 0.0) + 0.08
+                 or (s.fps is not None and s.fps < rung.fps * 0.85) or s.freezes > 0)
+        if self._low_remb_run >= 2 and (dropped or shows):
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
@@ -224,6 +261,14 @@ class AbrController:
             # 1.2 Mbit/s on a 1.5 Mbit/s link with 5 % loss freezes 8-14 times a minute,
             # 360p at 0.6 Mbit/s 0-2 times).
             reasons.append(f"{len(self._freezes)} freezes in {self.freeze_window_s:.0f} s")
+        if self._probing is not None or s.t < self._quiet_until:
+            # A padding probe's overload (loss, NACKs, a late frame) is judged by
+            # probe_result(), not here; and its after-effects are no evidence either.
+            self._clean_since = None
+            self._freezes.clear()
+            self._losses.clear()
+            self._slow_run = self._low_remb_run = 0
+            return None
         if reasons:
             self._clean_since = None
             if i == len(self.ladder) - 1 or since_switch < self._settle:
@@ -258,7 +303,8 @@ class AbrController:
                 # transiently low estimate must not throw the viewer to the bottom) unless
                 # loss or NACKs say the same: then the link has collapsed, go where it fits.
                 corroborated = any(r.startswith(("loss", "NACKs")) for r in reasons)
-                budget = self._remb * 0.85 if corroborated else max(self._remb * 0.85, rung.kbps * 0.5)
+                # (An estimate on a saturated link is already 0.85x its capacity.)
+                budget = self._remb * 0.95 if corroborated else max(self._remb * 0.95, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
             return self._switch(s.t, target.name, "down: " + ", ".join(reasons))
@@ -268,8 +314,17 @@ class AbrController:
             return None
         if self._clean_since is None:
             self._clean_since = s.t
-        if s.loss is not None:
-            self._base_loss = s.loss if self._base_loss is None else 0.8 * self._base_loss + 0.2 * s.loss
+        # What the link usually loses: learnt while nothing points to congestion, as the
+        # mean of the first samples, then over about ten seconds.
+        if s.loss is not None and not self._low_remb_run:
+            self._n_loss += 1
+            a = max(0.05, 1 / self._n_loss)
+            self._base_loss = s.loss if self._base_loss is None else (1 - a) * self._base_loss + a * s.loss
+        if s.sent >= 10 and not self._low_remb_run:
+            self._n_nack += 1
+            a = max(0.05, 1 / self._n_nack)
+            share = s.nacks / s.sent
+            self._base_nack = share if self._base_nack is None else (1 - a) * self._base_nack + a * share
         if since_switch >= self.stay_s and t_since(s.t, self._clean_since) >= self.stay_s:
             self._fails.pop(self.current, None)  # this rung holds: its failures are history
         if self._link_changed(s.t):
@@ -283,9 +338,9 @@ class AbrController:
         else:
             self._room_since = None
         held = t_since(s.t, max(self._last_switch, self._started))
-        need = self.up_hold_s if self._last_up_ok else self.hold_s
+        need = (self.pad_up_hold_s if self.padding else self.up_hold_s) if self._last_up_ok else self.hold_s
         up_name = self.ladder[i - 1].name if i > 0 else ""
-        if (self._base_loss is not None and self._base_loss >= self.lossy_link
+        if (not self.padding and self._base_loss is not None and self._base_loss >= self.lossy_link
                 and self._fails.get(up_name)):
             # A marginal link, and the rung above has failed on it: every probe costs freezes.
             # (Not for a first climb: a viewer thrown low by an overload must come back.)
@@ -295,15 +350,90 @@ class AbrController:
         up = self.ladder[i - 1]
         if s.t < self._blocked.get(up.name, 0.0):
             return None  # a probe of it failed not long ago
-        if self._remb is not None and (self._room_since is None or t_since(s.t, self._room_since) < 1.0):
-            return None  # a saturated link (no room above what is sent), or not for 1 s yet
-        self._last_up = s.t
-        self._probe_base = (self._base_loss or 0.0, self._remb)
+        if (not self.padding and self._remb is not None
+                and (self._room_since is None or t_since(s.t, self._room_since) < 1.0)):
+            # Without padding the step up is the probe: only where the estimate shows room
+            # above what is sent, for a second.
+            return None
         est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
-        sw = self._switch(s.t, up.name, f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}")
+        reason = f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}"
+        if self.padding:
+            # First pad the link up to the rung's rate (copies of packets already sent, on
+            # the retransmission stream): a link that cannot carry it shows at once, and
+            # costs a few retransmissions instead of two keyframes and the freezes after
+            # (as mediasoup probes before it raises a consumer's layer).
+            self._probing = (up.name, s.t, reason)
+            return Switch(s.t, self.current, up.name, reason, probe=True)
+        return self._step_up(s.t, up.name, reason)
+
+    def _step_up(self, t: float, to: str, reason: str) -> Switch:
+        self._last_up = t
+        self._probe_base = (self._base_loss or 0.0, self._remb)
+        sw = self._switch(t, to, reason)
         self._last_up_ok = True
         self._settle = self.probe_settle_s
         return sw
+
+    # -------------------------------------------------------------- padding probes
+
+    @property
+    def probing(self) -> str | None:
+        """The rung a padding probe is testing now, if any."""
+        return self._probing[0] if self._probing else None
+
+    def probe_pad_kbps(self) -> float:
+        """How much padding takes the viewer's link to the probed rung's rate (and 10 % over:
+        its keyframes must fit too)."""
+        if self._probing is None:
+            return 0.0
+        target = self._rung(self._probing[0]).kbps * 1.1
+        return max(0.0, target - self.sent_kbps)
+
+    def _probe_limit(self) -> float:
+        return (self._base_nack or 0.0) + self.probe_nack_margin
+
+    def probe_failing(self, nacks: int, sent: int) -> bool:
+        """Already clear that the probe fails (the glue stops padding at once): NACKs well
+        over what the link usually loses (the queue of a link that cannot carry the rung
+        fills in a few hundred ms, then drops a third of everything)."""
+        return sent >= 10 and nacks - (self._base_nack or 0.0) * sent > max(5.0, 0.1 * sent)
+
+    def probe_result(self, t: float, nacks: int, sent: int, remb_fell_to: float | None = None,
+                     queue_ms: float | None = None) -> tuple[ProbeResult, Switch | None]:
+        """The padding probe is over: ``nacks`` of the ``sent`` media packets were NACKed
+        while it ran (and a moment after, for the queue to show); ``remb_fell_to``: the
+        receiver's estimate fell to this share of what it was (its delay-based detector saw
+        the queue grow); ``queue_ms``: round trips grew this much (a queue filling). Returns
+        the step up if the link carried the rung's rate."""
+        if self._probing is None:
+            raise RuntimeError("no probe running")
+        to, _since, reason = self._probing
+        self._probing = None
+        share = nacks / sent if sent else 0.0
+        detail = f"NACKs {share * 100:.0f} % of {sent} packets (usually {(self._base_nack or 0) * 100:.0f} %)"
+        if remb_fell_to is not None:
+            detail += f", estimate fell to {remb_fell_to * 100:.0f} %"
+        if queue_ms is not None:
+            detail += f", round trip +{queue_ms:.0f} ms"
+        if (sent >= 10 and share > self._probe_limit()) or remb_fell_to is not None or queue_ms is not None:
+            # Not carried. Cheap (no keyframe was spent, the padding stopped at the first
+            # sign): try again soon, so a link that grows is used within seconds; a little
+            # later each time, up to pad_max_hold_s.
+            self._pad_fails[to] = self._pad_fails.get(to, 0) + 1
+            hold = min(self.pad_hold_s + 2.0 * (self._pad_fails[to] - 1), self.pad_max_hold_s)
+            self._blocked[to] = t + hold
+            self._quiet_until = t + self.probe_quiet_s
+            self._losses.clear()
+            res = ProbeResult(t, to, False, detail)
+            self.probes.append(res)
+            return res, None
+        res = ProbeResult(t, to, True, detail)
+        self.probes.append(res)
+        self._pad_fails.pop(to, None)
+        return res, self._step_up(t, to, f"{reason}, probe at {self._rung(to).kbps} kbit/s: {detail}")
+
+    def cancel_probe(self) -> None:
+        self._probing = None
 
     def _link_changed(self, t: float) -> bool:
         if self._fail_base is None or not self._blocked:

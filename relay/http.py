@@ -370,6 +370,7 @@ async def api_stats(request: web.Request) -> web.Response:
             "rendition_reason": v.rendition_reason,
             "estimate_kbps": v.estimate_kbps,
             "switches": v.switches[-10:],
+            "probes": v.probes[-10:],
             "link_samples": v.samples[-10:],
             "queue": svc.whep.reader_stats(v.session),
         })

@@ -55,6 +55,7 @@ class ViewerInfo:
     estimate_kbps: float | None = None
     switches: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)  # the link, as ABR saw it
+    probes: list[dict[str, Any]] = field(default_factory=list)  # padding probes and their verdicts
 
     def __post_init__(self) -> None:
         self.public_id = self.public_id or public_id(self.session)

@@ -175,8 +175,52 @@ async def test_nacks_for_the_rung_left_behind_are_dropped_free() -> None:
         assert await nack(old.sequence_number) == []  # stale: dropped
         assert tap.nacks_stale == 1 and tap.nacks_refused == 0
         assert await nack(new.sequence_number) == [new.sequence_number]  # answered
-        assert await nack(new.sequence_number) == []  # the budget (1) is spent now
+        # Asked again at once (it is still in flight): not resent, and free.
+        assert await nack(new.sequence_number) == []
+        assert tap.nacks_repeat == 1 and tap.nacks_refused == 0
+        prev = (new.sequence_number - 1) & 0xFFFF
+        assert compat.sent_packet_timestamp(sender, prev) is not None
+        assert await nack(prev) == []  # the budget (1) is spent now
         assert tap.nacks_refused == 1 and tap.nacks_stale == 1
+    finally:
+        await a.close()
+        await b.close()
+        compat.set_host_addresses(None)
+
+
+async def test_padding_goes_out_on_the_retransmission_stream() -> None:
+    """send_padding: copies of sent packets on the RTX stream (which the receiver drops as
+    duplicates), not counted as media; nothing without RTX."""
+    compat.set_host_addresses(lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+    track = Frames()
+    a, b, sender, receiver = await _pair(track)
+    rtp: list[Any] = []
+    compat.tap_receiver_rtp(receiver, rtp.append)
+    await _connect(a, b)
+    try:
+        remote = receiver.track
+        for _ in range(20):  # 20 packets of history to copy
+            await asyncio.wait_for(remote.recv(), 20)
+        assert compat.can_pad(sender)
+        media = compat.sent_packet_count(sender)
+        rtx_before = sum(1 for p in rtp if p.ssrc == sender._rtx_ssrc)
+        sent = await compat.send_padding(sender, 100_000)  # more than one call sends: 16 packets
+        assert sent > 0
+        for _ in range(50):
+            if sum(1 for p in rtp if p.ssrc == sender._rtx_ssrc) >= rtx_before + 16:
+                break
+            await asyncio.sleep(0.02)
+        rtx = [p for p in rtp if p.ssrc == sender._rtx_ssrc]
+        assert len(rtx) - rtx_before == 16
+        # Padding is not media: the count the ABR compares NACKs with did not move for it
+        # (a few frames went out meanwhile).
+        assert compat.sent_packet_count(sender) - media < 10
+        # The picture goes on (the receiver discarded the copies).
+        for _ in range(5):
+            await asyncio.wait_for(remote.recv(), 5)
+        # Without RTX negotiated: nothing is sent.
+        sender._RTCRtpSender__rtx_payload_type = None
+        assert not compat.can_pad(sender) and await compat.send_padding(sender, 3000) == 0
     finally:
         await a.close()
         await b.close()

@@ -110,6 +110,13 @@ export class WhepPlayer {
     this.channel = ch;
     ch.onmessage = (ev) => this._onMessage(ev.data);
     ch.onopen = () => this._pinger();
+    // The relay times round trips on this one while it probes the link for a higher
+    // rendition (a queue filling up shows as a growing round trip): unordered and never
+    // retransmitted, so a lost message is just missing, never late.
+    const echo = pc.createDataChannel("echo", { ordered: false, maxRetransmits: 0 });
+    echo.onmessage = (ev) => {
+      if (echo.readyState === "open" && typeof ev.data === "string" && ev.data.length <= 16) echo.send(ev.data);
+    };
     pc.ontrack = (ev) => {
       const rx = ev.receiver;
       try { rx.jitterBufferTarget = 0; } catch (_) { /* older browsers */ }

@@ -29,10 +29,13 @@ from ..webrtc import (
     PeerSession,
     RtcpTap,
     answer_offer,
+    can_pad,
     check_offer,
     listen_for_keyframe_requests,
     new_peer,
     prefer_codec,
+    send_padding,
+    sent_packet_count,
 )
 
 __all__ = ["WhepEgress"]
@@ -43,6 +46,12 @@ FRAME_TIMES_PERIOD_S = 0.2
 TELEMETRY_BATCH = 50  # samples in one data-channel message at most (~12 KB)
 VIEWER_SILENT_S = 6.0
 ABR_PERIOD_S = 0.5
+PROBE_PAD_S = 1.2  # a padding probe pads this long (ramping up over PROBE_RAMP_S),
+PROBE_RAMP_S = 0.6
+ECHO_BASE_S = 0.2  # round trips timed before the padding starts: the baseline
+ECHO_EVERY_S = 0.04
+ECHO_QUEUE_S = 0.05  # two round trips running this much over the baseline: a queue
+PROBE_TAIL_S = 0.4  # then waits this long for the NACKs of what the link's queue dropped
 
 MAX_REPORT_BYTES = 4096
 # A viewer's report: each field's type and the range (or the values) it may take. Anything
@@ -100,6 +109,38 @@ def _loss_over(hist: deque[tuple[float, int, int]], t: float, min_s: float = 1.0
     return None
 
 
+class Echoes:
+    """Round trips to the viewer over its "echo" data channel (unordered, no retransmission:
+    the page sends each message straight back). It shares the viewer's link, so a queue
+    filling up on the way (a padding probe the link cannot carry) shows as a growing round
+    trip, within tens of milliseconds; a lost message is simply never answered."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self._n = 0
+        self._sent: dict[int, float] = {}
+        self.rtts: deque[tuple[float, float]] = deque(maxlen=64)  # (answered at, round trip s)
+
+        @channel.on("message")  # type: ignore[untyped-decorator]
+        def on_message(message: Any) -> None:
+            if not isinstance(message, str) or len(message) > 16 or not message.isdigit():
+                return
+            sent = self._sent.pop(int(message), None)  # only what we sent counts, once
+            if sent is not None:
+                t = now()
+                self.rtts.append((t, t - sent))
+
+    def send(self) -> bool:
+        if self.channel.readyState != "open":
+            return False
+        self._n += 1
+        self._sent[self._n] = now()
+        if len(self._sent) > 64:
+            self._sent.pop(next(iter(self._sent)))
+        self.channel.send(str(self._n))
+        return True
+
+
 class WhepEgress:
     def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None,
                  ice: Callable[[], list[dict[str, Any]]] | None = None,
@@ -112,6 +153,7 @@ class WhepEgress:
         self.sessions: dict[str, PeerSession] = {}
         self.tracks: dict[str, PacketTrack] = {}
         self.channels: dict[str, Any] = {}
+        self.echoes: dict[str, Echoes] = {}
         self.creep_resets = 0
 
     def _admit(self, entry: Entry, remote: str) -> None:
@@ -189,7 +231,10 @@ class WhepEgress:
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:
-            self._serve_channel(entry, info, track, channel)
+            if channel.label == "echo":
+                self.echoes[session.id] = Echoes(channel)
+            else:
+                self._serve_channel(entry, info, track, channel)
 
         self.sessions[session.id] = session
         self.tracks[session.id] = track
@@ -200,7 +245,7 @@ class WhepEgress:
             await session.close("offer failed")
             raise
         entry.viewers[session.id] = info
-        session.spawn(self._poll_rtt(info, transceiver.sender))
+        session.spawn(self._poll_rtt(info, transceiver.sender, tap))
         if auto:
             rungs = [r for r in ladder if r.name in {x.name for x in self.config.renditions
                                                       if x.codec == codec}]
@@ -226,6 +271,40 @@ class WhepEgress:
         rr_seen = 0.0  # when the previous receiver report arrived (its interval starts there)
         rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
         changed = {"at": 0.0, "wall": 0.0}  # the last change-over (monotonic, wall clock)
+        probe: asyncio.Task[None] | None = None
+
+        def forget() -> None:
+            """A failed padding probe: the receiver reports and viewer reports that cover it
+            describe its overload, not the rung."""
+            changed["at"], changed["wall"] = time.monotonic(), time.time()
+            rr_hist.clear()
+
+        def perform(sw: Switch) -> None:
+            target = entry.rendition_stream(sw.to)
+            if target is None:
+                return
+            log.info("viewer switches rendition", extra={
+                "stream": entry.name, "viewer": info.public_id, "from": sw.frm, "to": sw.to,
+                "reason": sw.reason})
+
+            def switched() -> None:
+                tap.change_over()  # before the new rung's first packet is sent
+                changed["at"], changed["wall"] = time.monotonic(), time.time()
+                rr_hist.clear()
+                info.rendition = sw.to
+                info.rendition_reason = sw.reason
+                info.switches.append({"t": time.time(), "from": sw.frm, "to": sw.to, "reason": sw.reason})
+                del info.switches[:-20]
+                ch = self.channels.get(session.id)
+                if ch is not None and ch.readyState == "open":
+                    ch.send(json.dumps({"type": "rendition", "name": sw.to, "auto": True,
+                                        "reason": sw.reason}))
+
+            def subscribe(target: Stream = target) -> Reader:
+                return target.subscribe(label=session.public)
+
+            track.switch(subscribe, switched)
+
         while True:
             await asyncio.sleep(ABR_PERIOD_S)
             t = time.monotonic()
@@ -270,33 +349,101 @@ class WhepEgress:
                                  "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
             del info.samples[:-240]
             info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None
+            ctl.padding = can_pad(sender)
             sw = ctl.feed(sample)
+            if probe is not None and ctl.probing is None and not probe.done():
+                probe.cancel()
             if sw is None:
                 continue
-            target = entry.rendition_stream(sw.to)
-            if target is None:
+            if sw.probe:
+                probe = session.spawn(self._pad_probe(entry, info, tap, sender, ctl, perform, forget))
                 continue
-            log.info("viewer switches rendition", extra={
-                "stream": entry.name, "viewer": info.public_id, "from": sw.frm, "to": sw.to,
-                "reason": sw.reason})
+            perform(sw)
 
-            def switched(sw: Switch = sw) -> None:
-                tap.change_over()  # before the new rung's first packet is sent
-                changed["at"], changed["wall"] = time.monotonic(), time.time()
-                rr_hist.clear()
-                info.rendition = sw.to
-                info.rendition_reason = sw.reason
-                info.switches.append({"t": time.time(), "from": sw.frm, "to": sw.to, "reason": sw.reason})
-                del info.switches[:-20]
-                ch = self.channels.get(session.id)
-                if ch is not None and ch.readyState == "open":
-                    ch.send(json.dumps({"type": "rendition", "name": sw.to, "auto": True,
-                                        "reason": sw.reason}))
-
-            def subscribe(target: Stream = target) -> Reader:
-                return target.subscribe(label=session.public)
-
-            track.switch(subscribe, switched)
+    async def _pad_probe(self, entry: Entry, info: ViewerInfo, tap: RtcpTap, sender: Any,
+                         ctl: AbrController, perform: Callable[[Switch], None],
+                         forget: Callable[[], None]) -> None:
+        """Pad the viewer's link up to the probed rung's rate with copies of packets already
+        sent (on the retransmission stream: the browser drops the duplicates) for
+        PROBE_PAD_S, and judge from what the link shows meanwhile: round trips on the echo
+        channel growing (a queue filling: the first sign), the browser's estimate falling,
+        NACKs for the media over the link's usual share. The padding stops at the first
+        clear sign, so a link that cannot carry the rung pays a few hundred ms of queue."""
+        to = ctl.probing
+        kbps = ctl.probe_pad_kbps()
+        echo = self.echoes.get(info.session)
+        lead = ECHO_BASE_S if echo is not None and echo.channel.readyState == "open" else 0.0
+        n0 = p0 = 0
+        started = False
+        t0 = time.monotonic()
+        remb0 = tap.remb_bps if tap.remb_bps and now() - tap.remb_time < 3.0 else None
+        if remb0 is not None and remb0 > 1300 * ctl.sent_kbps:
+            # The estimate is far above what the viewer gets (still falling after a fall of
+            # the link, or never tested): its next cut says nothing about this probe.
+            remb0 = None
+        remb_at = tap.remb_time
+        remb_min: float | None = None
+        base_rtt: float | None = None
+        queue_s: float | None = None
+        padded = 0
+        nacks = sent = 0
+        next_echo = 0.0
+        while (el := time.monotonic() - t0) < lead + PROBE_PAD_S + PROBE_TAIL_S:
+            if echo is not None and lead and el >= next_echo:
+                echo.send()
+                next_echo = el + ECHO_EVERY_S
+            if el < lead:
+                await asyncio.sleep(0.01)  # the round trip before any padding: the baseline
+                continue
+            pad_el = el - lead
+            if not started:
+                started = True
+                n0, p0 = tap.nacks_new, sent_packet_count(sender)
+                if echo is not None:
+                    rtts = [r for at, r in echo.rtts if at >= t0]
+                    base_rtt = min(rtts) if rtts else None
+            nacks, sent = tap.nacks_new - n0, sent_packet_count(sender) - p0
+            if tap.remb_time != remb_at and tap.remb_bps is not None:
+                # The browser's delay-based estimate (one sent in the first 150 ms was made
+                # before the padding arrived).
+                remb_at = tap.remb_time
+                if pad_el > 0.15:
+                    remb_min = tap.remb_bps if remb_min is None else min(remb_min, tap.remb_bps)
+            fell = remb0 is not None and remb_min is not None and remb_min < 0.95 * remb0
+            if echo is not None and base_rtt is not None:
+                late = [r for at, r in echo.rtts if at >= t0 + lead + 0.05]
+                if len(late) >= 2 and min(late[-2:]) > base_rtt + ECHO_QUEUE_S:
+                    queue_s = min(late[-2:]) - base_rtt
+            if fell or queue_s is not None or ctl.probe_failing(nacks, sent):
+                break
+            if pad_el < PROBE_PAD_S:
+                # A ramp to the full rate over PROBE_RAMP_S: a link that cannot carry it fills
+                # its queue gradually, and shows it before much is lost.
+                ramp = (pad_el * pad_el / (2 * PROBE_RAMP_S) if pad_el < PROBE_RAMP_S
+                        else pad_el - PROBE_RAMP_S / 2)
+                want = int(kbps * 125 * ramp) - padded  # kbit/s -> bytes by now
+                if want > 0:
+                    padded += await send_padding(sender, want)
+            await asyncio.sleep(0.01)
+        if ctl.probing != to:
+            return  # the controller moved on
+        fell_to = remb_min / remb0 if remb0 and remb_min is not None and remb_min < 0.95 * remb0 else None
+        res, sw = ctl.probe_result(time.monotonic(), nacks, sent, remb_fell_to=fell_to,
+                                   queue_ms=None if queue_s is None else queue_s * 1000)
+        info.probes.append({"t": time.time(), "to": res.to, "ok": res.ok, "detail": res.detail,
+                            "padding_kbps": round(kbps), "padded_kB": round(padded / 1000, 1),
+                            "remb_before": remb0 and round(remb0 / 1000),
+                            "remb_min": remb_min and round(remb_min / 1000),
+                            "base_rtt_ms": None if base_rtt is None else round(base_rtt * 1000, 1),
+                            "rtts_ms": [round(r * 1000) for at, r in (echo.rtts if echo else ()) if at >= t0],
+                            "for_s": round(time.monotonic() - t0, 2)})
+        del info.probes[:-20]
+        log.info("padding probe", extra={"stream": entry.name, "viewer": info.public_id, "to": res.to,
+                                         "ok": res.ok, "detail": res.detail})
+        if sw is not None:
+            perform(sw)
+        else:
+            forget()
 
     async def _watch_silence(self, tap: RtcpTap, session: PeerSession) -> None:
         """A viewer that stops sending RTCP (browsers report every second) is gone: a closed
@@ -396,7 +543,9 @@ class WhepEgress:
                     extra={"stream": entry.name, "viewer": info.public_id,
                            "latency_ms": round(latency), "dropped": dropped})
 
-    async def _poll_rtt(self, info: ViewerInfo, sender: Any) -> None:
+    async def _poll_rtt(self, info: ViewerInfo, sender: Any, tap: RtcpTap) -> None:
+        """The viewer's round trip (from its receiver reports), every 2 s; a packet is not
+        resent twice within most of it (the first copy is still on its way)."""
         while True:
             await asyncio.sleep(2.0)
             try:
@@ -407,10 +556,12 @@ class WhepEgress:
                 rtt = getattr(s, "roundTripTime", None)
                 if s.type == "remote-inbound-rtp" and rtt is not None:
                     info.rtt_ms = round(rtt * 1000.0, 2)
+                    tap.resend_gap_s = min(0.2, max(0.02, 0.8 * rtt))
 
     async def _closed(self, session: PeerSession) -> None:
         self.sessions.pop(session.id, None)
         self.channels.pop(session.id, None)
+        self.echoes.pop(session.id, None)
         track = self.tracks.pop(session.id, None)
         if track is not None:
             track.stop()

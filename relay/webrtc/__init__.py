@@ -1,6 +1,14 @@
 """aiortc glue: peers, SDP checks, tracks between aiortc and the stream hub."""
 
-from .compat import MarkerJitterBuffer, self_check, transceiver_codecs, use_marker_jitter_buffer
+from .compat import (
+    MarkerJitterBuffer,
+    can_pad,
+    self_check,
+    send_padding,
+    sent_packet_count,
+    transceiver_codecs,
+    use_marker_jitter_buffer,
+)
 from .ice import announce_candidates, resolve_addresses, use_host_addresses, use_port_range
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
@@ -14,6 +22,7 @@ __all__ = [
     "RtcpTap",
     "announce_candidates",
     "answer_offer",
+    "can_pad",
     "check_offer",
     "listen_for_keyframe_requests",
     "new_peer",
@@ -22,6 +31,8 @@ __all__ = [
     "pump_track",
     "resolve_addresses",
     "self_check",
+    "send_padding",
+    "sent_packet_count",
     "transceiver_codecs",
     "use_host_addresses",
     "use_marker_jitter_buffer",

@@ -12,6 +12,10 @@ WebRTC.
 |---|---|
 | :func:`tap_sender_rtcp` | ``RTCRtpSender._handle_rtcp_packet`` |
 | :func:`sent_rtp_timestamp` | ``RTCRtpSender.__rtp_timestamp`` (last RTP timestamp sent) |
+| :func:`sent_packet_timestamp` | ``RTCRtpSender.__rtp_history`` |
+| :func:`sent_packet_count` | ``RTCRtpSender.__packet_count`` |
+| :func:`can_pad`, :func:`send_padding` | ``RTCRtpSender.__rtx_payload_type``, ``__rtp_history``, |
+| | ``_retransmit`` |
 | :func:`tap_receiver_rtp` | ``RTCRtpReceiver._handle_rtp_packet`` |
 | :func:`receiver_timestamp_origin` | ``RTCRtpReceiver.__timestamp_mapper._origin`` |
 | :func:`use_marker_jitter_buffer` | ``RTCRtpReceiver.__jitter_buffer``, ``__kind``; |
@@ -37,10 +41,13 @@ from aiortc.rtp import RTP_HISTORY_SIZE
 
 __all__ = [
     "MarkerJitterBuffer",
+    "can_pad",
     "original_component_candidates",
     "original_host_addresses",
     "receiver_timestamp_origin",
     "self_check",
+    "send_padding",
+    "sent_packet_count",
     "sent_packet_timestamp",
     "sent_rtp_timestamp",
     "set_host_addresses",
@@ -53,6 +60,8 @@ __all__ = [
 
 _SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
 _SENDER_HISTORY = "_RTCRtpSender__rtp_history"
+_SENDER_RTX_PT = "_RTCRtpSender__rtx_payload_type"
+_SENDER_PACKETS = "_RTCRtpSender__packet_count"
 _RECEIVER_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_KIND = "_RTCRtpReceiver__kind"
@@ -82,7 +91,7 @@ def sent_rtp_timestamp(sender: RTCRtpSender) -> int | None:
     aiortc adds a random origin to each frame's timestamp; with the pts of the frame it
     last sent, this gives the origin, and so the RTP timestamp of every frame."""
     value = getattr(sender, _SENDER_RTP_TS, None)
-    packets = getattr(sender, "_RTCRtpSender__packet_count", 0)
+    packets = getattr(sender, _SENDER_PACKETS, 0)
     return int(value) if isinstance(value, int) and packets else None
 
 
@@ -96,6 +105,42 @@ def sent_packet_timestamp(sender: RTCRtpSender, seq: int) -> int | None:
     if packet is None or getattr(packet, "sequence_number", None) != seq:
         return None
     return int(packet.timestamp)
+
+
+def sent_packet_count(sender: RTCRtpSender) -> int:
+    """Media packets this sender has put on the wire (retransmissions and padding not counted)."""
+    value = getattr(sender, _SENDER_PACKETS, 0)
+    return value if isinstance(value, int) else 0
+
+
+def can_pad(sender: RTCRtpSender) -> bool:
+    """Whether the viewer negotiated a retransmission stream (RTX, RFC 4588) and packets were
+    sent: padding goes there, where the browser discards copies of what it has."""
+    return getattr(sender, _SENDER_RTX_PT, None) is not None and bool(getattr(sender, _SENDER_HISTORY, None))
+
+
+async def send_padding(sender: RTCRtpSender, nbytes: int, max_packets: int = 16) -> int:
+    """Send about ``nbytes`` of copies of the newest packets on the RTX stream (bandwidth
+    probing, as libwebrtc pads with RTX); returns the payload bytes sent. Without RTX nothing
+    is sent: copies on the media stream would count as received twice in receiver reports."""
+    if not can_pad(sender):
+        return 0
+    history: dict[int, Any] = getattr(sender, _SENDER_HISTORY)
+    seqs = {p.sequence_number for p in history.values()}
+    newest = next((q for q in seqs if (q + 1) & 0xFFFF not in seqs), None)
+    if newest is None:
+        return 0
+    sent = 0
+    for k in range(max_packets):
+        if sent >= nbytes:
+            break
+        seq = (newest - k) & 0xFFFF
+        packet = history.get(seq % RTP_HISTORY_SIZE)
+        if packet is None or packet.sequence_number != seq:
+            break
+        await sender._retransmit(seq)
+        sent += len(packet.payload) + 12
+    return sent
 
 
 # ---------------------------------------------------------------------------- receivers
@@ -213,6 +258,8 @@ def self_check() -> list[str]:
         "RTCRtpSender.__rtp_timestamp": _sets(RTCRtpSender, "__rtp_timestamp"),
         "RTCRtpSender.__packet_count": _sets(RTCRtpSender, "__packet_count"),
         "RTCRtpSender.__rtp_history": _sets(RTCRtpSender, "__rtp_history"),
+        "RTCRtpSender.__rtx_payload_type": _sets(RTCRtpSender, "__rtx_payload_type"),
+        "RTCRtpSender._retransmit": inspect.iscoroutinefunction(getattr(RTCRtpSender, "_retransmit", None)),
         "RTCRtpReceiver._handle_rtp_packet": inspect.iscoroutinefunction(
             getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
         "RTCRtpReceiver.__timestamp_mapper": _sets(RTCRtpReceiver, "__timestamp_mapper"),

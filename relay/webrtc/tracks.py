@@ -193,6 +193,9 @@ class RtcpTap:
         self._tokens_at = now()
         self.nacks_stale = 0  # NACKs nobody can use: out of the history, or the old rung's (free)
         self._stale_ts: int | None = None  # RTP timestamps up to this belong to the old rung
+        self._resent: OrderedDict[int, float] = OrderedDict()  # seq -> when it was last resent
+        self.resend_gap_s = 0.02  # the egress sets most of the round trip
+        self.nacks_repeat = 0  # NACKs for a packet resent less than resend_gap_s ago (free)
 
         def handle(packet: Any) -> None:
             self.last_rtcp = now()
@@ -231,7 +234,16 @@ class RtcpTap:
         # Only NACKs aiortc can answer spend the budget: a packet that has left its history
         # (128 packets) cannot be sent again, nor one of the rung left behind be of use.
         fresh = []
+        t = now()
         for seq in packet.lost:
+            last = self._resent.get(seq)
+            if last is not None and t - last < self.resend_gap_s:
+                # Resent a moment ago and still in flight (a full queue holds it up to
+                # 150 ms): the browser asks again every round trip; sending it again
+                # would only add to the queue that delays it (libwebrtc's sender waits
+                # a round trip between resends of a packet too).
+                self.nacks_repeat += 1
+                continue
             ts = compat.sent_packet_timestamp(self.sender, seq)
             # RTP timestamps rise across a change-over (same track, same origin); compared
             # modulo 2^32 as the wire does.
@@ -241,7 +253,6 @@ class RtcpTap:
             else:
                 fresh.append(seq)
         packet.lost[:] = fresh
-        t = now()
         self._tokens = min(self.nack_rate, self._tokens + (t - self._tokens_at) * self.nack_rate)
         self._tokens_at = t
         k = max(0, min(len(packet.lost), int(self._tokens)))
@@ -249,6 +260,11 @@ class RtcpTap:
         if k < len(packet.lost):
             self.nacks_refused += len(packet.lost) - k
             packet.lost[:] = packet.lost[len(packet.lost) - k:]  # the newest are worth most
+        for seq in packet.lost:
+            self._resent[seq] = t
+            self._resent.move_to_end(seq)
+        while len(self._resent) > 1024:
+            self._resent.popitem(last=False)
 
 
 def listen_for_keyframe_requests(sender: RTCRtpSender, request: Callable[[str], None]) -> RtcpTap:
