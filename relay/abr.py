@@ -271,7 +271,13 @@ class AbrController:
             return None
         if reasons:
             self._clean_since = None
-            if i == len(self.ladder) - 1 or since_switch < self._settle:
+            settle = self._settle
+            if settle == self.settle_s and any(r.startswith(("loss", "NACKs")) for r in reasons):
+                # Loss and NACKs are counted on the current rung only (receiver reports from
+                # before the change-over are dropped): after a moment they are this
+                # rung's, and a link that fell far needs the next step now, not in 3 s.
+                settle = 1.5
+            if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
             probe_failed = self._last_up_ok and t_since(s.t, self._last_up) < self.probe_s
             self._last_up_ok = False

@@ -82,7 +82,7 @@ class WhepViewer:
 
     def __init__(
         self, base: str, stream: str, rendition: str | None = None, token: str | None = None,
-        read_stamps: bool = True, channel: bool = False,
+        read_stamps: bool = True, channel: bool = False, echo: bool = False,
     ) -> None:
         self.url = f"{base}/whep/{stream}" + (f"?rendition={rendition}" if rendition else "")
         self.token = token
@@ -93,6 +93,9 @@ class WhepViewer:
         self.channel: Any = None
         self.messages: list[dict[str, Any]] = []
         self._want_channel = channel
+        self._want_echo = echo
+        self.echo: Any = None  # the "echo" data channel, as the view page opens it
+        self.echo_back = True  # answer what the relay sends on it, as the page does
         self._task: asyncio.Task[None] | None = None
         self.paused = False
 
@@ -110,6 +113,14 @@ class WhepViewer:
             @self.channel.on("message")
             def on_message(m: str) -> None:
                 self.messages.append(json.loads(m))
+
+        if self._want_echo:
+            self.echo = self.pc.createDataChannel("echo", ordered=False, maxRetransmits=0)
+
+            @self.echo.on("message")
+            def on_echo(m: str) -> None:
+                if self.echo_back:
+                    self.echo.send(m)
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:

@@ -385,3 +385,35 @@ async def test_viewers_total_is_a_relay_wide_limit(relay_factory: Any) -> None:
         assert relay.services.limiter.refused["viewers_total"] == 1 and not relay.entry("b").viewers
     finally:
         await first.close()
+
+
+async def test_the_echo_channel_takes_only_the_relays_own_numbers(relay_factory: Any) -> None:
+    """The relay times round trips on a viewer's "echo" channel while it probes the link: a
+    viewer that sends anything but an outstanding number of the relay's (HTML, garbage, a
+    number never sent, one answered already) changes nothing, and its picture plays on."""
+    relay = await relay_factory({"renditions": LOW, "webrtc": {"ice_addresses": ["127.0.0.1"]}})
+    drone = Drone(f"{relay.url}/whip/d1")
+    v = WhepViewer(relay.url, "d1", read_stamps=False, echo=True)
+    try:
+        await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 5, 15, "d1")
+        await v.start()
+        await v.wait_frames(5)
+        whep = relay.services.whep
+        sid = next(iter(relay.entry("d1").viewers))
+        await wait_for(lambda: sid in whep.echoes and whep.echoes[sid].channel.readyState == "open",
+                       10, "echo channel open")
+        echoes = whep.echoes[sid]
+        for junk in ["<img src=x onerror=alert(1)>", "-1", "1" * 40, "7", "", "1.5", "\u0661", "{}"]:
+            v.echo.send(junk)
+        await asyncio.sleep(0.5)
+        assert not echoes.rtts
+        assert echoes.send()  # the relay's own number comes back: one round trip
+        await wait_for(lambda: len(echoes.rtts) == 1, 5, "the echo")
+        v.echo.send(str(echoes._n))  # the same number again: not counted twice
+        await asyncio.sleep(0.3)
+        assert len(echoes.rtts) == 1 and 0 <= echoes.rtts[0][1] < 1.0
+        n = v.seen.frames
+        await v.wait_frames(n + 10, timeout=5)
+    finally:
+        await v.close()
+        await drone.stop()
