@@ -7,15 +7,22 @@ and the viewer's own report, and that performs the keyframe-aligned switch, live
 
 How it decides (after mediasoup's and OvenMediaEngine's controllers):
 
-- **down fast**: the link is failing when the receiver's estimate (REMB) stays below what the
-  current rung sends, when loss over the last second exceeds ``loss_down``, when the viewer
+- **down fast**: the link is failing when the receiver's estimate (REMB) stays under 0.8x
+  what the current rung sends and has just fallen or the link shows it too, when loss over
+  the last second exceeds ``loss_down``, when the viewer
   NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
   or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
   the viewer moves to the highest rung that fits 85 % of the estimate (at most half the
   rate in one step; one rung down without an estimate) within one sample period (0.5 s) of
   the evidence, once the last switch has settled (``settle_s``).
 - **up carefully**: one rung at a time, after two clean seconds and a hold since the last
-  switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. The step up
+  switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. Where the
+  sender can pad (``padding``: RTX negotiated), the step up is first a **padding probe**:
+  ``feed`` returns ``Switch(probe=True)``, the egress pads the link to the higher rung's
+  rate and reports what the link showed to ``probe_result`` (round trips growing, the
+  estimate falling, NACKs above the usual share), which returns the step up only if the
+  link carried it; a failed padding probe costs little, so the rung is tried again after
+  ``pad_hold_s`` (+2 s each time, up to ``pad_max_hold_s``). Without padding the step up
   is the probe (REMB is capped near 1.5x what the viewer receives, so no estimate can show
   room for a rung twice as big), vetoed unless the estimate has covered ``probe_headroom``
   times what the viewer is sent for a second. (Measured: a higher bar, 1.3x, does not tell
