@@ -12,7 +12,7 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
   the last second exceeds ``loss_down``, when the viewer
   NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
   or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
-  the viewer moves to the highest rung that fits 85 % of the estimate (at most half the
+  the viewer moves to the highest rung that fits 95 % of the estimate (at most half the
   rate in one step; one rung down without an estimate) within one sample period (0.5 s) of
   the evidence, once the last switch has settled (``settle_s``).
 - **up carefully**: one rung at a time, after two clean seconds and a hold since the last
