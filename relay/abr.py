@@ -8,35 +8,38 @@ and the viewer's own report, and that performs the keyframe-aligned switch, live
 How it decides (after mediasoup's and OvenMediaEngine's controllers):
 
 - **down fast**: the link is failing when the receiver's estimate (REMB) stays under 0.8x
-  what the current rung sends and has just fallen or the link shows it too, when loss over
+  what the current rung sends and has just fallen or the link shows it too (at once when it
+  fell under 0.6x within 2 s: ``remb_collapse``), when loss over
   the last second exceeds ``loss_down``, when the viewer
   NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
   or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
   the viewer moves to the highest rung that fits 95 % of the estimate (at most half the
-  rate in one step; one rung down without an estimate) within one sample period (0.5 s) of
+  rate in one step unless loss, NACKs or a collapse of the estimate say the same; one rung
+  down without an estimate) within one sample period (0.5 s) of
   the evidence, once the last switch has settled (``settle_s``).
-- **up carefully**: one rung at a time, after two clean seconds and a hold since the last
-  switch: ``hold_s`` after a step down, ``up_hold_s`` after a step up that held. Where the
-  sender can pad (``padding``: RTX negotiated), the step up is first a **padding probe**:
-  ``feed`` returns ``Switch(probe=True)``, the egress pads the link to the higher rung's
-  rate and reports what the link showed to ``probe_result`` (round trips growing, the
-  estimate falling, NACKs above the usual share), which returns the step up only if the
-  link carried it; a failed padding probe costs little, so the rung is tried again after
-  ``pad_hold_s`` (+2 s each time, up to ``pad_max_hold_s``). Without padding the step up
-  is the probe (REMB is capped near 1.5x what the viewer receives, so no estimate can show
-  room for a rung twice as big), vetoed unless the estimate has covered ``probe_headroom``
-  times what the viewer is sent for a second. (Measured: a higher bar, 1.3x, does not tell
-  a saturated link from a free one — Chromium's estimate on mid over a 1.5 Mbit/s link
-  reaches 1.4-1.5x at times — while after a long limit it climbs only ~12 kbit/s a second,
-  so it delayed the climb back by 10-20 s. The default keeps 1.0.) A
-  step up is judged after ``probe_settle_s`` (the rung below was clean, so trouble now is
-  the new rung's); one that fails within ``probe_s`` is a failed probe: the viewer goes
-  back to the rung it came from and stays there ``recover_s`` whatever the overload left
-  behind, and that rung is not probed again for a hold-off that doubles (up to
-  ``max_hold_s``; at least ``probe_fail_hold_s`` on a link that loses ``lossy_link`` or more
-  anyway, where a probe of a rung that failed also waits ``lossy_hold_s``), so a link that
-  cannot carry it is not probed every few seconds. (Measured at 1.5 Mbit/s, 5 %: each failed
-  probe of "high" cost a freeze 1-3 s later.)
+- **up carefully**: one rung at a time (several in one padding probe), after two clean
+  seconds and a hold since the last switch: ``hold_s`` after a step down, ``up_hold_s``
+  after a step up that held. Where the sender can pad (``padding``: RTX negotiated), the
+  step up is first a **padding probe**: ``feed`` returns ``Switch(probe=True)``, the
+  egress pads the link to the next rung's rate, then on to each rung above it that is not
+  held off (``probe_stages``), and reports what the link showed to ``probe_result`` (round
+  trips growing, the estimate falling, NACKs above the usual share), which returns the
+  step up to the best rung the link carried, if any; a failed padding probe costs little,
+  so the rung is tried again after ``pad_hold_s`` (+2 s each time, up to
+  ``pad_max_hold_s``). Without padding the step up is the probe (REMB is capped near 1.5x
+  what the viewer receives, so no estimate can show room for a rung twice as big), vetoed
+  unless the estimate has covered ``probe_headroom`` times what the viewer is sent for a
+  second. (Measured: a higher bar, 1.3x, does not tell a saturated link from a free one —
+  Chromium's estimate on mid over a 1.5 Mbit/s link reaches 1.4-1.5x at times — while
+  after a long limit it climbs only ~12 kbit/s a second, so it delayed the climb back by
+  10-20 s. The default keeps 1.0.) A step up is judged after ``probe_settle_s`` (the rung
+  below was clean, so trouble now is the new rung's); one that fails within ``probe_s`` is
+  a failed probe: the viewer goes back to the rung it came from and stays there
+  ``recover_s`` whatever the overload left behind, and that rung is not probed again for a
+  hold-off that doubles (up to ``max_hold_s``; at least ``probe_fail_hold_s`` on a link
+  that loses ``lossy_link`` or more anyway, where a probe of a rung that failed also waits
+  ``lossy_hold_s``), so a link that cannot carry it is not probed every few seconds.
+  (Measured at 1.5 Mbit/s, 5 %: each failed probe of "high" cost a freeze 1-3 s later.)
 - **a changed link resets the back-off**: when the loss seen on a clean rung falls well below
   what it was when the last probe failed, or the estimate rises well above it, the link is
   not the one that failed and the hold returns to ``hold_s`` (a vehicle that drives out of
@@ -115,11 +118,12 @@ class AbrController:
     link_change_s: float = 10.0  # loss must stay low this long after a switch to mean a new link
     fps_runs: int = 2  # poor decoding must show in this many samples running
     remb_down: float = 0.8  # an estimate alone is evidence under this share of what is sent
+    remb_collapse: float = 0.6  # ...at once, and trusted, when it fell under this share within 2 s
     padding: bool = False  # the sender can pad (RTX): probe a rung's rate before switching
     probe_nack_margin: float = 0.08  # a padding probe fails above the link's usual NACK share + this
     probe_quiet_s: float = 1.5  # after a failed padding probe, its overload is no evidence
     pad_hold_s: float = 4.0  # a rung a padding probe found too big is probed again after this,
-    pad_max_hold_s: float = 8.0  # 2 s more each time up to this
+    pad_max_hold_s: float = 6.0  # 2 s more each time up to this
     pad_up_hold_s: float = 2.0  # after a step up a padding probe verified, the next probe waits this
     history: deque[Switch] = field(default_factory=lambda: deque(maxlen=50))
     _started: float | None = None
@@ -142,7 +146,7 @@ class AbrController:
     _fail_base: tuple[float, float | None] | None = None  # the same, for the last failed probe
     _room_since: float | None = None  # since when the estimate shows probe_headroom
     _slow_run: int = 0  # samples running with poor decoding
-    _probing: tuple[str, float, str] | None = None  # (rung, since, reason) of a padding probe
+    _probing: tuple[list[str], float, str] | None = None  # (stages, since, reason) of a padding probe
     _quiet_until: float = -1e9
     _base_nack: float | None = None  # smoothed NACK share while clean
     _n_loss: int = 0
@@ -243,7 +247,13 @@ class AbrController:
         shows = (loss > max(self.lossy_link, (self._base_loss or 0.0) + 0.04)
                  or nack_share > (self._base_nack or 0.0) + 0.08
                  or (s.fps is not None and s.fps < rung.fps * 0.85) or s.freezes > 0)
-        if self._low_remb_run >= 2 and (dropped or shows):
+        # A fall to well under what is sent, within two seconds, is the link shrinking: a
+        # receiver answers a delay spike with 0.85x what it receives, so an estimate this far
+        # down means it received little (measured: 3916 -> 1198 kbit/s in one sample when
+        # the link fell from 5 Mbit/s to 800 kbit/s under "high"). No second sample needed.
+        collapsed = (low_remb and self._remb is not None and self._remb < rate * self.remb_collapse
+                     and max(r for _, r in self._rembs) * self.remb_collapse >= self._remb)
+        if (self._low_remb_run >= 2 and (dropped or shows)) or collapsed:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
@@ -315,7 +325,7 @@ class AbrController:
                 # To what fits the estimate, but at most half the rate in one step (a
                 # transiently low estimate must not throw the viewer to the bottom) unless
                 # loss or NACKs say the same: then the link has collapsed, go where it fits.
-                corroborated = any(r.startswith(("loss", "NACKs")) for r in reasons)
+                corroborated = collapsed or any(r.startswith(("loss", "NACKs")) for r in reasons)
                 # (An estimate on a saturated link is already 0.85x its capacity.)
                 budget = self._remb * 0.95 if corroborated else max(self._remb * 0.95, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
@@ -374,9 +384,15 @@ class AbrController:
             # First pad the link up to the rung's rate (copies of packets already sent, on
             # the retransmission stream): a link that cannot carry it shows at once, and
             # costs a few retransmissions instead of two keyframes and the freezes after
-            # (as mediasoup probes before it raises a consumer's layer).
-            self._probing = (up.name, s.t, reason)
-            return Switch(s.t, self.current, up.name, reason, probe=True)
+            # (as mediasoup probes before it raises a consumer's layer). Then on to each
+            # rung above it not held off: a link that grew back is climbed in one probe.
+            stages = [up.name]
+            for r in reversed(self.ladder[:i - 1]):
+                if s.t < self._blocked.get(r.name, 0.0):
+                    break
+                stages.append(r.name)
+            self._probing = (stages, s.t, reason)
+            return Switch(s.t, self.current, stages[-1], reason, probe=True)
         return self._step_up(s.t, up.name, reason)
 
     def _step_up(self, t: float, to: str, reason: str) -> Switch:
@@ -391,16 +407,16 @@ class AbrController:
 
     @property
     def probing(self) -> str | None:
-        """The rung a padding probe is testing now, if any."""
-        return self._probing[0] if self._probing else None
+        """The best rung a padding probe is testing now, if any."""
+        return self._probing[0][-1] if self._probing else None
 
-    def probe_pad_kbps(self) -> float:
-        """How much padding takes the viewer's link to the probed rung's rate (and 10 % over:
-        its keyframes must fit too)."""
+    def probe_stages(self) -> list[tuple[str, float]]:
+        """The rungs a padding probe tries in turn, the next one up first, each with the
+        padding that takes the viewer's link to its rate (and 10 % over: its keyframes must
+        fit too). The egress may stop after any stage."""
         if self._probing is None:
-            return 0.0
-        target = self._rung(self._probing[0]).kbps * 1.1
-        return max(0.0, target - self.sent_kbps)
+            return []
+        return [(n, max(0.0, self._rung(n).kbps * 1.1 - self.sent_kbps)) for n in self._probing[0]]
 
     def _probe_limit(self) -> float:
         return (self._base_nack or 0.0) + self.probe_nack_margin
@@ -412,16 +428,20 @@ class AbrController:
         return sent >= 10 and nacks - (self._base_nack or 0.0) * sent > max(5.0, 0.1 * sent)
 
     def probe_result(self, t: float, nacks: int, sent: int, remb_fell_to: float | None = None,
-                     queue_ms: float | None = None) -> tuple[ProbeResult, Switch | None]:
-        """The padding probe is over: ``nacks`` of the ``sent`` media packets were NACKed
-        while it ran (and a moment after, for the queue to show); ``remb_fell_to``: the
-        receiver's estimate fell to this share of what it was (its delay-based detector saw
-        the queue grow); ``queue_ms``: round trips grew this much (a queue filling). Returns
-        the step up if the link carried the rung's rate."""
+                     queue_ms: float | None = None, tried: str | None = None,
+                     ) -> tuple[ProbeResult, Switch | None]:
+        """The padding probe is over: ``tried`` is the last stage it padded to (the first
+        when not given; the stages before it held); ``nacks`` of the ``sent`` media packets
+        were NACKed while it ran (and a moment after, for the queue to show);
+        ``remb_fell_to``: the receiver's estimate fell to this share of what it was (its
+        delay-based detector saw the queue grow); ``queue_ms``: round trips grew this much
+        (a queue filling). Returns the step up to the best rung the link carried, if any."""
         if self._probing is None:
             raise RuntimeError("no probe running")
-        to, _since, reason = self._probing
+        stages, _since, reason = self._probing
         self._probing = None
+        to = tried if tried in stages else stages[0]
+        held = stages[:stages.index(to)]
         share = nacks / sent if sent else 0.0
         detail = f"NACKs {share * 100:.0f} % of {sent} packets (usually {(self._base_nack or 0) * 100:.0f} %)"
         if remb_fell_to is not None:
@@ -439,6 +459,13 @@ class AbrController:
             self._losses.clear()
             res = ProbeResult(t, to, False, detail)
             self.probes.append(res)
+            if held:
+                # The stages below it held: up to the best of them.
+                carried = held[-1]
+                self._pad_fails.pop(carried, None)
+                kbps = self._rung(carried).kbps
+                return res, self._step_up(t, carried, f"{reason}, probe at {kbps} kbit/s held, "
+                                                      f"at {self._rung(to).kbps}: {detail}")
             return res, None
         res = ProbeResult(t, to, True, detail)
         self.probes.append(res)

@@ -28,13 +28,19 @@ def test_starts_at_the_best_rung_under_the_start_rate() -> None:
 
 
 def test_steps_down_within_one_sample_of_the_estimate_falling() -> None:
+    # A collapse (under 0.6x what is sent, from far above it within 2 s: the link fell
+    # from 5 Mbit/s to 800 kbit/s) is trusted at once: straight to the rung that fits.
     ctl = AbrController(LADDER, "high")
     switches = run(ctl, steady(0, 10, remb_kbps=4000, loss=0.0, fps=30)
-                   + steady(10, 16, remb_kbps=800, loss=0.07, fps=30))
-    # The estimate must hold low for two samples; then at most half the rate per step,
-    # and the next step only once REMB has had time to see the new rate. (Far below what
-    # is sent, the estimate alone is evidence; nearer, the link must show it too: here,
-    # loss over what it was.)
+                   + steady(10, 16, remb_kbps=800, loss=0.0, fps=30))
+    assert switches == [(10.0, "low")] and "estimate 800" in ctl.history[-1].reason
+    # A milder fall must hold for two samples; then at most half the rate per step, and
+    # the next step only once REMB has had time to see the new rate. (Nearer what is
+    # sent, the link must show it too: here, loss over what it was.)
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, steady(0, 10, remb_kbps=2600, loss=0.0, fps=30)
+                   + steady(10, 12, remb_kbps=1800, loss=0.07, fps=30)
+                   + steady(12, 18, remb_kbps=500, loss=0.07, fps=30))
     assert switches[0] == (10.5, "mid") and switches[1][1] == "low" and switches[1][0] >= 13.5
     assert "estimate" in ctl.history[-1].reason
     # A new viewer's first seconds (still connecting, nothing decoded) are no evidence.
@@ -167,7 +173,7 @@ def test_an_estimate_below_the_rung_is_evidence_only_when_it_falls_or_the_link_s
     assert run(ctl, ramp) == []
     # ...unless it has just fallen (a link that shrank)...
     t = ramp[-1].t
-    fall = [Sample(t=t + 0.5 * k, remb_kbps=900, loss=0.0, fps=30) for k in range(1, 4)]
+    fall = [Sample(t=t + 0.5 * k, remb_kbps=1300, loss=0.0, fps=30) for k in range(1, 4)]
     assert [to for _, to in run(ctl, fall)] == ["mid"]
     # ...or the link shows it too: frames decoded late, NACKs or loss above the usual.
     for bad in ({"fps": 22.0}, {"loss": 0.08}, {"nacks": 20, "sent": 100}):
@@ -185,7 +191,7 @@ def test_a_padding_probe_comes_before_a_step_up() -> None:
     probe = next(sw for sw in sws if sw is not None)
     assert probe.probe and probe.to == "high" and ctl.current == "mid" and ctl.probing == "high"
     # It pads to 10 % over the rung: 2750 - what mid sends (unknown here: its budget).
-    assert ctl.probe_pad_kbps() == 2750 - 1200
+    assert ctl.probe_stages() == [("high", 2750 - 1200)]
     # While it runs, the overload it makes is no evidence against mid...
     assert ctl.feed(Sample(t=5.0, remb_kbps=1000, loss=0.3, nacks=30, sent=60, fps=12)) is None
     # ...the link's usual NACK share (5 %) is no reason to stop; a third of the packets is.
@@ -211,3 +217,38 @@ def test_a_padding_probe_comes_before_a_step_up() -> None:
     res, sw = ctl.probe_result(probe.t + 1.3, 3, 60)
     assert res.ok and sw is not None and sw.to == "high" and ctl.current == "high"
     assert "probe at 2500 kbit/s" in sw.reason
+
+
+def test_a_padding_probe_climbs_several_rungs_and_keeps_what_held() -> None:
+    # From "low", a link that grew back: one probe tries mid, then high (not held off).
+    ctl = AbrController(LADDER, "low", hold_s=4, padding=True)
+    sws = [ctl.feed(smp) for smp in steady(0, 5, remb_kbps=700, loss=0.0, nacks=0, sent=40, fps=30)]
+    probe = next(sw for sw in sws if sw is not None)
+    assert probe.probe and probe.to == "high" and ctl.probing == "high"
+    assert ctl.probe_stages() == [("mid", 1320 - 600), ("high", 2750 - 600)]
+    # All of it held: straight to high.
+    res, sw = ctl.probe_result(probe.t + 2.8, 0, 200, tried="high")
+    assert res.ok and sw is not None and (sw.frm, sw.to) == ("low", "high") and ctl.current == "high"
+    # The same, on a link that carries mid but not high: the round trips grew while it
+    # padded to high. The step up goes to mid; high is held off, mid is not.
+    ctl = AbrController(LADDER, "low", hold_s=4, padding=True)
+    sws = [ctl.feed(smp) for smp in steady(0, 5, remb_kbps=700, loss=0.0, nacks=0, sent=40, fps=30)]
+    probe = next(sw for sw in sws if sw is not None)
+    res, sw = ctl.probe_result(probe.t + 2.0, 1, 150, queue_ms=70, tried="high")
+    assert not res.ok and res.to == "high" and "round trip +70 ms" in res.detail
+    assert sw is not None and (sw.frm, sw.to) == ("low", "mid") and "held" in sw.reason
+    # The next probe from mid waits for high's hold-off (4 s), and tries high alone.
+    nxt = [(smp.t, ctl.feed(smp)) for smp in steady(probe.t + 2.5, probe.t + 15, remb_kbps=1300,
+                                                      loss=0.0, nacks=0, sent=80, fps=30)]
+    t_next, again = next((t, sw) for t, sw in nxt if sw is not None)
+    assert again.probe and again.to == "high" and t_next >= probe.t + 2.0 + 4
+    assert [n for n, _ in ctl.probe_stages()] == ["high"]
+    # A failure in the first stage: no step up at all, mid held off.
+    ctl = AbrController(LADDER, "low", hold_s=4, padding=True)
+    sws = [ctl.feed(smp) for smp in steady(0, 5, remb_kbps=700, loss=0.0, nacks=0, sent=40, fps=30)]
+    probe = next(sw for sw in sws if sw is not None)
+    res, sw = ctl.probe_result(probe.t + 1.0, 0, 60, queue_ms=60, tried="mid")
+    assert not res.ok and res.to == "mid" and sw is None and ctl.current == "low"
+    # While mid is held off, a probe does not start at all (it would have to pass mid).
+    assert all(ctl.feed(smp) is None for smp in steady(probe.t + 1.5, probe.t + 4.5, remb_kbps=700,
+                                                        loss=0.0, nacks=0, sent=40, fps=30))

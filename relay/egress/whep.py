@@ -8,6 +8,7 @@ clock pings (NTP-style) and the viewer's once-a-second report of what it sees.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -50,7 +51,7 @@ PROBE_PAD_S = 1.2  # a padding probe pads this long (ramping up over PROBE_RAMP_
 PROBE_RAMP_S = 0.6
 ECHO_BASE_S = 0.2  # round trips timed before the padding starts: the baseline
 ECHO_EVERY_S = 0.04
-ECHO_QUEUE_S = 0.05  # two round trips running this much over the baseline: a queue
+ECHO_QUEUE_S = 0.035  # two round trips this much over the baseline (and its spread): a queue
 PROBE_TAIL_S = 0.4  # then waits this long for the NACKs of what the link's queue dropped
 
 MAX_REPORT_BYTES = 4096
@@ -306,8 +307,15 @@ class WhepEgress:
 
             track.switch(subscribe, switched)
 
+        t = time.monotonic()
         while True:
-            await asyncio.sleep(ABR_PERIOD_S)
+            # Every ABR_PERIOD_S, or at once when the viewer's estimate collapses (a link
+            # that fell: every half second there counts).
+            tap.remb_alarm_bps = ctl.remb_collapse * ctl.sent_kbps * 1000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tap.remb_alarm.wait(), max(0.05, t + ABR_PERIOD_S - time.monotonic()))
+            tap.remb_alarm.clear()
+            period = max(0.05, time.monotonic() - t)
             t = time.monotonic()
             loss = None
             sent = 0
@@ -319,7 +327,7 @@ class WhepEgress:
                             sent = max(0, st.packetsSent - sent_total)
                         sent_total = st.packetsSent
                         if bytes_total is not None:
-                            sent_kbps = 8 * max(0, st.bytesSent - bytes_total) / ABR_PERIOD_S / 1000
+                            sent_kbps = 8 * max(0, st.bytesSent - bytes_total) / period / 1000
                         bytes_total = st.bytesSent
                     if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
                         last_rr = st.timestamp
@@ -338,7 +346,7 @@ class WhepEgress:
             new_freezes = max(0, reported - freezes) if fresh else 0
             freezes = reported
             # Retransmit at most a quarter of what the viewer is sent (see RtcpTap).
-            tap.nack_rate = max(10.0, 0.25 * sent / ABR_PERIOD_S)
+            tap.nack_rate = max(10.0, 0.25 * sent / period)
             sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
                             sent_kbps=sent_kbps,
                             plis=tap.plis - plis, fps=rep.get("fps"), freezes=new_freezes)
@@ -364,16 +372,19 @@ class WhepEgress:
     async def _pad_probe(self, entry: Entry, info: ViewerInfo, tap: RtcpTap, sender: Any,
                          ctl: AbrController, perform: Callable[[Switch], None],
                          forget: Callable[[], None]) -> None:
-        """Pad the viewer's link up to the probed rung's rate with copies of packets already
-        sent (on the retransmission stream: the browser drops the duplicates) for
-        PROBE_PAD_S, and judge from what the link shows meanwhile: round trips on the echo
-        channel growing (a queue filling: the first sign), the browser's estimate falling,
-        NACKs for the media over the link's usual share. The padding stops at the first
-        clear sign, so a link that cannot carry the rung pays a few hundred ms of queue."""
+        """Pad the viewer's link with copies of packets already sent (on the retransmission
+        stream: the browser drops the duplicates) up to each probed rung's rate in turn
+        (a ramp over PROBE_RAMP_S, then held to PROBE_PAD_S), and judge from what the link
+        shows meanwhile: round trips on the echo channel growing (a queue filling: the first
+        sign), the browser's estimate falling, NACKs for the media over the link's usual
+        share. The padding stops at the first clear sign, so a link that cannot carry a rung
+        pays a few hundred ms of queue, and the step up goes to the best rung it carried.
+        Without an echo channel only the first stage is tried (NACKs need time to show)."""
         to = ctl.probing
-        kbps = ctl.probe_pad_kbps()
         echo = self.echoes.get(info.session)
-        lead = ECHO_BASE_S if echo is not None and echo.channel.readyState == "open" else 0.0
+        timed = echo is not None and echo.channel.readyState == "open"
+        stages = ctl.probe_stages() if timed else ctl.probe_stages()[:1]
+        lead = ECHO_BASE_S if timed else 0.0
         n0 = p0 = 0
         started = False
         t0 = time.monotonic()
@@ -385,12 +396,18 @@ class WhepEgress:
         remb_at = tap.remb_time
         remb_min: float | None = None
         base_rtt: float | None = None
+        queue_at = ECHO_QUEUE_S
         queue_s: float | None = None
         padded = 0
+        due = 0.0  # bytes of padding owed by now
         nacks = sent = 0
         fell = False
         next_echo = 0.0
-        while (el := time.monotonic() - t0) < lead + PROBE_PAD_S + PROBE_TAIL_S:
+        k = 0  # the stage
+        stage_at = 0.0  # when it began (since the padding started)
+        last = 0.0
+        end = lead + len(stages) * PROBE_PAD_S + PROBE_TAIL_S
+        while (el := time.monotonic() - t0) < end:
             if echo is not None and lead and el >= next_echo:
                 echo.send()
                 next_echo = el + ECHO_EVERY_S
@@ -400,10 +417,16 @@ class WhepEgress:
             pad_el = el - lead
             if not started:
                 started = True
+                last = pad_el
                 n0, p0 = tap.nacks_new, sent_packet_count(sender)
                 if echo is not None:
                     rtts = [r for at, r in echo.rtts if at >= t0]
-                    base_rtt = min(rtts) if rtts else None
+                    if rtts:
+                        # Over the link's own jitter (a radio link's round trips vary by tens of ms).
+                        base_rtt = min(rtts)
+                        queue_at = ECHO_QUEUE_S + max(rtts) - base_rtt
+            if pad_el - stage_at >= PROBE_PAD_S and k + 1 < len(stages):
+                k, stage_at = k + 1, pad_el  # this rung held: on to the next
             nacks, sent = tap.nacks_new - n0, sent_packet_count(sender) - p0
             if tap.remb_time != remb_at and tap.remb_bps is not None:
                 # The browser's delay-based estimate (one sent in the first 150 ms was made
@@ -418,26 +441,32 @@ class WhepEgress:
                     and remb_min < 0.95 * remb0)
             if echo is not None and base_rtt is not None:
                 late = [r for at, r in echo.rtts if at >= t0 + lead + 0.05]
-                if len(late) >= 2 and min(late[-2:]) > base_rtt + ECHO_QUEUE_S:
+                if len(late) >= 2 and min(late[-2:]) > base_rtt + queue_at:
                     queue_s = min(late[-2:]) - base_rtt
             if fell or queue_s is not None or ctl.probe_failing(nacks, sent):
+                if k > 0 and pad_el - stage_at < 0.2:
+                    k -= 1  # the queue was the stage before's: this one had barely begun
                 break
-            if pad_el < PROBE_PAD_S:
-                # A ramp to the full rate over PROBE_RAMP_S: a link that cannot carry it fills
-                # its queue gradually, and shows it before much is lost.
-                ramp = (pad_el * pad_el / (2 * PROBE_RAMP_S) if pad_el < PROBE_RAMP_S
-                        else pad_el - PROBE_RAMP_S / 2)
-                want = int(kbps * 125 * ramp) - padded  # kbit/s -> bytes by now
-                if want > 0:
-                    padded += await send_padding(sender, want)
+            stage_el = pad_el - stage_at
+            if stage_el < PROBE_PAD_S:
+                # A ramp from the stage before's rate over PROBE_RAMP_S: a link that cannot
+                # carry it fills its queue gradually, and shows it before much is lost.
+                prev = stages[k - 1][1] if k else 0.0
+                kbps = prev + (stages[k][1] - prev) * min(1.0, stage_el / PROBE_RAMP_S)
+                due += kbps * 125 * (pad_el - last)  # kbit/s -> bytes
+                if due > padded:
+                    padded += await send_padding(sender, int(due) - padded)
+            last = pad_el
             await asyncio.sleep(0.01)
         if ctl.probing != to:
             return  # the controller moved on
         fell_to = remb_min / remb0 if fell and remb0 and remb_min is not None else None
         res, sw = ctl.probe_result(time.monotonic(), nacks, sent, remb_fell_to=fell_to,
-                                   queue_ms=None if queue_s is None else queue_s * 1000)
+                                   queue_ms=None if queue_s is None else queue_s * 1000, tried=stages[k][0])
         info.probes.append({"t": time.time(), "to": res.to, "ok": res.ok, "detail": res.detail,
-                            "padding_kbps": round(kbps), "padded_kB": round(padded / 1000, 1),
+                            "stages": [n for n, _ in stages[:k + 1]],
+                            "switch_to": sw.to if sw is not None else None,
+                            "padding_kbps": round(stages[k][1]), "padded_kB": round(padded / 1000, 1),
                             "remb_before": remb0 and round(remb0 / 1000),
                             "remb_min": remb_min and round(remb_min / 1000),
                             "base_rtt_ms": None if base_rtt is None else round(base_rtt * 1000, 1),

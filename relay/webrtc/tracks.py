@@ -184,6 +184,8 @@ class RtcpTap:
         self.nacks = 0
         self.remb_bps: int | None = None
         self.remb_time = 0.0
+        self.remb_alarm_bps = 0.0  # an estimate that falls under this sets remb_alarm
+        self.remb_alarm = asyncio.Event()  # (the egress judges the link at once, not at its next sample)
         self.nack_rate = 50.0
         self.last_rtcp: float | None = None  # when the viewer last sent any RTCP
         self.nacks_new = 0  # sequence numbers NACKed for the first time (not the browser's retries)
@@ -206,6 +208,8 @@ class RtcpTap:
                 elif packet.fmt == RTCP_PSFB_APP:
                     with contextlib.suppress(ValueError):
                         bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+                        if bitrate < self.remb_alarm_bps and bitrate < 0.9 * (self.remb_bps or 0):
+                            self.remb_alarm.set()
                         self.remb_bps = int(bitrate)
                         self.remb_time = now()
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
