@@ -13,10 +13,11 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
   the last second exceeds ``loss_down``, when the viewer
   NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
   or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
-  the viewer moves to the highest rung that fits 95 % of the estimate (at most half the
-  rate in one step unless loss, NACKs or a collapse of the estimate say the same; one rung
-  down without an estimate) within one sample period (0.5 s) of
-  the evidence, once the last switch has settled (``settle_s``).
+  the viewer moves to the highest rung that fits the estimate (at most half the rate in
+  one step unless loss, NACKs or a collapse of the estimate say the same; one rung down
+  without an estimate) within one sample period (0.5 s) of the evidence, once the last
+  switch has settled (``settle_s``; after a collapse the estimate's further fall is
+  followed at once for 2 s: it lags the link by a second).
 - **up carefully**: one rung at a time (several in one padding probe), after two clean
   seconds and a hold since the last switch: ``hold_s`` after a step down, ``up_hold_s``
   after a step up that held. Where the sender can pad (``padding``: RTX negotiated), the
@@ -148,6 +149,7 @@ class AbrController:
     _slow_run: int = 0  # samples running with poor decoding
     _probing: tuple[list[str], float, str] | None = None  # (stages, since, reason) of a padding probe
     _quiet_until: float = -1e9
+    _collapse_until: float = -1e9  # the estimate collapsed: follow it down until then
     _base_nack: float | None = None  # smoothed NACK share while clean
     _n_loss: int = 0
     _pad_fails: dict[str, int] = field(default_factory=dict)  # rung -> padding probes failed in a row
@@ -224,8 +226,9 @@ class AbrController:
         reasons = []
         # REMB lags a switch (the estimator sees the queue drain or fill): judge it only
         # after remb_grace_s, and only when it stays low for two samples running; "dropped":
-        # it fell by a fifth or more within the last 2 s.
-        dropped = bool(self._rembs) and max(r for _, r in self._rembs) >= 1.25 * self._rembs[-1][1]
+        # it fell by a third or more within the last 2 s (one cut of Chromium's, 0.85x, or
+        # two, is its answer to a keyframe's delay spike on a link that carries the rung).
+        dropped = bool(self._rembs) and max(r for _, r in self._rembs) >= 1.5 * self._rembs[-1][1]
         # Compared with what the viewer is actually sent: REMB is capped near 1.5x that, so
         # a rung whose pictures need less than its budget must not look congested.
         if s.sent_kbps is not None:
@@ -240,19 +243,24 @@ class AbrController:
         # carried the rung at 30 fps: 1174 -> 933 on "mid" over 1.5 Mbit/s, 853 -> 426 on
         # "low", 621 -> 288 on "floor" over 800 kbit/s; 1384 -> 1473 in 6 s on "high" at
         # 2.4 Mbit/s over 5 Mbit/s). A step up is judged by a padding probe instead.
-        low_remb = (self._remb is not None and since_switch > self.remb_grace_s
+        # (Right after a switch made on a collapse, the estimate still falling is the link's
+        # news, not lag: it answers what the link delivers, a second late.)
+        following = s.t < self._collapse_until
+        low_remb = (self._remb is not None and (since_switch > self.remb_grace_s or following)
                     and self._remb < rate * self.remb_down)
         self._low_remb_run = self._low_remb_run + 1 if low_remb else 0
         nack_share = s.nacks / s.sent if s.sent >= 10 else 0.0
-        shows = (loss > max(self.lossy_link, (self._base_loss or 0.0) + 0.04)
+        # (Loss over a second of a few hundred packets varies by a couple of % on a lossy link.)
+        shows = (loss > max(self.lossy_link, 2 * (self._base_loss or 0.0) + 0.03)
                  or nack_share > (self._base_nack or 0.0) + 0.08
                  or (s.fps is not None and s.fps < rung.fps * 0.85) or s.freezes > 0)
         # A fall to well under what is sent, within two seconds, is the link shrinking: a
         # receiver answers a delay spike with 0.85x what it receives, so an estimate this far
         # down means it received little (measured: 3916 -> 1198 kbit/s in one sample when
         # the link fell from 5 Mbit/s to 800 kbit/s under "high"). No second sample needed.
-        collapsed = (low_remb and self._remb is not None and self._remb < rate * self.remb_collapse
-                     and max(r for _, r in self._rembs) * self.remb_collapse >= self._remb)
+        collapsed = low_remb and self._remb is not None and (following or (
+            self._remb < rate * self.remb_collapse
+            and max(r for _, r in self._rembs) * self.remb_collapse >= self._remb))
         if (self._low_remb_run >= 2 and (dropped or shows)) or collapsed:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
         if loss > self.loss_down:
@@ -268,7 +276,9 @@ class AbrController:
             # Two reports running: a link that collapsed leaves a queue of the old rung's
             # packets that the first report after the switch still shows.
             reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
-        if s.freezes and warm and since_switch > self._settle:
+        if s.freezes and warm and since_switch > self._settle and s.t >= self._quiet_until + 1.5:
+            # (A viewer's report covers the second before it, and arrives up to a second
+            # late: a freeze reported 1.5 s after a failed probe's quiet is still its.)
             self._freezes.extend([s.t] * s.freezes)
         while self._freezes and self._freezes[0] < s.t - self.freeze_window_s:
             self._freezes.popleft()
@@ -294,6 +304,8 @@ class AbrController:
                 # before the change-over are dropped): after a moment they are this
                 # rung's, and a link that fell far needs the next step now, not in 3 s.
                 settle = 1.5
+            if collapsed and following:
+                settle = self.probe_settle_s  # the collapse goes on: follow it
             if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
             probe_failed = self._last_up_ok and t_since(s.t, self._last_up) < self.probe_s
@@ -326,11 +338,18 @@ class AbrController:
                 # transiently low estimate must not throw the viewer to the bottom) unless
                 # loss or NACKs say the same: then the link has collapsed, go where it fits.
                 corroborated = collapsed or any(r.startswith(("loss", "NACKs")) for r in reasons)
-                # (An estimate on a saturated link is already 0.85x its capacity.)
-                budget = self._remb * 0.95 if corroborated else max(self._remb * 0.95, rung.kbps * 0.5)
+                # (An estimate on a saturated link is already 0.85x its capacity, and a
+                # rung's pictures mostly need less than its budget.)
+                budget = self._remb if corroborated else max(self._remb, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
-            return self._switch(s.t, target.name, "down: " + ", ".join(reasons))
+            sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons))
+            if collapsed:
+                # An estimate that collapsed lags the link by a second (measured: 3852 ->
+                # 1336 -> 888 -> 627 kbit/s, 0.5 s apart, on a link that fell to 800 kbit/s):
+                # for two seconds, its further fall under the new rung is trusted at once.
+                self._collapse_until = s.t + 2.0
+            return sw
         clean = loss_2s < self.loss_clean and not s.freezes and (s.fps is None or s.fps >= rung.fps * 0.85)
         if not clean:
             self._clean_since = None

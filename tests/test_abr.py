@@ -34,6 +34,15 @@ def test_steps_down_within_one_sample_of_the_estimate_falling() -> None:
     switches = run(ctl, steady(0, 10, remb_kbps=4000, loss=0.0, fps=30)
                    + steady(10, 16, remb_kbps=800, loss=0.0, fps=30))
     assert switches == [(10.0, "low")] and "estimate 800" in ctl.history[-1].reason
+    # The estimate lags the link by a second: its first answer to a collapse is too high.
+    # Its further fall under the new rung is followed at once (not after the usual 3 s),
+    # and stops where the rung fits.
+    ctl = AbrController(LADDER, "high")
+    falling = [Sample(t=10.0, remb_kbps=1336, loss=0.0), Sample(t=10.5, remb_kbps=888, loss=0.0),
+               Sample(t=11.0, remb_kbps=627, loss=0.0), Sample(t=11.5, remb_kbps=620, loss=0.0)]
+    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30) + falling
+                   + steady(12, 20, remb_kbps=640, loss=0.0, fps=30))
+    assert switches == [(10.0, "mid"), (10.5, "low")], switches
     # A milder fall must hold for two samples; then at most half the rate per step, and
     # the next step only once REMB has had time to see the new rate. (Nearer what is
     # sent, the link must show it too: here, loss over what it was.)
@@ -252,3 +261,21 @@ def test_a_padding_probe_climbs_several_rungs_and_keeps_what_held() -> None:
     # While mid is held off, a probe does not start at all (it would have to pass mid).
     assert all(ctl.feed(smp) is None for smp in steady(probe.t + 1.5, probe.t + 4.5, remb_kbps=700,
                                                         loss=0.0, nacks=0, sent=40, fps=30))
+
+
+def test_freezes_reported_after_a_failed_padding_probe_are_its_own() -> None:
+    # The queue a failed probe left (up to ~100 ms) can cost a late frame; the viewer's
+    # report of it arrives up to two seconds later. It is the probe's, not the rung's...
+    ctl = AbrController(LADDER, "mid", hold_s=4, padding=True)
+    sws = [ctl.feed(smp) for smp in steady(0, 5, remb_kbps=1300, loss=0.05, nacks=3, sent=60, fps=30)]
+    probe = next(sw for sw in sws if sw is not None)
+    res, _ = ctl.probe_result(probe.t + 0.8, 2, 60, queue_ms=80)
+    assert not res.ok
+    t = probe.t + 1.0
+    late = steady(t, t + 2.5, remb_kbps=1300, loss=0.05, nacks=3, sent=60, fps=30)
+    late += [Sample(t=t + 2.5, remb_kbps=1300, loss=0.05, nacks=3, sent=60, fps=29, freezes=2)]
+    assert run(ctl, late) == [] and ctl.current == "mid"
+    # ...while two freezes well after it are the rung's: down.
+    t += 8
+    bad = [Sample(t=t, remb_kbps=1300, loss=0.05, nacks=3, sent=60, fps=29, freezes=2)]
+    assert [to for _, to in run(ctl, bad)] == ["low"] and "2 freezes" in ctl.history[-1].reason

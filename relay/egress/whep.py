@@ -51,7 +51,7 @@ PROBE_PAD_S = 1.2  # a padding probe pads this long (ramping up over PROBE_RAMP_
 PROBE_RAMP_S = 0.6
 ECHO_BASE_S = 0.2  # round trips timed before the padding starts: the baseline
 ECHO_EVERY_S = 0.04
-ECHO_QUEUE_S = 0.035  # two round trips this much over the baseline (and its spread): a queue
+ECHO_QUEUE_S = 0.025  # two round trips this much over the baseline (and its spread): a queue
 PROBE_TAIL_S = 0.4  # then waits this long for the NACKs of what the link's queue dropped
 
 MAX_REPORT_BYTES = 4096
