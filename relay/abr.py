@@ -258,7 +258,9 @@ class AbrController:
         # receiver answers a delay spike with 0.85x what it receives, so an estimate this far
         # down means it received little (measured: 3916 -> 1198 kbit/s in one sample when
         # the link fell from 5 Mbit/s to 800 kbit/s under "high"). No second sample needed.
-        collapsed = low_remb and self._remb is not None and (following or (
+        # (Judged at once even right after a switch: no lag of the estimate makes it fall
+        # this far this fast.)
+        collapsed = self._remb is not None and self._remb < rate * self.remb_down and (following or (
             self._remb < rate * self.remb_collapse
             and max(r for _, r in self._rembs) * self.remb_collapse >= self._remb))
         if (self._low_remb_run >= 2 and (dropped or shows)) or collapsed:
@@ -304,7 +306,7 @@ class AbrController:
                 # before the change-over are dropped): after a moment they are this
                 # rung's, and a link that fell far needs the next step now, not in 3 s.
                 settle = 1.5
-            if collapsed and following:
+            if collapsed:
                 settle = self.probe_settle_s  # the collapse goes on: follow it
             if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet

@@ -43,13 +43,21 @@ def test_steps_down_within_one_sample_of_the_estimate_falling() -> None:
     switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30) + falling
                    + steady(12, 20, remb_kbps=640, loss=0.0, fps=30))
     assert switches == [(10.0, "mid"), (10.5, "low")], switches
+    # The same when the estimate sat low already (it climbs slowly after a step up) and the
+    # first step is on loss: its collapse right after the switch is followed at once too.
+    ctl = AbrController(LADDER, "high")
+    falling = [Sample(t=10.0, remb_kbps=1114, loss=0.14), Sample(t=10.2, remb_kbps=662),
+               Sample(t=10.7, remb_kbps=619), Sample(t=11.2, remb_kbps=618)]
+    switches = run(ctl, steady(0, 10, remb_kbps=1205, loss=0.0, fps=30) + falling
+                   + steady(11.5, 20, remb_kbps=640, loss=0.0, fps=30))
+    assert switches == [(10.0, "mid"), (10.7, "low")], switches
     # A milder fall must hold for two samples; then at most half the rate per step, and
     # the next step only once REMB has had time to see the new rate. (Nearer what is
     # sent, the link must show it too: here, loss over what it was.)
     ctl = AbrController(LADDER, "high")
     switches = run(ctl, steady(0, 10, remb_kbps=2600, loss=0.0, fps=30)
                    + steady(10, 12, remb_kbps=1800, loss=0.07, fps=30)
-                   + steady(12, 18, remb_kbps=500, loss=0.07, fps=30))
+                   + steady(12, 18, remb_kbps=900, loss=0.07, fps=30))
     assert switches[0] == (10.5, "mid") and switches[1][1] == "low" and switches[1][0] >= 13.5
     assert "estimate" in ctl.history[-1].reason
     # A new viewer's first seconds (still connecting, nothing decoded) are no evidence.
