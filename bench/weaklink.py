@@ -12,7 +12,8 @@ UDP by ``nft ... numgen random`` (this kernel has no netem). Everything is delet
 
 Per profile and viewer it prints decoded fps, freezes (> 200 ms) per minute, glass-to-glass
 p95 (drone capture -> presented, from the RTP timestamp map), the renditions seen, the time
-to adapt down (to a rung that fits) and up (back to "high"), and the clean viewer's
+to adapt down (to a rung that fits) and up (back to "high") by the height of the picture
+on screen, and the clean viewer's
 keyframe rate against its rate with no weak viewer (same run).
 """
 
@@ -42,6 +43,7 @@ LADDER = [
     {"name": "floor", "height": 360, "bitrate_kbps": 250, "max_fps": 10},
 ]
 KBPS = {r["name"]: int(r["bitrate_kbps"]) for r in LADDER}  # type: ignore[call-overload]
+HEIGHT = {r["name"]: int(r["height"]) for r in LADDER}  # type: ignore[call-overload]
 # name -> [(at second, rate kbit/s, loss %)]
 PROFILES: dict[str, list[tuple[float, int, int]]] = {
     "10M clean": [(0, 10000, 0)],
@@ -163,12 +165,16 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
             if i == 0:
                 at = playing  # from the first picture: how long until a rung that fits
             window = [s for s in tr.samples if at <= s["t"] < end]
+            # By the picture on screen (its height; the page's rendition label comes over the
+            # reliable data channel, which a collapsed link delays by a second or more).
+            fit_h = {h for n, h in HEIGHT.items() if KBPS[n] <= r}
+            big_h = {h for n, h in HEIGHT.items() if KBPS[n] > r}
             if r < prev_rate and r < KBPS["high"]:
-                fits = (s["t"] for s in window if KBPS.get(s.get("rendition") or "", 10 ** 9) <= r)
+                fits = (s["t"] for s in window if s.get("height") in fit_h - big_h)
                 t_fit = next(fits, None)
                 down.append(None if t_fit is None else t_fit - at)
             elif r > prev_rate:
-                t_top = next((s["t"] for s in window if s.get("rendition") == "high"), None)
+                t_top = next((s["t"] for s in window if s.get("height") == HEIGHT["high"]), None)
                 up.append(None if t_top is None else t_top - at)
             prev_rate = r
         row["down_s"], row["up_s"] = down, up
