@@ -228,7 +228,8 @@ class AbrController:
         # after remb_grace_s, and only when it stays low for two samples running; "dropped":
         # it fell by a third or more within the last 2 s (one cut of Chromium's, 0.85x, or
         # two, is its answer to a keyframe's delay spike on a link that carries the rung).
-        dropped = bool(self._rembs) and max(r for _, r in self._rembs) >= 1.5 * self._rembs[-1][1]
+        peak = max((r for _, r in self._rembs), default=0.0)  # the estimate's high of the last 2 s
+        dropped = bool(self._rembs) and peak >= 1.5 * self._rembs[-1][1]
         # Compared with what the viewer is actually sent: REMB is capped near 1.5x that, so
         # a rung whose pictures need less than its budget must not look congested.
         if s.sent_kbps is not None:
@@ -262,7 +263,7 @@ class AbrController:
         # this far this fast.)
         collapsed = self._remb is not None and self._remb < rate * self.remb_down and (following or (
             self._remb < rate * self.remb_collapse
-            and max(r for _, r in self._rembs) * self.remb_collapse >= self._remb))
+            and peak * self.remb_collapse >= self._remb))
         if (self._low_remb_run >= 2 and (dropped or shows)) or collapsed:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
         if loss > self.loss_down:
