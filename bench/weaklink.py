@@ -12,9 +12,9 @@ UDP by ``nft ... numgen random`` (this kernel has no netem). Everything is delet
 
 Per profile and viewer it prints decoded fps, freezes (> 200 ms) per minute, glass-to-glass
 p95 (drone capture -> presented, from the RTP timestamp map), the renditions seen, the time
-to adapt down (to a rung that fits) and up (back to "high") by the height of the picture
-on screen, and the clean viewer's
-keyframe rate against its rate with no weak viewer (same run).
+to adapt down (to a rung that fits) and up (back to "high"): from the link's change to
+the first frame presented at such a height (the page notes when the size changed), and
+the clean viewer's keyframe rate against its rate with no weak viewer (same run).
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
         t0 = time.monotonic()
         k0 = clean.seen.keyframes
         step_i = 1
+        walls: dict[int, float] = {}  # step -> when the link changed (wall clock)
         kf_start: int | None = None
         t_warm = t0 + warm
         while (t := time.monotonic()) - t0 < total + warm:
@@ -114,6 +115,9 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
                 for dev in devs.values():
                     shape(router, dev, r)
                 set_loss(lab, router, loss)
+                walls[step_i] = time.time()
+                if os.environ.get("WEAKLINK_VERBOSE"):
+                    print(f"   link {walls[step_i] % 1000:.1f} -> {r} kbit/s, {loss} %", flush=True)
                 step_i += 1
             if kf_start is None and t >= t_warm:
                 kf_start, k0 = clean.seen.keyframes, clean.seen.keyframes
@@ -170,17 +174,25 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
             fit_h = {h for n, h in HEIGHT.items() if KBPS[n] <= r}
             big_h = {h for n, h in HEIGHT.items() if KBPS[n] > r}
             if r < prev_rate and r < KBPS["high"]:
-                fits = (s["t"] for s in window if s.get("height") in fit_h - big_h)
-                t_fit = next(fits, None)
-                down.append(None if t_fit is None else t_fit - at)
+                seen = next((s for s in window if s.get("height") in fit_h - big_h), None)
+                down.append(None if seen is None else since(seen, at, walls.get(i)))
             elif r > prev_rate:
-                t_top = next((s["t"] for s in window if s.get("height") == HEIGHT["high"]), None)
-                up.append(None if t_top is None else t_top - at)
+                seen = next((s for s in window if s.get("height") == HEIGHT["high"]), None)
+                up.append(None if seen is None else since(seen, at, walls.get(i)))
             prev_rate = r
         row["down_s"], row["up_s"] = down, up
         out[v] = row
     out["clean"] = {"kf_per_s": kf, "ratio": kf / base_kf if base_kf else None}
     return out
+
+
+def since(sample: dict[str, Any], at: float, wall: float | None) -> float:
+    """From the link's change to the first frame presented at the sample's height: the
+    page notes when the picture's size changed (its wall clock, this machine's), so the
+    half-second polling adds nothing."""
+    if wall is not None and sample.get("heightAt"):
+        return max(0.0, float(sample["heightAt"]) / 1000 - wall)
+    return float(sample["t"]) - at
 
 
 def fmt(x: Any, nd: int = 1) -> str:

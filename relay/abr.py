@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["AbrController", "ProbeResult", "Rung", "Sample", "Switch"]
+__all__ = ["AbrController", "ProbeResult", "QueueWatch", "Rung", "Sample", "Switch"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ class Sample:
     plis: int = 0  # keyframe requests in the period
     fps: float | None = None  # frames the viewer decoded per second (its own report)
     freezes: int = 0  # new freezes (>200 ms without a frame) the viewer reported
+    queue_ms: float | None = None  # a queue standing on the link (QueueWatch), over its own round trip
+    link_kbps: float | None = None  # what the viewer received while that queue stood: the link's rate
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,69 @@ class ProbeResult:
     to: str
     ok: bool
     detail: str
+
+
+@dataclass
+class QueueWatch:
+    """A queue standing on a viewer's link, seen from the sender: round trips of small
+    messages sent every ~0.1 s over the viewer's "echo" data channel (unordered, never
+    retransmitted), which cross the same queue as the media. A keyframe's burst makes a
+    few of them late and the queue drains; a link that carries less than it is sent keeps
+    its queue full (a shaped link then drops what overflows, echoes too). "Standing": every
+    echo for ``stand_s`` came back ``over_s`` late or not at all, the link's own round trip
+    being the least of the last ``base_window_s``. Whether the link is too small is then told by
+    what the viewer received meanwhile (its receiver reports): a link whose queue is full
+    delivers exactly its rate. Pure: the caller passes the times."""
+
+    over_s: float = 0.05
+    stand_s: float = 0.3
+    base_window_s: float = 10.0
+    _echoes: deque[list[float]] = field(default_factory=deque)  # [sent at, round trip or -1]
+    _mins: deque[tuple[float, float]] = field(default_factory=deque)  # sliding minimum (at, round trip)
+
+    def sent(self, t: float) -> None:
+        self._echoes.append([t, -1.0])
+        while self._echoes and self._echoes[0][0] < t - 3.0:
+            self._echoes.popleft()
+
+    def answered(self, sent_at: float, t: float) -> None:
+        rtt = t - sent_at
+        for e in reversed(self._echoes):
+            if e[0] == sent_at:
+                e[1] = rtt
+                break
+        while self._mins and self._mins[-1][1] >= rtt:
+            self._mins.pop()
+        self._mins.append((t, rtt))
+        while self._mins[0][0] < t - self.base_window_s:
+            self._mins.popleft()
+
+    @property
+    def base_rtt(self) -> float | None:
+        """The link's own round trip (no queue): the least of the last ``base_window_s``."""
+        return self._mins[0][1] if self._mins else None
+
+    def standing(self, t: float) -> tuple[float, float] | None:
+        """(since when, how deep in s) a queue has stood on the link, if it has for
+        ``stand_s``; echoes not yet due are no evidence either way."""
+        base = self.base_rtt
+        if base is None:
+            return None
+        limit = base + self.over_s
+        since: float | None = None
+        late: list[float] = []
+        n = 0
+        for sent_at, rtt in reversed(self._echoes):
+            if rtt < 0 and t - sent_at <= limit + 0.1:
+                continue  # not due yet
+            if 0 <= rtt <= limit:
+                break  # answered in time: the queue (if any) began after it
+            since, n = sent_at, n + 1
+            if rtt >= 0:
+                late.append(rtt)
+        if since is None or n < 3 or not late or t - since < self.stand_s:
+            return None
+        return since, max(0.0, late[0] - base)  # the newest answer: how deep it is now
 
 
 @dataclass
@@ -120,6 +185,7 @@ class AbrController:
     fps_runs: int = 2  # poor decoding must show in this many samples running
     remb_down: float = 0.8  # an estimate alone is evidence under this share of what is sent
     remb_collapse: float = 0.6  # ...at once, and trusted, when it fell under this share within 2 s
+    queue_down: float = 0.8  # a standing queue, and the viewer receives under this share of what is sent
     padding: bool = False  # the sender can pad (RTX): probe a rung's rate before switching
     probe_nack_margin: float = 0.08  # a padding probe fails above the link's usual NACK share + this
     probe_quiet_s: float = 1.5  # after a failed padding probe, its overload is no evidence
@@ -266,6 +332,14 @@ class AbrController:
             and peak * self.remb_collapse >= self._remb))
         if (self._low_remb_run >= 2 and (dropped or shows)) or collapsed:
             reasons.append(f"estimate {self._remb:.0f} kbit/s < {rate:.0f} sent")
+        # A queue standing on the link while the viewer receives well under what it is
+        # sent: the link shrank, and what it delivered while its queue was full is its rate
+        # now. Seen 0.3-0.5 s after the fall, a second before the receiver's estimate moves.
+        queued = (s.queue_ms is not None and s.link_kbps is not None
+                  and s.link_kbps < rate * self.queue_down)
+        if queued:
+            reasons.append(f"queue +{s.queue_ms:.0f} ms, link carries {s.link_kbps:.0f} kbit/s "
+                           f"< {rate:.0f} sent")
         if loss > self.loss_down:
             reasons.append(f"loss {loss * 100:.0f} %")
         if s.sent >= 10 and s.nacks > self.nack_down * s.sent and since_switch > self._settle:
@@ -307,7 +381,7 @@ class AbrController:
                 # before the change-over are dropped): after a moment they are this
                 # rung's, and a link that fell far needs the next step now, not in 3 s.
                 settle = 1.5
-            if collapsed:
+            if collapsed or queued:
                 settle = self.probe_settle_s  # the collapse goes on: follow it
             if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
@@ -336,18 +410,21 @@ class AbrController:
                 sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons) + " (probe failed)")
                 self._settle = self.recover_s
                 return sw
-            if self._remb is not None:
-                # To what fits the estimate, but at most half the rate in one step (a
-                # transiently low estimate must not throw the viewer to the bottom) unless
-                # loss or NACKs say the same: then the link has collapsed, go where it fits.
-                corroborated = collapsed or any(r.startswith(("loss", "NACKs")) for r in reasons)
+            measured = [x for x in (self._remb, s.link_kbps if queued else None) if x is not None]
+            if measured:
+                # To what fits the estimate (or the rate the link was measured to carry),
+                # but at most half the rate in one step (a transiently low estimate must
+                # not throw the viewer to the bottom) unless loss or NACKs say the same:
+                # then the link has collapsed, go where it fits.
+                corroborated = collapsed or queued or any(r.startswith(("loss", "NACKs")) for r in reasons)
                 # (An estimate on a saturated link is already 0.85x its capacity, and a
                 # rung's pictures mostly need less than its budget.)
-                budget = self._remb if corroborated else max(self._remb, rung.kbps * 0.5)
+                est = min(measured)
+                budget = est if corroborated else max(est, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
             sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons))
-            if collapsed:
+            if collapsed or queued:
                 # An estimate that collapsed lags the link by a second (measured: 3852 ->
                 # 1336 -> 888 -> 627 kbit/s, 0.5 s apart, on a link that fell to 800 kbit/s):
                 # for two seconds, its further fall under the new rung is trusted at once.
@@ -400,8 +477,8 @@ class AbrController:
             # Without padding the step up is the probe: only where the estimate shows room
             # above what is sent, for a second.
             return None
-        est = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
-        reason = f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {est}"
+        said = f"estimate {self._remb:.0f} kbit/s" if self._remb is not None else "no estimate"
+        reason = f"up: clean for {t_since(s.t, self._clean_since):.0f} s, {said}"
         if self.padding:
             # First pad the link up to the rung's rate (copies of packets already sent, on
             # the retransmission stream): a link that cannot carry it shows at once, and

@@ -40,7 +40,7 @@ export class WhepPlayer {
     this.onAuth = opts.onAuth || null;
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
-                   stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, freezes: 0,
+                   stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, heightAt: null, freezes: 0,
                    rendition: null, auto: false, renditionReason: "" };
     this._lastFrameAt = null;
     this.thresholds = { green_ms: 250, yellow_ms: 600 };
@@ -246,6 +246,8 @@ export class WhepPlayer {
       // A freeze: over 200 ms between presented frames while playing.
       if (this._lastFrameAt !== null && now - this._lastFrameAt > 200 && this.stats.state === "playing") this.stats.freezes++;
       this._lastFrameAt = now;
+      // When the picture's size last changed (wall clock, ms): a rendition switch as seen.
+      if (meta.height !== this.stats.height) this.stats.heightAt = performance.timeOrigin + now;
       this.stats.width = meta.width; this.stats.height = meta.height;
       if (this.readStamps && this.stats.offset !== null) {
         const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);

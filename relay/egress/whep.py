@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..abr import AbrController, Rung, Sample, Switch
+from ..abr import AbrController, QueueWatch, Rung, Sample, Switch
 from ..auth import Principal
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
@@ -53,6 +53,7 @@ ECHO_BASE_S = 0.2  # round trips timed before the padding starts: the baseline
 ECHO_EVERY_S = 0.04
 ECHO_QUEUE_S = 0.025  # two round trips this much over the baseline (and its spread): a queue
 PROBE_TAIL_S = 0.4  # then waits this long for the NACKs of what the link's queue dropped
+WATCH_EVERY_S = 0.1  # an auto viewer's link is watched for a standing queue this often (QueueWatch)
 
 MAX_REPORT_BYTES = 4096
 # A viewer's report: each field's type and the range (or the values) it may take. Anything
@@ -121,6 +122,7 @@ class Echoes:
         self._n = 0
         self._sent: dict[int, float] = {}
         self.rtts: deque[tuple[float, float]] = deque(maxlen=64)  # (answered at, round trip s)
+        self.watch = QueueWatch()
 
         @channel.on("message")  # type: ignore[untyped-decorator]
         def on_message(message: Any) -> None:
@@ -131,12 +133,14 @@ class Echoes:
             if sent is not None:
                 t = now()
                 self.rtts.append((t, t - sent))
+                self.watch.answered(sent, t)
 
     def send(self) -> bool:
         if self.channel.readyState != "open":
             return False
         self._n += 1
-        self._sent[self._n] = now()
+        self._sent[self._n] = t = now()
+        self.watch.sent(t)
         if len(self._sent) > 64:
             self._sent.pop(next(iter(self._sent)))
         self.channel.send(str(self._n))
@@ -274,6 +278,8 @@ class WhepEgress:
         rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
         changed = {"at": 0.0, "wall": 0.0}  # the last change-over (monotonic, wall clock)
         probe: asyncio.Task[None] | None = None
+        watching = False
+        pkt_bytes = 0.0  # a media packet's mean size, lately
 
         def forget() -> None:
             """A failed padding probe: the receiver reports and viewer reports that cover it
@@ -313,8 +319,8 @@ class WhepEgress:
             # that fell: every half second there counts).
             tap.remb_alarm_bps = ctl.remb_collapse * ctl.sent_kbps * 1000
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tap.remb_alarm.wait(), max(0.05, t + ABR_PERIOD_S - time.monotonic()))
-            tap.remb_alarm.clear()
+                await asyncio.wait_for(tap.alarm.wait(), max(0.05, t + ABR_PERIOD_S - time.monotonic()))
+            tap.alarm.clear()
             period = max(0.05, time.monotonic() - t)
             t = time.monotonic()
             loss = None
@@ -328,6 +334,8 @@ class WhepEgress:
                         sent_total = st.packetsSent
                         if bytes_total is not None:
                             sent_kbps = 8 * max(0, st.bytesSent - bytes_total) / period / 1000
+                            if sent:
+                                pkt_bytes = max(0, st.bytesSent - bytes_total) / sent
                         bytes_total = st.bytesSent
                     if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
                         last_rr = st.timestamp
@@ -347,15 +355,27 @@ class WhepEgress:
             freezes = reported
             # Retransmit at most a quarter of what the viewer is sent (see RtcpTap).
             tap.nack_rate = max(10.0, 0.25 * sent / period)
+            queue_ms = link_kbps = None
+            echo = self.echoes.get(session.id)
+            if echo is not None:
+                if not watching:
+                    watching = True
+                    session.spawn(self._watch_queue(echo, tap))
+                standing = echo.watch.standing(now())
+                pps = tap.delivered_pps(standing[0]) if standing is not None else None
+                if standing is not None and pps is not None and pkt_bytes:
+                    queue_ms, link_kbps = standing[1] * 1000, pps * pkt_bytes * 8 / 1000
             sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
-                            sent_kbps=sent_kbps,
-                            plis=tap.plis - plis, fps=rep.get("fps"), freezes=new_freezes)
+                            sent_kbps=sent_kbps, plis=tap.plis - plis, fps=rep.get("fps"),
+                            freezes=new_freezes, queue_ms=queue_ms, link_kbps=link_kbps)
             plis, nacks_new = tap.plis, tap.nacks_new
             info.samples.append({"t": round(time.time(), 2), "rendition": info.rendition, "remb_kbps": remb,
                                  "loss": None if loss is None else round(loss, 3), "nacks_new": sample.nacks,
                                  "sent": sent, "sent_kbps": None if sent_kbps is None else round(sent_kbps),
                                  "nacks_refused": tap.nacks_refused, "nacks_stale": tap.nacks_stale,
-                                 "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes})
+                                 "plis": sample.plis, "fps": sample.fps, "freezes": new_freezes,
+                                 "queue_ms": None if queue_ms is None else round(queue_ms),
+                                 "link_kbps": None if link_kbps is None else round(link_kbps)})
             del info.samples[:-240]
             info.estimate_kbps = round(ctl.estimate_kbps, 1) if ctl.estimate_kbps else None
             ctl.padding = can_pad(sender)
@@ -479,6 +499,19 @@ class WhepEgress:
             perform(sw)
         else:
             forget()
+
+    async def _watch_queue(self, echo: Echoes, tap: RtcpTap) -> None:
+        """An auto viewer's link, watched for a standing queue (:class:`QueueWatch`): an echo
+        every WATCH_EVERY_S (~90 bytes each way); a queue that begins to stand wakes the
+        controller at once. Ends with the session (or the channel)."""
+        stood = False
+        while echo.channel.readyState != "closed":
+            echo.send()
+            stands = echo.watch.standing(now()) is not None
+            if stands and not stood:
+                tap.alarm.set()
+            stood = stands
+            await asyncio.sleep(WATCH_EVERY_S)
 
     async def _watch_silence(self, tap: RtcpTap, session: PeerSession) -> None:
         """A viewer that stops sending RTCP (browsers report every second) is gone: a closed

@@ -14,6 +14,7 @@ WebRTC.
 | :func:`sent_rtp_timestamp` | ``RTCRtpSender.__rtp_timestamp`` (last RTP timestamp sent) |
 | :func:`sent_packet_timestamp` | ``RTCRtpSender.__rtp_history`` |
 | :func:`sent_packet_count` | ``RTCRtpSender.__packet_count`` |
+| :func:`sender_ssrc` | ``RTCRtpSender._ssrc`` (the SSRC receiver reports name) |
 | :func:`can_pad`, :func:`send_padding` | ``RTCRtpSender.__rtx_payload_type``, ``__rtp_history``, |
 | | ``_retransmit`` |
 | :func:`tap_receiver_rtp` | ``RTCRtpReceiver._handle_rtp_packet`` |
@@ -47,6 +48,7 @@ __all__ = [
     "receiver_timestamp_origin",
     "self_check",
     "send_padding",
+    "sender_ssrc",
     "sent_packet_count",
     "sent_packet_timestamp",
     "sent_rtp_timestamp",
@@ -62,6 +64,7 @@ _SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
 _SENDER_HISTORY = "_RTCRtpSender__rtp_history"
 _SENDER_RTX_PT = "_RTCRtpSender__rtx_payload_type"
 _SENDER_PACKETS = "_RTCRtpSender__packet_count"
+_SENDER_SSRC = "_ssrc"
 _RECEIVER_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RECEIVER_JITTER = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_KIND = "_RTCRtpReceiver__kind"
@@ -111,6 +114,12 @@ def sent_packet_count(sender: RTCRtpSender) -> int:
     """Media packets this sender has put on the wire (retransmissions and padding not counted)."""
     value = getattr(sender, _SENDER_PACKETS, 0)
     return value if isinstance(value, int) else 0
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int | None:
+    """The SSRC of this sender's media: the one the viewer's receiver reports are about."""
+    value = getattr(sender, _SENDER_SSRC, None)
+    return value if isinstance(value, int) else None
 
 
 def can_pad(sender: RTCRtpSender) -> bool:
@@ -257,6 +266,7 @@ def self_check() -> list[str]:
             getattr(RTCRtpSender, "_handle_rtcp_packet", None)),
         "RTCRtpSender.__rtp_timestamp": _sets(RTCRtpSender, "__rtp_timestamp"),
         "RTCRtpSender.__packet_count": _sets(RTCRtpSender, "__packet_count"),
+        "RTCRtpSender._ssrc": _sets(RTCRtpSender, "_ssrc"),
         "RTCRtpSender.__rtp_history": _sets(RTCRtpSender, "__rtp_history"),
         "RTCRtpSender.__rtx_payload_type": _sets(RTCRtpSender, "__rtx_payload_type"),
         "RTCRtpSender._retransmit": inspect.iscoroutinefunction(getattr(RTCRtpSender, "_retransmit", None)),

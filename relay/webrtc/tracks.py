@@ -18,7 +18,9 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     unpack_remb_fci,
 )
 
@@ -184,8 +186,8 @@ class RtcpTap:
         self.nacks = 0
         self.remb_bps: int | None = None
         self.remb_time = 0.0
-        self.remb_alarm_bps = 0.0  # an estimate that falls under this sets remb_alarm
-        self.remb_alarm = asyncio.Event()  # (the egress judges the link at once, not at its next sample)
+        self.remb_alarm_bps = 0.0  # an estimate that falls under this sets alarm
+        self.alarm = asyncio.Event()  # the egress judges the link at once, not at its next sample
         self.nack_rate = 50.0
         self.last_rtcp: float | None = None  # when the viewer last sent any RTCP
         self.nacks_new = 0  # sequence numbers NACKed for the first time (not the browser's retries)
@@ -198,6 +200,11 @@ class RtcpTap:
         self._resent: OrderedDict[int, float] = OrderedDict()  # seq -> when it was last resent
         self.resend_gap_s = 0.02  # the egress sets most of the round trip
         self.nacks_repeat = 0  # NACKs for a packet resent less than resend_gap_s ago (free)
+        # (when, packets received so far + a constant) from each receiver report: what the
+        # link delivered. Chromium puts one in every RTCP packet (no reduced-size RTCP), so
+        # a lossy link, NACKing, reports many times a second.
+        self.received: deque[tuple[float, int]] = deque(maxlen=256)
+        self._ssrc = compat.sender_ssrc(sender)
 
         def handle(packet: Any) -> None:
             self.last_rtcp = now()
@@ -209,9 +216,15 @@ class RtcpTap:
                     with contextlib.suppress(ValueError):
                         bitrate, _ssrcs = unpack_remb_fci(packet.fci)
                         if bitrate < self.remb_alarm_bps and bitrate < 0.9 * (self.remb_bps or 0):
-                            self.remb_alarm.set()
+                            self.alarm.set()
                         self.remb_bps = int(bitrate)
                         self.remb_time = now()
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for rep in packet.reports:
+                    if rep.ssrc == self._ssrc:
+                        # Received = extended highest sequence number - cumulative lost
+                        # (+ the first sequence number, which cancels out in differences).
+                        self.received.append((now(), rep.highest_sequence - rep.packets_lost))
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self.nacks += len(packet.lost)
                 for seq in packet.lost:
@@ -224,6 +237,15 @@ class RtcpTap:
 
         compat.tap_sender_rtcp(sender, handle)
 
+
+    def delivered_pps(self, since: float) -> float | None:
+        """Media packets a second the viewer received, from its receiver reports sent
+        since ``since`` (retransmissions that arrived included); None without two of them
+        0.25 s apart."""
+        pts = [(t, n) for t, n in self.received if t >= since]
+        if len(pts) < 2 or pts[-1][0] - pts[0][0] < 0.25:
+            return None
+        return max(0.0, (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]))
 
     def change_over(self) -> None:
         """The viewer moved to another rung (at its keyframe): NACKs for what was sent before
