@@ -9,12 +9,16 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
 
 - **down fast**: the link is failing when the receiver's estimate (REMB) stays under 0.8x
   what the current rung sends and has just fallen or the link shows it too (at once when it
-  fell under 0.6x within 2 s: ``remb_collapse``), when loss over
+  fell under 0.6x within 2 s: ``remb_collapse``), when a queue stands on the link
+  (:class:`QueueWatch`: round trips on the echo channel late for 0.3 s) while the viewer
+  receives under ``queue_down`` of what it is sent (then what it received is the link's
+  rate: the surest and soonest sign, ~0.5 s after the fall), when loss over
   the last second exceeds ``loss_down``, when the viewer
   NACKs more than ``nack_down`` of the packets it was sent (sooner than receiver reports),
   or when it reports decoding well under the rung's frame rate or two freezes in 20 s. Then
-  the viewer moves to the highest rung that fits the estimate (at most half the rate in
-  one step unless loss, NACKs or a collapse of the estimate say the same; one rung down
+  the viewer moves to the highest rung that fits the estimate or the measured rate (at
+  most half the rate in one step unless loss, NACKs, the queue or a collapse of the
+  estimate say the same; one rung down
   without an estimate) within one sample period (0.5 s) of the evidence, once the last
   switch has settled (``settle_s``; after a collapse the estimate's further fall is
   followed at once for 2 s: it lags the link by a second).

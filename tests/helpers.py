@@ -119,7 +119,8 @@ class WhepViewer:
 
             @self.echo.on("message")
             def on_echo(m: str) -> None:
-                if self.echo_back:
+                # (As the page: a short message is echoed; a longer one is news, JSON.)
+                if self.echo_back and isinstance(m, str) and len(m) <= 16:
                     self.echo.send(m)
 
         @self.pc.on("track")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from relay.abr import AbrController, Rung, Sample
+import pytest
+
+from relay.abr import AbrController, QueueWatch, Rung, Sample
 
 LADDER = [Rung("high", 2500), Rung("mid", 1200), Rung("low", 600), Rung("floor", 250, fps=10)]
 
@@ -287,3 +289,70 @@ def test_freezes_reported_after_a_failed_padding_probe_are_its_own() -> None:
     t += 8
     bad = [Sample(t=t, remb_kbps=1300, loss=0.05, nacks=3, sent=60, fps=29, freezes=2)]
     assert [to for _, to in run(ctl, bad)] == ["low"] and "2 freezes" in ctl.history[-1].reason
+
+
+def echoes(watch: QueueWatch, t0: float, t1: float, rtt: float | None, every: float = 0.1) -> None:
+    """Echoes sent every ``every`` from t0 to t1, each answered after ``rtt`` (None: lost)."""
+    t = t0
+    while t < t1 - 1e-9:
+        watch.sent(t)
+        if rtt is not None:
+            watch.answered(t, t + rtt)
+        t = round(t + every, 6)
+
+
+def test_a_queue_stands_when_every_echo_comes_back_late_or_not_at_all() -> None:
+    w = QueueWatch()
+    echoes(w, 0.0, 5.0, 0.002)  # the link's own round trip: 2 ms
+    assert w.base_rtt == pytest.approx(0.002) and w.standing(5.0) is None
+    # A keyframe's burst: three echoes late, then the queue has drained.
+    echoes(w, 5.0, 5.3, 0.12)
+    echoes(w, 5.3, 6.0, 0.003)
+    assert w.standing(6.2) is None
+    # A lossy link: echoes lost here and there, none late: no queue.
+    for k in range(20):
+        w.sent(6.0 + 0.1 * k)
+        if k % 3:
+            w.answered(6.0 + 0.1 * k, 6.0 + 0.1 * k + 0.003)
+    assert w.standing(8.2) is None
+    # The link fell: a full shaped queue answers ~150 ms late or drops the echo.
+    w2 = QueueWatch()
+    echoes(w2, 0.0, 5.0, 0.002)
+    for k in range(6):
+        w2.sent(5.0 + 0.1 * k)
+        if k % 2 == 0:
+            w2.answered(5.0 + 0.1 * k, 5.0 + 0.1 * k + 0.152)
+    assert w2.standing(5.2) is None  # too soon to tell from a burst
+    stood = w2.standing(5.75)
+    assert stood is not None and stood[0] == 5.0 and abs(stood[1] - 0.150) < 1e-6, stood
+    # An echo answered in time ends it; echoes not yet due count neither way.
+    w2.sent(5.6)
+    assert w2.standing(5.65) is not None
+    w2.answered(5.6, 5.605)
+    assert w2.standing(5.7) is None
+
+
+def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> None:
+    # Measured on 5 Mbit/s falling to 800 kbit/s under "high": a queue of +234 ms and
+    # 745 kbit/s received while it stood, 0.5 s after the fall, the estimate still 1345.
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300)
+                   + [Sample(t=10.0, remb_kbps=3800, loss=0.0, sent_kbps=2300, queue_ms=234, link_kbps=745)])
+    assert switches == [(10.0, "low")], switches
+    assert "queue +234 ms, link carries 745 kbit/s" in ctl.history[-1].reason
+    # A keyframe draining through a link that carries the rung: the queue stands a while,
+    # but the viewer receives all it is sent. No switch.
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300)
+                   + steady(10, 12, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300, queue_ms=120,
+                            link_kbps=2600))
+    assert switches == []
+    # After the step the queue of the old rung drains: received at the link's rate, which
+    # carries the new rung: no second step. A link that carries less still gets one, at once.
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300)
+                   + [Sample(t=10.0, remb_kbps=3800, sent_kbps=2300, queue_ms=150, link_kbps=1300),
+                      Sample(t=10.5, remb_kbps=3800, sent_kbps=1200, queue_ms=150, link_kbps=1250),
+                      Sample(t=11.0, remb_kbps=2900, sent_kbps=1200, queue_ms=150, link_kbps=700),
+                      Sample(t=11.5, remb_kbps=900, sent_kbps=600, queue_ms=60, link_kbps=690)])
+    assert switches == [(10.0, "mid"), (11.0, "low")], switches

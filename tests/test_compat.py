@@ -16,7 +16,9 @@ from aiortc.rtp import RtcpRrPacket
 
 from relay.app import create_app
 from relay.config import parse
+from relay.media import now
 from relay.webrtc import compat
+from relay.webrtc.tracks import RtcpTap
 from tests.helpers import SMALL
 
 
@@ -109,6 +111,19 @@ async def test_sender_and_receiver_hooks_over_a_real_connection() -> None:
                 break
             await asyncio.sleep(0.1)
         assert any(isinstance(p, RtcpRrPacket) for p in rtcp), rtcp
+        # sender_ssrc: the SSRC the receiver's reports are about.
+        ssrc = compat.sender_ssrc(sender)
+        assert ssrc is not None and ssrc in {rep.ssrc for p in rtcp if isinstance(p, RtcpRrPacket)
+                                             for rep in p.reports}
+        # RtcpTap.delivered_pps: the packets the receiver reports having received, a second.
+        tap = RtcpTap(sender, lambda reason: None)
+        n0, t0 = len(rtp), now()
+        for _ in range(100):
+            if tap.delivered_pps(t0) is not None and now() - t0 > 2.0:
+                break
+            await asyncio.sleep(0.1)
+        pps, got = tap.delivered_pps(t0), (len(rtp) - n0) / (now() - t0)
+        assert pps is not None and 0.5 * got < pps < 2 * got, (pps, got)
     finally:
         await a.close()
         await b.close()

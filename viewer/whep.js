@@ -43,6 +43,8 @@ export class WhepPlayer {
                    stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, heightAt: null, freezes: 0,
                    rendition: null, auto: false, renditionReason: "" };
     this._lastFrameAt = null;
+    this._renditionN = 0;  // the last rendition change shown (they come on two channels)
+    this._pendingRendition = null;  // a change announced, its first frame not yet presented
     this.thresholds = { green_ms: 250, yellow_ms: 600 };
     this.clock = new ClockOffset();
     this.window = new Window();
@@ -105,6 +107,7 @@ export class WhepPlayer {
     this.iceServers = await iceServers(endpoint);  // STUN/TURN from the relay, before the offer
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" });
     this.pc = pc;
+    this._renditionN = 0; this._pendingRendition = null;  // a new session counts its changes anew
     pc.addTransceiver("video", { direction: "recvonly" });
     const ch = pc.createDataChannel("relay");
     this.channel = ch;
@@ -115,7 +118,9 @@ export class WhepPlayer {
     // retransmitted, so a lost message is just missing, never late.
     const echo = pc.createDataChannel("echo", { ordered: false, maxRetransmits: 0 });
     echo.onmessage = (ev) => {
-      if (echo.readyState === "open" && typeof ev.data === "string" && ev.data.length <= 16) echo.send(ev.data);
+      if (typeof ev.data !== "string") return;
+      if (ev.data.length <= 16) { if (echo.readyState === "open") echo.send(ev.data); return; }
+      this._onMessage(ev.data);  // a copy of a rendition change, sent here too: never held up
     };
     pc.ontrack = (ev) => {
       const rx = ev.receiver;
@@ -232,10 +237,32 @@ export class WhepPlayer {
       this.setState("ended", msg.reason || "");
       if (this._dropped) this._dropped();
     } else if (msg.type === "rendition") {
-      // The relay moved this viewer (auto): same track, from the next keyframe on.
-      this.stats.rendition = msg.name; this.stats.renditionReason = msg.reason || "";
-      this.onUpdate(this.stats, this.thresholds);
+      // The relay moved this viewer (auto): same track, from the next keyframe on. It comes
+      // on both channels: the first copy counts. The label changes with the picture: at the
+      // first frame presented after the old rung's last RTP timestamp.
+      if (typeof msg.n === "number") {
+        if (msg.n <= this._renditionN) return;
+        this._renditionN = msg.n;
+      }
+      if (typeof msg.after_rtp === "number" && "requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+        this._pendingRendition = { msg, at: performance.now() };
+      } else this._showRendition(msg);
     }
+  }
+
+  _showRendition(msg) {
+    this._pendingRendition = null;
+    this.stats.rendition = String(msg.name); this.stats.renditionReason = String(msg.reason || "");
+    this.onUpdate(this.stats, this.thresholds);
+  }
+
+  _renditionDue(rtp, now) {
+    const p = this._pendingRendition;
+    if (!p) return;
+    const ahead = rtp === undefined ? 0 : ((rtp - p.msg.after_rtp) >>> 0);
+    // (RTP timestamps wrap at 2^32: "after" is less than half the circle ahead.) A picture
+    // that never changes (a frozen link) gets its label within 3 s anyway.
+    if ((ahead > 0 && ahead < 2 ** 31) || now - p.at > 3000) this._showRendition(p.msg);
   }
 
   _frameLoop() {
@@ -248,6 +275,7 @@ export class WhepPlayer {
       this._lastFrameAt = now;
       // When the picture's size last changed (wall clock, ms): a rendition switch as seen.
       if (meta.height !== this.stats.height) this.stats.heightAt = performance.timeOrigin + now;
+      this._renditionDue(meta.rtpTimestamp, now);
       this.stats.width = meta.width; this.stats.height = meta.height;
       if (this.readStamps && this.stats.offset !== null) {
         const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);

@@ -135,6 +135,11 @@ class Echoes:
                 self.rtts.append((t, t - sent))
                 self.watch.answered(sent, t)
 
+    def send_text(self, text: str) -> None:
+        """A message for the page (JSON, never echoed back), if the channel is open."""
+        if self.channel.readyState == "open":
+            self.channel.send(text)
+
     def send(self) -> bool:
         if self.channel.readyState != "open":
             return False
@@ -276,7 +281,7 @@ class WhepEgress:
         last_rr: Any = None
         rr_seen = 0.0  # when the previous receiver report arrived (its interval starts there)
         rr_hist: deque[tuple[float, int, int]] = deque(maxlen=64)  # (time, lost, expected)
-        changed = {"at": 0.0, "wall": 0.0}  # the last change-over (monotonic, wall clock)
+        changed = {"at": 0.0, "wall": 0.0, "n": 0}  # the last change-over (monotonic, wall clock, count)
         probe: asyncio.Task[None] | None = None
         watching = False
         pkt_bytes = 0.0  # a media packet's mean size, lately
@@ -296,17 +301,28 @@ class WhepEgress:
                 "reason": sw.reason})
 
             def switched() -> None:
-                tap.change_over()  # before the new rung's first packet is sent
+                after_rtp = tap.change_over()  # before the new rung's first packet is sent
                 changed["at"], changed["wall"] = time.monotonic(), time.time()
+                changed["n"] += 1
                 rr_hist.clear()
                 info.rendition = sw.to
                 info.rendition_reason = sw.reason
                 info.switches.append({"t": time.time(), "from": sw.frm, "to": sw.to, "reason": sw.reason})
                 del info.switches[:-20]
+                # The page labels the picture from the first frame after ``after_rtp`` on. The
+                # reliable channel may be held up for a second behind a lost message on a link
+                # that just collapsed: copies go on the echo channel too (unordered, never
+                # retransmitted: one of three gets through), and the page keeps the first.
+                msg = json.dumps({"type": "rendition", "name": sw.to, "auto": True, "reason": sw.reason,
+                                  "n": changed["n"], "after_rtp": after_rtp})
                 ch = self.channels.get(session.id)
                 if ch is not None and ch.readyState == "open":
-                    ch.send(json.dumps({"type": "rendition", "name": sw.to, "auto": True,
-                                        "reason": sw.reason}))
+                    ch.send(msg)
+                echo = self.echoes.get(session.id)
+                if echo is not None:
+                    loop = asyncio.get_running_loop()
+                    for k in range(3):
+                        loop.call_later(0.08 * k, echo.send_text, msg)
 
             def subscribe(target: Stream = target) -> Reader:
                 return target.subscribe(label=session.public)

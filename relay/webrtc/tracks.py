@@ -247,14 +247,16 @@ class RtcpTap:
             return None
         return max(0.0, (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]))
 
-    def change_over(self) -> None:
+    def change_over(self) -> int | None:
         """The viewer moved to another rung (at its keyframe): NACKs for what was sent before
         are not worth answering — that picture is gone — and must not spend the budget the
         new rung's keyframe needs (measured: after a failed step up the page decoded nothing
-        for 2-3 s while the budget went on the overload). Refill the budget now."""
+        for 2-3 s while the budget went on the overload). Refill the budget now. Returns
+        the RTP timestamp of the old rung's last frame (the new rung's are later)."""
         self._stale_ts = compat.sent_rtp_timestamp(self.sender)
         self._tokens = self.nack_rate
         self._tokens_at = now()
+        return self._stale_ts
 
     def _budget(self, packet: RtcpRtpfbPacket) -> None:
         # Only NACKs aiortc can answer spend the budget: a packet that has left its history
