@@ -336,8 +336,8 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
     # Measured on 5 Mbit/s falling to 800 kbit/s under "high": a queue of +234 ms and
     # 745 kbit/s received while it stood, 0.5 s after the fall, the estimate still 1345.
     ctl = AbrController(LADDER, "high")
-    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300)
-                   + [Sample(t=10.0, remb_kbps=3800, loss=0.0, sent_kbps=2300, queue_ms=234, link_kbps=745)])
+    switches = run(ctl, [*steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300),
+                         Sample(t=10.0, remb_kbps=3800, loss=0.0, sent_kbps=2300, queue_ms=234, link_kbps=745)])
     assert switches == [(10.0, "low")], switches
     assert "queue +234 ms, link carries 745 kbit/s" in ctl.history[-1].reason
     # A keyframe draining through a link that carries the rung: the queue stands a while,
@@ -350,9 +350,9 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
     # After the step the queue of the old rung drains: received at the link's rate, which
     # carries the new rung: no second step. A link that carries less still gets one, at once.
     ctl = AbrController(LADDER, "high")
-    switches = run(ctl, steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300)
-                   + [Sample(t=10.0, remb_kbps=3800, sent_kbps=2300, queue_ms=150, link_kbps=1300),
-                      Sample(t=10.5, remb_kbps=3800, sent_kbps=1200, queue_ms=150, link_kbps=1250),
-                      Sample(t=11.0, remb_kbps=2900, sent_kbps=1200, queue_ms=150, link_kbps=700),
-                      Sample(t=11.5, remb_kbps=900, sent_kbps=600, queue_ms=60, link_kbps=690)])
+    switches = run(ctl, [*steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300),
+                         Sample(t=10.0, remb_kbps=3800, sent_kbps=2300, queue_ms=150, link_kbps=1300),
+                         Sample(t=10.5, remb_kbps=3800, sent_kbps=1200, queue_ms=150, link_kbps=1250),
+                         Sample(t=11.0, remb_kbps=2900, sent_kbps=1200, queue_ms=150, link_kbps=700),
+                         Sample(t=11.5, remb_kbps=900, sent_kbps=600, queue_ms=60, link_kbps=690)])
     assert switches == [(10.0, "mid"), (11.0, "low")], switches

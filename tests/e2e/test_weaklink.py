@@ -16,6 +16,7 @@ from tests.helpers import Drone, WhepViewer, wait_for
 from tests.netlab import Lab, need_lab, sh
 
 pytestmark = pytest.mark.slow
+LABEL_AND_HEIGHT = "() => [window.__player.stats.rendition, window.__player.stats.height]"
 LADDER = [
     {"name": "high", "height": 720, "bitrate_kbps": 2500},
     {"name": "mid", "height": 540, "bitrate_kbps": 1200},
@@ -23,6 +24,7 @@ LADDER = [
     {"name": "floor", "height": 360, "bitrate_kbps": 250, "max_fps": 10},
 ]
 KBPS = {r["name"]: r["bitrate_kbps"] for r in LADDER}
+HEIGHT = {r["name"]: r["height"] for r in LADDER}
 
 
 def shape(lab: Lab, host: str, dev: str, rate: str) -> None:
@@ -75,10 +77,12 @@ table inet lte {
                 await asyncio.sleep(20)
                 fps: list[float] = []
                 seen: list[str] = []
+                shown: list[tuple[str, int]] = []  # (the page's label, the picture's height)
                 for _ in range(16):
                     await asyncio.sleep(1)
                     fps.append(float(viewer.report.get("fps", 0)))
                     seen.append(viewer.rendition)
+                    shown.append(await page.evaluate(LABEL_AND_HEIGHT))
                 rends = set(seen)
                 stamps0 = await page.evaluate("() => window.__player.stats.stampsRead")
                 t_stamps0 = time.monotonic()
@@ -92,12 +96,21 @@ table inet lte {
                 settled = max(rends, key=seen.count)
                 assert KBPS[settled] <= 1500 and seen.count(settled) >= len(seen) // 2, seen
                 assert sorted(fps)[len(fps) // 2] >= 20, fps
+                # The page's label is the picture's: it changes at the new rung's first frame
+                # (one sample may straddle a change).
+                assert sum(HEIGHT.get(r) != h for r, h in shown) <= 1, shown
                 # The limit lifts: back to the top rendition.
                 shape(lab, router, to_viewer, "10mbit")
                 sh("nft", "flush", "chain", "inet", "lte", "fwd_loss", ns=router)
                 t_lift = time.monotonic()
                 await wait_for(lambda: viewer.rendition == "high", 60, "the climb back to 'high'")
                 t_up = time.monotonic() - t_lift
+                for _ in range(50):  # the page labels it "high" once a 720-line picture shows
+                    label, height = await page.evaluate(LABEL_AND_HEIGHT)
+                    if label == "high":
+                        break
+                    await asyncio.sleep(0.1)
+                assert (label, height) == ("high", 720)
                 # Watch at least 6 s in all after the limit lifted, however fast the climb was.
                 await asyncio.sleep(max(2.0, 6.0 - (time.monotonic() - t_stamps0)))
                 stamps1 = await page.evaluate("() => window.__player.stats.stampsRead")
