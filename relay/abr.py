@@ -414,16 +414,16 @@ class AbrController:
                 sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons) + " (probe failed)")
                 self._settle = self.recover_s
                 return sw
-            measured = [x for x in (self._remb, s.link_kbps if queued else None) if x is not None]
-            if measured:
-                # To what fits the estimate (or the rate the link was measured to carry),
-                # but at most half the rate in one step (a transiently low estimate must
-                # not throw the viewer to the bottom) unless loss or NACKs say the same:
-                # then the link has collapsed, go where it fits.
+            # The rate the full link was measured to carry, else the estimate (a second
+            # late, and 0.85x what the receiver got when it was cut).
+            est = s.link_kbps if queued else self._remb
+            if est is not None:
+                # To what fits it, but at most half the rate in one step (a transiently low
+                # estimate must not throw the viewer to the bottom) unless loss or NACKs say
+                # the same: then the link has collapsed, go where it fits.
                 corroborated = collapsed or queued or any(r.startswith(("loss", "NACKs")) for r in reasons)
                 # (An estimate on a saturated link is already 0.85x its capacity, and a
                 # rung's pictures mostly need less than its budget.)
-                est = min(measured)
                 budget = est if corroborated else max(est, rung.kbps * 0.5)
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
