@@ -284,7 +284,6 @@ class WhepEgress:
         changed = {"at": 0.0, "wall": 0.0, "n": 0}  # the last change-over (monotonic, wall clock, count)
         probe: asyncio.Task[None] | None = None
         watching = False
-        resent = 0  # the tap's retransmissions at the last sample
         pkt_bytes = 0.0  # a media packet's mean size, lately
 
         def forget() -> None:
@@ -383,12 +382,7 @@ class WhepEgress:
                     queue_ms = standing[1] * 1000
                     pps = tap.delivered_pps(standing[0])
                     if pps is not None and pkt_bytes:
-                        # The receiver reports count the media; the retransmissions that
-                        # shared the full link lost as large a share to it (measured: 585
-                        # kbit/s of media on an 800 kbit/s link, the rest resent packets).
-                        rtx = (tap.resent - resent) / sent if sent else 0.0
-                        link_kbps = pps * pkt_bytes * 8 / 1000 * (1 + min(rtx, 1.0))
-            resent = tap.resent
+                        link_kbps = pps * pkt_bytes * 8 / 1000  # the media it delivered
             sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
                             sent_kbps=sent_kbps, plis=tap.plis - plis, fps=rep.get("fps"),
                             freezes=new_freezes, queue_ms=queue_ms, link_kbps=link_kbps)

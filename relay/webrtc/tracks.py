@@ -200,7 +200,6 @@ class RtcpTap:
         self._resent: OrderedDict[int, float] = OrderedDict()  # seq -> when it was last resent
         self.resend_gap_s = 0.02  # the egress sets most of the round trip
         self.nacks_repeat = 0  # NACKs for a packet resent less than resend_gap_s ago (free)
-        self.resent = 0  # packets handed to aiortc to retransmit (on the RTX stream)
         # (when, packets received so far + a constant) from each receiver report: what the
         # link delivered. Chromium puts one in every RTCP packet (no reduced-size RTCP), so
         # a lossy link, NACKing, reports many times a second.
@@ -289,7 +288,6 @@ class RtcpTap:
         if k < len(packet.lost):
             self.nacks_refused += len(packet.lost) - k
             packet.lost[:] = packet.lost[len(packet.lost) - k:]  # the newest are worth most
-        self.resent += len(packet.lost)
         for seq in packet.lost:
             self._resent[seq] = t
             self._resent.move_to_end(seq)
