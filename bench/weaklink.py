@@ -230,6 +230,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "renditions": LADDER, "webrtc": {"ice_addresses": ["10.204.1.2"]},
             "rtmp": {"enabled": True, "host": "127.0.0.1", "port": 19350},
             "media": {"keyframe_interval_s": args.keyframe_interval},
+            "abr": {"queue_watch": not args.no_queue_watch},
         }, host="10.204.1.2")
         # The feed: Debian's ffmpeg, 1280x720@30 over RTMP, the simulator's stamped scene.
         pusher = StampedFfmpeg("flv", "rtmp://127.0.0.1:19350/live/d1", ["-b:v", "3000k"], size="1280x720")
@@ -273,6 +274,8 @@ def main() -> None:
     ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
     ap.add_argument("--keyframe-interval", type=float, default=2.0, help="media.keyframe_interval_s")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")
+    ap.add_argument("--no-queue-watch", action="store_true",
+                    help="abr.queue_watch = false: step down on the estimate, loss and freezes only")
     args = ap.parse_args()
     if os.environ.get("WEAKLINK_NETNS") != "1":
         if os.geteuid() != 0 or shutil.which("unshare") is None:

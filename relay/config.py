@@ -187,6 +187,9 @@ class AbrConfig:
     start_kbps: int = 1200  # a new viewer starts at the best rung at or under this
     hold_s: float = 6.0  # clean time after a switch before a step up
     max_hold_s: float = 60.0  # the hold doubles after each failed step up, to this
+    # Watch each auto viewer's link for a standing queue (an echo every 0.1 s, ~7 kbit/s):
+    # the soonest sign that it fell. Off: steps down on the browser's estimate, loss, freezes.
+    queue_watch: bool = True
 
 
 @dataclass(frozen=True)
@@ -637,6 +640,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
         start_kbps=_int("abr.start_kbps", ab.get("start_kbps", adef.start_kbps), 50, 100000),
         hold_s=_float("abr.hold_s", ab.get("hold_s", adef.hold_s), 1, 600),
         max_hold_s=_float("abr.max_hold_s", ab.get("max_hold_s", adef.max_hold_s), 1, 3600),
+        queue_watch=_bool("abr.queue_watch", ab.get("queue_watch", adef.queue_watch)),
     )
 
     rc = _table(data, "record", "")

@@ -372,7 +372,7 @@ class WhepEgress:
             # Retransmit at most a quarter of what the viewer is sent (see RtcpTap).
             tap.nack_rate = max(10.0, 0.25 * sent / period)
             queue_ms = link_kbps = None
-            echo = self.echoes.get(session.id)
+            echo = self.echoes.get(session.id) if self.config.abr.queue_watch else None
             if echo is not None:
                 if not watching:
                     watching = True
