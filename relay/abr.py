@@ -388,6 +388,11 @@ class AbrController:
                 settle = 1.5
             if collapsed or queued:
                 settle = self.probe_settle_s  # the collapse goes on: follow it
+            if queued and following:
+                # The estimate collapsed a moment ago and the viewer was moved on it; now
+                # the link's own rate is measured: at once where it says (measured: the
+                # estimate's switch came 0.5 s after the fall, the queue's rate 0.1 s later).
+                settle = 0.0
             if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
             probe_failed = self._last_up_ok and t_since(s.t, self._last_up) < self.probe_s

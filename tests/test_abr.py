@@ -340,6 +340,13 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
                          Sample(t=10.0, remb_kbps=3800, loss=0.0, sent_kbps=2300, queue_ms=234, link_kbps=745)])
     assert switches == [(10.0, "low")], switches
     assert "queue +234 ms, link carries 745 kbit/s" in ctl.history[-1].reason
+    # The estimate collapsed first (0.5 s after the fall, before the queue had stood long
+    # enough): the link's measured rate a moment later is followed at once.
+    ctl = AbrController(LADDER, "high")
+    switches = run(ctl, [*steady(0, 10, remb_kbps=3800, loss=0.0, fps=30, sent_kbps=2300),
+                         Sample(t=10.0, remb_kbps=1219, sent_kbps=2176),
+                         Sample(t=10.1, remb_kbps=1219, sent_kbps=1500, queue_ms=172, link_kbps=672)])
+    assert switches == [(10.0, "mid"), (10.1, "low")], switches
     # The media gets only part of a full link (retransmissions, headers, the echoes share
     # it): 585 kbit/s of media measured on another run of the same 800 kbit/s link is "low".
     ctl = AbrController(LADDER, "high")
