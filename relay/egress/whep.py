@@ -520,15 +520,18 @@ class WhepEgress:
 
     async def _watch_queue(self, echo: Echoes, tap: RtcpTap) -> None:
         """An auto viewer's link, watched for a standing queue (:class:`QueueWatch`): an echo
-        every WATCH_EVERY_S (~90 bytes each way); a queue that begins to stand wakes the
-        controller at once. Ends with the session (or the channel)."""
-        stood = False
+        every WATCH_EVERY_S (~90 bytes each way); a queue that stands, its rate measured,
+        wakes the controller at once. Ends with the session (or the channel)."""
+        measured = False
         while echo.channel.readyState != "closed":
             echo.send()
-            stands = echo.watch.standing(now()) is not None
-            if stands and not stood:
+            # (Once the queue stands and receiver reports since cover enough of it to tell
+            # the link's rate: that is the evidence.)
+            standing = echo.watch.standing(now())
+            ready = standing is not None and tap.delivered_pps(standing[0]) is not None
+            if ready and not measured:
                 tap.alarm.set()
-            stood = stands
+            measured = ready
             await asyncio.sleep(WATCH_EVERY_S)
 
     async def _watch_silence(self, tap: RtcpTap, session: PeerSession) -> None:
