@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from relay.abr import AbrController, QueueWatch, Rung, Sample
+from relay.abr import AbrController, PadProbe, QueueWatch, Rung, Sample
 
 LADDER = [Rung("high", 2500), Rung("mid", 1200), Rung("low", 600), Rung("floor", 250, fps=10)]
 
@@ -369,3 +369,51 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
                          Sample(t=11.0, remb_kbps=2900, sent_kbps=1200, queue_ms=150, link_kbps=700),
                          Sample(t=11.5, remb_kbps=900, sent_kbps=600, queue_ms=60, link_kbps=690)])
     assert switches == [(10.0, "mid"), (11.0, "low")], switches
+
+
+STAGES = [("mid", 700.0), ("high", 2100.0)]  # from "low" at 600 kbit/s: padding to each rung
+
+
+def test_a_padding_probe_ramps_each_stage_then_holds_then_the_next() -> None:
+    p = PadProbe(list(STAGES), pad_s=1.2, ramp_s=0.6)
+    assert p.rate_kbps(0.0) == 0.0 and p.rate_kbps(0.3) == pytest.approx(350)
+    assert p.rate_kbps(0.6) == pytest.approx(700) and p.rate_kbps(1.1) == pytest.approx(700)
+    # Stage two ramps from the first stage's rate, then the padding ends (the tail).
+    assert p.rate_kbps(1.2) == pytest.approx(700) and p.tried == "high"
+    assert p.rate_kbps(1.5) == pytest.approx(1400) and p.rate_kbps(2.3) == pytest.approx(2100)
+    assert p.rate_kbps(2.4) is None and p.tried == "high" and not p.stop(2.5)
+
+
+def test_a_padding_probe_stops_on_a_queue_and_blames_the_right_stage() -> None:
+    # Round trips over the baseline (2-6 ms: spread 4 ms, so 29 ms over 2 ms) in stage two,
+    # 0.5 s after it began: "high" failed, "mid" held.
+    p = PadProbe(list(STAGES))
+    p.baseline([0.002, 0.006, 0.003])
+    assert p.queue_at == pytest.approx(0.029)
+    for t in (0.5, 1.0, 1.2):
+        p.rate_kbps(t)
+        p.round_trips([0.003, 0.004])
+        assert not p.stop(t)
+    p.rate_kbps(1.7)
+    p.round_trips([0.003, 0.040, 0.052])
+    assert p.stop(1.7) and p.tried == "high" and p.queue_s == pytest.approx(0.038)
+    # The same queue 0.1 s into stage two is the first stage's (it showed late).
+    p = PadProbe(list(STAGES))
+    p.baseline([0.002, 0.006, 0.003])
+    p.rate_kbps(1.2)
+    p.rate_kbps(1.3)
+    p.round_trips([0.040, 0.052])
+    assert p.stop(1.3) and p.tried == "mid"
+    # Without round trips the estimate decides; one made in the first 150 ms is no evidence.
+    p = PadProbe(list(STAGES[:1]), remb0=1_000_000)
+    p.estimate(0.1, 500_000)
+    assert not p.stop(0.1)
+    p.estimate(0.4, 900_000)
+    assert p.stop(0.4) and p.fell_to == pytest.approx(0.9)
+    # With round trips timed, a falling estimate alone does not stop it (it also falls on a
+    # free link settling after a change); NACKs do.
+    p = PadProbe(list(STAGES[:1]), remb0=1_000_000)
+    p.baseline([0.002])
+    p.estimate(0.4, 800_000)
+    assert not p.stop(0.4) and p.fell_to is None
+    assert p.stop(0.5, nacks_failing=True) and p.tried == "mid"

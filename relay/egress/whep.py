@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..abr import AbrController, QueueWatch, Rung, Sample, Switch
+from ..abr import AbrController, PadProbe, QueueWatch, Rung, Sample, Switch
 from ..auth import Principal
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
@@ -411,40 +411,31 @@ class WhepEgress:
                          ctl: AbrController, perform: Callable[[Switch], None],
                          forget: Callable[[], None]) -> None:
         """Pad the viewer's link with copies of packets already sent (on the retransmission
-        stream: the browser drops the duplicates) up to each probed rung's rate in turn
-        (a ramp over PROBE_RAMP_S, then held to PROBE_PAD_S), and judge from what the link
-        shows meanwhile: round trips on the echo channel growing (a queue filling: the first
-        sign), the browser's estimate falling, NACKs for the media over the link's usual
-        share. The padding stops at the first clear sign, so a link that cannot carry a rung
-        pays a few hundred ms of queue, and the step up goes to the best rung it carried.
-        Without an echo channel only the first stage is tried (NACKs need time to show)."""
+        stream: the browser drops the duplicates) up to each probed rung's rate in turn, and
+        judge from what the link shows meanwhile (:class:`PadProbe` decides): a link that
+        cannot carry a rung pays a few hundred ms of queue, and the step up goes to the best
+        rung it carried. Round trips are timed for ECHO_BASE_S before the padding (the
+        baseline); without an echo channel only the first stage is tried (NACKs need time
+        to show)."""
         to = ctl.probing
         echo = self.echoes.get(info.session)
         timed = echo is not None and echo.channel.readyState == "open"
-        stages = ctl.probe_stages() if timed else ctl.probe_stages()[:1]
-        lead = ECHO_BASE_S if timed else 0.0
-        n0 = p0 = 0
-        started = False
-        t0 = time.monotonic()
         remb0 = tap.remb_bps if tap.remb_bps and now() - tap.remb_time < 3.0 else None
         if remb0 is not None and remb0 > 1300 * ctl.sent_kbps:
             # The estimate is far above what the viewer gets (still falling after a fall of
             # the link, or never tested): its next cut says nothing about this probe.
             remb0 = None
+        probe = PadProbe(ctl.probe_stages() if timed else ctl.probe_stages()[:1], remb0=remb0,
+                         pad_s=PROBE_PAD_S, ramp_s=PROBE_RAMP_S, queue_over_s=ECHO_QUEUE_S)
+        lead = ECHO_BASE_S if timed else 0.0
         remb_at = tap.remb_time
-        remb_min: float | None = None
-        base_rtt: float | None = None
-        queue_at = ECHO_QUEUE_S
-        queue_s: float | None = None
         padded = 0
         due = 0.0  # bytes of padding owed by now
-        nacks = sent = 0
-        fell = False
-        next_echo = 0.0
-        k = 0  # the stage
-        stage_at = 0.0  # when it began (since the padding started)
-        last = 0.0
-        end = lead + len(stages) * PROBE_PAD_S + PROBE_TAIL_S
+        n0 = p0 = nacks = sent = 0
+        started = False
+        next_echo = last = 0.0
+        t0 = time.monotonic()
+        end = lead + len(probe.stages) * PROBE_PAD_S + PROBE_TAIL_S
         while (el := time.monotonic() - t0) < end:
             if echo is not None and lead and el >= next_echo:
                 echo.send()
@@ -454,43 +445,20 @@ class WhepEgress:
                 continue
             pad_el = el - lead
             if not started:
-                started = True
-                last = pad_el
+                started, last = True, pad_el
                 n0, p0 = tap.nacks_new, sent_packet_count(sender)
                 if echo is not None:
-                    rtts = [r for at, r in echo.rtts if at >= t0]
-                    if rtts:
-                        # Over the link's own jitter (a radio link's round trips vary by tens of ms).
-                        base_rtt = min(rtts)
-                        queue_at = ECHO_QUEUE_S + max(rtts) - base_rtt
-            if pad_el - stage_at >= PROBE_PAD_S and k + 1 < len(stages):
-                k, stage_at = k + 1, pad_el  # this rung held: on to the next
+                    probe.baseline([r for at, r in echo.rtts if at >= t0])
+            kbps = probe.rate_kbps(pad_el)
             nacks, sent = tap.nacks_new - n0, sent_packet_count(sender) - p0
             if tap.remb_time != remb_at and tap.remb_bps is not None:
-                # The browser's delay-based estimate (one sent in the first 150 ms was made
-                # before the padding arrived).
                 remb_at = tap.remb_time
-                if pad_el > 0.15:
-                    remb_min = tap.remb_bps if remb_min is None else min(remb_min, tap.remb_bps)
-            # Where round trips are timed, they decide: the estimate also falls on a free
-            # link while it settles after a change (measured: to 93 % on 5 Mbit/s, 4 s after
-            # the link grew back, the echoes flat at 1-3 ms).
-            fell = (base_rtt is None and remb0 is not None and remb_min is not None
-                    and remb_min < 0.95 * remb0)
-            if echo is not None and base_rtt is not None:
-                late = [r for at, r in echo.rtts if at >= t0 + lead + 0.05]
-                if len(late) >= 2 and min(late[-2:]) > base_rtt + queue_at:
-                    queue_s = min(late[-2:]) - base_rtt
-            if fell or queue_s is not None or ctl.probe_failing(nacks, sent):
-                if k > 0 and pad_el - stage_at < 0.2:
-                    k -= 1  # the queue was the stage before's: this one had barely begun
+                probe.estimate(pad_el, tap.remb_bps)
+            if echo is not None:
+                probe.round_trips([r for at, r in echo.rtts if at >= t0 + lead + 0.05])
+            if probe.stop(pad_el, ctl.probe_failing(nacks, sent)):
                 break
-            stage_el = pad_el - stage_at
-            if stage_el < PROBE_PAD_S:
-                # A ramp from the stage before's rate over PROBE_RAMP_S: a link that cannot
-                # carry it fills its queue gradually, and shows it before much is lost.
-                prev = stages[k - 1][1] if k else 0.0
-                kbps = prev + (stages[k][1] - prev) * min(1.0, stage_el / PROBE_RAMP_S)
+            if kbps is not None:
                 due += kbps * 125 * (pad_el - last)  # kbit/s -> bytes
                 if due > padded:
                     padded += await send_padding(sender, int(due) - padded)
@@ -498,16 +466,16 @@ class WhepEgress:
             await asyncio.sleep(0.01)
         if ctl.probing != to:
             return  # the controller moved on
-        fell_to = remb_min / remb0 if fell and remb0 and remb_min is not None else None
-        res, sw = ctl.probe_result(time.monotonic(), nacks, sent, remb_fell_to=fell_to,
-                                   queue_ms=None if queue_s is None else queue_s * 1000, tried=stages[k][0])
+        res, sw = ctl.probe_result(time.monotonic(), nacks, sent, remb_fell_to=probe.fell_to,
+                                   queue_ms=None if probe.queue_s is None else probe.queue_s * 1000,
+                                   tried=probe.tried)
         info.probes.append({"t": time.time(), "to": res.to, "ok": res.ok, "detail": res.detail,
-                            "stages": [n for n, _ in stages[:k + 1]],
+                            "stages": [n for n, _ in probe.stages[:probe.k + 1]],
                             "switch_to": sw.to if sw is not None else None,
-                            "padding_kbps": round(stages[k][1]), "padded_kB": round(padded / 1000, 1),
+                            "padding_kbps": round(probe.padding_kbps), "padded_kB": round(padded / 1000, 1),
                             "remb_before": remb0 and round(remb0 / 1000),
-                            "remb_min": remb_min and round(remb_min / 1000),
-                            "base_rtt_ms": None if base_rtt is None else round(base_rtt * 1000, 1),
+                            "remb_min": probe.remb_min and round(probe.remb_min / 1000),
+                            "base_rtt_ms": probe.base_rtt and round(probe.base_rtt * 1000, 1),
                             "rtts_ms": [round(r * 1000) for at, r in (echo.rtts if echo else ()) if at >= t0],
                             "for_s": round(time.monotonic() - t0, 2)})
         del info.probes[:-20]
