@@ -428,7 +428,10 @@ class AbrController:
         # A queue standing on the link while the viewer receives well under what it is
         # sent: the link shrank, and what it delivered while its queue was full is its rate
         # now. Seen 0.3-0.5 s after the fall, a second before the receiver's estimate moves.
+        # (Not in a new viewer's first seconds: its first echoes may already have queued,
+        # and the first receiver reports count what it missed while it connected.)
         queued = (s.queue_ms is not None and s.link_kbps is not None
+                  and t_since(s.t, self._started) > self.warmup_s
                   and s.link_kbps < rate * self.queue_down)
         if queued:
             reasons.append(f"queue +{s.queue_ms:.0f} ms, link carries {s.link_kbps:.0f} kbit/s "

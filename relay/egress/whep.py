@@ -351,7 +351,10 @@ class WhepEgress:
                         if bytes_total is not None:
                             sent_kbps = 8 * max(0, st.bytesSent - bytes_total) / period / 1000
                             if sent:
-                                pkt_bytes = max(0, st.bytesSent - bytes_total) / sent
+                                # Over a second or two: what a full queue delivers after a
+                                # switch down is still the old rung's (larger) packets.
+                                size = max(0, st.bytesSent - bytes_total) / sent
+                                pkt_bytes = size if not pkt_bytes else 0.7 * pkt_bytes + 0.3 * size
                         bytes_total = st.bytesSent
                     if st.type == "remote-inbound-rtp" and st.timestamp != last_rr:
                         last_rr = st.timestamp
@@ -380,7 +383,8 @@ class WhepEgress:
                 standing = echo.watch.standing(now())
                 if standing is not None:
                     queue_ms = standing[1] * 1000
-                    pps = tap.delivered_pps(standing[0])
+                    # (Receiver reports from before the last switch describe the old rung.)
+                    pps = tap.delivered_pps(max(standing[0], changed["at"]))
                     if pps is not None and pkt_bytes:
                         link_kbps = pps * pkt_bytes * 8 / 1000  # the media it delivered
             sample = Sample(t=t, remb_kbps=remb, loss=loss, nacks=tap.nacks_new - nacks_new, sent=sent,
