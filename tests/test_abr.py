@@ -356,10 +356,10 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
     # Not in a viewer's first seconds (its first echoes may have queued already, its first
     # receiver reports count what it missed while connecting): measured 462 kbit/s "on" an
     # 800 kbit/s link 1.8 s after a viewer began.
-    ctl = AbrController(LADDER, "low")
-    switches = run(ctl, [Sample(t=0.0, remb_kbps=700, sent_kbps=500),
-                         Sample(t=1.8, remb_kbps=700, sent_kbps=500, queue_ms=126, link_kbps=462)])
-    assert switches == []
+    start = [Sample(t=0.0, remb_kbps=700, sent_kbps=600),
+             Sample(t=1.8, remb_kbps=700, sent_kbps=600, queue_ms=126, link_kbps=462)]
+    assert run(AbrController(LADDER, "low"), start) == []
+    assert run(AbrController(LADDER, "low", warmup_s=0.0), start) == [(1.8, "floor")]  # later: it counts
     # A keyframe draining through a link that carries the rung: the queue stands a while,
     # but the viewer receives all it is sent. No switch.
     ctl = AbrController(LADDER, "high")
