@@ -289,6 +289,7 @@ class AbrController:
     _started: float | None = None
     _last_switch: float = -1e9
     _last_up: float = -1e9
+    _last_down: float = -1e9
     _hold: float = 0.0
     _remb: float | None = None
     _clean_since: float | None = None
@@ -479,10 +480,11 @@ class AbrController:
                 settle = 1.5
             if collapsed or queued:
                 settle = self.probe_settle_s  # the collapse goes on: follow it
-            if queued and following:
-                # The estimate collapsed a moment ago and the viewer was moved on it; now
-                # the link's own rate is measured: at once where it says (measured: the
-                # estimate's switch came 0.5 s after the fall, the queue's rate 0.1 s later).
+            if queued and t_since(s.t, self._last_down) < 2.0:
+                # The viewer was moved down a moment ago on the estimate's fall; now the
+                # link's own rate is measured (a full link delivers its rate, draining the
+                # old rung's queue or not): at once where it says (measured: the estimate's
+                # switch came 0.5 s after the fall, the queue's rate 0.2 s later).
                 settle = 0.0
             if i == len(self.ladder) - 1 or since_switch < settle:
                 return None  # at the bottom, or the last switch has not shown its effect yet
@@ -527,6 +529,7 @@ class AbrController:
                 fits = [r for r in below if r.kbps <= budget]
                 target = fits[0] if fits else below[0]
             sw = self._switch(s.t, target.name, "down: " + ", ".join(reasons))
+            self._last_down = s.t
             if collapsed or queued:
                 # An estimate that collapsed lags the link by a second (measured: 3852 ->
                 # 1336 -> 888 -> 627 kbit/s, 0.5 s apart, on a link that fell to 800 kbit/s):
