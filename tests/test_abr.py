@@ -352,8 +352,8 @@ def test_a_standing_queue_with_the_link_delivering_less_steps_down_at_once() -> 
     # the queue's rate 665 kbit/s 0.2 s later).
     ctl = AbrController(LADDER, "high")
     switches = run(ctl, [*steady(0, 10, remb_kbps=3700, loss=0.0, fps=30, sent_kbps=2335),
-                         Sample(t=10.0, remb_kbps=1518, sent_kbps=2335),
-                         Sample(t=10.1, remb_kbps=1280, sent_kbps=2335),
+                         Sample(t=10.0, remb_kbps=1518, sent_kbps=1500),
+                         Sample(t=10.1, remb_kbps=1280, sent_kbps=624),
                          Sample(t=10.3, remb_kbps=1280, sent_kbps=1906, queue_ms=351, link_kbps=665)])
     assert switches == [(10.1, "mid"), (10.3, "low")], switches
     # The media gets only part of a full link (retransmissions, headers, the echoes share
