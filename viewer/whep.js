@@ -275,8 +275,8 @@ export class WhepPlayer {
       this._lastFrameAt = now;
       // When the picture's size last changed (wall clock, ms): a rendition switch as seen.
       if (meta.height !== this.stats.height) this.stats.heightAt = performance.timeOrigin + now;
-      this._renditionDue(meta.rtpTimestamp, now);
       this.stats.width = meta.width; this.stats.height = meta.height;
+      this._renditionDue(meta.rtpTimestamp, now);  // (after the size: the HUD shows both)
       if (this.readStamps && this.stats.offset !== null) {
         const shownWall = performance.timeOrigin + (meta.expectedDisplayTime || now);
         const relayNow = shownWall + this.stats.offset;
