@@ -19,16 +19,11 @@ import fractions
 import av
 
 from drone_sim.scene import Scene
+from relay.sources.h264 import has_nal
 
 
 def idr(data: bytes) -> bool:
-    """Whether an Annex-B access unit holds an IDR slice (NAL type 5)."""
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        if i + 3 < len(data) and data[i + 3] & 0x1F == 5:
-            return True
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return False
+    return has_nal(data, 5)  # an IDR slice
 
 
 def encode(frames: int, refresh: bool) -> None:
