@@ -19,7 +19,7 @@ import fractions
 import av
 
 from drone_sim.scene import Scene
-from relay.media import has_nal
+from relay.sources.h264 import has_nal
 
 
 def idr(data: bytes) -> bool:

@@ -226,10 +226,8 @@ async def main_async(args: argparse.Namespace) -> None:
             lab.route(f"{lab.tag}-{v}", "default", f"{net}.1")
             lab.route(None, f"{net}.0/24", "10.204.1.1")
         lab.forward(router)
-        ladder = [{**r, "intra_refresh": True} if args.intra_refresh and r["name"] == "floor" else r
-                  for r in LADDER]
         relay = await start_relay({
-            "renditions": ladder, "webrtc": {"ice_addresses": ["10.204.1.2"]},
+            "renditions": LADDER, "webrtc": {"ice_addresses": ["10.204.1.2"]},
             "rtmp": {"enabled": True, "host": "127.0.0.1", "port": 19350},
             "media": {"keyframe_interval_s": args.keyframe_interval},
             "abr": {"queue_watch": not args.no_queue_watch},
@@ -276,8 +274,6 @@ def main() -> None:
     ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
     ap.add_argument("--keyframe-interval", type=float, default=2.0, help="media.keyframe_interval_s")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")
-    ap.add_argument("--intra-refresh", action="store_true",
-                    help="the bottom rung ('floor') with x264 periodic intra refresh instead of keyframes")
     ap.add_argument("--no-queue-watch", action="store_true",
                     help="abr.queue_watch = false: step down on the estimate, loss and freezes only")
     args = ap.parse_args()

@@ -66,10 +66,6 @@ class Rendition:
     bitrate_kbps: int
     codec: str = "h264"
     max_fps: float = 30.0
-    # x264 periodic intra refresh instead of a keyframe every keyframe_interval_s: no
-    # periodic keyframe burst (the bottom rung on a link of a few hundred kbit/s); a
-    # switch or a joining viewer still gets an IDR on request. Never the recorded rung.
-    intra_refresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -509,7 +505,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
             p = f"renditions[{i}]."
             if not isinstance(item, dict):
                 raise ConfigError(f"renditions[{i}]", "must be a table")
-            _check_keys(item, {"name", "height", "bitrate_kbps", "codec", "max_fps", "intra_refresh"}, p)
+            _check_keys(item, {"name", "height", "bitrate_kbps", "codec", "max_fps"}, p)
             if "name" not in item:
                 raise ConfigError(f"{p}name", "is required")
             name = _str(f"{p}name", item["name"])
@@ -526,9 +522,6 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
             codec = _str(f"{p}codec", item.get("codec", "h264")).lower()
             if codec not in CODECS:
                 raise ConfigError(f"{p}codec", f"must be one of {', '.join(CODECS)}, got {codec!r}")
-            intra_refresh = _bool(f"{p}intra_refresh", item.get("intra_refresh", False))
-            if intra_refresh and codec != "h264":
-                raise ConfigError(f"{p}intra_refresh", "is for h264 renditions (x264)")
             items.append(
                 Rendition(
                     name=name,
@@ -536,7 +529,6 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Conf
                     bitrate_kbps=_int(f"{p}bitrate_kbps", item.get("bitrate_kbps", 2500), 50, 50000),
                     codec=codec,
                     max_fps=_float(f"{p}max_fps", item.get("max_fps", 30.0), 1.0, 120.0),
-                    intra_refresh=intra_refresh,
                 )
             )
         renditions = tuple(items)

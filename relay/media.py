@@ -6,17 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Unit", "has_nal", "now"]
-
-
-def has_nal(data: bytes, nal_type: int) -> bool:
-    """Whether an Annex-B access unit contains a NAL unit of ``nal_type`` (7 = SPS, 5 = IDR)."""
-    i = data.find(b"\x00\x00\x01")
-    while i != -1 and i + 3 < len(data):
-        if data[i + 3] & 0x1F == nal_type:
-            return True
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return False
+__all__ = ["Unit", "now"]
 
 
 def now() -> float:

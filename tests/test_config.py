@@ -97,13 +97,3 @@ def test_cli_refuses_bad_config(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "relay", "--check"], capture_output=True,
                         text=True, timeout=60, cwd=ROOT)
     assert ok.returncode == 0 and "config ok" in ok.stdout
-
-
-def test_intra_refresh_is_an_h264_rendition_option() -> None:
-    cfg = parse({"renditions": [{"name": "high"}, {"name": "floor", "height": 360, "bitrate_kbps": 250,
-                                                  "max_fps": 10, "intra_refresh": True}]}, env={})
-    assert [r.intra_refresh for r in cfg.renditions] == [False, True]
-    with pytest.raises(ConfigError, match=r"renditions\[0\]\.intra_refresh"):
-        parse({"renditions": [{"name": "v", "codec": "vp8", "intra_refresh": True}]}, env={})
-    with pytest.raises(ConfigError, match=r"renditions\[0\]\.intra_refresh"):
-        parse({"renditions": [{"name": "f", "intra_refresh": "yes"}]}, env={})

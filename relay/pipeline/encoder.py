@@ -11,7 +11,6 @@ import av
 from av.video.frame import PictureType
 
 from ..config import Rendition
-from ..media import has_nal
 
 __all__ = ["TIME_BASE", "RenditionEncoder", "output_size"]
 
@@ -51,7 +50,6 @@ class RenditionEncoder:
                     "repeat-headers=1:bframes=0:aud=0:"
                     f"vbv-maxrate={rendition.bitrate_kbps}:"
                     f"vbv-bufsize={max(1, round(rendition.bitrate_kbps * VBV_WINDOW_S))}"
-                    + (":intra-refresh=1" if rendition.intra_refresh else "")
                 ),
             }
         else:
@@ -92,15 +90,8 @@ class RenditionEncoder:
             p.time_base = TIME_BASE
             self.frames += 1
             self.bytes += p.size
-            self.keyframes += self.is_keyframe(p)
+            self.keyframes += bool(p.is_keyframe)
         return packets
-
-    def is_keyframe(self, packet: Any) -> bool:
-        """Whether a viewer can start decoding at ``packet``: an IDR picture. (With intra
-        refresh libavcodec also flags each refresh's recovery point, which is not one.)"""
-        if self.rendition.intra_refresh:
-            return has_nal(bytes(packet), 5)
-        return bool(packet.is_keyframe)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # PyAV versions differ on close()

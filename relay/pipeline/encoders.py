@@ -92,7 +92,7 @@ class EncoderPool:
                 tl = dict(timeline)
                 tl["processed"] = processed
                 tl["encoded"] = encoded
-                units.append(Unit(p, enc.is_keyframe(p), tl, wall_ms, capture_ms))
+                units.append(Unit(p, bool(p.is_keyframe), tl, wall_ms, capture_ms))
             result[r.name] = units
         return result
 

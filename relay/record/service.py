@@ -59,8 +59,8 @@ class StreamRecorder:
         e = self.entry
         if e.passthrough is not None and e.passthrough_source and e.source_codec in ("", "h264"):
             return e.passthrough, "source"
-        for r in self.service.config.renditions:  # the best H.264 rung with keyframes
-            if r.codec == "h264" and not r.intra_refresh and r.name in e.renditions:
+        for r in self.service.config.renditions:  # the best H.264 rung
+            if r.codec == "h264" and r.name in e.renditions:
                 return e.renditions[r.name], r.name
         return None
 

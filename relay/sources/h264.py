@@ -10,13 +10,23 @@ from typing import Any
 
 import av
 
-from ..media import Unit, has_nal, now
+from ..media import Unit, now
 
 __all__ = ["START", "AvcToAnnexB", "FrameAssembler", "PassthroughClock", "annexb_config", "has_nal"]
 
 log = logging.getLogger("relay.source")
 START = b"\x00\x00\x00\x01"
 TIME_BASE = fractions.Fraction(1, 90000)
+
+
+def has_nal(data: bytes, nal_type: int) -> bool:
+    """Whether an Annex-B access unit contains a NAL unit of ``nal_type`` (7 = SPS)."""
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == nal_type:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 def annexb_config(extradata: bytes | None) -> bytes:
