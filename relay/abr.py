@@ -677,9 +677,6 @@ class AbrController:
         self._pad_fails.pop(to, None)
         return res, self._step_up(t, to, f"{reason}, probe at {self._rung(to).kbps} kbit/s: {detail}")
 
-    def cancel_probe(self) -> None:
-        self._probing = None
-
     def _link_changed(self, t: float) -> bool:
         if self._fail_base is None or not self._blocked:
             return False
