@@ -97,3 +97,98 @@ def test_cli_refuses_bad_config(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "relay", "--check"], capture_output=True,
                         text=True, timeout=60, cwd=ROOT)
     assert ok.returncode == 0 and "config ok" in ok.stdout
+
+
+# Every key of every table, each set to a value that is not its default.
+FULL = {
+    "server": {"host": "0.0.0.0", "port": 9443, "log_level": "debug", "log_format": "json"},
+    "renditions": [{"name": "top", "height": 1080, "bitrate_kbps": 6000, "codec": "vp8", "max_fps": 25.0}],
+    "media": {"viewer_queue_packets": 99, "source_queue_frames": 7, "keyframe_interval_s": 1.5,
+              "keyframe_min_interval_s": 0.5, "viewer_keyframe_interval_s": 4.0, "signal_lost_after_s": 2.5,
+              "slate_fps": 2.0, "overlay": False, "relay_stamp": True, "stream_expire_s": 77.0,
+              "default_mode": "passthrough", "gop_cache": False},
+    "latency": {"green_ms": 111, "yellow_ms": 222, "creep_ms": 3333},
+    "auth": {"enabled": True, "publish_token": "pub-token-1", "view_token": "view-token-1",
+             "tokens": [{"token": "admin-token-1", "role": "admin", "streams": ["d1"], "name": "boss",
+                         "playback": True}],
+             "jwt_secret": "s" * 40, "jwt_max_ttl_s": 3600.0, "shares_file": "/tmp/shares.json",
+             "public_url": "https://relay.example"},
+    "webrtc": {"ice_addresses": ["10.0.0.1", "eth0"], "stun_servers": ["stun:stun.example:3478"],
+               "announce_addresses": ["203.0.113.1"], "port_min": 40000, "port_max": 40100,
+               "ice_servers": [{"urls": ["turn:t.example:3478"], "username": "u", "credential": "c" * 10,
+                                "secret": "t" * 10, "ttl_s": 600.0}]},
+    "rtmp": {"enabled": True, "host": "10.0.0.2", "port": 1936, "app": "drones"},
+    "streams": {"d1": {"publish_token": "pub-d1-token", "view_token": "view-d1-token", "title": "Roof",
+                       "source": "rtsp://10.0.0.9:8554/cam", "rtsp_transport": "tcp", "rtsp_listen": True,
+                       "mode": "both", "allow_senders": ["10.0.0.0/8"], "record": True,
+                       "telemetry": "mavlink+udp://0.0.0.0:14550"}},
+    "limits": {"viewers_per_stream": 5, "viewers_total": 6, "sessions_per_client": 7,
+               "offers_per_client_per_min": 8, "unconfigured_streams": 9, "waiting_expire_s": 10.5,
+               "rtmp_connections": 11, "rtmp_publish_within_s": 12.5, "rtmp_preauth_bytes": 1300,
+               "rtmp_read_timeout_s": 14.5},
+    "abr": {"enabled": False, "start_kbps": 700, "hold_s": 3.0, "max_hold_s": 30.0, "queue_watch": False},
+    "record": {"enabled": True, "dir": "/tmp/rec", "segment_s": 30.0, "fragment_s": 0.5, "max_age_days": 2.0,
+               "max_stream_mb": 100.0, "max_total_mb": 200.0, "min_free_mb": 50.0, "signing_key": "/tmp/k.pem",
+               "generate_key": False, "replay_minutes": 5.0, "queue_frames": 50},
+    "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
+                  "tile_attribution": "© tiles", "overlay": True},
+}
+
+
+def test_every_key_comes_back_out(tmp_path: Path) -> None:
+    """A guard for the schema: each key of each table, set to a non-default value, comes
+    back out of parse() as given (a key accepted and silently dropped fails here), and the
+    document above names every field the dataclasses declare (a new key must be added)."""
+    import dataclasses
+
+    from relay.config import Config
+
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("PEM")
+    doc = {**FULL, "server": {**FULL["server"], "tls_cert": str(tmp_path / "cert.pem"),
+                              "tls_key": str(tmp_path / "key.pem")}}
+    cfg = parse(doc, env={})
+    default = Config()
+    checked = 0
+
+    def compare(obj: object, table: dict, fresh: object, path: str) -> None:
+        nonlocal checked
+        for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+            if f.name == "name" and path.startswith("streams["):
+                continue  # the table's key
+            if f"{path}{f.name}" == "streams[0].rtsp_transport":
+                continue  # "udp" cannot go with rtsp_listen and allow_senders: checked below
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                compare(value, table[f.name], getattr(fresh, f.name), f"{path}{f.name}.")
+                continue
+            given = table.get(f.name) if f.name in table else doc["server"].get(f.name)
+            assert f.name in table or (path == "" and f.name in doc["server"]), f"{path}{f.name} not in FULL"
+            if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+                items = given.values() if isinstance(given, dict) else given
+                for i, (item, raw) in enumerate(zip(value, items, strict=True)):
+                    compare(item, raw, type(item)(**({"name": "x"} if f.name == "renditions" else {})),
+                            f"{path}{f.name}[{i}].")
+                continue
+            want = tuple(given) if isinstance(given, list) else given
+            assert value == want, f"{path}{f.name}: {value!r} != {want!r}"
+            assert value != getattr(fresh, f.name), f"{path}{f.name} is its default in FULL"
+            checked += 1
+
+    compare(cfg, {**doc, "streams": doc["streams"]}, default, "")
+    assert checked > 90
+    assert cfg.media.relay_stamp is True  # was dropped before the schema was declared once
+    assert cfg.stream("d1") is not None and cfg.stream("d1").title == "Roof"
+    udp = parse({"streams": {"d2": {"rtsp_transport": "UDP"}}}, env={})
+    assert udp.streams[0].rtsp_transport == "udp"
+
+
+def test_defaults_follow_other_keys() -> None:
+    cfg = parse({"server": {"host": "0.0.0.0"}, "media": {"default_mode": "passthrough"},
+                 "streams": {"d1": {}}, "webrtc": {"port_min": 40000},
+                 "auth": {"tokens": [{"token": "abcdefghij", "role": "viewer"}]}}, env={})
+    assert cfg.rtmp.host == "0.0.0.0"  # [rtmp] host follows [server] host
+    assert cfg.stream("d1").mode == "passthrough"  # a stream's mode follows [media] default_mode
+    assert cfg.webrtc.port_max == 40000
+    assert cfg.auth.tokens[0].name == "viewer-0"
+    assert cfg.renditions[0].name == "high" and cfg.renditions[0].height == 720

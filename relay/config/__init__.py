@@ -1,0 +1,50 @@
+"""The relay's configuration: frozen dataclasses, each key declared once (:mod:`.schema`),
+read generically from one TOML file (:mod:`.fields`, :mod:`.load`).
+
+Every problem is reported as a :class:`ConfigError` naming the TOML key, and the relay
+refuses to start on one.
+"""
+
+from .checks import PASSTHROUGH, ROLES
+from .fields import STREAM_NAME, ConfigError
+from .load import load, parse, redact_url
+from .schema import (
+    AbrConfig,
+    AuthConfig,
+    Config,
+    IceServer,
+    LatencyConfig,
+    LimitsConfig,
+    MediaConfig,
+    RecordConfig,
+    Rendition,
+    RtmpConfig,
+    StreamConfig,
+    TelemetryConfig,
+    TokenConfig,
+    WebRTCConfig,
+)
+
+__all__ = [
+    "PASSTHROUGH",
+    "ROLES",
+    "STREAM_NAME",
+    "AbrConfig",
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "IceServer",
+    "LatencyConfig",
+    "LimitsConfig",
+    "MediaConfig",
+    "RecordConfig",
+    "Rendition",
+    "RtmpConfig",
+    "StreamConfig",
+    "TelemetryConfig",
+    "TokenConfig",
+    "WebRTCConfig",
+    "load",
+    "parse",
+    "redact_url",
+]

@@ -1,0 +1,118 @@
+"""Checks of single values the schema's fields use (URLs, addresses, names)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from .fields import STREAM_NAME, ConfigError, as_str, is_ip
+
+PASSTHROUGH = "source"  # the rendition name of forwarded source packets
+SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://")
+ROLES = ("publisher", "viewer", "control", "admin")
+ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$")
+IFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")
+TURN_URLS = "must be stun:/turn:/turns: URLs (turn:host:3478?transport=tcp)"
+
+
+def rendition_name(key: str, value: Any) -> str:
+    name = as_str(key, value)
+    if not STREAM_NAME.match(name):
+        raise ConfigError(key, f"must match {STREAM_NAME.pattern}, got {name!r}")
+    if name == PASSTHROUGH:
+        raise ConfigError(key, f"{PASSTHROUGH!r} is reserved for passthrough")
+    return name
+
+
+def stream_name(key: str, name: str) -> None:
+    if not STREAM_NAME.match(name):
+        raise ConfigError(key, f"stream name must match {STREAM_NAME.pattern}")
+
+
+def ip_or_iface(key: str, value: str) -> None:
+    if not is_ip(value) and not IFACE.match(value):
+        raise ConfigError(key, f"not an IP address or interface name: {value!r}")
+
+
+def ip(key: str, value: str) -> None:
+    if not is_ip(value):
+        raise ConfigError(key, f"not an IP address: {value!r}")
+
+
+def network(key: str, value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ConfigError(key, f"not an address or network: {value!r}") from None
+
+
+def grant(key: str, value: str) -> None:
+    if value != "*" and not STREAM_NAME.match(value):
+        raise ConfigError(key.rsplit("[", 1)[0], "must be an array of stream names (or \"*\" for all)")
+
+
+def ice_url(key: str, value: str) -> None:
+    if not ICE_URL.match(value):
+        raise ConfigError(key.rsplit("[", 1)[0], TURN_URLS)
+
+
+def stun_url(key: str, value: str) -> None:
+    if not ICE_URL.match(value):
+        raise ConfigError(key.rsplit("[", 1)[0], "must be an array of 'stun:host:port' URLs")
+
+
+def source(key: str, source: str) -> str:
+    if not source.startswith(SOURCE_SCHEMES):
+        raise ConfigError(key, f"must start with one of {SOURCE_SCHEMES}, got {source!r}")
+    try:
+        parsed = urlsplit(source)
+        port = parsed.port
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid URL: {exc}") from None
+    if not parsed.hostname or (not source.startswith("rtsp") and not port):
+        raise ConfigError(key, "needs a host and a port (e.g. udp://0.0.0.0:5600)")
+    return source
+
+
+def mavlink(key: str, url: str) -> str:
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid URL: {exc}") from None
+    if parsed.scheme != "mavlink+udp" or not parsed.hostname or not port:
+        raise ConfigError(key, "must be mavlink+udp://HOST:PORT "
+                               f"(e.g. mavlink+udp://0.0.0.0:14550), got {url!r}")
+    return url
+
+
+def public_url(key: str, url: str) -> str:
+    url = url.rstrip("/")
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(key, "must start with https:// (or http://)")
+    return url
+
+
+def tile_url(key: str, url: str) -> str:
+    if url and (not url.startswith(("https://", "http://"))
+                or not all(k in url for k in ("{z}", "{x}", "{y}"))):
+        raise ConfigError(key, "must be an http(s) URL with {z}, {x} and {y}, "
+                               "e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+    return url
+
+
+def even(key: str, height: int) -> int:
+    if height % 2:
+        raise ConfigError(key, f"must be even, got {height}")
+    return height
+
+
+def lower(allowed: tuple[str, ...], what: str) -> Any:
+    def check(key: str, value: str) -> str:
+        v = value.lower()
+        if v not in allowed:
+            raise ConfigError(key, f"must be {what}, got {v!r}")
+        return v
+    return check

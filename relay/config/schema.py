@@ -1,0 +1,337 @@
+"""The relay's settings: one frozen dataclass per TOML table, each key declared once (its
+type, default and bounds in its ``field()``); :mod:`.fields` reads them generically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .checks import (
+    ROLES,
+    TURN_URLS,
+    even,
+    grant,
+    ice_url,
+    ip,
+    ip_or_iface,
+    lower,
+    mavlink,
+    network,
+    public_url,
+    rendition_name,
+    source,
+    stream_name,
+    stun_url,
+    tile_url,
+)
+from .fields import (
+    ConfigError,
+    Ctx,
+    check_host,
+    choice,
+    flag,
+    host,
+    in_table,
+    integer,
+    named_tables,
+    number,
+    path_or_none,
+    required,
+    secret,
+    section,
+    strings,
+    tables,
+    text,
+)
+
+CODECS = ("h264", "vp8")
+MODES = ("transcode", "passthrough", "both")
+WEEK_S = 86400.0 * 7
+
+
+# --------------------------------------------------------------------------- tables
+
+@dataclass(frozen=True)
+class Rendition:
+    """One encoded output: every viewer of it receives the same packets."""
+
+    name: str = required(rendition_name)
+    height: int = integer(720, 90, 2160, check=even)  # width follows the source's aspect ratio
+    bitrate_kbps: int = integer(2500, 50, 50000)
+    codec: str = choice("h264", CODECS)
+    max_fps: float = number(30.0, 1.0, 120.0)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """A stream known in advance: tokens, a pulled or listened source, telemetry."""
+
+    name: str = ""  # the table's key ([streams.<name>])
+    publish_token: str | None = secret()
+    view_token: str | None = secret()
+    title: str = text("")
+    source: str | None = text(None, check=source)  # pulled/listened: rtsp://, udp://, rtp://
+    rtsp_transport: str = text("tcp", check=lower(("tcp", "udp"), "tcp or udp"))
+    rtsp_listen: bool = flag(False)  # accept an RTSP push (ANNOUNCE/RECORD) instead of pulling
+    mode: str = choice("transcode", MODES, default_from="media.default_mode")
+    # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).
+    allow_senders: tuple[str, ...] = strings(item=network,
+                                             what="must be an array of addresses or networks")
+    record: bool | None = flag(None)  # None: as [record] enabled
+    # Telemetry in: "mavlink+udp://0.0.0.0:14550" (allow_senders applies, one sender at a time).
+    # KLV in an MPEG-TS/RTSP source and the HTTP endpoint need no setting.
+    telemetry: str | None = text(None, check=mavlink)
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        if self.allow_senders and self.rtsp_listen and self.rtsp_transport != "tcp":
+            raise ConfigError(f"{path}allow_senders", "with rtsp_listen needs rtsp_transport = \"tcp\" "
+                                                      "(RTP over UDP would bypass the gate)")
+
+
+def _role(key: str, role: str) -> str:
+    if role not in ROLES:
+        raise ConfigError(key, f"must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """A static token with a role: publisher/viewer for some streams, control, admin."""
+
+    token: str = secret()  # required: check() refuses None
+    role: str = text("", check=_role)
+    streams: tuple[str, ...] = strings(("*",), item=grant,
+                                       what="must be an array of stream names (or \"*\" for all)")
+    name: str = text("", default_from=lambda ctx: f"{ctx.given['role']}-{ctx.given['index']}")
+    playback: bool = flag(False)  # may list, replay and download the record (control/admin always may)
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        if self.token is None:
+            raise ConfigError(f"{path}token", "is required (token or token_env)")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = flag(False)
+    publish_token: str | None = secret()  # accepted for any stream
+    view_token: str | None = secret()  # accepted for any stream
+    tokens: tuple[TokenConfig, ...] = tables(TokenConfig, "must be an array of tables ([[auth.tokens]])")
+    jwt_secret: str | None = secret(min_len=32)  # HS256 secret for signed short-lived tokens
+    jwt_max_ttl_s: float = number(7 * 86400.0, 10, 366 * 86400)
+    # Share links: the book of live links (a JSON file); empty keeps it in memory, and a
+    # restart then ends every share link (fail closed).
+    shares_file: str = text("")
+    public_url: str = text("", check=public_url)  # as phones reach it; default: the request's
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN/TURN server handed to clients (and used by the relay's own peers)."""
+
+    urls: tuple[str, ...] = strings(item=ice_url, one_or_many=True, what=TURN_URLS)
+    username: str | None = text(None)
+    credential: str | None = secret()
+    secret: str | None = secret()  # coturn use-auth-secret: time-limited credentials
+    ttl_s: float = number(86400.0, 60, 30 * 86400)
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        if not self.urls:
+            raise ConfigError(f"{path}urls", TURN_URLS)
+        is_turn = any(u.startswith("turn") for u in self.urls)
+        if is_turn and self.secret is None and (self.username is None or self.credential is None):
+            raise ConfigError(f"{path}secret", "a TURN server needs username + credential, or secret")
+
+
+@dataclass(frozen=True)
+class WebRTCConfig:
+    # Host candidate addresses (or interface names) offered to peers; empty = every
+    # non-loopback interface.
+    ice_addresses: tuple[str, ...] = strings(
+        ("127.0.0.1",), item=ip_or_iface, what="must be an array of IP addresses or interface names")
+    stun_servers: tuple[str, ...] = strings(item=stun_url, what="must be an array of 'stun:host:port' URLs")
+    # Public addresses announced for a relay behind 1:1 NAT (same ports as the host ones).
+    announce_addresses: tuple[str, ...] = strings(item=ip, what="must be an array of IP addresses")
+    port_min: int = integer(0, 0, 65535)  # 0 = ephemeral ports; else ICE binds within [min, max]
+    port_max: int = integer(0, 0, 65535, default_from="port_min")
+    ice_servers: tuple[IceServer, ...] = tables(
+        IceServer, "must be an array of tables ([[webrtc.ice_servers]])")
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        lo, hi = self.port_min, self.port_max
+        if (lo == 0) != (hi == 0) or hi < lo:
+            raise ConfigError(f"{path}port_max", f"must be >= webrtc.port_min ({lo}), both set or both 0")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    viewers_per_stream: int = integer(50, 1, 1 << 30)
+    viewers_total: int = integer(200, 1, 1 << 30)
+    sessions_per_client: int = integer(20, 1, 1 << 30)  # WHIP + WHEP sessions from one address
+    offers_per_client_per_min: int = integer(60, 1, 1 << 30)
+    unconfigured_streams: int = integer(16, 1, 1 << 30)  # streams that may appear without a config entry
+    waiting_expire_s: float = number(60.0, 0.1, WEEK_S)  # an unconfigured never-live stream is forgotten
+    rtmp_connections: int = integer(32, 1, 1 << 30)
+    rtmp_publish_within_s: float = number(10.0, 0.1, WEEK_S)  # not published by then: closed
+    rtmp_preauth_bytes: int = integer(65536, 1, 1 << 30)  # what a client may send before it is authorised
+    rtmp_read_timeout_s: float = number(10.0, 0.1, WEEK_S)  # a publisher silent this long is closed
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    viewer_queue_packets: int = integer(120, 2, 10000)  # per-viewer bound, in encoded frames
+    source_queue_frames: int = integer(4, 1, 300)  # decoded frames waiting for the pipeline
+    keyframe_interval_s: float = number(2.0, 0.2, 60)
+    keyframe_min_interval_s: float = number(0.3, 0.0, 10)  # requested keyframes, per rendition
+    # Per viewer: at most one keyframe request (PLI/FIR, overflow) this often; more wait for
+    # the regular keyframe, so a lossy viewer cannot raise everyone's keyframe rate.
+    viewer_keyframe_interval_s: float = number(10.0, 0.0, 600)
+    signal_lost_after_s: float = number(1.0, 0.1, 60)
+    slate_fps: float = number(5.0, 0.5, 30)
+    overlay: bool = flag(True)
+    # Paint the relay's own stamp (bottom-right) into every transcoded picture. Off: latency
+    # is measured from RTP timestamps (docs/stamp.md); on only for browsers without them.
+    relay_stamp: bool = flag(False)
+    stream_expire_s: float = number(600.0, 1, WEEK_S)  # an unconfigured lost unwatched stream is forgotten
+    default_mode: str = choice("both", MODES)  # for streams not in [streams]
+    gop_cache: bool = flag(True)  # passthrough: a joining viewer starts at the cached keyframe
+
+
+@dataclass(frozen=True)
+class RtmpConfig:
+    enabled: bool = flag(False)
+    host: str = text("127.0.0.1", check=check_host, default_from="host")
+    port: int = integer(1935, 1, 65535)
+    app: str = text("live")
+
+
+@dataclass(frozen=True)
+class AbrConfig:
+    """Automatic rendition choice for viewers that ask for none (or for "auto")."""
+
+    enabled: bool = flag(True)
+    start_kbps: int = integer(1200, 50, 100000)  # a new viewer starts at the best rung at or under this
+    hold_s: float = number(6.0, 1, 600)  # clean time after a switch before a step up
+    max_hold_s: float = number(60.0, 1, 3600)  # the hold doubles after each failed step up, to this
+    # Watch each auto viewer's link for a standing queue (an echo every 0.1 s, ~7 kbit/s):
+    # the soonest sign that it fell. Off: steps down on the browser's estimate, loss, freezes.
+    queue_watch: bool = flag(True)
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """The incident record: fMP4 segments, a signed hash chain per stream, retention."""
+
+    enabled: bool = flag(False)
+    dir: str = text("recordings", check=lambda k, v: v or "recordings")
+    segment_s: float = number(60.0, 2, 3600)  # a new file this often (at the next keyframe)
+    fragment_s: float = number(1.0, 0.2, 10)  # a crash loses at most about this (plus the open GOP)
+    max_age_days: float = number(30.0, 0.001, 36500)
+    max_stream_mb: float = number(0, 0, 1e9)  # per stream; 0 = no budget
+    max_total_mb: float = number(0, 0, 1e9)  # all streams; 0 = no budget
+    min_free_mb: float = number(500, 0, 1e9)  # below this free space recording stops (live goes on)
+    signing_key: str = text("")  # PEM Ed25519 private key (PKCS8); empty = <dir>/signing-key.pem
+    generate_key: bool = flag(True)  # create the key file if it does not exist
+    replay_minutes: float = number(10.0, 1, 1440)  # the viewer's replay timeline
+    queue_frames: int = integer(300, 10, 100000)  # frames waiting for the writer; more are dropped
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Where the drone is: staleness, the track, the map's tiles, the burned-in overlay."""
+
+    stale_after_s: float = number(3.0, 0.5, 600)  # no update this long: stale, never "current"
+    track_minutes: float = number(10.0, 0.1, 240)  # the track on the map
+    # Map tiles ({z}/{x}/{y}); empty: no tiles, a plain grid with a scale (no outside requests).
+    tile_url: str = text("", check=tile_url)
+    tile_attribution: str = text("")
+    overlay: bool = flag(False)  # draw heading, altitude, coordinates, battery into transcoded video
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    green_ms: int = integer(250, 1, 60000)
+    yellow_ms: int = integer(600, 1, 60000)
+    creep_ms: int = integer(1500, 50, 600000)  # a viewer over this is moved to the live edge
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        if self.yellow_ms < self.green_ms:
+            raise ConfigError(f"{path}yellow_ms", "must not be below latency.green_ms")
+
+
+DEFAULT_LADDER = (Rendition("high", 720, 2500), Rendition("low", 360, 600))
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = in_table("server", host("127.0.0.1"))
+    port: int = in_table("server", integer(8080, 1, 65535))
+    tls_cert: str | None = in_table("server", path_or_none())  # PEM chain: HTTPS for everything
+    tls_key: str | None = in_table("server", path_or_none())
+    log_level: str = in_table("server", choice("info", ("debug", "info", "warning", "error"),
+                                               sep="|", lead=""))
+    log_format: str = in_table("server", choice("text", ("text", "json"), sep="|", lead=""))
+    renditions: tuple[Rendition, ...] = tables(
+        Rendition, "must be a non-empty array of tables ([[renditions]])", DEFAULT_LADDER, required=True)
+    media: MediaConfig = section(MediaConfig)
+    latency: LatencyConfig = section(LatencyConfig)
+    auth: AuthConfig = section(AuthConfig)
+    webrtc: WebRTCConfig = section(WebRTCConfig)
+    rtmp: RtmpConfig = section(RtmpConfig)
+    streams: tuple[StreamConfig, ...] = named_tables(StreamConfig, stream_name)
+    limits: LimitsConfig = section(LimitsConfig)
+    abr: AbrConfig = section(AbrConfig)
+    record: RecordConfig = section(RecordConfig)
+    telemetry: TelemetryConfig = section(TelemetryConfig)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    def stream(self, name: str) -> StreamConfig | None:
+        return next((s for s in self.streams if s.name == name), None)
+
+    def mode(self, stream: str) -> str:
+        sc = self.stream(stream)
+        return sc.mode if sc is not None else self.media.default_mode
+
+    def records(self, stream: str) -> bool:
+        sc = self.stream(stream)
+        if sc is not None and sc.record is not None:
+            return sc.record
+        return self.record.enabled
+
+    def rendition(self, name: str) -> Rendition | None:
+        return next((r for r in self.renditions if r.name == name), None)
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        seen: set[str] = set()
+        for i, r in enumerate(self.renditions):
+            if r.name in seen:
+                raise ConfigError(f"renditions[{i}].name", f"duplicate rendition name {r.name!r}")
+            seen.add(r.name)
+        if self.auth.enabled:
+            self._check_auth()
+
+    def _check_auth(self) -> None:
+        """With auth on, every stream can be published and watched by someone."""
+        auth = self.auth
+        publishers = (auth.publish_token is not None or auth.jwt_secret
+                      or any(t.role in ("publisher", "admin") for t in auth.tokens))
+        for s in self.streams:
+            if s.publish_token is None and not publishers:
+                raise ConfigError(f"streams.{s.name}.publish_token",
+                                  "auth is enabled but neither this nor auth.publish_token is set")
+        viewers = (auth.view_token is not None or auth.jwt_secret
+                   or any(t.role in ("viewer", "control", "admin") for t in auth.tokens))
+        missing = next((s.name for s in self.streams if s.view_token is None), None)
+        if not viewers and missing is not None:
+            raise ConfigError(f"streams.{missing}.view_token",
+                              "auth is enabled but neither this nor auth.view_token is set")
+
+    def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Config:
+        from .fields import as_int
+        cfg = self
+        if host is not None:
+            cfg = replace(cfg, host=check_host("server.host", host))
+        if port is not None:
+            cfg = replace(cfg, port=as_int("server.port", port, 1, 65535))
+        return cfg
