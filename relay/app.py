@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -97,13 +97,34 @@ def create_app(config: Config) -> web.Application:
     registry.on_created.append(on_created)
     registry.on_removed.append(on_removed)
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    app = web.Application(client_max_size=256 * 1024)
+    build_routes(app, services)
+    build_record_routes(app)
+    build_share_routes(app)
+
+    # One cleanup context per service, started in this order and stopped in the reverse
+    # (aiohttp runs every exit and collects the errors): a stop step that fails or hangs
+    # cannot keep a later one — sealing the record above all — from running.
+    async def start_registry() -> None:
         registry.start()
-        if record is not None:
+
+    async def stop_pipelines() -> None:
+        for pipeline in tuple(services.pipelines.values()):
+            await _bounded("pipeline", pipeline.stop())
+        services.pipelines.clear()
+
+    _service(app, "pipelines", start_registry, stop_pipelines)
+    if record is not None:
+        async def start_record() -> None:
             record.start()
+        _service(app, "record", start_record, record.stop, timeout=30.0)
+    _service(app, "whep sessions", None, lambda: whep.close_all())
+    _service(app, "whip sessions", None, lambda: whip.close_all())
+    _task_service(app, "stream janitor", lambda: _expire_streams(registry, config))
+    _task_service(app, "session janitor", lambda: _end_expired(app))
+
+    async def start_sources() -> None:
         loop = asyncio.get_running_loop()
-        janitor = loop.create_task(_expire_streams(registry, config))
-        sessions_janitor = loop.create_task(_end_expired(app))
         for sc in config.streams:
             entry = registry.get(sc.name)
             if sc.source and entry is not None:
@@ -114,35 +135,50 @@ def create_app(config: Config) -> web.Application:
                 mav = MavlinkSource(entry, sc.telemetry, sc.allow_senders, config.media.signal_lost_after_s)
                 await mav.start()
                 mavlinks.append(mav)
-        if rtmp is not None:
-            await rtmp.start()
-        yield
-        # Every step bounded: a peer or a socket that will not close must not keep the
-        # relay from stopping (or the record from being sealed after it).
-        if rtmp is not None:
-            await _bounded("rtmp", rtmp.stop())
-        for pull in pulls:
-            await _bounded(f"source {pull.sc.name}", pull.stop())
+
+    async def stop_sources() -> None:
         for mav in mavlinks:
             mav.close()
-        for task in (janitor, sessions_janitor):
+        for pull in pulls:
+            await _bounded(f"source {pull.sc.name}", pull.stop())
+
+    _service(app, "sources", start_sources, stop_sources)
+    if rtmp is not None:
+        _service(app, "rtmp", rtmp.start, rtmp.stop)
+    return app
+
+
+def _service(app: web.Application, name: str, start: Callable[[], Awaitable[None]] | None,
+             stop: Callable[[], Awaitable[None]], timeout: float = 10.0) -> None:
+    """A service's own cleanup context: ``start`` on start-up, ``stop`` (bounded) on shutdown."""
+    async def ctx(_: web.Application) -> AsyncIterator[None]:
+        if start is not None:
+            await start()
+        yield
+        try:
+            await _bounded(name, stop(), timeout)
+        except Exception:
+            log.exception("shutdown step failed", extra={"step": name})
+            raise  # aiohttp collects it and runs the remaining steps
+
+    app.cleanup_ctx.append(ctx)
+
+
+def _task_service(app: web.Application, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """A background loop that lives as long as the app."""
+    task: asyncio.Task[None] | None = None
+
+    async def start() -> None:
+        nonlocal task
+        task = asyncio.ensure_future(work())
+
+    async def stop() -> None:
+        if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await _bounded("whip sessions", whip.close_all())
-        await _bounded("whep sessions", whep.close_all())
-        if record is not None:
-            await _bounded("record", record.stop(), 30.0)
-        for pipeline in tuple(services.pipelines.values()):
-            await _bounded("pipeline", pipeline.stop())
-        services.pipelines.clear()
 
-    app = web.Application(client_max_size=256 * 1024)
-    build_routes(app, services)
-    build_record_routes(app)
-    build_share_routes(app)
-    app.cleanup_ctx.append(lifecycle)
-    return app
+    _service(app, name, start, stop)
 
 
 async def _bounded(step: str, work: Awaitable[Any], timeout: float = 10.0) -> None:
