@@ -24,7 +24,7 @@ from .registry import Entry, Registry, State
 from .share import ShareBook
 from .share_api import build_share_routes, end_expired_shares
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
-from .webrtc import self_check, use_host_addresses, use_port_range
+from .webrtc import self_check
 
 __all__ = ["create_app"]
 
@@ -35,8 +35,6 @@ def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
-    use_host_addresses(config.webrtc.ice_addresses)
-    use_port_range(config.webrtc.port_min, config.webrtc.port_max)
     registry = Registry(config)
     limiter = Limiter(config.limits)
 

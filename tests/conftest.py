@@ -9,6 +9,16 @@ import pytest
 from tests.helpers import Drone, RelayHandle, start_relay, wait_for
 
 
+@pytest.fixture(autouse=True)
+def client_peers_on_loopback() -> None:
+    """Peers this process makes that are not a relay's (test viewers, the simulator) offer
+    127.0.0.1: aioice skips loopback, and the tests run where loopback is all there is. A
+    relay's own peers follow its [webrtc] settings (relay.webrtc.IcePolicy)."""
+    from relay.webrtc import use_host_addresses
+
+    use_host_addresses(["127.0.0.1"])
+
+
 @pytest.fixture
 async def relay_factory() -> AsyncIterator[Callable[..., Awaitable[RelayHandle]]]:
     handles: list[RelayHandle] = []

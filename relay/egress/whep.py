@@ -26,6 +26,7 @@ from ..media import Unit, now
 from ..registry import Entry, Registry, ViewerInfo
 from ..stream import Reader, Stream
 from ..webrtc import (
+    IcePolicy,
     PacketTrack,
     PeerSession,
     RtcpTap,
@@ -251,7 +252,7 @@ class WhepEgress:
         self.tracks[session.id] = track
         session.on_close.append(self._closed)
         try:
-            answer = await answer_offer(pc, offer_sdp, self.config.webrtc.announce_addresses)
+            answer = await answer_offer(pc, offer_sdp, IcePolicy.of(self.config.webrtc))
         except BaseException:
             await session.close("offer failed")
             raise

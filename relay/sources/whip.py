@@ -13,6 +13,7 @@ from ..media import Unit
 from ..registry import Entry, Registry
 from ..webrtc import (
     ArrivalTimes,
+    IcePolicy,
     PeerSession,
     answer_offer,
     check_offer,
@@ -72,7 +73,7 @@ class WhipIngest:
             session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals)))
 
         try:
-            answer = await answer_offer(pc, offer_sdp, self.config.webrtc.announce_addresses)
+            answer = await answer_offer(pc, offer_sdp, IcePolicy.of(self.config.webrtc))
         except BaseException:
             await session.close("offer failed")
             raise

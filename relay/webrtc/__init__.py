@@ -9,13 +9,14 @@ from .compat import (
     transceiver_codecs,
     use_marker_jitter_buffer,
 )
-from .ice import announce_candidates, resolve_addresses, use_host_addresses, use_port_range
+from .ice import IcePolicy, announce_candidates, gathering_with, resolve_addresses, use_host_addresses
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
 from .session import PeerSession, new_session_id
 from .tracks import ArrivalTimes, PacketTrack, RtcpTap, listen_for_keyframe_requests, pump_track
 
 __all__ = [
     "ArrivalTimes",
+    "IcePolicy",
     "MarkerJitterBuffer",
     "PacketTrack",
     "PeerSession",
@@ -24,6 +25,7 @@ __all__ = [
     "answer_offer",
     "can_pad",
     "check_offer",
+    "gathering_with",
     "listen_for_keyframe_requests",
     "new_peer",
     "new_session_id",
@@ -36,5 +38,4 @@ __all__ = [
     "transceiver_codecs",
     "use_host_addresses",
     "use_marker_jitter_buffer",
-    "use_port_range",
 ]

@@ -43,6 +43,7 @@ from aiortc.rtp import RTP_HISTORY_SIZE
 __all__ = [
     "MarkerJitterBuffer",
     "can_pad",
+    "current_host_addresses",
     "original_component_candidates",
     "original_host_addresses",
     "receiver_timestamp_origin",
@@ -227,6 +228,12 @@ def transceiver_codecs(transceiver: Any) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- aioice
+
+def current_host_addresses() -> Callable[[bool, bool], list[str]]:
+    """What aioice calls for host addresses now (ours, aioice's own, or someone else's)."""
+    fn: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+    return fn
+
 
 def set_host_addresses(fn: Callable[[bool, bool], list[str]] | None) -> None:
     """Replace aioice's host address discovery (None restores aioice's own)."""

@@ -6,8 +6,9 @@ LAN) — by name, since a modem's address changes on re-attach — bind within a
 a firewall can open, and announce the public address of a 1:1 NAT. Two aioice hooks do
 it (both in :mod:`.compat`, checked at start-up):
 
-- ``aioice.ice.get_host_addresses`` is replaced with one that returns the configured
-  addresses, resolving interface names at every gathering;
+- ``aioice.ice.get_host_addresses`` is replaced with one that returns the gathering
+  relay's configured addresses (its :class:`IcePolicy`, from the task's context),
+  resolving interface names at every gathering;
 - ``aioice.ice.Connection.get_component_candidates`` is wrapped so that the host sockets
   it binds (``local_addr=(address, 0)``) land in ``[port_min, port_max]``.
 """
@@ -15,6 +16,7 @@ it (both in :mod:`.compat`, checked at start-up):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import hashlib
@@ -22,25 +24,49 @@ import ipaddress
 import logging
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
+from ..config import WebRTCConfig
 from . import compat
 
 __all__ = [
+    "IcePolicy",
     "announce_candidates",
+    "gathering_with",
     "resolve_addresses",
     "use_host_addresses",
-    "use_port_range",
 ]
 
 log = logging.getLogger("relay.webrtc")
 
-_gathering: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "relay_ice_port_range", default=None)
-_port_range: tuple[int, int] | None = None
+
+@dataclass(frozen=True)
+class IcePolicy:
+    """One relay's ICE: the host addresses (IPs or interface names; empty = aioice's own
+    choice), the port range ((0, 0) = ephemeral) and the public addresses announced."""
+
+    addresses: tuple[str, ...] = ()
+    port_min: int = 0
+    port_max: int = 0
+    announce: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, webrtc: WebRTCConfig) -> IcePolicy:
+        return cls(webrtc.ice_addresses, webrtc.port_min, webrtc.port_max, webrtc.announce_addresses)
+
+
+# The policy of the relay whose peer is gathering now. aioice has no per-connection
+# setting, so its two hooks (installed once, see :mod:`.compat`) read it from the task's
+# context: two relays in one process (tests, a cluster node with a forwarder) each keep
+# their own addresses and ports.
+_policy: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar("relay_ice_policy", default=None)
+# Outside any relay's gathering (a client peer in the same process: the simulator, a test
+# viewer), host addresses come from whatever the process set before us (or aioice's own).
+_fallback: Callable[[bool, bool], list[str]] = compat.original_host_addresses
 
 
 def resolve_addresses(entries: Sequence[str]) -> list[str]:
@@ -66,40 +92,68 @@ def resolve_addresses(entries: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    policy = _policy.get()
+    if policy is None or not policy.addresses:
+        return _fallback(use_ipv4, use_ipv6)
+    found = resolve_addresses(policy.addresses)
+    if not found:
+        log.warning("no ICE host address: none of the configured interfaces has one",
+                    extra={"configured": ",".join(policy.addresses)})
+    return [a for a in found if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+            or (use_ipv6 and ipaddress.ip_address(a).version == 6)]
+
+
+def _install() -> None:
+    """Put our two hooks in place (again, if someone replaced aioice's function since:
+    what they set becomes the fallback for peers that are not a relay's)."""
+    global _fallback
+    current = compat.current_host_addresses()
+    if current is not _host_addresses:
+        _fallback = current
+        compat.set_host_addresses(_host_addresses)
+    compat.wrap_component_candidates(_ranged_component_candidates)
+
+
 def use_host_addresses(addresses: Sequence[str]) -> None:
-    """Offer exactly ``addresses`` (IPs or interface names) as host candidates; empty = aioice's."""
-    if not addresses:
-        compat.set_host_addresses(None)
-        return
+    """For peers that are not a relay's (a client in this process): offer exactly
+    ``addresses``; empty = aioice's own choice. A relay's peers use their :class:`IcePolicy`."""
+    global _fallback
     entries = list(addresses)
 
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        found = resolve_addresses(entries)
-        if not found:
-            log.warning("no ICE host address: none of the configured interfaces has one",
-                        extra={"configured": ",".join(entries)})
-        return [a for a in found if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+    def fixed(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in resolve_addresses(entries) if (use_ipv4 and ipaddress.ip_address(a).version == 4)
                 or (use_ipv6 and ipaddress.ip_address(a).version == 6)]
 
-    compat.set_host_addresses(host_addresses)
-    log.debug("ICE host addresses fixed", extra={"addresses": ",".join(entries)})
+    _install()
+    _fallback = fixed if entries else compat.original_host_addresses
 
 
-def use_port_range(port_min: int, port_max: int) -> None:
-    """Bind ICE host sockets within [port_min, port_max]; (0, 0) = ephemeral ports."""
-    global _port_range
-    _port_range = (port_min, port_max) if port_min else None
-    compat.wrap_component_candidates(_ranged_component_candidates if _port_range else None)
+@contextlib.contextmanager
+def gathering_with(policy: IcePolicy) -> Iterator[None]:
+    """Within the block, this task's ICE gathering follows ``policy``."""
+    _install()
+    token = _policy.set(policy)
+    try:
+        yield
+    finally:
+        _policy.reset(token)
 
 
 async def _ranged_component_candidates(self: Any, *args: Any, **kwargs: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    _patch_loop(loop)
-    token = _gathering.set(_port_range)
+    policy = _policy.get()
+    if policy is None or not policy.port_min:
+        return await compat.original_component_candidates(self, *args, **kwargs)
+    _patch_loop(asyncio.get_running_loop())
+    token = _gathering.set((policy.port_min, policy.port_max))
     try:
         return await compat.original_component_candidates(self, *args, **kwargs)
     finally:
         _gathering.reset(token)
+
+
+_gathering: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "relay_ice_port_range", default=None)
 
 
 def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:

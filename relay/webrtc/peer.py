@@ -18,7 +18,7 @@ from aiortc import (
 from aiortc.sdp import SessionDescription
 
 from ..errors import RelayError
-from .ice import announce_candidates
+from .ice import IcePolicy, announce_candidates, gathering_with
 
 log = logging.getLogger("relay.webrtc")
 
@@ -92,21 +92,24 @@ def prefer_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:
 
 
 async def answer_offer(
-    pc: RTCPeerConnection, offer_sdp: str, announce: Sequence[str] = (), gather_s: float = 10.0
+    pc: RTCPeerConnection, offer_sdp: str, ice: IcePolicy | None = None, gather_s: float = 10.0
 ) -> str:
-    """Apply an offer and return the complete answer (all candidates gathered).
+    """Apply an offer and return the complete answer (all candidates gathered on the host
+    addresses and ports of ``ice``, the answering relay's own).
 
     Any failure caused by the offer is a 422 with one line; the traceback stays out of
     the log (it is the client's mistake, not ours).
     """
-    try:
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        answer = await pc.createAnswer()
-    except Exception as exc:  # ValueError, KeyError, aiortc's InvalidAccessError, ...
-        raise RelayError(422, f"SDP offer rejected: {type(exc).__name__}: {exc}"[:300]) from None
-    try:
-        await asyncio.wait_for(pc.setLocalDescription(answer), gather_s)
-    except OSError as exc:
-        log.warning("ICE could not bind", extra={"error": str(exc)})
-        raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
-    return announce_candidates(str(pc.localDescription.sdp), announce)
+    ice = ice or IcePolicy()
+    with gathering_with(ice):
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer = await pc.createAnswer()
+        except Exception as exc:  # ValueError, KeyError, aiortc's InvalidAccessError, ...
+            raise RelayError(422, f"SDP offer rejected: {type(exc).__name__}: {exc}"[:300]) from None
+        try:
+            await asyncio.wait_for(pc.setLocalDescription(answer), gather_s)
+        except OSError as exc:
+            log.warning("ICE could not bind", extra={"error": str(exc)})
+            raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
+    return announce_candidates(str(pc.localDescription.sdp), ice.announce)
