@@ -132,7 +132,7 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
             await asyncio.sleep(0.5)
         kf = (clean.seen.keyframes - k0) / total
         if os.environ.get("WEAKLINK_VERBOSE"):
-            for info in relay.entry("d1").viewers.values():
+            for info in relay.viewers("d1").values():
                 if info.auto:
                     for sw in info.switches:
                         print(f"   switch {sw['t'] % 1000:.1f} {sw['from']} -> {sw['to']}: {sw['reason']}")
@@ -142,7 +142,7 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
                         print("   ", {**smp, "t": round(smp["t"] % 1000, 1)})
         for page in pages.values():  # leave as a commander's tab does: the session ends
             await page.close(run_before_unload=True)
-        await wait_for(lambda: len(relay.entry("d1").viewers) == 1, 15, "weak viewers gone")
+        await wait_for(lambda: len(relay.viewers("d1")) == 1, 15, "weak viewers gone")
     out: dict[str, dict[str, Any]] = {}
     for v, tr in tracks.items():
         meas = [s for s in tr.samples if s["t"] >= 0]

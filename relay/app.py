@@ -24,7 +24,7 @@ from .registry import Entry, Registry, State
 from .share import ShareBook
 from .share_api import build_share_routes, end_expired_shares
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
-from .webrtc import self_check
+from .webrtc import SessionTable, self_check
 
 __all__ = ["create_app"]
 
@@ -41,11 +41,9 @@ def create_app(config: Config) -> web.Application:
     def ice() -> list[dict[str, Any]]:
         return ice_servers_for(config, "relay")
 
-    def sessions_of(remote: str) -> int:
-        return sum(1 for s in (*whip.sessions.values(), *whep.sessions.values()) if s.remote == remote)
-
-    whip = WhipIngest(registry, config, ice=ice, sessions_of=sessions_of, limiter=limiter)
-    whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions_of=sessions_of)
+    table = SessionTable(limiter)  # every peer session, WHIP and WHEP
+    whip = WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter)
+    whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table)
     rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
     services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
                         limiter=limiter, shares=ShareBook(config.auth.shares_file))
@@ -76,7 +74,7 @@ def create_app(config: Config) -> web.Application:
             out["record_paused"] = 1.0 if record.paused else 0.0
         return out
 
-    services.metrics = metrics_renderer(registry, counters)
+    services.metrics = metrics_renderer(registry, counters, whep.viewers_of)
 
     def on_created(entry: Entry) -> None:
         pipeline = Pipeline(entry, config)
@@ -118,7 +116,7 @@ def create_app(config: Config) -> web.Application:
         _service(app, "record", start_record, record.stop, timeout=30.0)
     _service(app, "whep sessions", None, lambda: whep.close_all())
     _service(app, "whip sessions", None, lambda: whip.close_all())
-    _task_service(app, "stream janitor", lambda: _expire_streams(registry, config))
+    _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, whep.count))
     _task_service(app, "session janitor", lambda: _end_expired(app))
 
     async def start_sources() -> None:
@@ -196,7 +194,7 @@ async def _end_expired(app: web.Application) -> None:
             log.info("sessions ended: token or share link expired", extra={"sessions": n})
 
 
-async def _expire_streams(registry: Registry, config: Config) -> None:
+async def _expire_streams(registry: Registry, config: Config, viewers: Callable[[str], int]) -> None:
     """Forget unconfigured streams nobody uses: lost for long, or never live (a bare offer)."""
     while True:
         await asyncio.sleep(min(5.0, config.limits.waiting_expire_s / 2))
@@ -206,7 +204,7 @@ async def _expire_streams(registry: Registry, config: Config) -> None:
             if (
                 not entry.configured
                 and entry.publisher is None
-                and not entry.viewers
+                and not viewers(entry.name)
                 and (
                     (entry.state is State.LOST and idle > config.media.stream_expire_s)
                     or (entry.state is State.WAITING and idle > config.limits.waiting_expire_s)

@@ -319,6 +319,7 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "viewers": entry.passthrough.viewer_count, "encoding": False,
             "size": f"{entry.width}x{entry.height}" if entry.width else None, "passthrough": True,
         })
+    doc["viewers"] = svc.whep.count(entry.name)
     if svc.record is not None:
         doc["record"] = svc.record.status(entry.name)
     return doc
@@ -355,7 +356,7 @@ async def api_stats(request: web.Request) -> web.Response:
     entry = _entry(request, "stats")
     now = time.time()
     viewers = []
-    for v in entry.viewers.values():
+    for v in svc.whep.viewers_of(entry.name).values():
         viewers.append({
             "id": v.public_id,  # never the session's secret (it ends the session)
             "who": v.who,

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .config import PASSTHROUGH
+from .egress import ViewerInfo
 from .registry import Registry
 
 __all__ = ["metrics_renderer"]
 
 
 class _RelayCollector:
-    def __init__(self, registry: Registry, counters: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, registry: Registry, counters: Callable[[], dict[str, float]],
+                 viewers_of: Callable[[str], Mapping[str, ViewerInfo]]) -> None:
         self.registry = registry
         self.counters = counters
+        self.viewers_of = viewers_of
 
     def collect(self) -> Iterator[Any]:
         up = GaugeMetricFamily("relay_stream_live", "1 when the stream's publisher is live",
@@ -63,7 +66,7 @@ class _RelayCollector:
                 for stage, s in doc["stages_ms"].items():
                     if s.get("p95") is not None:
                         stage_ms.add_metric([e.name, rname, stage], s["p95"])
-            for v in e.viewers.values():
+            for v in self.viewers_of(e.name).values():
                 rep = v.report
                 if "latency_ms" in rep:
                     viewer_ms.add_metric([e.name, v.public_id, rep.get("latency_kind", "unknown")],
@@ -82,10 +85,11 @@ class _RelayCollector:
 
 
 def metrics_renderer(
-    registry: Registry, counters: Callable[[], dict[str, float]]
+    registry: Registry, counters: Callable[[], dict[str, float]],
+    viewers_of: Callable[[str], Mapping[str, ViewerInfo]],
 ) -> Callable[[], bytes]:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_RelayCollector(registry, counters))
+    reg.register(_RelayCollector(registry, counters, viewers_of))
 
     def render() -> bytes:
         return bytes(generate_latest(reg))

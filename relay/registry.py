@@ -6,17 +6,15 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import public_id
 from .config import PASSTHROUGH, Config
 from .errors import RelayError
 from .latency import LatencyBook
 from .stream import Stream
 from .telemetry import Telemetry
 
-__all__ = ["Entry", "Registry", "State", "ViewerInfo", "public_id"]
+__all__ = ["Entry", "Registry", "State"]
 
 log = logging.getLogger("relay.registry")
 
@@ -29,36 +27,6 @@ class State(enum.Enum):
     WAITING = "waiting"  # no publisher yet
     LIVE = "live"
     LOST = "lost"  # had a publisher, frames stopped
-
-
-@dataclass
-class ViewerInfo:
-    """What the relay knows of one viewer; ``report`` is the viewer's own last report.
-
-    ``session`` is the secret in the session's URL (whoever knows it can end the session);
-    only ``public_id`` leaves the relay.
-    """
-
-    session: str
-    rendition: str
-    remote: str
-    who: str = ""
-    public_id: str = ""
-    started: float = field(default_factory=time.time)
-    report: dict[str, Any] = field(default_factory=dict)
-    report_time: float = 0.0
-    rtt_ms: float | None = None
-    creep_resets: int = 0
-    last_creep: float = 0.0
-    auto: bool = False  # the relay picks the rendition from the viewer's link
-    rendition_reason: str = ""
-    estimate_kbps: float | None = None
-    switches: list[dict[str, Any]] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)  # the link, as ABR saw it
-    probes: list[dict[str, Any]] = field(default_factory=list)  # padding probes and their verdicts
-
-    def __post_init__(self) -> None:
-        self.public_id = self.public_id or public_id(self.session)
 
 
 class Entry:
@@ -84,7 +52,6 @@ class Entry:
         self.frames_in = 0
         self.last_frame_time = 0.0  # wall clock of the last source frame
         self.latency = LatencyBook()
-        self.viewers: dict[str, ViewerInfo] = {}
         self.encoders: dict[str, object] = {}  # rendition -> live encoder (set by the pipeline)
         self.listeners: list[Callable[[Entry], None]] = []
         self.last_media = 0.0  # monotonic time of the last packet or frame from the source
@@ -207,10 +174,6 @@ class Entry:
             if self.state is State.LIVE:
                 self.set_state(State.LOST)
 
-    @property
-    def viewer_count(self) -> int:
-        return len(self.viewers)
-
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -227,7 +190,6 @@ class Entry:
             "last_frame_age_s": round(time.time() - self.last_frame_time, 3)
             if self.last_frame_time
             else None,
-            "viewers": self.viewer_count,
             "encoders": len(self.encoders),
             "telemetry": self.telemetry.summary(),
         }

@@ -43,6 +43,10 @@ class RelayHandle:
     def entry(self, name: str) -> Any:
         return self.services.registry.get(name)
 
+    def viewers(self, name: str) -> dict[str, Any]:
+        """The stream's viewers (session id -> ViewerInfo), as the egress keeps them."""
+        return self.services.whep.viewers_of(name)
+
     async def streams(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as s, s.get(self.url + "/api/streams") as r:
             return {d["name"]: d for d in (await r.json())["streams"]}

@@ -1,5 +1,14 @@
-"""Egress protocols: readers of rendition streams out to viewers."""
+"""Egress: readers of rendition streams out to viewers (WHEP).
 
-from .whep import WhepEgress
+- :mod:`.egress`: admit, play, stop (one dict of viewers);
+- :mod:`.viewer`: one object per viewing session, owning all of its state;
+- :mod:`.channel`: the view page's data-channel protocol and report schema;
+- :mod:`.echo`: the echo channel's round trips and the queue watch;
+- :mod:`.adapt`: one getStats poll per viewer → ABR → a switch;
+- :mod:`.padding`: the padding probe's driver.
+"""
 
-__all__ = ["WhepEgress"]
+from .egress import AUTO, WhepEgress
+from .viewer import Viewer, ViewerInfo
+
+__all__ = ["AUTO", "Viewer", "ViewerInfo", "WhepEgress"]

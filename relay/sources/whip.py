@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
-from ..errors import RelayError
 from ..limits import Limiter
 from ..media import Unit
 from ..registry import Entry, Registry
@@ -15,6 +14,7 @@ from ..webrtc import (
     ArrivalTimes,
     IcePolicy,
     PeerSession,
+    SessionTable,
     answer_offer,
     check_offer,
     new_peer,
@@ -32,31 +32,29 @@ log = logging.getLogger("relay.whip")
 class WhipIngest:
     def __init__(self, registry: Registry, config: Config,
                  ice: Callable[[], list[dict[str, Any]]] | None = None,
-                 sessions_of: Callable[[str], int] | None = None,
+                 sessions: SessionTable | None = None,
                  limiter: Limiter | None = None) -> None:
         self.registry = registry
         self.config = config
         self.ice = ice or (lambda: [])
-        self.sessions_of = sessions_of
         self.limiter = limiter or Limiter(config.limits)
-        self.sessions: dict[str, PeerSession] = {}
+        self.table = sessions or SessionTable(self.limiter)  # WHIP and WHEP: one table
+
+    @property
+    def sessions(self) -> dict[str, PeerSession]:
+        return self.table.of_kind("whip")
 
     async def publish(self, stream: str, offer_sdp: str, remote: str) -> tuple[str, str]:
         """Start a publishing session; returns (session id, SDP answer)."""
         codecs = check_offer(offer_sdp, "publish")
-        lim = self.config.limits.sessions_per_client
-        mine = self.sessions_of(remote) if self.sessions_of else 0
-        if mine >= lim:
-            raise self.limiter.refuse("sessions_per_client", 429,
-                                      f"{remote} already has {mine} sessions "
-                                      f"(limits.sessions_per_client = {lim})")
+        self.table.admit_client(remote)
         entry = self.registry.get_or_create(stream)
         session_id = new_session_id()
         # 409 while another publisher's media flows; a stale one is evicted.
         entry.claim(session_id, "whip", remote, evict=self._evict)
         pc = new_peer(self.ice())
         session = PeerSession("whip", stream, pc, remote, session_id=session_id)
-        self.sessions[session.id] = session
+        self.table.add(session)
         session.on_close.append(self._closed)
 
         @pc.on("track")
@@ -95,22 +93,17 @@ class WhipIngest:
 
     def _evict(self, session_id: str) -> None:
         """A new publisher took the stream over from this (stale) session: close it."""
-        old = self.sessions.get(session_id)
+        old = self.table.get("whip", session_id)
         if old is not None:
             old.spawn(old.close("replaced by a new publisher"))
 
     async def _closed(self, session: PeerSession) -> None:
-        self.sessions.pop(session.id, None)
         entry = self.registry.get(session.stream)
         if entry is not None:
             entry.release(session.id)
 
     async def stop(self, stream: str, session_id: str) -> None:
-        session = self.sessions.get(session_id)
-        if session is None or session.stream != stream:
-            raise RelayError(404, f"no WHIP session {session_id!r} on stream {stream!r}")
-        await session.close("publisher sent DELETE")
+        await self.table.stop("whip", stream, session_id, "publisher sent DELETE")
 
     async def close_all(self) -> None:
-        for s in tuple(self.sessions.values()):
-            await s.close("relay shutting down")
+        await self.table.close_all("whip")

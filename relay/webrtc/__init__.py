@@ -11,7 +11,7 @@ from .compat import (
 )
 from .ice import IcePolicy, announce_candidates, gathering_with, resolve_addresses, use_host_addresses
 from .peer import answer_offer, check_offer, new_peer, prefer_codec
-from .session import PeerSession, new_session_id
+from .session import PeerSession, SessionTable, new_session_id
 from .tracks import ArrivalTimes, PacketTrack, RtcpTap, listen_for_keyframe_requests, pump_track
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "PacketTrack",
     "PeerSession",
     "RtcpTap",
+    "SessionTable",
     "announce_candidates",
     "answer_offer",
     "can_pad",

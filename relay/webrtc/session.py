@@ -13,8 +13,10 @@ from typing import Any
 from aiortc import RTCPeerConnection
 
 from ..auth import public_id
+from ..errors import RelayError
+from ..limits import Limiter
 
-__all__ = ["PeerSession", "new_session_id"]
+__all__ = ["PeerSession", "SessionTable", "new_session_id"]
 
 log = logging.getLogger("relay.webrtc")
 
@@ -85,3 +87,51 @@ class PeerSession:
                 with contextlib.suppress(Exception):
                     await result
         await self.pc.close()
+
+
+class SessionTable:
+    """Every peer session of one relay, WHIP and WHEP alike: the one place that finds a
+    session by id, counts a client's sessions for its limit, and closes them. A session
+    leaves the table when it closes, whoever closes it."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self._all: dict[str, PeerSession] = {}
+
+    def add(self, session: PeerSession) -> None:
+        self._all[session.id] = session
+        session.on_close.append(self._closed)
+
+    async def _closed(self, session: PeerSession) -> None:
+        self._all.pop(session.id, None)
+
+    def of_kind(self, kind: str) -> dict[str, PeerSession]:
+        return {k: s for k, s in self._all.items() if s.kind == kind}
+
+    def get(self, kind: str, session_id: str) -> PeerSession | None:
+        s = self._all.get(session_id)
+        return s if s is not None and s.kind == kind else None
+
+    def count(self, kind: str | None = None, remote: str | None = None) -> int:
+        return sum(1 for s in self._all.values()
+                   if (kind is None or s.kind == kind) and (remote is None or s.remote == remote))
+
+    def admit_client(self, remote: str) -> None:
+        """Refuse (429) a client that already has its maximum of sessions, WHIP and WHEP."""
+        limit = self.limiter.limits.sessions_per_client
+        mine = self.count(remote=remote)
+        if mine >= limit:
+            raise self.limiter.refuse("sessions_per_client", 429,
+                                      f"{remote} already has {mine} sessions "
+                                      f"(limits.sessions_per_client = {limit})")
+
+    async def stop(self, kind: str, stream: str, session_id: str, reason: str) -> None:
+        """End a session its owner asked to end (DELETE on its URL); 404 if not there."""
+        s = self.get(kind, session_id)
+        if s is None or s.stream != stream:
+            raise RelayError(404, f"no {kind.upper()} session {session_id[:40]!r} on stream {stream!r}")
+        await s.close(reason)
+
+    async def close_all(self, kind: str, reason: str = "relay shutting down") -> None:
+        for s in tuple(self.of_kind(kind).values()):
+            await s.close(reason)

@@ -94,9 +94,9 @@ async def test_wall_renders_a_viewers_html_as_text_under_its_csp(relay_factory: 
         await wait_for(lambda: evil.channel.readyState == "open", 10, "data channel")
         evil.channel.send(json.dumps({"type": "report", "report": {
             "user_agent": payload, "latency_kind": "<b>bold</b>", "fps": 1e308 * 10, "loss_pct": 12.5}}))
-        await wait_for(lambda: any(v.report.get("user_agent") for v in relay.entry("alpha").viewers.values()),
+        await wait_for(lambda: any(v.report.get("user_agent") for v in relay.viewers("alpha").values()),
                        5, "report stored")
-        rep = next(v.report for v in relay.entry("alpha").viewers.values() if v.report)
+        rep = next(v.report for v in relay.viewers("alpha").values() if v.report)
         assert "latency_kind" not in rep and "fps" not in rep and rep["loss_pct"] == 12.5
         async with chromium(bypass_csp=False) as ctx:
             page = await ctx.new_page()

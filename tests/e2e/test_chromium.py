@@ -35,8 +35,7 @@ async def test_view_page_decodes_frames_and_reports_latency(live: RelayHandle) -
         assert stats["kind"] == "glass-to-glass"
         assert 0 < stats["latency"] < 1000, stats
         # The viewer's reports reach the relay: stats endpoint and /metrics.
-        entry = live.entry("drone1")
-        await wait_for(lambda: any("latency_ms" in v.report for v in entry.viewers.values()),
+        await wait_for(lambda: any("latency_ms" in v.report for v in live.viewers("drone1").values()),
                        10, "a latency report")
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{live.url}/api/streams/drone1/stats") as r:

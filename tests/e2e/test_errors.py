@@ -129,9 +129,9 @@ async def test_whep_created_headers_and_delete(watched: Any) -> None:
     await v2.start()
     assert v2.location and "/whep/drone1/" in v2.location
     await v2.wait_frames(3)
-    assert relay.entry("drone1").viewer_count == 2
+    assert len(relay.viewers("drone1")) == 2
     await v2.close()  # DELETE
-    await wait_for(lambda: relay.entry("drone1").viewer_count == 1, 5, "DELETE to end session")
+    await wait_for(lambda: len(relay.viewers("drone1")) == 1, 5, "DELETE to end session")
     status, _, _ = await post(v2.location, "", method="DELETE")
     assert status == 404  # already gone
     await still_live(relay, viewer)

@@ -58,7 +58,7 @@ async def test_a_pli_storm_does_not_raise_a_clean_viewers_keyframe_rate(relay_fa
         n = clean.seen.frames
         await clean.wait_frames(n + 10, timeout=5)
         stats = relay.services.whep.reader_stats(next(iter(
-            s for s, info in entry.viewers.items() if info.session == lossy.location.rsplit("/", 1)[1])))
+            s for s, info in relay.viewers("d1").items() if info.session == lossy.location.rsplit("/", 1)[1])))
         print(f"\nkeyframes in {WINDOW_S:.0f} s: alone {alone}, beside a {sent}-PLI storm {beside} "
               f"(ratio {beside / max(alone, 1):.2f}); storm requests refused {stats['keyframe_requests_refused']}")
         assert sent > 100 and stats["keyframe_requests_refused"] > 100

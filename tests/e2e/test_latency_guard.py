@@ -31,14 +31,13 @@ async def test_ping_report_and_creep_guard(live: RelayHandle) -> None:
         ch.send(json.dumps({"type": "report", "report": {
             "latency_ms": 120.5, "fps": 30, "loss_pct": 0.0, "latency_kind": "glass-to-glass",
             "evil": "x" * 100}}))
-        entry = live.entry("drone1")
         await wait_for(lambda: any(v.report.get("latency_ms") == 120.5
-                                   for v in entry.viewers.values()), 5, "report stored")
-        info = next(iter(entry.viewers.values()))
+                                   for v in live.viewers("drone1").values()), 5, "report stored")
+        info = next(iter(live.viewers("drone1").values()))
         assert "evil" not in info.report and info.creep_resets == 0
         # Latency past the creep bound: the viewer is moved to the live edge, once.
         whep = live.services.whep
-        reader = whep.tracks[info.session].reader
+        reader = whep.viewers[info.session].track.reader
         dropped_before = reader.dropped
         for _ in range(3):
             ch.send(json.dumps({"type": "report", "report": {"latency_ms": 5000.0}}))

@@ -78,7 +78,7 @@ async def test_both_modes_side_by_side_and_slate_for_passthrough(relay_factory: 
         await stamps_advance(src)  # source packets again, same session
         await stamps_advance(low)
         stats = relay.services.whep
-        assert any(v.rendition == "source" for v in entry.viewers.values()) and stats is not None
+        assert any(v.rendition == "source" for v in relay.viewers("pt2").values()) and stats is not None
         book = entry.latency.summary()
         assert "source" in book and book["source"]["relay_ms"]["p50"] is not None
     finally:

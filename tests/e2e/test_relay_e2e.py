@@ -44,7 +44,7 @@ async def test_ten_viewers_share_one_encoder_per_rendition(live: RelayHandle) ->
         await hv.close()
     finally:
         await asyncio.gather(*(v.close() for v in viewers))
-    await wait_for(lambda: live.entry("drone1").viewer_count == 0, 5, "viewers to leave")
+    await wait_for(lambda: len(live.viewers("drone1")) == 0, 5, "viewers to leave")
 
 
 async def test_late_viewer_gets_picture_fast(live: RelayHandle) -> None:

@@ -175,7 +175,7 @@ async def test_sessions_belong_to_their_viewer(relay_factory: Any, caplog: pytes
         assert status == 403
         n = a.seen.frames
         await a.wait_frames(n + 10, timeout=5)  # A plays on
-        assert len(relay.entry("alpha").viewers) == 2
+        assert len(relay.viewers("alpha")) == 2
         # Logs name sessions by their public id only.
         publisher_secret = relay.entry("alpha").publisher
         logged = "\n".join(str(r.__dict__) for r in caplog.records)  # messages and their fields
@@ -382,7 +382,7 @@ async def test_viewers_total_is_a_relay_wide_limit(relay_factory: Any) -> None:
         await first.start()
         status, text, _ = await post(f"{relay.url}/whep/b", await offer_sdp())
         assert status == 503 and "maximum of 1 viewers" in text
-        assert relay.services.limiter.refused["viewers_total"] == 1 and not relay.entry("b").viewers
+        assert relay.services.limiter.refused["viewers_total"] == 1 and not relay.viewers("b")
     finally:
         await first.close()
 
@@ -399,10 +399,10 @@ async def test_the_echo_channel_takes_only_the_relays_own_numbers(relay_factory:
         await v.start()
         await v.wait_frames(5)
         whep = relay.services.whep
-        sid = next(iter(relay.entry("d1").viewers))
-        await wait_for(lambda: sid in whep.echoes and whep.echoes[sid].channel.readyState == "open",
-                       10, "echo channel open")
-        echoes = whep.echoes[sid]
+        sid = next(iter(relay.viewers("d1")))
+        await wait_for(lambda: sid in whep.viewers and whep.viewers[sid].echo is not None
+                       and whep.viewers[sid].echo.channel.readyState == "open", 10, "echo channel open")
+        echoes = whep.viewers[sid].echo
         for junk in ["<img src=x onerror=alert(1)>", "-1", "1" * 40, "7", "", "1.5", "\u0661", "{}"]:
             v.echo.send(junk)
         await asyncio.sleep(0.5)

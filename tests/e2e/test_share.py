@@ -105,12 +105,12 @@ async def test_share_link_qr_phone_cap_revoke(relay_factory: Any, tmp_path: Any)
             async with aiohttp.ClientSession() as s, s.delete(f"{relay.url}/api/shares/{share['id']}",
                                                               headers=CONTROL) as r:
                 assert r.status == 200 and (await r.json())["sessions_ended"] == 1
-            await wait_for(lambda: not relay.entry("d1").viewers, 5, "the phone's session to end")
+            await wait_for(lambda: not relay.viewers("d1"), 5, "the phone's session to end")
             await phone.wait_for_function("window.__player.stats.state === 'ended'", timeout=10000)
             assert "revoked" in await phone.text_content("#banner")
             print(f"\nrevoked: phone's session ended after {time.monotonic() - t0:.2f} s")
             await asyncio.sleep(3)
-            assert not relay.entry("d1").viewers  # its reconnects are refused
+            assert not relay.viewers("d1")  # its reconnects are refused
             again = WhepViewer(relay.url, "d1", token=token)
             with pytest.raises(AssertionError, match="revoked"):
                 await again.start()
@@ -131,7 +131,7 @@ async def test_expired_and_forged_share_links(relay_factory: Any, tmp_path: Any)
         await viewer.start()
         await viewer.wait_frames(5)
         # Expiry ends the running session too (the relay checks every 2 s).
-        await wait_for(lambda: not relay.entry("d1").viewers, 20, "the expired link's session to end")
+        await wait_for(lambda: not relay.viewers("d1"), 20, "the expired link's session to end")
         assert time.time() >= share["expires"] - 1
         await viewer.close()
         # Forged: the same claims signed with another key; a share claim on a control token.

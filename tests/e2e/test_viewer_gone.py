@@ -22,19 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_a_frozen_viewer_is_dropped_after_seconds_of_silence(live: RelayHandle) -> None:
-    entry = live.entry("drone1")
     other = WhepViewer(live.url, "drone1", rendition="low", read_stamps=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.loadviewer", "--whep", f"{live.url}/whep/drone1?rendition=low",
          "--count", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await other.start()
-        await wait_for(lambda: len(entry.viewers) == 2, 20, "two viewers")
+        await wait_for(lambda: len(live.viewers("drone1")) == 2, 20, "two viewers")
         await other.wait_frames(30)
         await asyncio.sleep(2)  # RTCP has flowed from both
         os.kill(proc.pid, signal.SIGSTOP)  # the laptop freezes: nothing more from it
         t0 = time.monotonic()
-        await wait_for(lambda: len(entry.viewers) == 1, 20, "the frozen viewer to be dropped")
+        await wait_for(lambda: len(live.viewers("drone1")) == 1, 20, "the frozen viewer to be dropped")
         gone_after = time.monotonic() - t0
         assert gone_after < 12, gone_after  # ICE consent alone would take about 30 s
         # The other viewer never noticed.
@@ -49,13 +48,12 @@ async def test_a_frozen_viewer_is_dropped_after_seconds_of_silence(live: RelayHa
 @pytest.mark.browser
 @pytest.mark.usefixtures("chromium_required")
 async def test_a_closed_tab_ends_its_session_at_once(live: RelayHandle) -> None:
-    entry = live.entry("drone1")
     async with chromium() as ctx:
         page = await ctx.new_page()
         await page.goto(f"{live.url}/view/drone1?rendition=low")
         await page.wait_for_function("window.__player && window.__player.stats.frames > 10", timeout=20000)
-        assert len(entry.viewers) == 1
+        assert len(live.viewers("drone1")) == 1
         await page.close(run_before_unload=True)
         t0 = time.monotonic()
-        await wait_for(lambda: len(entry.viewers) == 0, 10, "the closed tab's session to end")
+        await wait_for(lambda: len(live.viewers("drone1")) == 0, 10, "the closed tab's session to end")
         assert time.monotonic() - t0 < 3

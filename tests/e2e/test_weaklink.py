@@ -59,12 +59,11 @@ table inet lte {
         clean = WhepViewer(relay.url, "d1", rendition="low", read_stamps=False)
         try:
             await wait_for(lambda: relay.entry("d1") is not None and relay.entry("d1").frames_in > 5, 20, "d1")
-            entry = relay.entry("d1")
             async with chromium(executable=lab.wrapper(cmd, CHROMIUM)) as ctx:
                 page = await ctx.new_page()
                 await page.goto(f"{relay.url}/view/d1")  # no rendition: auto
-                await wait_for(lambda: any(v.auto for v in entry.viewers.values()), 20, "auto viewer")
-                viewer = next(v for v in entry.viewers.values() if v.auto)
+                await wait_for(lambda: any(v.auto for v in relay.viewers("d1").values()), 20, "auto viewer")
+                viewer = next(v for v in relay.viewers("d1").values() if v.auto)
                 assert viewer.rendition == "high"  # started at the top (abr.start_kbps)
                 t_start = time.monotonic()
                 # It must leave "high" quickly and settle where 1.5 Mbit/s with 5 % loss carries it.

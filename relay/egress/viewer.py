@@ -1,0 +1,137 @@
+"""One viewing session as one object: its peer session, track, RTCP tap, data channels,
+public info and tasks (MediaMTX's ``session.go``: the server keeps only a map of these)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..auth import public_id
+from ..media import now
+from ..registry import Entry
+from ..webrtc import PacketTrack, PeerSession, RtcpTap
+from .echo import Echoes
+
+__all__ = ["VIEWER_SILENT_S", "Viewer", "ViewerInfo"]
+
+log = logging.getLogger("relay.whep")
+VIEWER_SILENT_S = 6.0
+
+
+@dataclass
+class ViewerInfo:
+    """What the relay shows of one viewer; ``report`` is the viewer's own last report.
+
+    ``session`` is the secret in the session's URL (whoever knows it can end the session);
+    only ``public_id`` leaves the relay. Written by the viewer's own parts only.
+    """
+
+    session: str
+    rendition: str
+    remote: str
+    who: str = ""
+    public_id: str = ""
+    started: float = field(default_factory=time.time)
+    report: dict[str, Any] = field(default_factory=dict)
+    report_time: float = 0.0
+    rtt_ms: float | None = None
+    creep_resets: int = 0
+    last_creep: float = 0.0
+    auto: bool = False  # the relay picks the rendition from the viewer's link
+    rendition_reason: str = ""
+    estimate_kbps: float | None = None
+    switches: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # the link, as ABR saw it
+    probes: list[dict[str, Any]] = field(default_factory=list)  # padding probes and their verdicts
+
+    def __post_init__(self) -> None:
+        self.public_id = self.public_id or public_id(self.session)
+
+
+class Viewer:
+    """A viewer's session and everything that belongs to it alone."""
+
+    def __init__(self, session: PeerSession, entry: Entry, info: ViewerInfo, track: PacketTrack,
+                 sender: Any, tap: RtcpTap) -> None:
+        self.session = session
+        self.entry = entry
+        self.info = info
+        self.track = track
+        self.sender = sender
+        self.tap = tap
+        self.channel: Any = None  # "relay": hello, clock pings, reports, frame times, telemetry
+        self.echo: Echoes | None = None  # "echo": round trips (unordered, never retransmitted)
+
+    @property
+    def id(self) -> str:
+        return self.session.id
+
+    def send(self, text: str) -> bool:
+        """A message on the relay channel, if it is open."""
+        if self.channel is None or self.channel.readyState != "open":
+            return False
+        self.channel.send(text)
+        return True
+
+    def request_keyframe(self, reason: str) -> None:
+        # Through this viewer's own budget: its PLIs cannot multiply everyone's keyframes.
+        if self.track.reader is not None:
+            self.track.reader.request_keyframe(reason)
+
+    def announce(self, msg: str) -> None:
+        """News the page must not miss (a change of rendition). The reliable channel may be
+        held up for a second behind a lost message on a link that just collapsed: copies go
+        on the echo channel too (unordered, never retransmitted: one of three gets
+        through), and the page keeps the first."""
+        self.send(msg)
+        if self.echo is not None:
+            loop = asyncio.get_running_loop()
+            for k in range(3):
+                loop.call_later(0.08 * k, self.echo.send_text, msg)
+
+    def guard_creep(self, creep_ms: int) -> bool:
+        """Bring a viewer whose latency keeps growing back to the live edge."""
+        info = self.info
+        latency = info.report.get("latency_ms")
+        if latency is None or latency <= creep_ms or self.track.reader is None:
+            return False
+        if time.time() - info.last_creep < 5.0:
+            return False  # give the last reset time to show in the next reports
+        info.last_creep = time.time()
+        dropped = self.track.reader.skip_to_live(f"latency creep {latency:.0f} ms")
+        info.creep_resets += 1
+        log.warning("latency creep: viewer moved to live edge",
+                    extra={"stream": self.entry.name, "viewer": info.public_id,
+                           "latency_ms": round(latency), "dropped": dropped})
+        return True
+
+    async def watch_silence(self) -> None:
+        """A viewer that stops sending RTCP (browsers report every second) is gone: a closed
+        tab, a vanished laptop. End its session now rather than after ICE consent expires
+        (~30 s): until then the relay would keep sending its rendition into a link that,
+        after a page reload on LTE, is the same link the viewer's new session needs."""
+        while True:
+            await asyncio.sleep(1.0)
+            last = self.tap.last_rtcp
+            if last is not None and now() - last > VIEWER_SILENT_S:
+                await self.session.close(f"viewer silent: no RTCP for {VIEWER_SILENT_S:.0f} s")
+                return
+
+    def reader_stats(self) -> dict[str, int]:
+        r = self.track.reader
+        if r is None:
+            return {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0,
+                    "keyframe_requests": 0, "keyframe_requests_refused": 0}
+        return {"delivered": r.delivered, "dropped": r.dropped, "overflows": r.overflows, "queued": len(r),
+                "keyframe_requests": r.keyframe_requests,
+                "keyframe_requests_refused": r.keyframe_requests_refused}
+
+    async def end(self, reason: str) -> None:
+        """End the session, first telling the page why (so it says so and does not retry)."""
+        if self.send(json.dumps({"type": "end", "reason": reason})):
+            await asyncio.sleep(0)  # let the channel's transport take the message
+        await self.session.close(reason)
