@@ -35,7 +35,14 @@ def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
-    registry = Registry(config)
+    pipelines: dict[str, Pipeline] = {}
+
+    def keyframe_request(stream: str, rendition: str, reason: str) -> None:
+        pipeline = pipelines.get(stream)
+        if pipeline is not None:
+            pipeline.want_key(rendition, reason)
+
+    registry = Registry(config, keyframes=keyframe_request)
     limiter = Limiter(config.limits)
 
     def ice() -> list[dict[str, Any]]:
@@ -46,7 +53,7 @@ def create_app(config: Config) -> web.Application:
     whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table)
     rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
     services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
-                        limiter=limiter, shares=ShareBook(config.auth.shares_file))
+                        limiter=limiter, shares=ShareBook(config.auth.shares_file), pipelines=pipelines)
     recording = config.record.enabled or any(s.record for s in config.streams)
     record = services.record = RecordService(config, registry) if recording else None
     pulls: list[AvPullSource] = []
@@ -116,6 +123,7 @@ def create_app(config: Config) -> web.Application:
         _service(app, "record", start_record, record.stop, timeout=30.0)
     _service(app, "whep sessions", None, lambda: whep.close_all())
     _service(app, "whip sessions", None, lambda: whip.close_all())
+    _task_service(app, "liveness watchdog", registry.watch)
     _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, whep.count))
     _task_service(app, "session janitor", lambda: _end_expired(app))
 

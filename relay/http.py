@@ -314,10 +314,11 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "passthrough": False,
         })
     if entry.passthrough is not None and entry.mode != "transcode":
+        info = entry.source_info
         doc["renditions"].append({
-            "name": PASSTHROUGH, "codec": "h264", "height": entry.height, "bitrate_kbps": None,
+            "name": PASSTHROUGH, "codec": "h264", "height": info.height, "bitrate_kbps": None,
             "viewers": entry.passthrough.viewer_count, "encoding": False,
-            "size": f"{entry.width}x{entry.height}" if entry.width else None, "passthrough": True,
+            "size": f"{info.width}x{info.height}" if info.width else None, "passthrough": True,
         })
     doc["viewers"] = svc.whep.count(entry.name)
     if svc.record is not None:

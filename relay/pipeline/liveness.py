@@ -5,10 +5,9 @@ sessions and get the slate). Arrival statistics (frames in, fps, size) are kept 
 from __future__ import annotations
 
 import logging
-import time
 
 from ..config import MediaConfig
-from ..media import Unit, now
+from ..media import Unit
 from ..registry import Entry, State
 
 __all__ = ["Liveness"]
@@ -29,27 +28,13 @@ class Liveness:
         return 1.0 / self.media.slate_fps
 
     def silent(self) -> bool:
-        """No frame within the timeout: True when the picture is gone (slate now). Media may
-        still flow without decoded frames (passthrough only): then it is not lost."""
-        if self.entry.state is State.LIVE:
-            if now() - self.entry.last_media < self.media.signal_lost_after_s:
-                return False
-            self.entry.set_state(State.LOST)
-            log.warning("signal lost", extra={"stream": self.entry.name,
-                                              "after_s": self.media.signal_lost_after_s})
-        return True
+        """No frame within the timeout: True when the picture is gone (slate now); the
+        entry's liveness decides (media may still flow without decoded frames)."""
+        return self.entry.liveness.check()
 
     def arrived(self, unit: Unit, was_live: bool) -> None:
         e = self.entry
         if not was_live:
             e.touch()  # live again after the hysteresis (resets passthrough viewers)
-        e.frames_in += 1
-        e.last_frame_time = time.time()
         frame = unit.payload
-        e.width, e.height = frame.width, frame.height
-        arr = self._arrivals
-        arr.append(unit.arrival)
-        if len(arr) > 31:
-            del arr[0]
-        if len(arr) >= 2 and arr[-1] > arr[0]:
-            e.fps = (len(arr) - 1) / (arr[-1] - arr[0])
+        e.source_info.frame(frame.width, frame.height, unit.arrival)

@@ -30,7 +30,7 @@ class Slate:
         """Add the passthrough encoder to ``renditions`` when "source" viewers need it:
         ``always`` for the slate; otherwise only for a source without H.264 packets."""
         pt = self.entry.passthrough
-        if pt is None or not pt.readers or (not always and self.entry.passthrough_source):
+        if pt is None or not pt.readers or (not always and self.entry.slot.forwards_packets):
             return
         renditions.append(self.rendition)
         if not self.on_passthrough:

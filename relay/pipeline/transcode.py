@@ -57,8 +57,6 @@ class Pipeline:
         self._stopping = False
         self.frames_processed = 0
         entry.listeners.append(self._on_state)
-        for name, stream in entry.renditions.items():
-            stream.on_keyframe_request = self._keyframe_requester(name)
 
     @property
     def slate_frames(self) -> int:
@@ -68,13 +66,11 @@ class Pipeline:
         if entry.state is State.LIVE:
             self._close(self.slate.source_back())
 
-    def _keyframe_requester(self, rendition: str) -> Any:
-        def request(reason: str) -> None:
-            log.debug("keyframe requested", extra={"stream": self.entry.name,
-                                                   "rendition": rendition, "reason": reason})
-            self.pool.want_key(rendition)
-
-        return request
+    def want_key(self, rendition: str, reason: str) -> None:
+        """A viewer of ``rendition`` asked for a keyframe (through the stream's rate limit)."""
+        log.debug("keyframe requested", extra={"stream": self.entry.name, "rendition": rendition,
+                                               "reason": reason})
+        self.pool.want_key(rendition)
 
     def _close(self, encoder: Any) -> None:
         if encoder is not None:

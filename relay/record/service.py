@@ -57,7 +57,7 @@ class StreamRecorder:
 
     def choose(self) -> tuple[Stream, str] | None:
         e = self.entry
-        if e.passthrough is not None and e.passthrough_source and e.source_codec in ("", "h264"):
+        if e.passthrough is not None and e.slot.forwards_packets and e.source_info.codec in ("", "h264"):
             return e.passthrough, "source"
         for r in self.service.config.renditions:  # the best H.264 rung
             if r.codec == "h264" and r.name in e.renditions:

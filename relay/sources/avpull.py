@@ -96,13 +96,13 @@ class AvPullSource:
         self.shown = redact_url(sc.source or "")  # never the credentials, in the API or logs
         if gate_port and self.tcp_gate is None:
             self.gate = UdpGate(sc.name, sc.allow_senders, ("127.0.0.1", gate_port),
-                                takeover_after_s=entry.media_silent_threshold)
+                                takeover_after_s=entry.liveness.lost_after_s)
         self.session_id = f"{self.kind}-{sc.name}"
         self._last_claim_try = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"src-{sc.name}", daemon=True)
         self.clock = PassthroughClock(sc.name)
-        entry.passthrough_source = True  # viewers may join "source" before the first packet
+        entry.slot.announce_packets()  # viewers may join "source" before the first packet
         self._logged_busy = False
         self.decode_errors = 0
         self.packets = 0
@@ -232,7 +232,7 @@ class AvPullSource:
 
     def _claim(self, width: int, height: int) -> None:
         # Known now, not only once frames are decoded (passthrough-only streams decode none).
-        self.entry.width, self.entry.height = width, height
+        self.entry.source_info.set_size(width, height)
         self._owns()
 
     def _owns(self) -> bool:
@@ -273,5 +273,5 @@ class AvPullSource:
     def _publish(self, unit: Unit, codec: str) -> None:
         if not self._owns():
             return
-        self.entry.source_codec = codec
+        self.entry.source_info.set_codec(codec)
         self.entry.source.publish(unit)

@@ -330,7 +330,7 @@ class RtmpIngest:
         # A frozen publisher (LTE drop, no FIN) is evicted when this one is authorised.
         entry.claim(session_id, "rtmp", remote,
                     evict=lambda _old: self._evict(_old))
-        entry.source_codec = "h264"
+        entry.source_info.set_codec("h264")
         pub = _Publisher(entry, session_id, asyncio.get_running_loop())
         pub.conn = conn
         self.publishers[session_id] = pub

@@ -78,10 +78,10 @@ class WhipIngest:
         for t in pc.getTransceivers():
             codecs_of = transceiver_codecs(t)
             if t.kind == "video" and t.receiver and codecs_of:
-                entry.source_codec = codecs_of[0].mimeType.split("/")[1]
+                entry.source_info.set_codec(codecs_of[0].mimeType.split("/")[1])
         log.info("publisher joined", extra={"stream": stream, "session": session.public,
                                             "remote": remote, "offered": codecs,
-                                            "codec": entry.source_codec})
+                                            "codec": entry.source_info.codec})
         return session.id, answer
 
     @staticmethod

@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
-from relay import registry as registry_module
 from relay.config import parse
 from relay.registry import Entry, State
+from relay.registry import parts as registry_module
 from tests.e2e.test_ingest import ROOT, SIZE, StampedFfmpeg, config, free_port, stamps_advance, watching
 from tests.helpers import Drone, WhepViewer, wait_for
 
@@ -188,7 +188,8 @@ def test_liveness_has_hysteresis(monkeypatch: Any) -> None:
     e.listeners.append(lambda entry: changes.append(entry.state.value))
     e.touch()
     assert e.state is State.LIVE  # the first picture shows at once
-    e.set_state(State.LOST)  # the pipeline saw 1 s of silence
+    clock[0] += 1.0
+    assert e.liveness.check()  # 1 s of silence: lost
     for _ in range(10):  # media resumes in stutters: 0.1 s of packets, then 0.6 s gaps
         clock[0] += 0.6
         e.touch()
