@@ -14,15 +14,13 @@ from aiohttp import web
 from .auth import ice_servers_for
 from .config import Config
 from .egress import WhepEgress
-from .http import Services, build_routes
+from .http import Services, build_routes, end_expired_shares
 from .limits import Limiter
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
 from .record import RecordService
-from .record_api import build_record_routes
 from .registry import Entry, Registry, State
 from .share import ShareBook
-from .share_api import build_share_routes, end_expired_shares
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
 from .webrtc import SessionTable, self_check
 
@@ -102,8 +100,6 @@ def create_app(config: Config) -> web.Application:
 
     app = web.Application(client_max_size=256 * 1024)
     build_routes(app, services)
-    build_record_routes(app)
-    build_share_routes(app)
 
     # One cleanup context per service, started in this order and stopped in the reverse
     # (aiohttp runs every exit and collects the errors): a stop step that fails or hangs

@@ -30,17 +30,21 @@ from typing import Any, Literal
 import jwt
 
 from .config import ROLES, Config, IceServer
+from .share import ShareBook
 
 __all__ = [
     "Action",
     "Decision",
     "Principal",
     "authenticate",
+    "authorize",
     "bearer_token",
     "ice_servers_for",
     "identify",
+    "may_mint",
     "mint_token",
     "public_id",
+    "share_has_room",
 ]
 
 Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot"]
@@ -189,6 +193,37 @@ def authenticate(
         return Decision(True, principal=who)
     what = f"{action} {stream!r}" if stream else f"use {action}"
     return Decision(False, 403, f"role {who.role!r} ({who.name}) may not {what}", who)
+
+
+def authorize(config: Config, shares: ShareBook, action: Action, stream: str | None,
+              token: str | None) -> Decision:
+    """:func:`authenticate`, and a share link's token only while its link is in the book."""
+    decision = authenticate(config, action, stream, token)
+    who = decision.principal
+    if decision.allowed and who is not None and who.share and shares.active(who.jti) is None:
+        share = shares.get(who.jti)
+        return Decision(False, 403, "this share link was revoked" if share is not None and share.revoked
+                        else "this share link has expired or is unknown", who)
+    return decision
+
+
+def may_mint(who: Principal | None, role: str) -> Decision:
+    """Who may mint a signed token of ``role``: control mints viewer tokens (share links),
+    admin also publisher and control tokens."""
+    if role not in ("viewer", "publisher", "control") or (
+        who is not None and who.role != "admin" and role != "viewer"
+    ):
+        return Decision(False, 403, f"role {who.role if who else '?'!r} may not mint {role!r} tokens", who)
+    return Decision(True, principal=who)
+
+
+def share_has_room(who: Principal | None, shares: ShareBook, sessions: int) -> Decision:
+    """A share link with a viewer cap admits a new session while ``sessions`` (its open
+    ones) are under the cap."""
+    share = shares.active(who.jti) if who is not None and who.share else None
+    if share is not None and share.max_viewers and sessions >= share.max_viewers:
+        return Decision(False, 429, f"this share link allows {share.max_viewers} viewer(s) at a time", who)
+    return Decision(True, principal=who)
 
 
 def mint_token(

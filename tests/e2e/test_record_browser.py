@@ -53,7 +53,7 @@ async def test_replay_timeline_clip_and_snapshot_in_chromium(relay_factory: Any,
             await page.screenshot(path=str(tmp_path / "replay-desktop.png"))
             # 30 s back is before the record began: the clip starts where the record starts.
             first = rec.segments("cam")[0].start_ms
-            from relay.record_api import dt  # the page's times are ISO strings from the relay
+            from relay.http.record import dt  # the page's times are ISO strings from the relay
 
             start = dt.datetime.fromisoformat(state["log"][0]["start"].replace("Z", "+00:00")).timestamp() * 1000
             assert abs(start - first) < 1500, (start, first)

@@ -18,28 +18,20 @@ from typing import Any
 import segno
 from aiohttp import web
 
-from .auth import mint_token
-from .config import STREAM_NAME
-from .errors import RelayError
-from .http import (
-    SERVICES,
-    _authorize,
-    _page,
-    _services,
-    json_object,
-    share_sessions,
-    token_label,
-    token_ttl,
-)
-from .share import Share
+from ..auth import mint_token
+from ..config import STREAM_NAME
+from ..errors import RelayError
+from ..share import Share
+from .common import SERVICES, authorize, json_object, page, services_of, share_sessions
+from .tokens import token_label, token_ttl
 
-__all__ = ["build_share_routes", "end_expired_shares"]
+__all__ = ["add_routes", "end_expired_shares"]
 
 log = logging.getLogger("relay.share")
 
 
 def _base(request: web.Request) -> str:
-    cfg = _services(request).config
+    cfg = services_of(request).config
     return cfg.auth.public_url or f"{request.scheme}://{request.host}"
 
 
@@ -52,8 +44,8 @@ def _qr_svg(url: str) -> str:
 
 
 async def create(request: web.Request) -> web.Response:
-    decision = _authorize(request, "mint")
-    svc = _services(request)
+    decision = authorize(request, "mint")
+    svc = services_of(request)
     if not svc.config.auth.jwt_secret:
         raise RelayError(501, "share links need auth.jwt_secret in the config")
     doc = await json_object(request, "share request")
@@ -80,16 +72,16 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def listing(request: web.Request) -> web.Response:
-    _authorize(request, "mint")
-    docs: list[dict[str, Any]] = _services(request).shares.listing()
+    authorize(request, "mint")
+    docs: list[dict[str, Any]] = services_of(request).shares.listing()
     for d in docs:
-        d["viewers"] = share_sessions(_services(request), d["id"])
+        d["viewers"] = share_sessions(services_of(request), d["id"])
     return web.json_response({"shares": docs}, headers={"Cache-Control": "no-store"})
 
 
 async def revoke(request: web.Request) -> web.Response:
-    decision = _authorize(request, "mint")
-    svc = _services(request)
+    decision = authorize(request, "mint")
+    svc = services_of(request)
     share_id = request.match_info["share"]
     share = svc.shares.revoke(share_id)
     if share is None:
@@ -117,9 +109,8 @@ async def end_expired_shares(app: web.Application) -> int:
     return await svc.whep.end_where(doomed, "token or share link expired")
 
 
-def build_share_routes(app: web.Application) -> None:
-    r = app.router
+def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/api/shares", create)
     r.add_get("/api/shares", listing)
     r.add_delete("/api/shares/{share:[A-Za-z0-9_-]{1,64}}", revoke)
-    r.add_get("/share", _page("share.html"))
+    r.add_get("/share", page("share.html"))

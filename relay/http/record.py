@@ -16,14 +16,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .auth import Decision
-from .config import STREAM_NAME
-from .errors import RelayError
-from .http import S, _authorize, _page, _remote, _services
-from .record import ClipPart, RecordService, cut_clip
-from .record.layout import SNAPSHOT_NAME, iso, stamp
+from ..auth import Decision
+from ..config import STREAM_NAME
+from ..errors import RelayError
+from ..record import ClipPart, RecordService, cut_clip
+from ..record.layout import SNAPSHOT_NAME, iso, stamp
+from .common import S, authorize, page, remote_of, services_of
 
-__all__ = ["build_record_routes"]
+__all__ = ["add_routes"]
 
 log = logging.getLogger("relay.http")
 MAX_CLIP_S = 600.0
@@ -31,7 +31,7 @@ CLIP_KEEP_S = 600.0  # a cut clip stays this long for range requests
 
 
 def _record(request: web.Request) -> RecordService:
-    rec = _services(request).record
+    rec = services_of(request).record
     if rec is None:
         raise RelayError(404, "recording is not enabled on this relay ([record] enabled)")
     return rec
@@ -69,7 +69,7 @@ async def api_recordings(request: web.Request) -> web.Response:
     stream = request.query.get("stream") or None
     if stream is not None and not STREAM_NAME.match(stream):
         raise RelayError(400, "stream must be a stream name")
-    decision = _authorize(request, "playback", stream)
+    decision = authorize(request, "playback", stream)
     frm, to = _when(request, "from"), _when(request, "to")
     names = [stream] if stream else sorted(set(rec.index) | set(rec.recorders))
     out = []
@@ -85,7 +85,7 @@ async def api_recordings(request: web.Request) -> web.Response:
                            "bytes": s.size} for s in rec.segments(name, lo, hi, kind="snapshot")],
             "status": rec.status(name),
         })
-    rec.log_access(action="list", stream=stream or "*", remote=_remote(request), **_who(decision),
+    rec.log_access(action="list", stream=stream or "*", remote=remote_of(request), **_who(decision),
                    **({"from": iso(frm)} if frm else {}), **({"to": iso(to)} if to else {}))
     return web.json_response({"recordings": out, "replay_minutes": rec.config.record.replay_minutes,
                               "server_time_ms": int(time.time() * 1000)},
@@ -95,7 +95,7 @@ async def api_recordings(request: web.Request) -> web.Response:
 async def api_clip(request: web.Request) -> web.StreamResponse:
     rec = _record(request)
     stream = request.match_info["stream"]
-    decision = _authorize(request, "playback", stream)
+    decision = authorize(request, "playback", stream)
     start = _when(request, "start")
     if start is None:
         raise RelayError(400, "start is required (ISO 8601 or seconds since the epoch)")
@@ -121,7 +121,7 @@ async def api_clip(request: web.Request) -> web.StreamResponse:
     info = await loop.run_in_executor(None, cut_clip, parts, start_ms, end_ms, out)
     loop.run_in_executor(None, _sweep, clips)
     rec.log_access(action="replay" if purpose == "replay" else "clip", stream=stream,
-                   start=iso(start_ms), duration_s=duration, remote=_remote(request),
+                   start=iso(start_ms), duration_s=duration, remote=remote_of(request),
                    frames=info.frames, **_who(decision))
     if info.frames == 0:
         out.unlink(missing_ok=True)
@@ -153,14 +153,14 @@ async def api_track(request: web.Request) -> web.Response:
     where the drone was during a replayed clip."""
     rec = _record(request)
     stream = request.match_info["stream"]
-    decision = _authorize(request, "playback", stream)
+    decision = authorize(request, "playback", stream)
     now_ms = time.time() * 1000
     lo = _when(request, "from", now_ms - 600_000) or 0.0
     hi = _when(request, "to", now_ms) or now_ms
     if hi < lo or hi - lo > 24 * 3600 * 1000:
         raise RelayError(400, "from must be before to, at most 24 hours apart")
     samples = rec.telemetry_track(stream, int(lo), int(hi))
-    rec.log_access(action="telemetry", stream=stream, start=iso(lo), end=iso(hi), remote=_remote(request),
+    rec.log_access(action="telemetry", stream=stream, start=iso(lo), end=iso(hi), remote=remote_of(request),
                    samples=len(samples), **_who(decision))
     return web.json_response({"stream": stream, "samples": samples}, headers={"Cache-Control": "no-store"})
 
@@ -168,8 +168,8 @@ async def api_track(request: web.Request) -> web.Response:
 async def api_take_snapshot(request: web.Request) -> web.Response:
     rec = _record(request)
     stream = request.match_info["stream"]
-    decision = _authorize(request, "snapshot", stream)
-    svc = _services(request)
+    decision = authorize(request, "snapshot", stream)
+    svc = services_of(request)
     pipeline = svc.pipelines.get(stream)
     jpeg = await pipeline.snapshot(0) if pipeline else None
     if jpeg is None:
@@ -178,7 +178,8 @@ async def api_take_snapshot(request: web.Request) -> web.Response:
         seg = await rec.save_snapshot(stream, jpeg, _who(decision)["who"])
     except OSError as exc:
         raise RelayError(507, f"snapshot not saved: {exc}") from None
-    rec.log_access(action="snapshot", stream=stream, file=seg.file, remote=_remote(request), **_who(decision))
+    rec.log_access(action="snapshot", stream=stream, file=seg.file, remote=remote_of(request),
+                   **_who(decision))
     return web.json_response({"file": Path(seg.file).name, "time": iso(seg.start_ms), "bytes": seg.size},
                              status=201)
 
@@ -186,23 +187,22 @@ async def api_take_snapshot(request: web.Request) -> web.Response:
 async def api_get_snapshot(request: web.Request) -> web.StreamResponse:
     rec = _record(request)
     stream, name = request.match_info["stream"], request.match_info["name"]
-    decision = _authorize(request, "playback", stream)
+    decision = authorize(request, "playback", stream)
     if not SNAPSHOT_NAME.match(name):
         raise RelayError(404, "no such snapshot")
     found = next((s for s in rec.segments(stream, kind="snapshot") if Path(s.file).name == name), None)
     if found is None:
         raise RelayError(404, "no such snapshot")
-    rec.log_access(action="snapshot-view", stream=stream, file=found.file, remote=_remote(request),
+    rec.log_access(action="snapshot-view", stream=stream, file=found.file, remote=remote_of(request),
                    **_who(decision))
     return web.FileResponse(rec.root / found.file, headers={"Content-Type": "image/jpeg",
                                                             "Cache-Control": "no-store"})
 
 
-def build_record_routes(app: web.Application) -> None:
-    r = app.router
+def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/api/recordings", api_recordings)
     r.add_get(f"/api/recordings/{S}/clip.mp4", api_clip)
     r.add_get(f"/api/recordings/{S}/telemetry", api_track)
     r.add_get(f"/api/recordings/{S}/snapshots/{{name}}", api_get_snapshot)
     r.add_post(f"/api/streams/{S}/snapshot", api_take_snapshot)
-    r.add_get("/incident", _page("incident.html"))
+    r.add_get("/incident", page("incident.html"))

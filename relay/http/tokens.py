@@ -1,0 +1,56 @@
+"""Signed short-lived tokens: minted by control and admin (who may mint what: :mod:`relay.auth`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ..auth import may_mint, mint_token
+from ..config import STREAM_NAME, Config
+from ..errors import RelayError
+from .common import authorize, json_object, services_of
+
+__all__ = ["api_tokens", "token_label", "token_ttl"]
+
+log = logging.getLogger("relay.http")
+
+
+def token_ttl(config: Config, ttl: Any) -> float:
+    max_ttl = config.auth.jwt_max_ttl_s
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 10 <= ttl <= max_ttl:
+        raise RelayError(422, f"ttl_s must be between 10 and {max_ttl:.0f}")
+    return float(ttl)
+
+
+def token_label(label: Any) -> str:
+    if not isinstance(label, str) or len(label) > 80:
+        raise RelayError(422, "label must be a string of at most 80 characters")
+    return label
+
+
+async def api_tokens(request: web.Request) -> web.Response:
+    """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
+    decision = authorize(request, "mint")
+    svc = services_of(request)
+    if not svc.config.auth.jwt_secret:
+        raise RelayError(501, "signed tokens need auth.jwt_secret in the config")
+    doc = await json_object(request, "token request")
+    role = doc.get("role", "viewer")
+    streams = doc.get("streams")
+    if not isinstance(streams, list) or not streams or not all(
+        isinstance(s, str) and STREAM_NAME.match(s) for s in streams
+    ):
+        raise RelayError(422, "streams must be a non-empty list of stream names")
+    ttl = token_ttl(svc.config, doc.get("ttl_s", 3600))
+    label = token_label(doc.get("label", ""))
+    who = decision.principal
+    allowed = may_mint(who, role)
+    if not allowed.allowed:
+        raise RelayError(allowed.status, allowed.reason)
+    token, expires, jti = mint_token(svc.config, role, streams, ttl, label)
+    log.info("token minted", extra={"by": who.name if who else "?", "role": role,
+                                    "streams": ",".join(streams), "expires": expires, "jti": jti})
+    return web.json_response({"token": token, "expires": expires, "role": role, "streams": streams},
+                             status=201, headers={"Cache-Control": "no-store"})
