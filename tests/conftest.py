@@ -9,6 +9,14 @@ import pytest
 from tests.helpers import Drone, RelayHandle, start_relay, wait_for
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whole-system tests (tests/e2e) run in the slow lane unless marked quick; the fast
+    lane (unit tests and the quick ones, scripts/test.sh) fails a broken build in seconds."""
+    for item in items:
+        if "/e2e/" in str(item.path) and item.get_closest_marker("quick") is None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def client_peers_on_loopback() -> None:
     """Peers this process makes that are not a relay's (test viewers, the simulator) offer
@@ -38,15 +46,27 @@ async def relay(relay_factory: Callable[..., Awaitable[RelayHandle]]) -> RelayHa
     return await relay_factory()
 
 
-@pytest.fixture
-async def live(relay: RelayHandle) -> AsyncIterator[RelayHandle]:
-    """A relay with the simulated drone publishing 'drone1' at 1280x720@30."""
-    drone = Drone(f"{relay.url}/whip/drone1")
+async def _live(relay: RelayHandle, size: tuple[int, int]) -> AsyncIterator[RelayHandle]:
+    drone = Drone(f"{relay.url}/whip/drone1", size=size)
     await wait_for(lambda: relay.entry("drone1") is not None
                    and relay.entry("drone1").frames_in > 5, 15, "drone1 to go live")
     relay.drone = drone  # type: ignore[attr-defined]
     yield relay
     await drone.stop()
+
+
+@pytest.fixture
+async def live(relay: RelayHandle) -> AsyncIterator[RelayHandle]:
+    """A relay with the simulated drone publishing 'drone1' at 640x360@30."""
+    async for r in _live(relay, (640, 360)):
+        yield r
+
+
+@pytest.fixture
+async def live720(relay: RelayHandle) -> AsyncIterator[RelayHandle]:
+    """The same at 1280x720, for tests about the picture's size."""
+    async for r in _live(relay, (1280, 720)):
+        yield r
 
 
 # A test that needs a tool the setup installs fails when the tool is missing: never a

@@ -185,7 +185,9 @@ class WhepViewer:
 class Drone:
     """The simulated drone, publishing over WHIP from this process."""
 
-    def __init__(self, url: str, token: str | None = None, size: tuple[int, int] = (1280, 720),
+    # 640x360 unless a test is about the picture's size: a quarter of the encoding and
+    # decoding of 720p, on a 2-core machine that runs several tests at once.
+    def __init__(self, url: str, token: str | None = None, size: tuple[int, int] = (640, 360),
                  fps: float = 30.0, retry: bool = True, ca_file: str | None = None) -> None:
         from drone_sim.whip import publish_whip
 
@@ -223,3 +225,46 @@ def codec_pair(codec: str, size: tuple[int, int], kbps: int = 500) -> tuple[Any,
                    else {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"})
     dec: Any = av.CodecContext.create("h264" if codec == "libx264" else "vp8", "r")
     return enc, dec
+
+
+class SharedRelay:
+    """A relay, the simulated drone and one viewer on an event loop of their own, in a
+    thread: one set shared by a module's read-only tests (each test runs on its own loop,
+    so a shared loop would stand still between them and the stream would be lost)."""
+
+    def __init__(self, data: dict[str, Any] | None = None, rendition: str = "low") -> None:
+        import threading
+
+        from relay.webrtc import use_host_addresses
+
+        use_host_addresses(["127.0.0.1"])
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="shared-relay", daemon=True)
+        self.thread.start()
+        self.relay, self.viewer, self._drone = self._run(self._start(data, rendition), 30)
+
+    def _run(self, coro: Any, timeout: float) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self, data: dict[str, Any] | None, rendition: str) -> tuple[RelayHandle, Any, Drone]:
+        relay = await start_relay(data)
+        drone = Drone(f"{relay.url}/whip/drone1")
+        await wait_for(lambda: relay.entry("drone1") is not None and relay.entry("drone1").frames_in > 5,
+                       15, "drone1 to go live")
+        viewer = WhepViewer(relay.url, "drone1", rendition=rendition, read_stamps=False)
+        await viewer.start()
+        await viewer.wait_frames(5)
+        return relay, viewer, drone
+
+    async def _stop(self) -> None:
+        await self.viewer.close()
+        await self._drone.stop()
+        await self.relay.runner.cleanup()
+
+    def close(self) -> None:
+        try:
+            self._run(self._stop(), 30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()

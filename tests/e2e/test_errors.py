@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import Drone, RelayHandle, WhepViewer, wait_for
+from tests.helpers import Drone, RelayHandle, SharedRelay, WhepViewer, wait_for
+
+pytestmark = pytest.mark.quick
 
 AUDIO_ONLY = """v=0
 o=- 1 1 IN IP4 127.0.0.1
@@ -55,6 +58,17 @@ async def watched(live: RelayHandle) -> Any:
     await viewer.close()
 
 
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[RelayHandle, WhepViewer]]:
+    """One relay, drone and viewer for the tests that only send bad requests (each still
+    checks that the stream plays on afterwards)."""
+    relay = SharedRelay()
+    try:
+        yield relay.relay, relay.viewer
+    finally:
+        relay.close()
+
+
 async def still_live(relay: RelayHandle, viewer: WhepViewer) -> None:
     n, frames_in = viewer.seen.frames, relay.entry("drone1").frames_in
     await viewer.wait_frames(n + 10, timeout=5)
@@ -63,8 +77,8 @@ async def still_live(relay: RelayHandle, viewer: WhepViewer) -> None:
 
 
 @pytest.mark.parametrize("proto", ["whip", "whep"])
-async def test_wrong_content_type_is_415(watched: Any, proto: str) -> None:
-    relay, viewer = watched
+async def test_wrong_content_type_is_415(shared: Any, proto: str) -> None:
+    relay, viewer = shared
     status, text, _ = await post(f"{relay.url}/{proto}/drone1", "v=0", ctype="application/json")
     assert status == 415 and "application/sdp" in text
     await still_live(relay, viewer)
@@ -72,16 +86,16 @@ async def test_wrong_content_type_is_415(watched: Any, proto: str) -> None:
 
 @pytest.mark.parametrize("proto", ["whip", "whep"])
 @pytest.mark.parametrize("body", ["hello", "v=0\r\nm=video garbage\r\n", "v=0\r\no=broken\r\n"])
-async def test_malformed_sdp_is_400_or_422(watched: Any, proto: str, body: str) -> None:
-    relay, viewer = watched
+async def test_malformed_sdp_is_400_or_422(shared: Any, proto: str, body: str) -> None:
+    relay, viewer = shared
     status, text, _ = await post(f"{relay.url}/{proto}/drone1", body)
     assert status in (400, 422), (status, text)
     assert text.strip() and "\n" not in text.strip()  # one line
     await still_live(relay, viewer)
 
 
-async def test_offer_without_video_is_422(watched: Any) -> None:
-    relay, viewer = watched
+async def test_offer_without_video_is_422(shared: Any) -> None:
+    relay, viewer = shared
     status, text, _ = await post(f"{relay.url}/whip/other", AUDIO_ONLY)
     assert status == 422 and "no video" in text
     status, text, _ = await post(f"{relay.url}/whep/drone1", AUDIO_ONLY)
@@ -89,16 +103,16 @@ async def test_offer_without_video_is_422(watched: Any) -> None:
     await still_live(relay, viewer)
 
 
-async def test_second_publisher_is_409(watched: Any) -> None:
-    relay, viewer = watched
+async def test_second_publisher_is_409(shared: Any) -> None:
+    relay, viewer = shared
     status, text, _ = await post(f"{relay.url}/whip/drone1", await offer_sdp("sendonly"))
     assert status == 409 and "already" in text
     await still_live(relay, viewer)
     assert relay.entry("drone1").publisher_kind == "whip"
 
 
-async def test_unknown_stream_and_session_are_404(watched: Any) -> None:
-    relay, viewer = watched
+async def test_unknown_stream_and_session_are_404(shared: Any) -> None:
+    relay, viewer = shared
     status, text, _ = await post(f"{relay.url}/whep/nope", await offer_sdp())
     assert status == 404 and "nope" in text
     status, _, _ = await post(f"{relay.url}/whep/drone1?rendition=ultra", await offer_sdp())
@@ -109,8 +123,8 @@ async def test_unknown_stream_and_session_are_404(watched: Any) -> None:
     await still_live(relay, viewer)
 
 
-async def test_options_preflight_and_cors(watched: Any) -> None:
-    relay, viewer = watched
+async def test_options_preflight_and_cors(shared: Any) -> None:
+    relay, viewer = shared
     async with aiohttp.ClientSession() as s:
         for proto in ("whip", "whep"):
             async with s.options(f"{relay.url}/{proto}/drone1", headers={
@@ -137,8 +151,8 @@ async def test_whep_created_headers_and_delete(watched: Any) -> None:
     await still_live(relay, viewer)
 
 
-async def test_trickle_patch_is_405(watched: Any) -> None:
-    relay, viewer = watched
+async def test_trickle_patch_is_405(shared: Any) -> None:
+    relay, viewer = shared
     status, text, _ = await post(viewer.location, "a=candidate:1", ctype="application/trickle-ice-sdpfrag",
                                  method="PATCH")
     assert status == 405

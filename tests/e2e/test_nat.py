@@ -24,7 +24,7 @@ from tests.browser import CHROMIUM, chromium
 from tests.helpers import Drone, WhepViewer, wait_for
 from tests.netlab import Lab, need_lab
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab")]
 TURN_SECRET = "coturn-shared-secret-for-the-lab"
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.helpers import RelayHandle, WhepViewer, wait_for
 
+pytestmark = pytest.mark.quick
 
-async def test_viewer_gets_720p_frames_with_advancing_stamps(live: RelayHandle) -> None:
+
+async def test_viewer_gets_720p_frames_with_advancing_stamps(live720: RelayHandle) -> None:
+    live = live720
     viewer = WhepViewer(live.url, "drone1", rendition="high")
     await viewer.start()
     try:
