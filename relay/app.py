@@ -33,6 +33,20 @@ def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
+    services = _services(config)
+    sources = ConfiguredSources(config, services.registry)
+    services.metrics = metrics_renderer(services.registry, lambda: _counters(services, sources),
+                                        services.whep.viewers_of)
+    _wire_streams(services)
+    app = web.Application(client_max_size=256 * 1024)
+    build_routes(app, services)
+    _lifecycle(app, services, sources)
+    return app
+
+
+def _services(config: Config) -> Services:
+    """Every service, wired: a stream's keyframe requests reach its pipeline, every peer
+    session (WHIP and WHEP) is in one table, the record only where something records."""
     pipelines: dict[str, Pipeline] = {}
 
     def keyframe_request(stream: str, rendition: str, reason: str) -> None:
@@ -40,49 +54,28 @@ def create_app(config: Config) -> web.Application:
         if pipeline is not None:
             pipeline.want_key(rendition, reason)
 
-    registry = Registry(config, keyframes=keyframe_request)
-    limiter = Limiter(config.limits)
-
     def ice() -> list[dict[str, Any]]:
         return ice_servers_for(config, "relay")
 
-    table = SessionTable(limiter)  # every peer session, WHIP and WHEP
-    whip = WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter)
-    whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table)
-    rtmp = RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None
-    services = Services(config=config, registry=registry, whip=whip, whep=whep, rtmp=rtmp,
-                        limiter=limiter, shares=ShareBook(config.auth.shares_file), pipelines=pipelines)
+    registry = Registry(config, keyframes=keyframe_request)
+    limiter = Limiter(config.limits)
+    table = SessionTable(limiter)
     recording = config.record.enabled or any(s.record for s in config.streams)
-    record = services.record = RecordService(config, registry) if recording else None
-    pulls: list[AvPullSource] = []
-    mavlinks: list[MavlinkSource] = []
+    return Services(
+        config=config, registry=registry, limiter=limiter, pipelines=pipelines,
+        whip=WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter),
+        whep=WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table),
+        rtmp=RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None,
+        shares=ShareBook(config.auth.shares_file),
+        record=RecordService(config, registry) if recording else None)
 
-    def counters() -> dict[str, float]:
-        out: dict[str, float] = {
-            "latency_creep_resets": whep.creep_resets,
-            "whip_sessions": len(whip.sessions),
-            "whep_sessions": len(whep.sessions),
-            "publisher_takeovers": sum(e.takeovers for e in registry.entries.values()),
-            "refused_unconfigured_streams": registry.refused,
-        }
-        for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
-                     "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
-            out[f"refused_{what}"] = limiter.refused[what]
-        gates: list[Any] = [g for p in pulls for g in (p.gate, p.tcp_gate) if g is not None]
-        gates.extend(mavlinks)
-        out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
-        out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
-        out["telemetry_malformed"] = sum(sum(e.telemetry.malformed.values())
-                                         for e in registry.entries.values())
-        if record is not None:
-            out.update(record.counters())
-            out["record_paused"] = 1.0 if record.paused else 0.0
-        return out
 
-    services.metrics = metrics_renderer(registry, counters, whep.viewers_of)
+def _wire_streams(services: Services) -> None:
+    """A stream that comes into being gets its pipeline (and recorder); one that goes, loses them."""
+    record = services.record
 
     def on_created(entry: Entry) -> None:
-        pipeline = Pipeline(entry, config)
+        pipeline = Pipeline(entry, services.config)
         services.pipelines[entry.name] = pipeline
         pipeline.start()
         if record is not None:
@@ -95,15 +88,74 @@ def create_app(config: Config) -> web.Application:
         if pipeline is not None:
             asyncio.get_running_loop().create_task(pipeline.stop())
 
-    registry.on_created.append(on_created)
-    registry.on_removed.append(on_removed)
+    services.registry.on_created.append(on_created)
+    services.registry.on_removed.append(on_removed)
 
-    app = web.Application(client_max_size=256 * 1024)
-    build_routes(app, services)
 
-    # One cleanup context per service, started in this order and stopped in the reverse
-    # (aiohttp runs every exit and collects the errors): a stop step that fails or hangs
-    # cannot keep a later one — sealing the record above all — from running.
+class ConfiguredSources:
+    """The pulled video sources and MAVLink listeners the config names."""
+
+    def __init__(self, config: Config, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.pulls: list[AvPullSource] = []
+        self.mavlinks: list[MavlinkSource] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sc in self.config.streams:
+            entry = self.registry.get(sc.name)
+            if sc.source and entry is not None:
+                pull = AvPullSource(entry, sc, loop)
+                await pull.start()
+                self.pulls.append(pull)
+            if sc.telemetry and entry is not None:
+                mav = MavlinkSource(entry, sc.telemetry, sc.allow_senders,
+                                    self.config.media.signal_lost_after_s)
+                await mav.start()
+                self.mavlinks.append(mav)
+
+    async def stop(self) -> None:
+        for mav in self.mavlinks:
+            mav.close()
+        for pull in self.pulls:
+            await _bounded(f"source {pull.sc.name}", pull.stop())
+
+    def gates(self) -> list[Any]:
+        out: list[Any] = [g for p in self.pulls for g in (p.gate, p.tcp_gate) if g is not None]
+        return out + list(self.mavlinks)
+
+
+def _counters(services: Services, sources: ConfiguredSources) -> dict[str, float]:
+    """The relay's counters for /metrics."""
+    registry, whep, whip, record = services.registry, services.whep, services.whip, services.record
+    out: dict[str, float] = {
+        "latency_creep_resets": whep.creep_resets,
+        "whip_sessions": len(whip.sessions),
+        "whep_sessions": len(whep.sessions),
+        "publisher_takeovers": sum(e.takeovers for e in registry.entries.values()),
+        "refused_unconfigured_streams": registry.refused,
+    }
+    assert services.limiter is not None
+    for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
+                 "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
+        out[f"refused_{what}"] = services.limiter.refused[what]
+    gates = sources.gates()
+    out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
+    out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
+    out["telemetry_malformed"] = sum(sum(e.telemetry.malformed.values()) for e in registry.entries.values())
+    if record is not None:
+        out.update(record.counters())
+        out["record_paused"] = 1.0 if record.paused else 0.0
+    return out
+
+
+def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSources) -> None:
+    """One cleanup context per service, started in this order and stopped in the reverse
+    (aiohttp runs every exit and collects the errors): a stop step that fails or hangs
+    cannot keep a later one — sealing the record above all — from running."""
+    registry, record, config = services.registry, services.record, services.config
+
     async def start_registry() -> None:
         registry.start()
 
@@ -117,35 +169,14 @@ def create_app(config: Config) -> web.Application:
         async def start_record() -> None:
             record.start()
         _service(app, "record", start_record, record.stop, timeout=30.0)
-    _service(app, "whep sessions", None, lambda: whep.close_all())
-    _service(app, "whip sessions", None, lambda: whip.close_all())
+    _service(app, "whep sessions", None, lambda: services.whep.close_all())
+    _service(app, "whip sessions", None, lambda: services.whip.close_all())
     _task_service(app, "liveness watchdog", registry.watch)
-    _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, whep.count))
+    _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, services.whep.count))
     _task_service(app, "session janitor", lambda: _end_expired(app))
-
-    async def start_sources() -> None:
-        loop = asyncio.get_running_loop()
-        for sc in config.streams:
-            entry = registry.get(sc.name)
-            if sc.source and entry is not None:
-                pull = AvPullSource(entry, sc, loop)
-                await pull.start()
-                pulls.append(pull)
-            if sc.telemetry and entry is not None:
-                mav = MavlinkSource(entry, sc.telemetry, sc.allow_senders, config.media.signal_lost_after_s)
-                await mav.start()
-                mavlinks.append(mav)
-
-    async def stop_sources() -> None:
-        for mav in mavlinks:
-            mav.close()
-        for pull in pulls:
-            await _bounded(f"source {pull.sc.name}", pull.stop())
-
-    _service(app, "sources", start_sources, stop_sources)
-    if rtmp is not None:
-        _service(app, "rtmp", rtmp.start, rtmp.stop)
-    return app
+    _service(app, "sources", sources.start, sources.stop)
+    if services.rtmp is not None:
+        _service(app, "rtmp", services.rtmp.start, services.rtmp.stop)
 
 
 def _service(app: web.Application, name: str, start: Callable[[], Awaitable[None]] | None,
