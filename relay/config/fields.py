@@ -3,8 +3,9 @@
 Every configuration dataclass declares its keys with the factories below; :func:`parse_table`
 walks the dataclass and reads each key with the parser its field carries. Unknown keys are
 refused generically, each error names the key (``renditions[1].height: must be even``), and
-the cross-field rules live in :mod:`.load`. (MediaMTX ``internal/conf`` works the same way:
-each value type parses itself; ``Validate()`` keeps only what spans fields.)
+the rules that span fields are each class's ``check()`` in :mod:`.schema`. (MediaMTX's
+``internal/conf`` works the same way: each value type parses itself; ``Validate()`` keeps
+only what spans fields.)
 """
 
 from __future__ import annotations
