@@ -12,8 +12,10 @@ if [[ $DEV == 1 ]]; then
   # Real peers for the tests: a browser, ffmpeg, GStreamer's RTSP server.
   need=()
   # coturn and nftables: the NAT/TURN field tests (namespaces, masquerade, a real TURN server).
+  # gstreamer1.0-tools + -ugly (x264enc): GStreamer as a sender we did not write (rtmp2sink).
   for pkg in chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
-             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad coturn nftables iproute2; do
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+             gstreamer1.0-tools coturn nftables iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
   if (( ${#need[@]} )); then

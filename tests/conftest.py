@@ -88,3 +88,8 @@ def gst_rtsp_required() -> None:
     from tests.e2e.test_ingest import have_gst_rtsp
 
     assert have_gst_rtsp(), "GStreamer's RTSP server (python3-gi) is missing: run scripts/setup.sh --dev"
+
+
+@pytest.fixture
+def gst_launch_required() -> None:
+    assert shutil.which("gst-launch-1.0"), "GStreamer's gst-launch-1.0 is missing: run scripts/setup.sh --dev"

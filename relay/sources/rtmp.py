@@ -22,12 +22,12 @@ import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 import av
 from pyrtmp import StreamClosedException
-from pyrtmp.messages.audio import AudioMessage
 from pyrtmp.messages.command import NCConnect, NCCreateStream, NSPublish
 from pyrtmp.messages.factory import MessageFactory
 from pyrtmp.messages.protocol_control import SetChunkSize, SetPeerBandwidth, WindowAcknowledgementSize
@@ -46,6 +46,10 @@ from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
 __all__ = ["RtmpIngest", "split_name"]
 
 log = logging.getLogger("relay.rtmp")
+# pyrtmp warns of every command it has no class for (releaseStream, FCPublish: what FFmpeg
+# and OBS always send); they are routine.
+logging.getLogger("pyrtmp.messages.command").setLevel(logging.ERROR)
+BAD_INPUT_LOG_EVERY_S = 10.0  # a client that sends garbage costs one WARNING line this often
 FLV_TIME_BASE = fractions.Fraction(1, 1000)
 
 
@@ -117,6 +121,20 @@ class _Publisher:
         self.executor.shutdown(wait=False)
 
 
+STREAM_ID = 1  # the message stream createStream hands out (pyrtmp's answer), published on
+
+
+def _send(session: Any, chunk: Any) -> None:
+    """One message with a full (type 0) chunk header. pyrtmp compresses each header against
+    the last chunk written on *any* chunk stream, so a status on chunk stream 3 could go
+    out with a type 1 header (no message stream id) and inherit stream 0 from the earlier
+    `_result` there: GStreamer's rtmp2sink waits for it on the stream it published on and
+    never sends media. Full headers are always valid (a few bytes more, a handful of times
+    per connection)."""
+    session.previous_chunk_for_writing = None
+    session.write_chunk_to_stream(chunk)
+
+
 def _keepalive(writer: asyncio.StreamWriter) -> None:
     """TCP keepalive: a drone whose LTE link vanished (no FIN) is noticed in ~25 s at worst."""
     sock = writer.get_extra_info("socket")
@@ -179,6 +197,17 @@ class _CappedSession(SessionManager):  # type: ignore[misc]
         return raw
 
 
+@dataclass
+class _Client:
+    """What one connection has told us so far."""
+
+    remote: str
+    conn: _Conn
+    app: str = ""
+    tc_query: dict[str, list[str]] = field(default_factory=dict)
+    publisher: _Publisher | None = None
+
+
 class RtmpIngest:
     def __init__(self, registry: Registry, config: Config, limiter: Limiter | None = None) -> None:
         self.registry = registry
@@ -188,6 +217,8 @@ class RtmpIngest:
         self.publishers: dict[str, _Publisher] = {}
         self.conns: set[_Conn] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        self.bad_input = 0  # connections dropped for sending what is not RTMP
+        self._faults: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
 
     async def start(self) -> None:
         rc = self.config.rtmp
@@ -256,64 +287,87 @@ class RtmpIngest:
         self.conns.add(conn)
         _keepalive(writer)
         session = _CappedSession(reader, writer, conn, lim.rtmp_preauth_bytes, self.limiter)
-        app, tc_query = "", dict[str, list[str]]()
-        publisher: _Publisher | None = None
+        client = _Client(remote, conn)
         reason = "publisher disconnected"
         try:
             await asyncio.wait_for(session.handshake(), 10)
             async for chunk in session.read_chunks_from_stream():
-                message = MessageFactory.from_chunk(chunk)
-                if isinstance(message, VideoMessage):
-                    if publisher is not None:
-                        publisher.video(bytes(chunk.payload), int(chunk.timestamp))
-                elif isinstance(message, AudioMessage):
-                    continue
-                elif isinstance(message, NCConnect):
-                    app_full = str(message.command_object.get("app", ""))
-                    app, tc_query = split_name(app_full)
-                    tc = str(message.command_object.get("tcUrl", ""))
-                    tc_query = tc_query or split_name(tc.rsplit("/", 1)[-1])[1]
-                    session.write_chunk_to_stream(WindowAcknowledgementSize(ack_window_size=5000000))
-                    session.write_chunk_to_stream(SetPeerBandwidth(ack_window_size=5000000, limit_type=2))
-                    session.write_chunk_to_stream(StreamBegin(stream_id=0))
-                    session.write_chunk_to_stream(SetChunkSize(chunk_size=8192))
-                    session.writer_chunk_size = 8192
-                    session.write_chunk_to_stream(message.create_response())
-                    await session.drain()
-                elif isinstance(message, NCCreateStream):
-                    session.write_chunk_to_stream(message.create_response())
-                    await session.drain()
-                elif isinstance(message, NSPublish):
-                    publisher = self._publish(app, tc_query, str(message.publishing_name), remote, conn)
-                    conn.published = True
-                    session.write_chunk_to_stream(StreamBegin(stream_id=1))
-                    session.write_chunk_to_stream(message.create_response())
-                    await session.drain()
-                elif isinstance(message, SetChunkSize):
-                    session.reader_chunk_size = message.chunk_size
+                await self._message(session, chunk, client)
         except RelayError as exc:
             reason = exc.reason
-            log.warning("RTMP publish refused", extra={"remote": remote, "status": exc.status,
-                                                       "reason": exc.reason})
+            self._client_fault(f"refused {exc.status}", "RTMP publish refused", remote=remote,
+                               status=exc.status, reason=exc.reason)
         except (StreamClosedException, ConnectionError, asyncio.IncompleteReadError):
             pass
         except TimeoutError:
             reason = "handshake timed out"
-        except Exception:
-            reason = "protocol error"
-            log.exception("RTMP session failed", extra={"remote": remote})
+        except Exception as exc:
+            reason = self._not_rtmp(remote, exc)
         finally:
             self.conns.discard(conn)
-            reason = conn.closed_because or reason
-            if publisher is not None:
-                publisher.close()
-                self.publishers.pop(publisher.session_id, None)
-                publisher.entry.release(publisher.session_id)
-                log.info("RTMP publisher left", extra={"stream": publisher.entry.name,
-                                                       "reason": reason})
-            elif conn.closed_because:
-                log.info("RTMP connection closed", extra={"remote": remote, "reason": reason})
+            self._left(client, conn.closed_because or reason)
             writer.close()
+
+    async def _message(self, session: _CappedSession, chunk: Any, client: _Client) -> None:
+        """One message of a client: media to its publisher, commands answered."""
+        message = MessageFactory.from_chunk(chunk)
+        if isinstance(message, VideoMessage):
+            if client.publisher is not None:
+                client.publisher.video(bytes(chunk.payload), int(chunk.timestamp))
+        elif isinstance(message, NCConnect):
+            client.app, client.tc_query = split_name(str(message.command_object.get("app", "")))
+            tc = str(message.command_object.get("tcUrl", ""))
+            client.tc_query = client.tc_query or split_name(tc.rsplit("/", 1)[-1])[1]
+            _send(session, WindowAcknowledgementSize(ack_window_size=5000000))
+            _send(session, SetPeerBandwidth(ack_window_size=5000000, limit_type=2))
+            _send(session, StreamBegin(stream_id=0))
+            _send(session, SetChunkSize(chunk_size=8192))
+            session.writer_chunk_size = 8192
+            _send(session, message.create_response())
+            await session.drain()
+        elif isinstance(message, NCCreateStream):
+            _send(session, message.create_response())  # the new stream's id: STREAM_ID
+            await session.drain()
+        elif isinstance(message, NSPublish):
+            client.publisher = self._publish(client.app, client.tc_query, str(message.publishing_name),
+                                             client.remote, client.conn)
+            client.conn.published = True
+            _send(session, StreamBegin(stream_id=STREAM_ID))
+            status = message.create_response()
+            status.msg_stream_id = STREAM_ID  # on the stream it published on, always
+            _send(session, status)
+            await session.drain()
+        elif isinstance(message, SetChunkSize):
+            session.reader_chunk_size = message.chunk_size
+        # (Audio and other messages: not needed.)
+
+    def _not_rtmp(self, remote: str, exc: Exception) -> str:
+        self.bad_input += 1
+        self._client_fault("not rtmp", "RTMP connection dropped: not RTMP", remote=remote,
+                           error=f"{type(exc).__name__}: {exc}"[:120])
+        return f"protocol error: {type(exc).__name__}"
+
+    def _client_fault(self, kind: str, msg: str, **extra: Any) -> None:
+        """A client's fault (garbage on the port, a refused publish): one WARNING line, and
+        of each kind not more than one every BAD_INPUT_LOG_EVERY_S (the rest are counted and
+        said with the next line), so a scanner or a loop of wrong tokens cannot flood the log."""
+        t = time.monotonic()
+        last, quiet = self._faults.get(kind, (-1e9, 0))
+        if t - last < BAD_INPUT_LOG_EVERY_S:
+            self._faults[kind] = (last, quiet + 1)
+            return
+        self._faults[kind] = (t, 0)
+        log.warning(msg, extra={**extra, "not_logged_since": quiet} if quiet else extra)
+
+    def _left(self, client: _Client, reason: str) -> None:
+        publisher = client.publisher
+        if publisher is not None:
+            publisher.close()
+            self.publishers.pop(publisher.session_id, None)
+            publisher.entry.release(publisher.session_id)
+            log.info("RTMP publisher left", extra={"stream": publisher.entry.name, "reason": reason})
+        elif client.conn.closed_because:
+            log.info("RTMP connection closed", extra={"remote": client.remote, "reason": reason})
 
     def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str,
                  conn: _Conn) -> _Publisher:

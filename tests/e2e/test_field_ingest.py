@@ -5,6 +5,7 @@ Real clients: Debian's ffmpeg pushes RTMP and MPEG-TS/UDP with the simulator's s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+import pytest
 
 from relay.config import parse
 from relay.registry import Entry, State
@@ -319,3 +322,40 @@ async def test_frozen_whip_publisher_is_replaced_by_an_rtmp_push(relay_factory: 
         whip.wait(5)
         if rtmp is not None:
             rtmp.kill()
+
+
+async def test_garbage_on_the_rtmp_port_costs_one_warning_line(relay_factory: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Random bytes from 20 connections: each is dropped; the log gets one WARNING line
+    (rate-limited), no ERROR and no traceback; a publisher afterwards still goes live."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    relay = await relay_factory(config(rtmp={"enabled": True, "port": port}))
+    loop = asyncio.get_running_loop()
+
+    def garbage() -> None:
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                _handshake(s)
+                with contextlib.suppress(OSError):
+                    s.sendall(os.urandom(4096))
+                    s.settimeout(2)
+                    s.recv(1)  # until the relay drops us
+
+    await loop.run_in_executor(None, garbage)
+    rtmp = relay.services.rtmp
+    await wait_for(lambda: not rtmp.conns, 10, "every connection gone")
+    mine = [r for r in caplog.records if r.name.startswith(("relay.rtmp", "pyrtmp"))]
+    assert not [r for r in mine if r.levelno >= logging.ERROR or r.exc_info], [r.getMessage() for r in mine]
+    warnings = [r for r in mine if r.levelno == logging.WARNING]
+    # Garbage is either not RTMP at all or a chunk header claiming a huge message (413):
+    # at most one line of each kind in these few seconds.
+    assert 1 <= len(warnings) <= 2, [r.getMessage() for r in warnings]
+    ffmpeg = StampedFfmpeg("flv", f"rtmp://127.0.0.1:{port}/live/after")
+    try:
+        await wait_for(lambda: relay.entry("after") is not None and relay.entry("after").frames_in > 5,
+                       20, "a publisher after the garbage")
+    finally:
+        ffmpeg.kill()
