@@ -153,14 +153,14 @@ def _verify_jwt(config: Config, token: str) -> Principal | Decision:
     try:
         claims: dict[str, Any] = jwt.decode(
             token, secret, algorithms=["HS256"], leeway=5,
-            options={"require": ["exp", "iat", "role"]},
+            options={"require": ["exp", "iat", "role", "streams"]},
         )
     except jwt.ExpiredSignatureError:
         return Decision(False, 403, "signed token has expired")
     except jwt.InvalidTokenError as exc:
         return Decision(False, 403, f"signed token rejected: {exc}")
     role = claims.get("role")
-    streams = claims.get("streams", ["*"])
+    streams = claims["streams"]  # required: a token without it must not mean "every stream"
     if role not in ROLES:
         return Decision(False, 403, f"signed token has an unknown role {role!r}")
     if isinstance(streams, str):

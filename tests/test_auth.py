@@ -52,3 +52,21 @@ def test_roles_jwt_and_turn_credentials() -> None:
                                            "Einsatzleiter Nord <x>", now=1000)
     assert user == "1060:Einsatzleiter-Nord-x"
     assert password == base64.b64encode(hmac.new(b"k", user.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_a_signed_token_must_name_its_streams() -> None:
+    """A token signed with the right secret but without a ``streams`` claim is refused (it
+    was read as "every stream"); the same token with the claim is honoured."""
+    import time
+
+    import jwt
+
+    cfg = parse({"auth": {"enabled": True, "jwt_secret": "s" * 40}, "streams": {"d1": {}}}, env={})
+    t = int(time.time())
+    bare = jwt.encode({"role": "viewer", "iat": t, "exp": t + 600, "sub": "x"}, "s" * 40, algorithm="HS256")
+    d = authenticate(cfg, "view", "d1", bare)
+    assert not d.allowed and d.status == 403 and "streams" in d.reason
+    named = jwt.encode({"role": "viewer", "streams": ["d1"], "iat": t, "exp": t + 600}, "s" * 40,
+                       algorithm="HS256")
+    assert authenticate(cfg, "view", "d1", named).allowed
+    assert not authenticate(cfg, "view", "d2", named).allowed

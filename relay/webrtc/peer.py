@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -55,6 +56,7 @@ def check_offer(sdp: str, role: Literal["publish", "view"]) -> list[str]:
         raise RelayError(413, f"SDP offer is larger than {MAX_SDP_BYTES} bytes")
     if not sdp.strip().startswith("v=0"):
         raise RelayError(400, "body is not an SDP offer (must start with 'v=0')")
+    _check_lines(sdp)
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as exc:  # aiortc raises ValueError/IndexError/KeyError on bad lines
@@ -65,6 +67,8 @@ def check_offer(sdp: str, role: Literal["publish", "view"]) -> list[str]:
     video = [m for m in desc.media if m.kind == "video"]
     if not video:
         raise RelayError(422, "SDP offer has no video m-line")
+    if video[0].port == 0:
+        raise RelayError(422, "SDP offer rejects its video m-line (port 0)")
     if not all(m.ice and m.ice.usernameFragment and m.ice.password for m in video):
         raise RelayError(422, "SDP offer has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
     if not all(m.dtls and m.dtls.fingerprints for m in video):
@@ -80,6 +84,26 @@ def check_offer(sdp: str, role: Literal["publish", "view"]) -> list[str]:
     if not usable:
         raise RelayError(422, f"SDP offer has no usable video codec (offered: {codecs or 'none'})")
     return usable
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ATTR_BOUNDS = {"a=ice-ufrag:": (4, 256), "a=ice-pwd:": (22, 256)}  # RFC 8839 section 5.4
+
+
+def _check_lines(sdp: str) -> None:
+    """What aiortc's parser lets through but no real peer sends: control characters (a NUL
+    in ``s=``), ICE credentials out of RFC 8839's bounds, header extension ids out of RFC
+    8285's range (1-14 one-byte, up to 255 two-byte)."""
+    if _CONTROL.search(sdp):
+        raise RelayError(400, "SDP offer contains control characters")
+    for line in sdp.splitlines():
+        for prefix, (lo, hi) in _ATTR_BOUNDS.items():
+            if line.startswith(prefix) and not lo <= len(line) - len(prefix) <= hi:
+                raise RelayError(400, f"SDP offer's {prefix[2:-1]} must be {lo}-{hi} characters")
+        if line.startswith("a=extmap:"):
+            ident = line[9:].split(None, 1)[0].split("/", 1)[0]
+            if not ident.isdigit() or not 1 <= int(ident) <= 255:
+                raise RelayError(400, f"SDP offer's a=extmap id {ident[:10]!r} is not 1-255")
 
 
 def prefer_codec(transceiver: RTCRtpTransceiver, codec: str) -> None:

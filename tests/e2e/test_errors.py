@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -212,3 +213,20 @@ async def test_stalled_viewer_does_not_slow_the_others(watched: Any) -> None:
     assert relay.entry("drone1").fps > 24
     stalled.close()
     await paused.close()
+
+
+@pytest.mark.parametrize(("mutate", "status", "says"), [
+    (lambda sdp: re.sub(r"m=video \d+ ", "m=video 0 ", sdp), 422, "port 0"),
+    (lambda sdp: "\r\n".join(ln + "x" * 10240 if ln.startswith("a=ice-ufrag:") else ln
+                             for ln in sdp.split("\r\n")), 400, "ice-ufrag"),
+    (lambda sdp: sdp.replace("a=mid:0", "a=mid:0\r\na=extmap:300 urn:ietf:params:rtp-hdrext:sdes:mid"),
+     400, "extmap"),
+    (lambda sdp: sdp.replace("s=-", "s=\x00drone\x00"), 400, "control characters"),
+])
+async def test_offers_aiortc_would_take_but_no_peer_sends_are_refused(shared: Any, mutate: Any, status: int,
+                                                                     says: str) -> None:
+    relay, viewer = shared
+    sdp = mutate(await offer_sdp())
+    got, text, _ = await post(f"{relay.url}/whep/drone1", sdp)
+    assert got == status and says in text and text.count("\n") == 1, (got, text[:200])
+    await still_live(relay, viewer)
