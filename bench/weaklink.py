@@ -270,7 +270,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profiles", default="all", help=f"comma-separated: {', '.join(PROFILES)}")
+    # (argparse formats help with %: the "%" in "5%" must be doubled)
+    ap.add_argument("--profiles", default="all",
+                    help=f"comma-separated: {', '.join(PROFILES)}".replace("%", "%%"))
     ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
     ap.add_argument("--keyframe-interval", type=float, default=2.0, help="media.keyframe_interval_s")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")

@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import signal
 import sys
+import threading
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -83,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _push(args: argparse.Namespace, target: str | None, flight: object) -> int:
     if args.protocol in ("rtmp", "rtsp", "udp", "rtp", "raw"):
-        import threading
-
-        from .push import push_av, write_raw
+        from .push import push_child, write_raw
 
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -94,9 +94,23 @@ def _push(args: argparse.Namespace, target: str | None, flight: object) -> int:
             return 0
         if args.duration:
             threading.Timer(args.duration, stop.set).start()
+        # FFmpeg may block inside a write to a target that vanished (no RST) while holding
+        # the GIL: no Python code of ours runs then, a signal handler included. The pusher
+        # runs in a child process, so SIGTERM and Ctrl-C always end us (and it).
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=push_child, name="push", daemon=True,
+                            args=(args.protocol, target, args.size, args.fps, args.bitrate, flight))
+        child.start()
         with contextlib.suppress(KeyboardInterrupt):
-            push_av(args.protocol, target, args.size, args.fps, args.bitrate, stop, flight)
-        return 0
+            while child.is_alive() and not stop.wait(0.5):
+                pass
+        failed = not child.is_alive() and bool(child.exitcode)  # it ended by itself, on an error
+        child.terminate()
+        child.join(3.0)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        return 1 if failed else 0
 
     from .whip import publish_whip
 

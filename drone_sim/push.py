@@ -29,6 +29,17 @@ def _url(protocol: str, url: str) -> str:
     return url
 
 
+def push_child(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_kbps: int,
+               flight: Any = None) -> None:
+    """:func:`push_av` in a child process of its own (``python -m drone_sim`` runs it so):
+    ended by SIGTERM at once, whatever FFmpeg is blocked in."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    push_av(protocol, url, size, fps, bitrate_kbps, threading.Event(), flight)
+
+
 def push_av(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_kbps: int,
             stop: threading.Event, flight: Any = None) -> None:
     """Encode once (libx264, zerolatency, SPS/PPS on every keyframe) and mux to ``url``.
