@@ -140,6 +140,9 @@ def _counters(services: Services, sources: ConfiguredSources) -> dict[str, float
     for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
                  "viewers_total", "rtmp_connections", "rtmp_no_publish", "rtmp_preauth_bytes"):
         out[f"refused_{what}"] = services.limiter.refused[what]
+    if services.rtmp is not None:
+        out["rtmp_unsupported_codec"] = services.rtmp.unsupported_codec
+        out["rtmp_not_rtmp"] = services.rtmp.bad_input
     gates = sources.gates()
     out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
     out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)

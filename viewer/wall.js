@@ -161,7 +161,8 @@ async function refresh() {
       t.doc = s;
       t.el.className = `tile ${s.state}`;
       const others = Math.max(0, s.viewers - 1);  // this wall is one of the viewers
-      const health = s.state === "live"
+      const health = s.problem ? `NO PICTURE: ${s.problem}`  // an unsupported codec: said, not silent
+        : s.state === "live"
         ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
         : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - s.state_since)} s ago`
         : "waiting for drone";

@@ -47,6 +47,8 @@ class Slate:
 
     def text(self) -> tuple[str, str]:
         e = self.entry
+        if e.source_info.problem and e.publisher is not None:
+            return "UNSUPPORTED VIDEO", f"{e.name}: {e.source_info.problem}"
         if e.state is State.LOST:
             return "SIGNAL LOST", f"{e.name}: no picture for {time.time() - e.state_since:.0f} s"
         return "WAITING FOR DRONE", f"{e.name}: no publisher yet"

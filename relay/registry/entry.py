@@ -81,6 +81,7 @@ class Entry:
 
     def release(self, session_id: str) -> None:
         if self.slot.release(session_id):
+            self.source_info.set_problem("")  # it was this publisher's
             self.liveness.lose()
 
     # -------------------------------------------------------------- reading
@@ -149,6 +150,7 @@ class Entry:
             "height": info.height,
             "fps": round(info.fps, 2),
             "source_codec": info.codec,
+            "problem": info.problem or None,
             "frames_in": info.frames_in,
             "last_frame_age_s": (round(time.time() - info.last_frame_time, 3)
                                  if info.last_frame_time else None),

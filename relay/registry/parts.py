@@ -162,16 +162,22 @@ class SourceInfo:
         self.fps = 0.0
         self.frames_in = 0
         self.last_frame_time = 0.0  # wall clock of the last source frame
+        self.problem = ""  # why the publisher's media cannot be shown (an unsupported codec)
         self._arrivals: list[float] = []
 
     def set_codec(self, codec: str) -> None:
         self.codec = codec
+
+    def set_problem(self, problem: str) -> None:
+        """The publisher sends what the relay cannot take ("" when that is over)."""
+        self.problem = problem
 
     def set_size(self, width: int, height: int) -> None:
         self.width, self.height = width, height
 
     def frame(self, width: int, height: int, arrival: float) -> None:
         """A decoded source frame arrived (``arrival``: monotonic)."""
+        self.problem = ""
         self.frames_in += 1
         self.last_frame_time = time.time()
         self.width, self.height = width, height

@@ -12,7 +12,15 @@ import av
 
 from ..media import Unit, now
 
-__all__ = ["START", "AvcToAnnexB", "FrameAssembler", "PassthroughClock", "annexb_config", "has_nal"]
+__all__ = [
+    "START",
+    "AvcToAnnexB",
+    "FrameAssembler",
+    "PassthroughClock",
+    "annexb_config",
+    "flv_codec_name",
+    "has_nal",
+]
 
 log = logging.getLogger("relay.source")
 START = b"\x00\x00\x00\x01"
@@ -40,6 +48,22 @@ def annexb_config(extradata: bytes | None) -> bytes:
     return extradata
 
 
+# FLV's legacy video codec ids, and Enhanced RTMP's FourCCs (the header's high bit set).
+FLV_CODECS = {2: "Sorenson H.263", 3: "Screen video", 4: "On2 VP6", 5: "On2 VP6 with alpha",
+              6: "Screen video 2", 12: "H.265 (FLV codec id 12)", 13: "AV1 (FLV codec id 13)"}
+FOURCCS = {b"hvc1": "H.265 (Enhanced RTMP hvc1)", b"av01": "AV1 (Enhanced RTMP av01)",
+           b"vp09": "VP9 (Enhanced RTMP vp09)", b"avc1": "H.264 in Enhanced RTMP (avc1)"}
+
+
+def flv_codec_name(body: bytes) -> str:
+    """What a video tag carries, for a person (a log line, the API, the slate)."""
+    if body[0] & 0x80:
+        fourcc = bytes(body[1:5])
+        return FOURCCS.get(fourcc, f"Enhanced RTMP {fourcc.decode('ascii', 'replace')!r}")
+    codec_id = body[0] & 0x0F
+    return FLV_CODECS.get(codec_id, f"FLV codec id {codec_id}")
+
+
 class AvcToAnnexB:
     """FLV/AVC video tag bodies → Annex-B access units (SPS/PPS before each keyframe)."""
 
@@ -47,6 +71,7 @@ class AvcToAnnexB:
         self.length_size = 4
         self.sps_pps = b""
         self.ignored_codecs: set[int] = set()
+        self.unsupported = ""  # the last video codec we could not take, said for people
 
     def feed(self, body: bytes) -> tuple[bytes, bool] | None:
         if len(body) < 5:
@@ -54,6 +79,7 @@ class AvcToAnnexB:
         frame_type, codec_id = body[0] >> 4, body[0] & 0x0F
         if body[0] & 0x80 or codec_id != 7:  # enhanced RTMP / HEVC / DJI's id 12: not AVC
             self.ignored_codecs.add(codec_id)
+            self.unsupported = flv_codec_name(body)
             return None
         kind = body[1]
         data = body[5:]

@@ -21,6 +21,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,8 @@ class _Publisher:
         self.decoder.thread_type = "SLICE"
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
         self.errors = 0
+        self.unsupported = 0
+        self.on_unsupported: Callable[[], None] | None = None  # counted for /metrics
         self.pending = 0
         self.conn: _Conn | None = None
 
@@ -77,10 +80,23 @@ class _Publisher:
         arrived = now()
         parsed = self.parser.feed(body)
         if parsed is None:
+            if self.parser.unsupported and not self.entry.source_info.problem:
+                self._unsupported(self.parser.unsupported)
             return
         self.entry.touch()
         for data, key, ts in self.frames.push(parsed[0], parsed[1], timestamp):
             self._frame(data, key, arrived, ts)
+
+    def _unsupported(self, codec: str) -> None:
+        """Never silent: the stream says why there is no picture (API, wall, slate), once in
+        the log, and in /metrics."""
+        problem = f"the drone sends {codec}, which the relay does not take yet: send H.264"
+        self.entry.source_info.set_problem(problem)
+        self.unsupported += 1
+        if self.on_unsupported is not None:
+            self.on_unsupported()
+        log.warning("RTMP publisher's video codec not supported",
+                    extra={"stream": self.entry.name, "codec": codec})
 
     def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
         if self.entry.passthrough is not None:
@@ -218,6 +234,7 @@ class RtmpIngest:
         self.conns: set[_Conn] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self.bad_input = 0  # connections dropped for sending what is not RTMP
+        self.unsupported_codec = 0  # publishers whose video codec the relay cannot take
         self._faults: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
 
     async def start(self) -> None:
@@ -387,9 +404,13 @@ class RtmpIngest:
         entry.source_info.set_codec("h264")
         pub = _Publisher(entry, session_id, asyncio.get_running_loop())
         pub.conn = conn
+        pub.on_unsupported = self._count_unsupported
         self.publishers[session_id] = pub
         log.info("RTMP publisher joined", extra={"stream": stream, "remote": remote})
         return pub
+
+    def _count_unsupported(self) -> None:
+        self.unsupported_codec += 1
 
     def _evict(self, session_id: str) -> None:
         old = self.publishers.get(session_id)
