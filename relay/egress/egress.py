@@ -87,6 +87,9 @@ class WhepEgress:
 
     def _codec(self, entry: Entry, rendition: str, offer_sdp: str) -> str:
         """The codec the viewer gets (404: no such rendition; 422: the offer cannot take it)."""
+        if rendition == PASSTHROUGH and entry.source_info.codec == "hevc":
+            raise RelayError(422, f"stream {entry.name!r} comes in as H.265, which is only served "
+                                  "transcoded to H.264: watch a transcoded rendition (or auto)")
         if entry.rendition_stream(rendition) is None:
             names = [r.name for r in self.config.renditions] if entry.mode != "passthrough" else []
             if entry.passthrough is not None:

@@ -40,7 +40,7 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{getattr(enc, 'width', 0)}x{getattr(enc, 'height', 0)}" if enc else None,
             "passthrough": False,
         })
-    if entry.passthrough is not None and entry.mode != "transcode":
+    if entry.passthrough is not None and entry.mode != "transcode" and entry.source_info.codec != "hevc":
         info = entry.source_info
         doc["renditions"].append({
             "name": PASSTHROUGH, "codec": "h264", "height": info.height, "bitrate_kbps": None,

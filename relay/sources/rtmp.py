@@ -5,29 +5,26 @@ socket, so several drones could not share port 1935; pyrtmp is a small asyncio R
 server (handshake, chunk streams, AMF commands) that hands us each publisher's messages.
 We import only its session and message modules (its ``rtmp.py`` configures root logging).
 
-Per publisher: FLV video tags → AVC sequence header (SPS/PPS) and AVCC NAL units →
-Annex-B → one H.264 decoder in a worker thread → frames into the stream. Audio and
-unknown codec ids are ignored (logged once). A token comes as ``?token=`` on the app or
-stream name, or as the stream key itself (``rtmp://relay/live/<publish token>``).
+Per publisher (:mod:`.rtmp_video`): FLV video tags → Annex-B (H.264, or H.265 from
+Enhanced RTMP or FLV codec id 12) → one decoder in a worker thread → frames into the
+stream; a codec the relay cannot take is said (API, slate, log, metrics). Audio is
+ignored. A token comes as ``?token=`` on the app or stream name, or as the stream key
+itself (``rtmp://relay/live/<publish token>``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import hmac
 import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import av
 from pyrtmp import StreamClosedException
 from pyrtmp.messages.command import NCConnect, NCCreateStream, NSPublish
 from pyrtmp.messages.factory import MessageFactory
@@ -40,9 +37,8 @@ from ..auth import authenticate
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from ..limits import Limiter
-from ..media import Unit, now
-from ..registry import Entry, Registry
-from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
+from ..registry import Registry
+from .rtmp_video import RtmpPublisher
 
 __all__ = ["RtmpIngest", "split_name"]
 
@@ -51,90 +47,11 @@ log = logging.getLogger("relay.rtmp")
 # and OBS always send); they are routine.
 logging.getLogger("pyrtmp.messages.command").setLevel(logging.ERROR)
 BAD_INPUT_LOG_EVERY_S = 10.0  # a client that sends garbage costs one WARNING line this often
-FLV_TIME_BASE = fractions.Fraction(1, 1000)
 
 
 def split_name(name: str) -> tuple[str, dict[str, list[str]]]:
     base, _, query = name.partition("?")
     return base.strip("/"), parse_qs(query)
-
-
-class _Publisher:
-    def __init__(self, entry: Entry, session_id: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.entry = entry
-        self.session_id = session_id
-        self.loop = loop
-        self.parser = AvcToAnnexB()
-        self.frames = FrameAssembler(entry.name)
-        self.clock = PassthroughClock(entry.name)
-        self.decoder: Any = av.CodecContext.create("h264", "r")
-        self.decoder.thread_type = "SLICE"
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
-        self.errors = 0
-        self.unsupported = 0
-        self.on_unsupported: Callable[[], None] | None = None  # counted for /metrics
-        self.pending = 0
-        self.conn: _Conn | None = None
-
-    def video(self, body: bytes, timestamp: int) -> None:
-        arrived = now()
-        parsed = self.parser.feed(body)
-        if parsed is None:
-            if self.parser.unsupported and not self.entry.source_info.problem:
-                self._unsupported(self.parser.unsupported)
-            return
-        self.entry.touch()
-        for data, key, ts in self.frames.push(parsed[0], parsed[1], timestamp):
-            self._frame(data, key, arrived, ts)
-
-    def _unsupported(self, codec: str) -> None:
-        """Never silent: the stream says why there is no picture (API, wall, slate), once in
-        the log, and in /metrics."""
-        problem = f"the drone sends {codec}, which the relay does not take yet: send H.264"
-        self.entry.source_info.set_problem(problem)
-        self.unsupported += 1
-        if self.on_unsupported is not None:
-            self.on_unsupported()
-        log.warning("RTMP publisher's video codec not supported",
-                    extra={"stream": self.entry.name, "codec": codec})
-
-    def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
-        if self.entry.passthrough is not None:
-            # The FLV timestamp paces the passthrough track (and the record) as the drone
-            # captured it, not as the network delivered it.
-            self.entry.passthrough.publish(
-                self.clock.unit(data, key, ts / 1000, self.parser.sps_pps, arrived))
-        if not self.entry.wants_frames():
-            return
-        if self.pending > 30:  # decoder far behind: drop rather than queue without bound
-            self.errors += 1
-            return
-        self.pending += 1
-        self.executor.submit(self._decode, data, arrived, ts)
-
-    def _decode(self, data: bytes, arrived: float, ts: int) -> None:
-        # The FLV timestamp (ms) becomes the frame's pts: the rendition frame-rate cap then
-        # spaces frames by capture time, not by when the decoder thread got to them.
-        packet = av.Packet(data)
-        packet.pts = packet.dts = ts
-        packet.time_base = FLV_TIME_BASE
-        try:
-            frames = self.decoder.decode(packet)
-        except av.FFmpegError:
-            self.errors += 1
-            if self.errors in (1, 10, 100):
-                log.warning("corrupt RTMP video skipped",
-                            extra={"stream": self.entry.name, "errors": self.errors})
-            frames = []
-        finally:
-            self.pending -= 1
-        for frame in frames:
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self.entry.source.publish,
-                                               Unit.decoded(frame, arrived))
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False)
 
 
 STREAM_ID = 1  # the message stream createStream hands out (pyrtmp's answer), published on
@@ -221,7 +138,7 @@ class _Client:
     conn: _Conn
     app: str = ""
     tc_query: dict[str, list[str]] = field(default_factory=dict)
-    publisher: _Publisher | None = None
+    publisher: RtmpPublisher | None = None
 
 
 class RtmpIngest:
@@ -230,7 +147,7 @@ class RtmpIngest:
         self.config = config
         self.limiter = limiter or Limiter(config.limits)
         self.server: asyncio.Server | None = None
-        self.publishers: dict[str, _Publisher] = {}
+        self.publishers: dict[str, RtmpPublisher] = {}
         self.conns: set[_Conn] = set()
         self._watchdog: asyncio.Task[None] | None = None
         self.bad_input = 0  # connections dropped for sending what is not RTMP
@@ -387,7 +304,7 @@ class RtmpIngest:
             log.info("RTMP connection closed", extra={"remote": client.remote, "reason": reason})
 
     def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str,
-                 conn: _Conn) -> _Publisher:
+                 conn: _Conn) -> RtmpPublisher:
         if app.strip("/") != self.config.rtmp.app:
             raise RelayError(404, f"unknown RTMP app {app!r} (use /{self.config.rtmp.app}/<stream>)")
         stream, token = self._resolve(app, tc_query, name)
@@ -402,7 +319,7 @@ class RtmpIngest:
         entry.claim(session_id, "rtmp", remote,
                     evict=lambda _old: self._evict(_old))
         entry.source_info.set_codec("h264")
-        pub = _Publisher(entry, session_id, asyncio.get_running_loop())
+        pub = RtmpPublisher(entry, session_id, asyncio.get_running_loop())
         pub.conn = conn
         pub.on_unsupported = self._count_unsupported
         self.publishers[session_id] = pub

@@ -1,0 +1,131 @@
+"""One RTMP publisher's video: FLV tags → Annex-B (H.264; H.265 from Enhanced RTMP or FLV
+codec id 12) → one decoder in a worker thread → frames into the stream; H.264 also to the
+passthrough stream untouched. A codec the relay cannot take is said, never silent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import av
+
+from ..media import Unit, now
+from ..registry import Entry
+from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
+from .hevc import HvcToAnnexB, is_hevc
+
+if TYPE_CHECKING:
+    from .rtmp import _Conn
+
+__all__ = ["RtmpPublisher"]
+
+log = logging.getLogger("relay.rtmp")
+FLV_TIME_BASE = fractions.Fraction(1, 1000)
+
+
+class RtmpPublisher:
+    """One RTMP publisher's video: parse, decode once (a worker thread), into the stream."""
+
+    def __init__(self, entry: Entry, session_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.entry = entry
+        self.session_id = session_id
+        self.loop = loop
+        self.parser = AvcToAnnexB()
+        self.frames = FrameAssembler(entry.name)
+        self.clock = PassthroughClock(entry.name)
+        self.decoder: Any = av.CodecContext.create("h264", "r")
+        self.decoder.thread_type = "SLICE"
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
+        self.errors = 0
+        self.unsupported = 0
+        self.on_unsupported: Callable[[], None] | None = None  # counted for /metrics
+        self.pending = 0
+        self.conn: _Conn | None = None
+        self.hevc: HvcToAnnexB | None = None  # the publisher sends H.265
+
+    def video(self, body: bytes, timestamp: int) -> None:
+        arrived = now()
+        if self.hevc is None and is_hevc(body):
+            self._to_hevc()
+        if self.hevc is not None:
+            got = self.hevc.feed(body)
+            if got is not None:
+                self.entry.touch()
+                au, _key, cts = got
+                self._submit(au, arrived, timestamp, timestamp + cts)
+            return
+        parsed = self.parser.feed(body)
+        if parsed is None:
+            if self.parser.unsupported and not self.entry.source_info.problem:
+                self._unsupported(self.parser.unsupported)
+            return
+        self.entry.touch()
+        for data, key, ts in self.frames.push(parsed[0], parsed[1], timestamp):
+            self._frame(data, key, arrived, ts)
+
+    def _unsupported(self, codec: str) -> None:
+        """Never silent: the stream says why there is no picture (API, wall, slate), once in
+        the log, and in /metrics."""
+        problem = f"the drone sends {codec}, which the relay does not take yet: send H.264"
+        self.entry.source_info.set_problem(problem)
+        self.unsupported += 1
+        if self.on_unsupported is not None:
+            self.on_unsupported()
+        log.warning("RTMP publisher's video codec not supported",
+                    extra={"stream": self.entry.name, "codec": codec})
+
+    def _to_hevc(self) -> None:
+        """H.265 (Enhanced RTMP hvc1, or FLV codec id 12): decoded once, transcoded to the
+        H.264 ladder; its own packets are not forwarded (browsers here take H.264)."""
+        self.hevc = HvcToAnnexB()
+        self.decoder = av.CodecContext.create("hevc", "r")
+        self.decoder.thread_type = "SLICE"
+        self.entry.source_info.set_codec("hevc")
+        log.info("RTMP publisher sends H.265: transcoded to H.264 for viewers",
+                 extra={"stream": self.entry.name})
+
+    def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
+        if self.entry.passthrough is not None:
+            # The FLV timestamp paces the passthrough track (and the record) as the drone
+            # captured it, not as the network delivered it.
+            self.entry.passthrough.publish(
+                self.clock.unit(data, key, ts / 1000, self.parser.sps_pps, arrived))
+        if self.entry.wants_frames():
+            self._submit(data, arrived, ts, ts)
+
+    def _submit(self, data: bytes, arrived: float, ts: int, pts: int) -> None:
+        if self.pending > 30:  # decoder far behind: drop rather than queue without bound
+            self.errors += 1
+            return
+        self.pending += 1
+        self.executor.submit(self._decode, data, arrived, ts, pts)
+
+    def _decode(self, data: bytes, arrived: float, ts: int, pts: int) -> None:
+        # The FLV timestamp (ms) becomes the frame's pts (plus H.265's composition offset):
+        # the rendition frame-rate cap then spaces frames by capture time, not by when the
+        # decoder thread got to them.
+        packet = av.Packet(data)
+        packet.pts, packet.dts = pts, ts
+        packet.time_base = FLV_TIME_BASE
+        try:
+            frames = self.decoder.decode(packet)
+        except av.FFmpegError:
+            self.errors += 1
+            if self.errors in (1, 10, 100):
+                log.warning("corrupt RTMP video skipped",
+                            extra={"stream": self.entry.name, "errors": self.errors})
+            frames = []
+        finally:
+            self.pending -= 1
+        for frame in frames:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.entry.source.publish,
+                                               Unit.decoded(frame, arrived))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
