@@ -90,3 +90,36 @@ def test_overlay_draws_and_says_stale() -> None:
     started = time.perf_counter()
     draw_telemetry(a, w, h, {}, False)
     assert time.perf_counter() - started < 1.0
+
+
+def test_each_mavlink_sample_keeps_its_own_time_without_system_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An autopilot that sends no SYSTEM_TIME: each position is its own sample at its
+    arrival (it stuck to an earlier sample's time for up to 2 s); a battery message, which
+    has no time of its own, joins the newest state."""
+    import time as time_module
+
+    from pymavlink.dialects.v20 import ardupilotmega as dialect
+
+    from relay.config import parse
+    from relay.registry import Entry
+    from relay.sources.mavlink import MavlinkSource
+
+    entry = Entry("d1", parse({}, env={}), configured=True)
+    src = MavlinkSource(entry, "mavlink+udp://127.0.0.1:14550", (), 1.0)
+    mav = dialect.MAVLink(None, srcSystem=1, srcComponent=1)
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(time_module, "time", lambda: clock[0])
+    for i in range(10):
+        clock[0] += 0.1
+        msg = mav.global_position_int_encode(1000 * i + 100, int(52.52e7) + i * 100, int(13.405e7), 80000,
+                                            80000, 0, 0, 0, 9000)
+        src.datagram_received(msg.pack(mav), ("127.0.0.1", 5000))
+    battery = mav.battery_status_encode(0, 0, 0, 2500, [16000] + [65535] * 9, -1, -1, -1, 90)
+    src.datagram_received(battery.pack(mav), ("127.0.0.1", 5000))
+    tele = entry.telemetry
+    tele.flush()
+    times = [t for _, t, _ in tele.recent]
+    # 10 positions at 10 Hz: 10 samples, 0.1 s apart; the battery's is at the last one's time
+    assert len(set(times)) == 10 and times[-1] == times[-2], times
+    assert times == sorted(times) and times[-1] - times[0] == pytest.approx(0.9, abs=1e-6)
+    assert tele.state["battery"] == 90.0 and tele.t == pytest.approx(clock[0])

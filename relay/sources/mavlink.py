@@ -107,6 +107,21 @@ class MavlinkSource(UdpGate):
 
         self._dialect = ardupilotmega
 
+    def _measured_at(self, msg: Any, arrival: float) -> float:
+        """When a message's values were measured. One that carries its own time
+        (``time_boot_ms``) is its own sample: that time on the wall clock once SYSTEM_TIME
+        told the boot offset, else its arrival. One without (battery, voltage) belongs to
+        the newest state (or its arrival, when that is old)."""
+        boot_ms = getattr(msg, "time_boot_ms", None)
+        if not isinstance(boot_ms, int):
+            t = self.entry.telemetry.t
+            return t if 0 < arrival - t < 2.0 else arrival
+        if self.boot_offset is not None:
+            measured = self.boot_offset + boot_ms / 1000.0
+            if abs(measured - arrival) < MAX_CLOCK_SKEW_S:
+                return measured
+        return arrival
+
     async def start(self) -> None:  # type: ignore[override]
         await super().start(self.host, self.port)
         log.info("MAVLink telemetry listening", extra={"stream": self.entry.name,
@@ -145,11 +160,4 @@ class MavlinkSource(UdpGate):
                 continue
             if not fields:
                 continue
-            # A message without a time of its own (battery) belongs to the newest state.
-            t = tele.t if 0 < arrival - tele.t < 2.0 else arrival
-            boot_ms = getattr(msg, "time_boot_ms", None)
-            if self.boot_offset is not None and isinstance(boot_ms, int):
-                measured = self.boot_offset + boot_ms / 1000.0
-                if abs(measured - arrival) < MAX_CLOCK_SKEW_S:
-                    t = measured
-            tele.update(SOURCE, fields, t=t)
+            tele.update(SOURCE, fields, t=self._measured_at(msg, arrival))
