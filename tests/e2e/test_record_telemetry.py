@@ -53,7 +53,9 @@ async def test_telemetry_track_is_recorded_sealed_and_replayable(relay_factory: 
         ts = [d["t"] for d in doc["samples"]]
         assert len(ts) >= 30 and ts == sorted(ts), len(ts)
         north = (doc["samples"][-1]["lat"] - doc["samples"][0]["lat"]) * 111320
-        assert 25 < north < 45, north  # ~10 m/s for ~3.5 s
+        # ~10 m/s over the samples' own span (the posting loop runs slower on a busy machine)
+        span = ts[-1] - ts[0]
+        assert span > 2.5 and 8 * span < north < 12 * span, (north, span)
     finally:
         pusher.kill()
     await relay.runner.cleanup()
