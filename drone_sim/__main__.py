@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -99,7 +100,8 @@ def _push(args: argparse.Namespace, target: str | None, flight: object) -> int:
         # runs in a child process, so SIGTERM and Ctrl-C always end us (and it).
         ctx = multiprocessing.get_context("spawn")
         child = ctx.Process(target=push_child, name="push", daemon=True,
-                            args=(args.protocol, target, args.size, args.fps, args.bitrate, flight))
+                            args=(args.protocol, target, args.size, args.fps, args.bitrate, flight,
+                  os.getpid()))
         child.start()
         with contextlib.suppress(KeyboardInterrupt):
             while child.is_alive() and not stop.wait(0.5):

@@ -4,6 +4,7 @@ or raw I420 frames on stdout (to pipe into another encoder, e.g. Debian's ffmpeg
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import logging
 import sys
@@ -30,11 +31,19 @@ def _url(protocol: str, url: str) -> str:
 
 
 def push_child(protocol: str, url: str, size: tuple[int, int], fps: float, bitrate_kbps: int,
-               flight: Any = None) -> None:
+               flight: Any = None, parent: int = 0) -> None:
     """:func:`push_av` in a child process of its own (``python -m drone_sim`` runs it so):
     ended by SIGTERM at once, whatever FFmpeg is blocked in."""
+    import ctypes
+    import os
     import signal
 
+    # Die with the parent, however it ends (SIGKILL included): an orphaned pusher would
+    # push to the relay forever. PR_SET_PDEATHSIG = 1 (Linux).
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    if parent and os.getppid() != parent:
+        return  # it died while we started
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     push_av(protocol, url, size, fps, bitrate_kbps, threading.Event(), flight)

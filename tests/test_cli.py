@@ -3,6 +3,7 @@ has vanished mid-connection."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -45,3 +46,34 @@ def test_simulator_ends_on_sigterm_while_its_rtmp_target_is_a_black_hole() -> No
                 sim.wait()
         conn.close()
     assert code == 0
+
+
+def test_the_simulators_pusher_dies_with_it() -> None:
+    """SIGKILL (what a test or a supervisor does) ends the pushing child too: nothing keeps
+    sending to the relay after the simulator is gone."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(10)
+        port = rx.getsockname()[1]
+        sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", "udp", "--size", "320x180",
+                                "--to", f"udp://127.0.0.1:{port}"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            rx.recv(2048)  # it pushes
+        finally:
+            sim.kill()
+            sim.wait(10)
+        time.sleep(1.0)
+        rx.settimeout(0.05)
+        with contextlib.suppress(TimeoutError):
+            while True:  # what was queued before it died
+                rx.recv(65536)
+        rx.settimeout(0.2)
+        deadline, late = time.monotonic() + 1.5, 0
+        while time.monotonic() < deadline:  # nothing more may come
+            try:
+                rx.recv(65536)
+                late += 1
+            except TimeoutError:
+                pass
+    assert late == 0, f"{late} datagrams after the simulator was killed"

@@ -142,6 +142,8 @@ class AvPullSource:
             except Exception as exc:
                 if self.kind == "rtsp-push" and "timed out" in str(exc).lower():
                     backoff = 0.0  # nobody pushed yet: listen again at once
+                elif self.kind == "rtsp-push" and time.monotonic() - started > 1.0:
+                    backoff = 0.0  # a publisher came and went: listen again at once for its return
                 elif not self._stop.is_set():
                     self.failures += 1
                     if self.failures == 1 or self.failures % 40 == 0:  # quiet while it stays down
@@ -151,7 +153,9 @@ class AvPullSource:
                                            "attempts": self.failures})
             finally:
                 self._call(self.entry.release, self.session_id)
-            if time.monotonic() - started > 10:
+            if self.kind == "rtsp-push" and time.monotonic() - started > 1.0:
+                backoff = 0.0  # (a publisher that left without an error, likewise)
+            elif time.monotonic() - started > 10:
                 backoff = 0.5
             self._stop.wait(backoff)
             # Capped low: a camera that comes back must be live again within ~2 s, and a
@@ -170,7 +174,7 @@ class AvPullSource:
             self.connects += 1
             self.failures = 0
             ctx = video.codec_context
-            self._call(self._claim, ctx.width, ctx.height)
+            self._call(self._opened, ctx.width, ctx.height)
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
                                                 "codec": video.codec_context.name})
             codec = video.codec_context.name
@@ -230,10 +234,13 @@ class AvPullSource:
     def _clean(self, text: str) -> str:
         return text.replace(self.sc.source or "\0", self.shown)
 
-    def _claim(self, width: int, height: int) -> None:
-        # Known now, not only once frames are decoded (passthrough-only streams decode none).
-        self.entry.source_info.set_size(width, height)
-        self._owns()
+    def _opened(self, width: int, height: int) -> None:
+        """The input is open (an RTP session's SDP, a listener, a probed stream): its size is
+        known now, not only once frames are decoded (passthrough-only streams decode none).
+        The stream is claimed at the first packet, not here: an idle UDP/RTP input is no
+        publisher."""
+        if self.entry.publisher in (None, self.session_id):
+            self.entry.source_info.set_size(width, height)
 
     def _owns(self) -> bool:
         """Whether this source is the stream's publisher; claims it when it may.

@@ -359,3 +359,40 @@ async def test_garbage_on_the_rtmp_port_costs_one_warning_line(relay_factory: An
                        20, "a publisher after the garbage")
     finally:
         ffmpeg.kill()
+
+
+async def test_rtsp_listen_reopens_at_once_for_a_returning_publisher(relay_factory: Any) -> None:
+    """Debian's ffmpeg pushes RTSP, leaves, and pushes again straight away: the second push
+    finds the port open (it got "Connection refused" for ~0.5 s) and the stream is live again."""
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/cam"
+    relay = await relay_factory(config(streams={"cam": {"source": url, "rtsp_listen": True}}))
+    await asyncio.sleep(0.5)  # the listener is armed
+
+    def push(seconds: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                               "testsrc2=size=320x180:rate=30", "-t", str(seconds), "-c:v", "libx264",
+                               "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+                               "-rtsp_transport", "tcp", "-f", "rtsp", url],
+                              capture_output=True, text=True, timeout=30)
+
+    loop = asyncio.get_running_loop()
+    first = await loop.run_in_executor(None, push, 2.0)
+    assert first.returncode == 0, first.stderr
+    frames = relay.entry("cam").frames_in
+    t0 = time.monotonic()
+    second = asyncio.ensure_future(loop.run_in_executor(None, push, 3.0))  # at once
+    await wait_for(lambda: relay.entry("cam").frames_in > frames + 10, 10, "the returning publisher's frames")
+    back_s = time.monotonic() - t0
+    result = await second
+    assert result.returncode == 0 and "refused" not in result.stderr.lower(), result.stderr
+    assert back_s < 5, back_s
+
+
+@pytest.mark.parametrize("scheme", ["udp", "rtp"])
+async def test_an_idle_udp_or_rtp_source_lists_no_publisher(relay_factory: Any, scheme: str) -> None:
+    port = free_port(socket.SOCK_DGRAM) & ~1
+    relay = await relay_factory(config(streams={"idle": {"source": f"{scheme}://127.0.0.1:{port}"}}))
+    await asyncio.sleep(3.0)  # long enough for the input to be opened and waiting
+    doc = (await relay.streams())["idle"]
+    assert doc["publisher"] is None and doc["state"] == "waiting", doc
