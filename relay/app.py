@@ -16,6 +16,7 @@ from .config import Config
 from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
 from .limits import Limiter
+from .logs import quiet_malformed_requests
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
 from .record import RecordService
@@ -33,6 +34,7 @@ def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
+    quiet_malformed_requests()
     services = _services(config)
     sources = ConfiguredSources(config, services.registry)
     services.metrics = metrics_renderer(services.registry, lambda: _counters(services, sources),

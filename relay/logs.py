@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-__all__ = ["setup_logging"]
+__all__ = ["quiet_malformed_requests", "setup_logging"]
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -55,3 +55,42 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     # pyrtmp warns about every RTMP command it has no parser for (releaseStream, FCPublish):
     # normal for OBS/ffmpeg/DJI, not news.
     logging.getLogger("pyrtmp").setLevel(logging.ERROR)
+
+
+MALFORMED_LOG_EVERY_S = 10.0
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a scanner, a wrong protocol on the port) as
+    an ERROR with a traceback. That is the client's fault: one WARNING line instead, at
+    most one every MALFORMED_LOG_EVERY_S (the others counted and said with the next)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -1e9
+        self._quiet = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not type(exc).__module__.startswith("aiohttp.http_exceptions"):
+            return True
+        t = time.monotonic()
+        if t - self._last < MALFORMED_LOG_EVERY_S:
+            self._quiet += 1
+            return False
+        text = str(getattr(exc, "message", "") or exc)
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+        record.msg, record.args = "malformed HTTP request refused (400): %s", (first[:120],)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        if self._quiet:
+            record.not_logged_since = self._quiet
+        self._last, self._quiet = t, 0
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    """Install the filter on aiohttp's server logger (once)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+        server.addFilter(_MalformedRequests())

@@ -230,3 +230,29 @@ async def test_offers_aiortc_would_take_but_no_peer_sends_are_refused(shared: An
     got, text, _ = await post(f"{relay.url}/whep/drone1", sdp)
     assert got == status and says in text and text.count("\n") == 1, (got, text[:200])
     await still_live(relay, viewer)
+
+
+async def test_malformed_http_requests_cost_one_warning_line(shared: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Ten requests aiohttp cannot parse: each answered 400, the log gets one WARNING line
+    (not an ERROR with a traceback each), and the stream plays on."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO)
+    relay, viewer = shared
+    port = int(relay.url.rsplit(":", 1)[1])
+
+    def send_bad() -> list[bytes]:
+        answers = []
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+                answers.append(s.recv(64))
+        return answers
+
+    answers = await asyncio.get_running_loop().run_in_executor(None, send_bad)
+    assert all(a.startswith(b"HTTP/1.0 400") or a.startswith(b"HTTP/1.1 400") for a in answers), answers
+    server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert not [r for r in server if r.levelno >= logging.ERROR or r.exc_info], [r.getMessage() for r in server]
+    assert len([r for r in server if r.levelno == logging.WARNING]) <= 1
+    await still_live(relay, viewer)
