@@ -26,6 +26,7 @@ __all__ = ["RtmpPublisher"]
 
 log = logging.getLogger("relay.rtmp")
 FLV_TIME_BASE = fractions.Fraction(1, 1000)
+UNDECODABLE_S = 1.0  # media that decodes to no frame for this long is not a live picture
 
 
 class RtmpPublisher:
@@ -47,6 +48,9 @@ class RtmpPublisher:
         self.pending = 0
         self.conn: _Conn | None = None
         self.hevc: HvcToAnnexB | None = None  # the publisher sends H.265
+        self.first_packet: float | None = None
+        self.decoded_at: float | None = None  # the decoder's last clean frame (its thread writes it)
+        self._clean_run = 0  # packets decoded without an error, in a row (decoder thread)
 
     def video(self, body: bytes, timestamp: int) -> None:
         arrived = now()
@@ -55,7 +59,8 @@ class RtmpPublisher:
         if self.hevc is not None:
             got = self.hevc.feed(body)
             if got is not None:
-                self.entry.touch()
+                if self._decodable():
+                    self.entry.touch()
                 au, _key, cts = got
                 self._submit(au, arrived, timestamp, timestamp + cts)
             return
@@ -64,9 +69,26 @@ class RtmpPublisher:
             if self.parser.unsupported and not self.entry.source_info.problem:
                 self._unsupported(self.parser.unsupported)
             return
-        self.entry.touch()
+        ok = self._decodable()
+        if ok:
+            self.entry.touch()
         for data, key, ts in self.frames.push(parsed[0], parsed[1], timestamp):
-            self._frame(data, key, arrived, ts)
+            self._frame(data, key, arrived, ts, ok)
+
+    def _decodable(self) -> bool:
+        """Whether this publisher's media makes a picture: something decoded within
+        UNDECODABLE_S (or it began less than that ago). A publisher that keeps sending what
+        decodes to nothing (random NAL data) is then lost like a silent one — slate for the
+        transcoded viewers, the passthrough held at its last good GOP — and live again with
+        its first decodable frames. Where nothing decodes (passthrough only), media is all
+        we know."""
+        if not self.entry.wants_frames():
+            return True
+        t = now()
+        if self.first_packet is None:
+            self.first_packet = t
+        last = self.decoded_at if self.decoded_at is not None else self.first_packet
+        return t - last < UNDECODABLE_S
 
     def _unsupported(self, codec: str) -> None:
         """Never silent: the stream says why there is no picture (API, wall, slate), once in
@@ -89,8 +111,8 @@ class RtmpPublisher:
         log.info("RTMP publisher sends H.265: transcoded to H.264 for viewers",
                  extra={"stream": self.entry.name})
 
-    def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0) -> None:
-        if self.entry.passthrough is not None:
+    def _frame(self, data: bytes, key: bool, arrived: float, ts: int = 0, ok: bool = True) -> None:
+        if self.entry.passthrough is not None and ok:
             # The FLV timestamp paces the passthrough track (and the record) as the drone
             # captured it, not as the network delivered it.
             self.entry.passthrough.publish(
@@ -114,7 +136,9 @@ class RtmpPublisher:
         packet.time_base = FLV_TIME_BASE
         try:
             frames = self.decoder.decode(packet)
+            self._clean_run += 1
         except av.FFmpegError:
+            self._clean_run = 0
             self.errors += 1
             if self.errors in (1, 10, 100):
                 log.warning("corrupt RTMP video skipped",
@@ -122,6 +146,10 @@ class RtmpPublisher:
             frames = []
         finally:
             self.pending -= 1
+        # (FFmpeg conceals errors: random NAL data yields a picture now and then, between
+        # errors. A clean frame is one after three packets in a row decoded without one.)
+        if frames and self._clean_run >= 3:
+            self.decoded_at = now()
         for frame in frames:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.entry.source.publish,
