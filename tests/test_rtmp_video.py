@@ -77,3 +77,37 @@ async def test_undecodable_video_is_lost_and_recovers() -> None:
     finally:
         pub.close()
         reader.close()
+
+
+async def test_real_drones_rtmp_quirks_still_make_pictures() -> None:
+    """What real drone apps send (go2rtc #1969, mediamtx #2392 and others), replayed through
+    one publisher: a zero-length and a repeated sequence header, timestamps that repeat and
+    jump back. Every frame still decodes."""
+    entry = Entry("d1", parse({"renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}]}, env={}),
+                  configured=True)
+    entry.claim("s1", "rtmp", "drone")
+    pub = RtmpPublisher(entry, "s1", asyncio.get_running_loop())
+    frames = entry.source.subscribe("test", maxlen=200, viewer=False)
+    header, tags = _flv_stream(45)
+    stamps = [i * 33 for i in range(45)]
+    stamps[10] = stamps[9]  # a repeated timestamp
+    stamps[20:25] = [stamps[19] - 200 + 33 * k for k in range(5)]  # a jump back (a clock reset)
+    try:
+        pub.video(bytes([0x17, 0, 0, 0, 0]), 0)  # a zero-length sequence header
+        pub.video(header, 0)
+        for i, (body, _) in enumerate(tags):
+            if i == 30:
+                pub.video(header, stamps[i])  # the sequence header again, mid-stream
+            pub.video(body, stamps[i])
+            await asyncio.sleep(1 / 60)
+            entry.liveness.check()
+        for _ in range(50):
+            if len(frames) >= 45:
+                break
+            await asyncio.sleep(0.05)
+        got = len(frames)
+    finally:
+        pub.close()
+        frames.close()
+    assert got == 45 and pub.errors == 0, (got, pub.errors)
+    assert entry.state is State.LIVE
