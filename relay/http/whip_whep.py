@@ -90,10 +90,7 @@ async def whip_post(request: web.Request) -> web.Response:
 
 
 async def whip_delete(request: web.Request) -> web.Response:
-    stream = request.match_info["stream"]
-    authorize(request, "publish", stream)
-    await services_of(request).whip.stop(stream, request.match_info["session"])
-    return web.Response(status=200, text="session ended\n")
+    return await _end(request, "publish")
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -114,9 +111,17 @@ async def whep_post(request: web.Request) -> web.Response:
 
 
 async def whep_delete(request: web.Request) -> web.Response:
+    return await _end(request, "view")
+
+
+async def _end(request: web.Request, action: Action) -> web.Response:
+    """DELETE on a session's URL: whoever may publish (WHIP) or view (WHEP) the stream and
+    knows the session's secret URL ends it."""
     stream = request.match_info["stream"]
-    authorize(request, "view", stream)
-    await services_of(request).whep.stop(stream, request.match_info["session"])
+    authorize(request, action, stream)
+    svc = services_of(request)
+    ingest_or_egress = svc.whip if action == "publish" else svc.whep
+    await ingest_or_egress.stop(stream, request.match_info["session"])
     return web.Response(status=200, text="session ended\n")
 
 

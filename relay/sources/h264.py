@@ -20,6 +20,7 @@ __all__ = [
     "annexb_config",
     "flv_codec_name",
     "has_nal",
+    "length_prefixed",
 ]
 
 log = logging.getLogger("relay.source")
@@ -46,6 +47,20 @@ def annexb_config(extradata: bytes | None) -> bytes:
         conv._config(extradata)
         return conv.sps_pps
     return extradata
+
+
+def length_prefixed(data: bytes, n: int) -> list[bytes]:
+    """The NAL units of an AVCC/HVCC sample (each after an ``n``-byte big-endian length);
+    a truncated one ends the list (what was whole is kept)."""
+    out, i = [], 0
+    while i + n <= len(data):
+        size = int.from_bytes(data[i:i + n], "big")
+        i += n
+        if size == 0 or i + size > len(data):
+            break
+        out.append(data[i:i + size])
+        i += size
+    return out
 
 
 # FLV's legacy video codec ids, and Enhanced RTMP's FourCCs (the header's high bit set).
@@ -88,22 +103,12 @@ class AvcToAnnexB:
             return None
         if kind != 1:
             return None
-        out = []
-        has_sps = False
-        i, n = 0, self.length_size
-        while i + n <= len(data):
-            size = int.from_bytes(data[i : i + n], "big")
-            i += n
-            if size == 0 or i + size > len(data):
-                break  # truncated: keep what was whole
-            nal = data[i : i + size]
-            i += size
-            has_sps |= (nal[0] & 0x1F) == 7
-            out.append(START + nal)
-        if not out:
+        nals = length_prefixed(data, self.length_size)
+        if not nals:
             return None
+        has_sps = any((nal[0] & 0x1F) == 7 for nal in nals)
         key = frame_type == 1
-        au = b"".join(out)
+        au = b"".join(START + nal for nal in nals)
         if key and not has_sps and self.sps_pps:
             au = self.sps_pps + au
         return au, key

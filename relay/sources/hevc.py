@@ -4,6 +4,8 @@ H.264 ladder for browsers; the source's own H.265 is not forwarded to H.264 view
 
 from __future__ import annotations
 
+from .h264 import length_prefixed
+
 __all__ = ["HvcToAnnexB", "is_hevc"]
 
 START = b"\x00\x00\x00\x01"
@@ -51,7 +53,7 @@ class HvcToAnnexB:
             if body[1] != 1:
                 return None
             cts, data = _s24(body[2:5]), body[5:]
-        nals = self._nals(data)
+        nals = length_prefixed(data, self.length_size)
         if not nals:
             return None
         key = frame_type == 1
@@ -59,17 +61,6 @@ class HvcToAnnexB:
         if key and self.params and not any((n[0] >> 1) & 0x3F in PARAMETER_SETS for n in nals):
             au = self.params + au
         return au, key, cts
-
-    def _nals(self, data: bytes) -> list[bytes]:
-        out, i, n = [], 0, self.length_size
-        while i + n <= len(data):
-            size = int.from_bytes(data[i:i + n], "big")
-            i += n
-            if size == 0 or i + size > len(data):
-                break  # truncated: keep what was whole
-            out.append(data[i:i + size])
-            i += size
-        return out
 
     def _config(self, rec: bytes) -> None:
         """hvcC (ISO/IEC 14496-15 8.3.3): 22 bytes, then arrays of parameter set NAL units."""
