@@ -32,7 +32,7 @@ from ..webrtc import (
 from .adapt import Adapter, poll_rtt
 from .channel import send_times_and_telemetry, serve
 from .echo import Echoes
-from .viewer import Viewer, ViewerInfo
+from .viewer import NO_READER, Viewer, ViewerInfo
 
 __all__ = ["AUTO", "WhepEgress"]
 
@@ -189,10 +189,7 @@ class WhepEgress:
 
     def reader_stats(self, session_id: str) -> dict[str, int]:
         viewer = self.viewers.get(session_id)
-        if viewer is None:
-            return {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0,
-                    "keyframe_requests": 0, "keyframe_requests_refused": 0}
-        return viewer.reader_stats()
+        return viewer.reader_stats() if viewer is not None else dict(NO_READER)
 
     async def stop(self, stream: str, session_id: str) -> None:
         await self.table.stop("whep", stream, session_id, "viewer sent DELETE")

@@ -16,10 +16,12 @@ from ..registry import Entry
 from ..webrtc import PacketTrack, PeerSession, RtcpTap
 from .echo import Echoes
 
-__all__ = ["VIEWER_SILENT_S", "Viewer", "ViewerInfo"]
+__all__ = ["NO_READER", "VIEWER_SILENT_S", "Viewer", "ViewerInfo"]
 
 log = logging.getLogger("relay.whep")
 VIEWER_SILENT_S = 6.0
+NO_READER = {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0,
+             "keyframe_requests": 0, "keyframe_requests_refused": 0}
 
 
 @dataclass
@@ -65,10 +67,6 @@ class Viewer:
         self.tap = tap
         self.channel: Any = None  # "relay": hello, clock pings, reports, frame times, telemetry
         self.echo: Echoes | None = None  # "echo": round trips (unordered, never retransmitted)
-
-    @property
-    def id(self) -> str:
-        return self.session.id
 
     def send(self, text: str) -> bool:
         """A message on the relay channel, if it is open."""
@@ -124,8 +122,7 @@ class Viewer:
     def reader_stats(self) -> dict[str, int]:
         r = self.track.reader
         if r is None:
-            return {"delivered": 0, "dropped": 0, "overflows": 0, "queued": 0,
-                    "keyframe_requests": 0, "keyframe_requests_refused": 0}
+            return dict(NO_READER)
         return {"delivered": r.delivered, "dropped": r.dropped, "overflows": r.overflows, "queued": len(r),
                 "keyframe_requests": r.keyframe_requests,
                 "keyframe_requests_refused": r.keyframe_requests_refused}

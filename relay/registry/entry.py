@@ -122,9 +122,6 @@ class Entry:
     def height(self) -> int:
         return self.source_info.height
 
-    def publisher_stale(self) -> bool:
-        return self.slot.stale(self.liveness)
-
     def wants_frames(self) -> bool:
         """Whether the source must decode: a transcoded rendition (or the pipeline) needs frames."""
         if self.mode != "passthrough":
