@@ -22,8 +22,8 @@ from ..auth import mint_token
 from ..config import STREAM_NAME
 from ..errors import RelayError
 from ..share import Share
-from .common import SERVICES, authorize, json_object, page, services_of, share_sessions
-from .tokens import token_label, token_ttl
+from .common import SERVICES, authorize, page, services_of, share_sessions
+from .tokens import mint_request, token_label, token_ttl
 
 __all__ = ["add_routes", "end_expired_shares"]
 
@@ -44,11 +44,7 @@ def _qr_svg(url: str) -> str:
 
 
 async def create(request: web.Request) -> web.Response:
-    decision = authorize(request, "mint")
-    svc = services_of(request)
-    if not svc.config.auth.jwt_secret:
-        raise RelayError(501, "share links need auth.jwt_secret in the config")
-    doc = await json_object(request, "share request")
+    decision, svc, doc = await mint_request(request, "share links", "share request")
     stream, cap = doc.get("stream"), doc.get("max_viewers", 0)
     if not isinstance(stream, str) or not STREAM_NAME.match(stream):
         raise RelayError(422, "stream must be a stream name")

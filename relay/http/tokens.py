@@ -7,12 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ..auth import may_mint, mint_token
+from ..auth import Decision, may_mint, mint_token
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
-from .common import authorize, json_object, services_of
+from .common import Services, authorize, json_object, services_of
 
-__all__ = ["api_tokens", "token_label", "token_ttl"]
+__all__ = ["api_tokens", "mint_request", "token_label", "token_ttl"]
 
 log = logging.getLogger("relay.http")
 
@@ -30,13 +30,20 @@ def token_label(label: Any) -> str:
     return label
 
 
-async def api_tokens(request: web.Request) -> web.Response:
-    """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
+async def mint_request(request: web.Request, things: str,
+                       body: str) -> tuple[Decision, Services, dict[str, Any]]:
+    """A request to mint ``things`` (signed tokens, share links): who asks (may they mint at
+    all), the services, the JSON ``body``; 501 while no ``auth.jwt_secret`` is configured."""
     decision = authorize(request, "mint")
     svc = services_of(request)
     if not svc.config.auth.jwt_secret:
-        raise RelayError(501, "signed tokens need auth.jwt_secret in the config")
-    doc = await json_object(request, "token request")
+        raise RelayError(501, f"{things} need auth.jwt_secret in the config")
+    return decision, svc, await json_object(request, body)
+
+
+async def api_tokens(request: web.Request) -> web.Response:
+    """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
+    decision, svc, doc = await mint_request(request, "signed tokens", "token request")
     role = doc.get("role", "viewer")
     streams = doc.get("streams")
     if not isinstance(streams, list) or not streams or not all(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import Action, ice_servers_for, share_has_room
+from ..auth import Action, Decision, ice_servers_for, share_has_room
 from ..config import Config
 from ..errors import RelayError
 from .common import authorize, label_of, read_body, remote_of, services_of, share_sessions
@@ -79,11 +79,18 @@ async def session_options(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"Allow": "DELETE, PATCH, OPTIONS"})
 
 
-async def whip_post(request: web.Request) -> web.Response:
+async def _offered(request: web.Request, action: Action) -> tuple[str, Decision, str]:
+    """An offer's common steps: may the token ``action`` the stream, the SDP body, the
+    client's offer budget. Returns (stream, decision, offer)."""
     stream = request.match_info["stream"]
-    decision = authorize(request, "publish", stream)
+    decision = authorize(request, action, stream)
     offer = await read_offer(request)
     admit_offer(request)
+    return stream, decision, offer
+
+
+async def whip_post(request: web.Request) -> web.Response:
+    stream, decision, offer = await _offered(request, "publish")
     svc = services_of(request)
     session_id, answer = await svc.whip.publish(stream, offer, remote_of(request))
     return created(f"/whip/{stream}/{session_id}", session_id, answer, svc.config, label_of(decision))
@@ -94,10 +101,7 @@ async def whip_delete(request: web.Request) -> web.Response:
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    stream = request.match_info["stream"]
-    decision = authorize(request, "view", stream)
-    offer = await read_offer(request)
-    admit_offer(request)
+    stream, decision, offer = await _offered(request, "view")
     svc = services_of(request)
     rendition = request.query.get("rendition") or None
     who = decision.principal

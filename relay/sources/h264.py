@@ -21,6 +21,7 @@ __all__ = [
     "flv_codec_name",
     "has_nal",
     "length_prefixed",
+    "sized_units",
 ]
 
 log = logging.getLogger("relay.source")
@@ -61,6 +62,19 @@ def length_prefixed(data: bytes, n: int) -> list[bytes]:
         out.append(data[i:i + size])
         i += size
     return out
+
+
+def sized_units(rec: bytes, i: int, count: int) -> tuple[list[bytes], int, bool]:
+    """``count`` units from ``rec[i:]``, each after a 2-byte big-endian length (the parameter
+    sets of an avcC/hvcC record): (units, the index after them, whether all were whole)."""
+    out: list[bytes] = []
+    for _ in range(count):
+        if i + 2 > len(rec):
+            return out, i, False
+        size = int.from_bytes(rec[i:i + 2], "big")
+        out.append(rec[i + 2:i + 2 + size])
+        i += 2 + size
+    return out, i, True
 
 
 # FLV's legacy video codec ids, and Enhanced RTMP's FourCCs (the header's high bit set).
@@ -117,17 +131,15 @@ class AvcToAnnexB:
         if len(rec) < 7:
             return
         self.length_size = (rec[4] & 0x03) + 1
-        out, i = [], 6
+        out: list[bytes] = []
+        i = 6
         for count_mask in (0x1F, 0xFF):
-            count = rec[i - 1] & count_mask
-            for _ in range(count):
-                if i + 2 > len(rec):
-                    return
-                size = int.from_bytes(rec[i : i + 2], "big")
-                out.append(START + rec[i + 2 : i + 2 + size])
-                i += 2 + size
+            units, i, whole = sized_units(rec, i, rec[i - 1] & count_mask)
+            if not whole:
+                return
+            out += units
             i += 1  # the PPS count byte
-        self.sps_pps = b"".join(out)
+        self.sps_pps = b"".join(START + u for u in out)
 
 
 

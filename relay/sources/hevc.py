@@ -4,7 +4,7 @@ H.264 ladder for browsers; the source's own H.265 is not forwarded to H.264 view
 
 from __future__ import annotations
 
-from .h264 import length_prefixed
+from .h264 import length_prefixed, sized_units
 
 __all__ = ["HvcToAnnexB", "is_hevc"]
 
@@ -71,13 +71,8 @@ class HvcToAnnexB:
         for _ in range(rec[22]):
             if i + 3 > len(rec):
                 break
-            count, i = int.from_bytes(rec[i + 1:i + 3], "big"), i + 3
-            for _ in range(count):
-                if i + 2 > len(rec):
-                    break
-                size = int.from_bytes(rec[i:i + 2], "big")
-                out.append(START + rec[i + 2:i + 2 + size])
-                i += 2 + size
+            units, i, _whole = sized_units(rec, i + 3, int.from_bytes(rec[i + 1:i + 3], "big"))
+            out += [START + u for u in units]
         self.params = b"".join(out)
 
 
