@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import ice_servers_for
+from .cascade import Forwards
 from .config import Config
 from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
@@ -69,7 +70,8 @@ def _services(config: Config) -> Services:
         whep=WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table),
         rtmp=RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None,
         shares=ShareBook(config.auth.shares_file),
-        record=RecordService(config, registry) if recording else None)
+        record=RecordService(config, registry) if recording else None,
+        forwards=Forwards(registry, config, ice) if any(s.forward for s in config.streams) else None)
 
 
 def _wire_streams(services: Services) -> None:
@@ -182,6 +184,8 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
     _service(app, "sources", sources.start, sources.stop)
     if services.rtmp is not None:
         _service(app, "rtmp", services.rtmp.start, services.rtmp.stop)
+    if services.forwards is not None:
+        _service(app, "forwards", services.forwards.start, services.forwards.stop)
 
 
 def _service(app: web.Application, name: str, start: Callable[[], Awaitable[None]] | None,

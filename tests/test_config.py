@@ -44,6 +44,16 @@ def test_shipped_configs_load(tmp_path: Path) -> None:
     ({"server": {"port": 70000}}, "server.port"),
     ({"server": {"host": "not-an-ip"}}, "server.host"),
     ({"server": {"colour": 1}}, "server.colour"),
+    ({"server": {"name": "vehicle one"}}, "server.name"),
+    ({"streams": {"d": {"forward": ["https://c.example/whip/d"]}}}, "streams.d.forward_token"),
+    ({"streams": {"d": {"forward": ["ftp://c.example/whip/d"], "forward_token": "t" * 10}}}, "streams.d.forward[0]"),
+    ({"streams": {"d": {"forward": "https://c.example/", "forward_token": "t" * 10}}}, "streams.d.forward[0]"),
+    ({"streams": {"d": {"forward": ["https://c/whip/d"], "forward_token": "t" * 10, "forward_rendition": "x"}}},
+     "streams.d.forward_rendition"),
+    ({"streams": {"d": {"forward": ["https://c/whip/d"], "forward_token": "t" * 10,
+                        "forward_rendition": "source", "mode": "transcode"}}}, "streams.d.forward_rendition"),
+    ({"streams": {"d": {"forward_pin": "12:34"}}}, "streams.d.forward_pin"),
+    ({"streams": {"d": {"forward_ca": "/nonexistent/ca.pem"}}}, "streams.d.forward_ca"),
     ({"renditions": [{"name": "a", "height": 721}]}, "renditions[0].height"),
     ({"renditions": [{"name": "a", "codec": "av1"}]}, "renditions[0].codec"),
     ({"renditions": [{"name": "a"}, {"name": "a"}]}, "renditions[1].name"),
@@ -101,7 +111,7 @@ def test_cli_refuses_bad_config(tmp_path: Path) -> None:
 
 # Every key of every table, each set to a value that is not its default.
 FULL = {
-    "server": {"host": "0.0.0.0", "port": 9443, "log_level": "debug", "log_format": "json"},
+    "server": {"host": "0.0.0.0", "port": 9443, "log_level": "debug", "log_format": "json", "name": "centre-1"},
     "renditions": [{"name": "top", "height": 1080, "bitrate_kbps": 6000, "codec": "vp8", "max_fps": 25.0}],
     "media": {"viewer_queue_packets": 99, "source_queue_frames": 7, "keyframe_interval_s": 1.5,
               "keyframe_min_interval_s": 0.5, "viewer_keyframe_interval_s": 4.0, "signal_lost_after_s": 2.5,
@@ -121,7 +131,9 @@ FULL = {
     "streams": {"d1": {"publish_token": "pub-d1-token", "view_token": "view-d1-token", "title": "Roof",
                        "source": "rtsp://10.0.0.9:8554/cam", "rtsp_transport": "tcp", "rtsp_listen": True,
                        "mode": "both", "allow_senders": ["10.0.0.0/8"], "record": True,
-                       "telemetry": "mavlink+udp://0.0.0.0:14550"}},
+                       "telemetry": "mavlink+udp://0.0.0.0:14550",
+                       "forward": ["https://centre.example/whip/d1"], "forward_token": "fwd-d1-token",
+                       "forward_rendition": "source", "forward_pin": "ab" * 32}},
     "limits": {"viewers_per_stream": 5, "viewers_total": 6, "sessions_per_client": 7,
                "offers_per_client_per_min": 8, "unconfigured_streams": 9, "waiting_expire_s": 10.5,
                "rtmp_connections": 11, "rtmp_publish_within_s": 12.5, "rtmp_preauth_bytes": 1300,
@@ -146,7 +158,8 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
     for name in ("cert.pem", "key.pem"):
         (tmp_path / name).write_text("PEM")
     doc = {**FULL, "server": {**FULL["server"], "tls_cert": str(tmp_path / "cert.pem"),
-                              "tls_key": str(tmp_path / "key.pem")}}
+                              "tls_key": str(tmp_path / "key.pem")},
+           "streams": {"d1": {**FULL["streams"]["d1"], "forward_ca": str(tmp_path / "cert.pem")}}}
     cfg = parse(doc, env={})
     default = Config()
     checked = 0

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from .fields import STREAM_NAME, ConfigError, as_str, is_ip
 
 PASSTHROUGH = "source"  # the rendition name of forwarded source packets
-SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://")
+SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://", "whep+http://", "whep+https://")
 ROLES = ("publisher", "viewer", "control", "admin")
 ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$")
 IFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")
@@ -71,9 +71,34 @@ def source(key: str, source: str) -> str:
         port = parsed.port
     except ValueError as exc:
         raise ConfigError(key, f"not a valid URL: {exc}") from None
-    if not parsed.hostname or (not source.startswith("rtsp") and not port):
+    if not parsed.hostname or (not source.startswith(("rtsp", "whep")) and not port):
         raise ConfigError(key, "needs a host and a port (e.g. udp://0.0.0.0:5600)")
     return source
+
+
+def node_name(key: str, name: str) -> str:
+    if not STREAM_NAME.match(name):
+        raise ConfigError(key, f"must match {STREAM_NAME.pattern}, got {name!r}")
+    return name
+
+
+def forward_url(key: str, url: str) -> None:
+    """Where a stream is forwarded: another relay's WHIP endpoint for it."""
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.path.strip("/"):
+        raise ConfigError(key, f"must be an http(s) WHIP URL (https://centre:8443/whip/drone1), got {url!r}")
+
+
+def sha256_pin(key: str, value: str) -> str:
+    """A certificate's SHA-256 fingerprint: 64 hex digits (colons allowed)."""
+    digits = value.replace(":", "").lower()
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise ConfigError(key, "must be a SHA-256 fingerprint (64 hex digits, colons allowed)")
+    return digits
 
 
 def mavlink(key: str, url: str) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .checks import (
+    PASSTHROUGH,
     ROLES,
     TURN_URLS,
     even,
+    forward_url,
     grant,
     ice_url,
     ip,
@@ -16,8 +18,10 @@ from .checks import (
     lower,
     mavlink,
     network,
+    node_name,
     public_url,
     rendition_name,
+    sha256_pin,
     source,
     stream_name,
     stun_url,
@@ -80,8 +84,21 @@ class StreamConfig:
     # Telemetry in: "mavlink+udp://0.0.0.0:14550" (allow_senders applies, one sender at a time).
     # KLV in an MPEG-TS/RTSP source and the HTTP endpoint need no setting.
     telemetry: str | None = text(None, check=mavlink)
+    # Forwarded to other relays (the control centre's) over WHIP, dialled from here:
+    # forward = ["https://centre:8443/whip/drone1"], a publish token there, the rung the
+    # uplink starts on ("auto": chosen from the link as for a viewer; "source": the drone's
+    # own H.264), and how to trust the centre's certificate (a CA file or a pinned SHA-256).
+    forward: tuple[str, ...] = strings(item=forward_url, one_or_many=True,
+                                       what="must be an array of WHIP URLs")
+    forward_token: str | None = secret()
+    forward_rendition: str = text("auto")
+    forward_ca: str | None = path_or_none()
+    forward_pin: str | None = text(None, check=sha256_pin)
 
     def check(self, path: str, ctx: Ctx) -> None:
+        if self.forward and self.forward_token is None:
+            raise ConfigError(f"{path}forward_token", "a forward needs a publish token for the other relay "
+                                                      "(forward_token or forward_token_env)")
         if self.allow_senders and self.rtsp_listen and self.rtsp_transport != "tcp":
             raise ConfigError(f"{path}allow_senders", "with rtsp_listen needs rtsp_transport = \"tcp\" "
                                                       "(RTP over UDP would bypass the gate)")
@@ -264,6 +281,8 @@ DEFAULT_LADDER = (Rendition("high", 720, 2500), Rendition("low", 360, 600))
 class Config:
     host: str = in_table("server", host("127.0.0.1"))
     port: int = in_table("server", integer(8080, 1, 65535))
+    # This relay's name where others show it: the path of a forwarded stream ("vehicle-1").
+    name: str = in_table("server", text("relay", check=node_name))
     tls_cert: str | None = in_table("server", path_or_none())  # PEM chain: HTTPS for everything
     tls_key: str | None = in_table("server", path_or_none())
     log_level: str = in_table("server", choice("info", ("debug", "info", "warning", "error"),
@@ -310,6 +329,14 @@ class Config:
             seen.add(r.name)
         if self.auth.enabled:
             self._check_auth()
+        for s in self.streams:
+            wanted = s.forward_rendition
+            if s.forward and wanted not in ("auto", PASSTHROUGH) and self.rendition(wanted) is None:
+                raise ConfigError(f"streams.{s.name}.forward_rendition",
+                                  f"must be auto, {PASSTHROUGH} or a rendition name, got {wanted!r}")
+            if s.forward and wanted == PASSTHROUGH and s.mode == "transcode":
+                raise ConfigError(f"streams.{s.name}.forward_rendition",
+                                  f"{PASSTHROUGH!r} needs mode = \"passthrough\" or \"both\"")
 
     def _check_auth(self) -> None:
         """With auth on, every stream can be published and watched by someone."""

@@ -8,7 +8,11 @@
 - :mod:`.padding`: the padding probe's driver.
 """
 
+from .adapt import Adapter, poll_rtt
+from .channel import send_times_and_telemetry, serve
+from .echo import Echoes
 from .egress import AUTO, WhepEgress
 from .viewer import Viewer, ViewerInfo
 
-__all__ = ["AUTO", "Viewer", "ViewerInfo", "WhepEgress"]
+__all__ = ["AUTO", "Adapter", "Echoes", "Viewer", "ViewerInfo", "WhepEgress", "poll_rtt",
+           "send_times_and_telemetry", "serve"]

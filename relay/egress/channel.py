@@ -107,7 +107,7 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
             on_report()
 
 
-async def send_times_and_telemetry(viewer: Viewer) -> None:
+async def send_times_and_telemetry(viewer: Viewer, period_s: float = FRAME_TIMES_PERIOD_S) -> None:
     """Five times a second: which arrival and capture time belongs to which RTP timestamp
     of the frames this viewer was sent (the browser matches them with what it presents),
     and the telemetry samples since the last message, each tagged with its capture time
@@ -118,7 +118,7 @@ async def send_times_and_telemetry(viewer: Viewer) -> None:
     sent_seq = 0
     quiet_since = 0.0
     while True:
-        await asyncio.sleep(FRAME_TIMES_PERIOD_S)
+        await asyncio.sleep(period_s)
         ch = viewer.channel
         if ch is None or ch.readyState != "open":
             continue

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..auth import Action, Decision, bearer_token
 from ..auth import authorize as decide
+from ..cascade import Forwards
 from ..config import STREAM_NAME, Config
 from ..egress import WhepEgress
 from ..errors import RelayError
@@ -59,6 +60,7 @@ class Services:
     limiter: Limiter | None = None
     record: RecordService | None = None
     shares: ShareBook = field(default_factory=ShareBook)
+    forwards: Forwards | None = None
 
 
 SERVICES = web.AppKey("services", Services)

@@ -25,7 +25,7 @@ def visible(request: web.Request, entry: Entry) -> bool:
 def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
     doc = entry.summary()
     sc = svc.config.stream(entry.name)
-    doc["title"] = sc.title if sc else ""
+    doc["title"] = (sc.title if sc else "") or entry.source_info.upstream_title
     doc["mode"] = entry.mode
     doc["renditions"] = []
     for r in svc.config.renditions if entry.mode != "passthrough" else ():
@@ -48,6 +48,8 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{info.width}x{info.height}" if info.width else None, "passthrough": True,
         })
     doc["viewers"] = svc.whep.count(entry.name)
+    if svc.forwards is not None and svc.forwards.forwarders:
+        doc["forwards"] = svc.forwards.of(entry.name)
     if svc.record is not None:
         doc["record"] = svc.record.status(entry.name)
     return doc

@@ -167,6 +167,8 @@ class Pipeline:
     def _process(self, unit: Unit, renditions: list[Rendition], keys: set[str]) -> dict[str, list[Unit]]:
         frame: av.VideoFrame = unit.payload
         img, capture_ms = self.frames.prepare(frame, unit.arrival_wall_ms)
+        if capture_ms is None:
+            capture_ms = unit.capture_wall_ms  # known upstream (another relay forwarded it)
         unit.timeline.setdefault("decoded", unit.timeline["arrival"])
         # Capture spacing where the source gives it; otherwise network arrival (never the
         # processing time: a decoder thread that catches up would bunch frames together).

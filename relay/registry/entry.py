@@ -82,6 +82,7 @@ class Entry:
     def release(self, session_id: str) -> None:
         if self.slot.release(session_id):
             self.source_info.set_problem("")  # it was this publisher's
+            self.source_info.set_route([], [], "")
             self.liveness.lose()
 
     # -------------------------------------------------------------- reading
@@ -153,4 +154,6 @@ class Entry:
                                  if info.last_frame_time else None),
             "encoders": len(self.encoders),
             "telemetry": self.telemetry.summary(),
+            "path": info.path or None,
+            "hops": info.hops or None,
         }

@@ -15,6 +15,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import RelayError
 
@@ -163,7 +164,15 @@ class SourceInfo:
         self.frames_in = 0
         self.last_frame_time = 0.0  # wall clock of the last source frame
         self.problem = ""  # why the publisher's media cannot be shown (an unsupported codec)
+        # A stream forwarded by another relay: the relays it crossed ("drone", "vehicle"),
+        # each hop's delay, and the title it had there (set by that session, cleared after).
+        self.path: list[str] = []
+        self.hops: list[dict[str, Any]] = []
+        self.upstream_title = ""
         self._arrivals: list[float] = []
+
+    def set_route(self, path: list[str], hops: list[dict[str, Any]], title: str) -> None:
+        self.path, self.hops, self.upstream_title = path, hops, title
 
     def set_codec(self, codec: str) -> None:
         self.codec = codec

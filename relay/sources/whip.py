@@ -23,6 +23,7 @@ from ..webrtc import (
     transceiver_codecs,
     use_marker_jitter_buffer,
 )
+from .upstream import Upstream, echo_back
 
 __all__ = ["WhipIngest"]
 
@@ -56,6 +57,15 @@ class WhipIngest:
         session = PeerSession("whip", stream, pc, remote, session_id=session_id)
         self.table.add(session)
         session.on_close.append(self._closed)
+        upstream: list[Upstream] = []  # a forwarding relay's "relay" channel, once opened
+
+        @pc.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            if channel.label == "echo":
+                echo_back(channel)
+            elif channel.label == "relay" and not upstream:
+                upstream.append(Upstream(entry, channel, self.config.name))
+                session.spawn(upstream[0].run())
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -68,7 +78,7 @@ class WhipIngest:
             if receiver is not None:
                 use_marker_jitter_buffer(receiver)
                 arrivals = ArrivalTimes(receiver)
-            session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals)))
+            session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals, upstream)))
 
         try:
             answer = await answer_offer(pc, offer_sdp, IcePolicy.of(self.config.webrtc))
@@ -85,9 +95,11 @@ class WhipIngest:
         return session.id, answer
 
     @staticmethod
-    def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None) -> None:
+    def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None, upstream: list[Upstream]) -> None:
         arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
         unit = Unit.arrived(frame) if arrived is None else Unit.decoded(frame, arrived)
+        if upstream:
+            upstream[0].stamp(unit, arrivals.wire(frame.pts) if arrivals is not None else None)
         entry.touch()
         entry.source.publish(unit)
 

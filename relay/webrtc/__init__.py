@@ -10,7 +10,7 @@ from .compat import (
     use_marker_jitter_buffer,
 )
 from .ice import IcePolicy, announce_candidates, gathering_with, resolve_addresses, use_host_addresses
-from .peer import answer_offer, check_offer, new_peer, prefer_codec
+from .peer import accept_answer, answer_offer, check_offer, make_offer, new_peer, prefer_codec
 from .session import PeerSession, SessionTable, new_session_id
 from .tracks import ArrivalTimes, PacketTrack, RtcpTap, listen_for_keyframe_requests, pump_track
 
@@ -22,12 +22,14 @@ __all__ = [
     "PeerSession",
     "RtcpTap",
     "SessionTable",
+    "accept_answer",
     "announce_candidates",
     "answer_offer",
     "can_pad",
     "check_offer",
     "gathering_with",
     "listen_for_keyframe_requests",
+    "make_offer",
     "new_peer",
     "new_session_id",
     "prefer_codec",

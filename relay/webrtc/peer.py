@@ -23,7 +23,7 @@ from .ice import IcePolicy, announce_candidates, gathering_with
 
 log = logging.getLogger("relay.webrtc")
 
-__all__ = ["answer_offer", "check_offer", "new_peer", "prefer_codec"]
+__all__ = ["accept_answer", "answer_offer", "check_offer", "make_offer", "new_peer", "prefer_codec"]
 
 MIME = {"h264": "video/H264", "vp8": "video/VP8"}
 MAX_SDP_BYTES = 64 * 1024
@@ -137,3 +137,27 @@ async def answer_offer(
             log.warning("ICE could not bind", extra={"error": str(exc)})
             raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
     return announce_candidates(str(pc.localDescription.sdp), ice.announce)
+
+
+async def make_offer(pc: RTCPeerConnection, ice: IcePolicy | None = None, gather_s: float = 10.0) -> str:
+    """This relay dials out (it forwards a stream to another relay): the complete offer,
+    candidates gathered under the relay's own ``ice`` policy."""
+    ice = ice or IcePolicy()
+    with gathering_with(ice):
+        try:
+            await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), gather_s)
+        except OSError as exc:
+            log.warning("ICE could not bind", extra={"error": str(exc)})
+            raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
+    return announce_candidates(str(pc.localDescription.sdp), ice.announce)
+
+
+async def accept_answer(pc: RTCPeerConnection, answer_sdp: str) -> None:
+    """The other relay's answer to our offer (502 when it is not one we can use)."""
+    if not answer_sdp.strip().startswith("v=0"):
+        raise RelayError(502, "the other side's answer is not SDP")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+    except Exception as exc:
+        why = f"the other side's answer was rejected: {type(exc).__name__}: {exc}"
+        raise RelayError(502, why[:300]) from None

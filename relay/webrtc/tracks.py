@@ -346,10 +346,13 @@ class ArrivalTimes:
 
         compat.tap_receiver_rtp(receiver, handle)
 
-    def lookup(self, pts: int | None) -> float | None:
-        if pts is None:
-            return None
+    def wire(self, pts: int | None) -> int | None:
+        """The RTP timestamp a decoded frame had on the wire."""
         origin = compat.receiver_timestamp_origin(self._receiver)
-        if origin is None:
+        if pts is None or origin is None:
             return None
-        return self._times.get((pts + origin) & 0xFFFFFFFF)
+        return (pts + origin) & 0xFFFFFFFF
+
+    def lookup(self, pts: int | None) -> float | None:
+        ts = self.wire(pts)
+        return None if ts is None else self._times.get(ts)

@@ -1,0 +1,42 @@
+"""Relay to relay: this relay forwards its streams to others (the command vehicle's to the
+control centre's) over WHIP, the uplink adapting like a viewer's link.
+
+- :mod:`.forward`: one stream to one other relay (dial, publish, redial with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from ..registry import Registry
+from .forward import Backoff, Forwarder, Refused
+
+__all__ = ["Backoff", "Forwarder", "Forwards", "Refused"]
+
+
+class Forwards:
+    """Every configured forward of this relay, each running for the relay's life."""
+
+    def __init__(self, registry: Registry, config: Config,
+                 ice: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.forwarders = [Forwarder(registry, config, sc, url, ice)
+                           for sc in config.streams for url in sc.forward]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(f.run()) for f in self.forwarders]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    def of(self, stream: str) -> list[dict[str, Any]]:
+        return [f.status() for f in self.forwarders if f.sc.name == stream]

@@ -1,0 +1,309 @@
+"""Forward a stream to another relay: this relay dials out and publishes over WHIP.
+
+The command vehicle's relay serves the scene locally and forwards each stream to the
+control centre's relay over its one LTE uplink. It dials (so carrier NAT does not matter),
+and the uplink is treated exactly like a viewer's link: a :class:`Viewer` with its RTCP
+tap, echo channel and, on "auto", the same :class:`Adapter` and ABR controller, switching
+rungs at keyframes on one track from what the centre's receiver reports (REMB, receiver
+reports, its frame rate and freezes on the "relay" channel, round trips on "echo"). The
+"relay" channel also carries, per frame, its capture and arrival times, the telemetry
+samples, and the stream's title and path (see :mod:`relay.sources.upstream`).
+
+Nothing here touches the vehicle's own viewers: the forward is one more reader of a
+rendition's shared packets, with its own bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from ..abr import AbrController, Rung
+from ..config import PASSTHROUGH, Config, StreamConfig
+from ..egress import AUTO, Adapter, Echoes, Viewer, ViewerInfo, poll_rtt, send_times_and_telemetry, serve
+from ..errors import RelayError
+from ..media import Unit
+from ..registry import Entry, Registry, State
+from ..webrtc import (
+    IcePolicy,
+    PacketTrack,
+    PeerSession,
+    accept_answer,
+    listen_for_keyframe_requests,
+    make_offer,
+    new_peer,
+    prefer_codec,
+)
+
+__all__ = ["Backoff", "Forwarder", "Refused"]
+
+log = logging.getLogger("relay.forward")
+FRAME_TIMES_S = 0.02  # frame times go out at once: the other relay needs them as the frame decodes
+SOURCE_EVERY_S = 1.0
+CONNECT_S = 10.0
+POST_TIMEOUT = aiohttp.ClientTimeout(total=8.0, connect=4.0)
+
+
+class Refused(Exception):
+    """The other relay answered the offer with an error status."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Backoff:
+    """Growing delays: short while the link is down (it comes back; the centre's viewers
+    wait), long when the other relay refuses (a wrong token does not fix itself)."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.next = first
+
+    def take(self) -> float:
+        delay = self.next
+        self.next = min(self.cap, self.next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.next = self.first
+
+
+def ssl_for(sc: StreamConfig) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+    """How the other relay's certificate is trusted: pinned, a brigade CA, or the system's."""
+    if sc.forward_pin:
+        return aiohttp.Fingerprint(bytes.fromhex(sc.forward_pin))
+    if sc.forward_ca:
+        return ssl.create_default_context(cafile=sc.forward_ca)
+    return True
+
+
+class Forwarder:
+    """One stream to one other relay, for the life of this relay."""
+
+    def __init__(self, registry: Registry, config: Config, sc: StreamConfig, url: str,
+                 ice: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.registry = registry
+        self.config = config
+        self.sc = sc
+        self.url = url
+        self.ice: Callable[[], list[dict[str, Any]]] = ice or (lambda: [])
+        self.state = "waiting"  # waiting (no live stream here), connecting, up, unreachable, refused
+        self.since = time.time()
+        self.attempts = 0
+        self.sessions = 0
+        self.refusals = 0
+        self.last_error = ""
+        self.viewer: Viewer | None = None
+        self.adapter: Adapter | None = None
+        self._told: set[str] = set()  # refusals already logged (each reason once)
+        self._down_since: float | None = None
+        self._drone_hop: deque[int] = deque(maxlen=30)  # our arrival - the drone's capture (ms)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        network, refused = Backoff(0.5, 2.0), Backoff(2.0, 60.0)
+        async with aiohttp.ClientSession() as http:
+            while True:
+                entry = await self._live_entry()
+                self.attempts += 1
+                self._set("connecting")
+                started = time.monotonic()
+                try:
+                    reason = await self._session(http, entry)
+                    delay = 0.2 if time.monotonic() - started > 10 else network.take()
+                    network.reset()
+                    refused.reset()
+                    self._set("waiting", reason)
+                except Refused as exc:
+                    self.refusals += 1
+                    self._refused(exc)
+                    delay = refused.take()
+                except (aiohttp.ClientError, OSError, TimeoutError, RelayError) as exc:
+                    delay = network.take()
+                    self._unreachable(f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(delay)
+
+    async def _live_entry(self) -> Entry:
+        while True:
+            entry = self.registry.get(self.sc.name)
+            if entry is not None and entry.state is State.LIVE:
+                return entry
+            self._set("waiting", self.last_error)
+            await asyncio.sleep(0.2)
+
+    def _set(self, state: str, error: str = "") -> None:
+        if state != self.state:
+            self.state, self.since = state, time.time()
+        self.last_error = error
+
+    def _refused(self, exc: Refused) -> None:
+        self._set("refused", str(exc))
+        key = f"{exc.status} {exc.reason}"
+        if key not in self._told:  # once per reason, never in a loop
+            self._told.add(key)
+            log.warning("forward refused by the other relay", extra={
+                "stream": self.sc.name, "url": self.url, "status": exc.status, "reason": exc.reason})
+
+    def _unreachable(self, error: str) -> None:
+        self._set("unreachable", error)
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("forward cannot reach the other relay", extra={
+                "stream": self.sc.name, "url": self.url, "error": error})
+
+    # ------------------------------------------------------------------ one session
+
+    async def _session(self, http: aiohttp.ClientSession, entry: Entry) -> str:
+        """Dial, publish until the session ends; returns why it ended."""
+        name, auto, ladder = self._rung(entry)
+        pc = new_peer(self.ice())
+        session = PeerSession("forward", entry.name, pc, self.url, connect_timeout=CONNECT_S)
+        ended = asyncio.Event()
+        why: list[str] = []
+
+        def on_close(s: PeerSession) -> None:
+            ended.set()
+
+        session.on_close.append(on_close)
+        location = None
+        viewer: Viewer | None = None
+        try:
+            viewer = self._viewer(session, entry, name, auto)
+            offer = await make_offer(pc, IcePolicy.of(self.config.webrtc))
+            answer, location = await self._post(http, offer)
+            await accept_answer(pc, answer)
+            self._up(entry, session, viewer, ladder if auto else [])
+            while not ended.is_set():
+                if entry.state is not State.LIVE or self.registry.get(entry.name) is not entry:
+                    why.append("the stream here is no longer live")
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), 0.2)
+            return why[0] if why else "session ended"
+        finally:
+            self.viewer = self.adapter = None
+            if location is not None:
+                await self._delete(http, location)
+            await session.close(why[0] if why else "forward ended")
+            if viewer is not None:
+                viewer.track.stop()
+
+    def _rung(self, entry: Entry) -> tuple[str, bool, list[Rung]]:
+        wanted = self.sc.forward_rendition
+        if entry.mode == "passthrough" or wanted == PASSTHROUGH:
+            return PASSTHROUGH, False, []
+        ladder = [Rung(r.name, r.bitrate_kbps, r.max_fps)
+                  for r in self.config.renditions if r.codec == "h264"]
+        if wanted == AUTO and len(ladder) > 1 and self.config.abr.enabled:
+            return AbrController.start_rung(ladder, self.config.abr.start_kbps), True, ladder
+        if wanted == AUTO:
+            return ladder[0].name if ladder else self.config.renditions[0].name, False, []
+        return wanted, False, []
+
+    def _viewer(self, session: PeerSession, entry: Entry, name: str, auto: bool) -> Viewer:
+        """The uplink as a viewer: one sending track on rung ``name``, its tap and channels."""
+        out = entry.rendition_stream(name)
+        if out is None:
+            raise RelayError(409, f"stream {entry.name!r} has no rendition {name!r} to forward")
+        pc = session.pc
+        transceiver = pc.addTransceiver("video", direction="sendonly")
+        prefer_codec(transceiver, "h264")
+        info = ViewerInfo(session=session.id, rendition=name, remote=self.url, who="forward", auto=auto,
+                          rendition_reason="auto: start" if auto else "configured")
+
+        def on_sent(unit: Unit) -> None:
+            if unit.capture_wall_ms:
+                self._drone_hop.append(unit.arrival_wall_ms - unit.capture_wall_ms)
+
+        track = PacketTrack(lambda: out.subscribe(label=f"forward {session.public}"), on_sent)
+        transceiver.sender.replaceTrack(track)
+        track.sender = transceiver.sender
+        holder: list[Viewer] = []
+        tap = listen_for_keyframe_requests(transceiver.sender, lambda why: holder[0].request_keyframe(why))
+        viewer = Viewer(session, entry, info, track, transceiver.sender, tap)
+        holder.append(viewer)
+        serve(viewer, pc.createDataChannel("relay"), self.config.latency, lambda: None)
+        viewer.echo = Echoes(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
+        return viewer
+
+    def _up(self, entry: Entry, session: PeerSession, viewer: Viewer, ladder: list[Rung]) -> None:
+        self.sessions += 1
+        self.viewer = viewer
+        self._set("up")
+        if self._down_since is not None:
+            log.info("forward resumed", extra={"stream": entry.name, "url": self.url,
+                                               "down_s": round(time.monotonic() - self._down_since, 1)})
+            self._down_since = None
+        session.spawn(send_times_and_telemetry(viewer, FRAME_TIMES_S))
+        session.spawn(self._send_source(entry, viewer))
+        session.spawn(viewer.watch_silence())
+        if ladder:
+            ctl = AbrController(ladder, viewer.info.rendition, hold_s=self.config.abr.hold_s,
+                                max_hold_s=self.config.abr.max_hold_s)
+            self.adapter = Adapter(viewer, ctl, self.config.abr.queue_watch)
+            session.spawn(self.adapter.run())
+        else:
+            session.spawn(poll_rtt(viewer))
+        log.info("forwarding", extra={"stream": entry.name, "url": self.url,
+                                      "rendition": viewer.info.rendition, "session": session.public})
+
+    async def _send_source(self, entry: Entry, viewer: Viewer) -> None:
+        """Once a second: the title, the path so far and each hop's delay."""
+        while True:
+            info = entry.source_info
+            if info.path:  # this relay is fed by another one: pass its path on
+                path, hops = list(info.path), list(info.hops)
+            else:
+                hop = sorted(self._drone_hop)[len(self._drone_hop) // 2] if self._drone_hop else None
+                me = self.config.name
+                path, hops = ["drone", me], [{"from": "drone", "to": me, "ms": hop}]
+            title = self.sc.title or info.upstream_title
+            viewer.send(json.dumps({"type": "source", "title": title, "path": path, "hops": hops}))
+            await asyncio.sleep(SOURCE_EVERY_S)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _post(self, http: aiohttp.ClientSession, offer: str) -> tuple[str, str]:
+        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self.sc.forward_token}"}
+        async with http.post(self.url, data=offer, headers=headers, ssl=ssl_for(self.sc),
+                             timeout=POST_TIMEOUT, allow_redirects=False) as resp:
+            body = await resp.text()
+            if resp.status != 201:
+                first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
+                raise Refused(resp.status, first)
+            return body, urljoin(self.url, resp.headers.get("Location", ""))
+
+    async def _delete(self, http: aiohttp.ClientSession, location: str) -> None:
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            async with http.delete(location, headers={"Authorization": f"Bearer {self.sc.forward_token}"},
+                                   ssl=ssl_for(self.sc), timeout=aiohttp.ClientTimeout(total=2)):
+                pass
+
+    # ------------------------------------------------------------------ shown
+
+    def status(self) -> dict[str, Any]:
+        v = self.viewer
+        parts = urlsplit(self.url)
+        out: dict[str, Any] = {
+            "to": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            "state": self.state, "since": round(self.since, 3), "attempts": self.attempts,
+            "sessions": self.sessions, "refusals": self.refusals, "last_error": self.last_error or None,
+        }
+        if v is not None:
+            out.update({"rendition": v.info.rendition, "auto": v.info.auto, "rtt_ms": v.info.rtt_ms,
+                        "estimate_kbps": v.info.estimate_kbps, "reason": v.info.rendition_reason,
+                        "switches": v.info.switches[-5:], "queue": v.reader_stats()})
+        return out

@@ -1,0 +1,134 @@
+"""Relay to relay (vehicle → centre) in one process: the forward goes live, its times,
+telemetry and path cross, a wrong token is refused once in the log and retried slowly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers import SMALL, Drone, RelayHandle, WhepViewer, wait_for
+
+Factory = Callable[..., Awaitable[RelayHandle]]
+VEHICLE_TOKEN = "vehicle-one-publish-token"
+VIEW = "centre-view-token-1234"
+
+
+def centre_config() -> dict[str, Any]:
+    return {**SMALL, "server": {"name": "centre"},
+            "auth": {"enabled": True, "view_token": VIEW,
+                     "tokens": [{"token": VEHICLE_TOKEN, "role": "publisher", "name": "vehicle-1",
+                                 "streams": ["drone1"]}]}}
+
+
+def vehicle_config(centre: str, token: str = VEHICLE_TOKEN, **stream: Any) -> dict[str, Any]:
+    return {**SMALL, "server": {"name": "vehicle"},
+            "streams": {"drone1": {"title": "Brand Hauptstrasse 5", "forward": [f"{centre}/whip/drone1"],
+                                   "forward_token": token, **stream}}}
+
+
+async def api(url: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.get(f"{url}/api/streams", headers=headers) as r:
+        assert r.status == 200, await r.text()
+        return {d["name"]: d for d in (await r.json())["streams"]}
+
+
+async def test_forward_to_centre_carries_picture_times_telemetry_and_path(relay_factory: Factory) -> None:
+    centre = await relay_factory(centre_config())
+    vehicle = await relay_factory(vehicle_config(centre.url))
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    viewer = WhepViewer(centre.url, "drone1", rendition="low", token=VIEW, channel=True)
+    try:
+        await wait_for(lambda: centre.entry("drone1") is not None and centre.entry("drone1").frames_in > 20,
+                       20, "the forwarded stream to go live at the centre")
+        async with aiohttp.ClientSession() as s:
+            r = await s.post(f"{vehicle.url}/api/streams/drone1/telemetry",
+                             json={"lat": 47.3769, "lon": 8.5417, "alt": 120.0})
+            assert r.status in (200, 204), await r.text()
+        await viewer.start()
+        await viewer.wait_frames(30, 20)
+        # Glass to glass at the centre, from the drone's stamp in the picture: under a second.
+        ages = [at * 1000 - st.capture_ms for st, at in viewer.seen.stamps[-20:]]
+        assert ages and max(ages) < 1000, ages
+        await wait_for(lambda: (centre.entry("drone1").telemetry.state.get("lat") == 47.3769), 5,
+                       "the vehicle's telemetry at the centre")
+        await wait_for(lambda: centre.entry("drone1").source_info.path == ["drone", "vehicle", "centre"],
+                       5, "the path to reach the centre")
+        doc = (await api(centre.url, VIEW))["drone1"]
+        assert doc["path"] == ["drone", "vehicle", "centre"]
+        assert doc["title"] == "Brand Hauptstrasse 5"
+        assert [(h["from"], h["to"]) for h in doc["hops"]] == [("drone", "vehicle"), ("vehicle", "centre")]
+        assert all(h["ms"] is not None and 0 <= h["ms"] < 1000 for h in doc["hops"]), doc["hops"]
+        # The frames' capture times crossed: the centre's frames carry the drone's capture time.
+        fwd = (await api(vehicle.url))["drone1"]["forwards"][0]
+        assert fwd["state"] == "up" and fwd["rendition"] in ("high", "low"), fwd
+        frames = [m for m in viewer.messages if m.get("type") == "frames"]
+        captured = [f for m in frames for f in m["f"] if f[2] is not None]
+        assert captured, "the centre's viewer got no capture times"
+    finally:
+        await viewer.close()
+        await drone.stop()
+
+
+async def test_the_centre_resumes_when_the_vehicle_redials(relay_factory: Factory) -> None:
+    """The uplink's session ends (the centre closed it: a restart, a lost link): the
+    vehicle redials by itself and the centre's viewer, kept on its slate, sees the drone
+    again; the vehicle's own viewer never notices."""
+    centre = await relay_factory(centre_config())
+    vehicle = await relay_factory(vehicle_config(centre.url))
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    at_centre = WhepViewer(centre.url, "drone1", rendition="low", token=VIEW)
+    local = WhepViewer(vehicle.url, "drone1", rendition="low")
+    try:
+        await wait_for(lambda: centre.entry("drone1") is not None and centre.entry("drone1").frames_in > 10,
+                       20, "the forward")
+        await at_centre.start()
+        await local.start()
+        await at_centre.wait_frames(10, 15)
+        first = centre.services.whip.sessions
+        assert len(first) == 1
+        for s in list(first.values()):
+            await s.close("test: the uplink's session is cut")
+        local_before = local.seen.frames
+        await wait_for(lambda: len(centre.services.whip.sessions) == 1
+                       and set(centre.services.whip.sessions) != set(first), 15, "the vehicle to redial")
+        stamps_before = len(at_centre.seen.stamps)
+        await wait_for(lambda: len(at_centre.seen.stamps) > stamps_before + 15, 15,
+                       "the centre's viewer to see the drone again")
+        assert local.seen.frames > local_before + 30, "the vehicle's own viewer stalled"
+        fwd = (await api(vehicle.url))["drone1"]["forwards"][0]
+        assert fwd["sessions"] >= 2 and fwd["state"] == "up", fwd
+    finally:
+        await at_centre.close()
+        await local.close()
+        await drone.stop()
+
+
+async def test_a_wrong_token_is_refused_logged_once_and_retried_slowly(
+        relay_factory: Factory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="relay.forward")
+    centre = await relay_factory(centre_config())
+    vehicle = await relay_factory(vehicle_config(centre.url, token="not-the-vehicle-token"))
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    try:
+        await wait_for(lambda: vehicle.entry("drone1") is not None and vehicle.entry("drone1").frames_in > 5,
+                       15, "the drone at the vehicle")
+        t0 = time.monotonic()
+        await wait_for(lambda: vehicle.services.forwards.forwarders[0].refusals >= 2, 15, "two refusals")
+        await asyncio.sleep(6.0)
+        fwd = vehicle.services.forwards.forwarders[0]
+        # Delays of 2, 4, 8 s: within ~8 s of the first refusal, three or four tries, not dozens.
+        elapsed = time.monotonic() - t0
+        assert 2 <= fwd.refusals <= 2 + elapsed / 2, (fwd.refusals, elapsed)
+        assert fwd.state == "refused" and "403: token not recognised" in fwd.last_error, fwd.status()
+        refused = [r for r in caplog.records if r.getMessage() == "forward refused by the other relay"]
+        assert len(refused) == 1, [r.__dict__.get("reason") for r in refused]
+        assert centre.entry("drone1") is None or centre.entry("drone1").frames_in == 0
+    finally:
+        await drone.stop()
