@@ -127,9 +127,29 @@ if (navigator.share) {
 }
 player.start();
 
+// A stream forwarded by another relay (the command vehicle's): the path it took and each
+// hop's delay, as text ("drone → vehicle 12 ms → centre 35 ms").
+function showPath(doc) {
+  const el = $("path");
+  const hops = (doc && doc.hops) || [];
+  if (!doc || !doc.path || doc.path.length < 2) { el.hidden = true; return; }
+  const parts = [doc.path[0]];
+  for (let i = 1; i < doc.path.length; i++) {
+    const hop = hops[i - 1];
+    parts.push(`${doc.path[i]}${hop && hop.ms !== null && hop.ms !== undefined ? ` ${Math.round(hop.ms)} ms` : ""}`);
+  }
+  el.textContent = `path: ${parts.join(" → ")}`;
+  el.hidden = false;
+}
+setInterval(() => {
+  authFetch(`/api/streams/${encodeURIComponent(stream)}`)
+    .then((r) => (r.ok ? r.json() : null)).then(showPath).catch(() => {});
+}, 3000);
+
 authFetch(`/api/streams/${encodeURIComponent(stream)}`)
   .then((r) => (r.ok ? r.json() : null))
   .then((doc) => {
+    showPath(doc);
     const sel = $("rendition");
     if (!doc) { sel.hidden = true; return; }
     const chosen = params.get("rendition") || "auto";
