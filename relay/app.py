@@ -64,14 +64,15 @@ def _services(config: Config) -> Services:
     limiter = Limiter(config.limits)
     table = SessionTable(limiter)
     recording = config.record.enabled or any(s.record for s in config.streams)
+    record = RecordService(config, registry) if recording else None
     return Services(
         config=config, registry=registry, limiter=limiter, pipelines=pipelines,
         whip=WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter),
         whep=WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table),
         rtmp=RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None,
         shares=ShareBook(config.auth.shares_file),
-        record=RecordService(config, registry) if recording else None,
-        forwards=Forwards(registry, config, ice) if any(s.forward for s in config.streams) else None)
+        record=record,
+        forwards=Forwards(registry, config, ice, record) if any(s.forward for s in config.streams) else None)
 
 
 def _wire_streams(services: Services) -> None:

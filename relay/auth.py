@@ -47,7 +47,7 @@ __all__ = [
     "share_has_room",
 ]
 
-Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot"]
+Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot", "mirror"]
 
 # Which roles may perform an action (stream scope is checked separately).
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
@@ -71,6 +71,7 @@ class Principal:
     jti: str | None = None
     playback: bool = False
     share: bool = False  # from a share link: honoured only while the link is in the share book
+    vehicle: bool = False  # a [[vehicles]] token: may also send that vehicle's record ("mirror")
 
     def covers(self, stream: str | None) -> bool:
         if stream is None or self.role in _ALL_STREAMS_ROLES:
@@ -78,6 +79,8 @@ class Principal:
         return "*" in self.streams or stream in self.streams
 
     def may(self, action: Action, stream: str | None = None) -> bool:
+        if action == "mirror":  # only a vehicle, for the streams it may publish
+            return self.vehicle and self.covers(stream)
         granted = action in _ROLE_ACTIONS.get(self.role, frozenset()) or (
             action == "playback" and self.playback and self.role in ("viewer", "publisher"))
         return granted and self.covers(stream)
@@ -117,6 +120,8 @@ def _static(config: Config) -> Iterable[tuple[str, Principal]]:
         yield a.view_token, Principal("viewer", ("*",), "auth.view_token")
     for t in a.tokens:
         yield t.token, Principal(t.role, t.streams, t.name, playback=t.playback)
+    for v in config.vehicles:
+        yield v.token, Principal("publisher", v.streams, v.name, vehicle=True)
     for s in config.streams:
         if s.publish_token:
             yield s.publish_token, Principal("publisher", (s.name,), f"streams.{s.name}.publish_token")

@@ -133,7 +133,8 @@ FULL = {
                        "mode": "both", "allow_senders": ["10.0.0.0/8"], "record": True,
                        "telemetry": "mavlink+udp://0.0.0.0:14550",
                        "forward": ["https://centre.example/whip/d1"], "forward_token": "fwd-d1-token",
-                       "forward_rendition": "source", "forward_pin": "ab" * 32}},
+                       "forward_rendition": "source", "forward_pin": "ab" * 32,
+                       "forward_backfill_kbps": 700}},
     "limits": {"viewers_per_stream": 5, "viewers_total": 6, "sessions_per_client": 7,
                "offers_per_client_per_min": 8, "unconfigured_streams": 9, "waiting_expire_s": 10.5,
                "rtmp_connections": 11, "rtmp_publish_within_s": 12.5, "rtmp_preauth_bytes": 1300,
@@ -145,6 +146,42 @@ FULL = {
     "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
                   "tile_attribution": "© tiles", "overlay": True},
 }
+
+
+def public_key(tmp: Path, private: bool = False) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    path = tmp / ("vehicle.pem" if private else "vehicle.pub.pem")
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()) if private else
+                     key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(path)
+
+
+def test_vehicles_are_checked(tmp_path: Path) -> None:
+    """A centre's [[vehicles]]: the key must be a public Ed25519 key (a private one given by
+    mistake is named), names are unique, and auth must be on (a vehicle is its token)."""
+    auth = {"enabled": True, "view_token": "view-token-1"}
+    good = {"name": "v1", "token": "vehicle-token-1", "public_key": public_key(tmp_path)}
+    cases = [
+        ({"auth": auth, "vehicles": [{**good, "public_key": public_key(tmp_path, private=True)}]},
+         "vehicles[0].public_key", "private key"),
+        ({"auth": auth, "vehicles": [{**good, "public_key": str(tmp_path / "none.pem")}]},
+         "vehicles[0].public_key", "cannot read"),
+        ({"auth": auth, "vehicles": [{**good, "public_key": ""}]}, "vehicles[0].public_key", "required"),
+        ({"auth": auth, "vehicles": [good, good]}, "vehicles[1].name", "duplicate"),
+        ({"vehicles": [good]}, "vehicles", "auth"),
+        ({"auth": auth, "vehicles": [{k: v for k, v in good.items() if k != "token"}]}, "vehicles[0].token",
+         "required"),
+    ]
+    for doc, key, words in cases:
+        with pytest.raises(ConfigError) as err:
+            parse(doc, env={})
+        assert err.value.key == key and words in str(err.value), (key, str(err.value))
+    assert parse({"auth": auth, "vehicles": [good]}, env={}).vehicles[0].name == "v1"
 
 
 def test_every_key_comes_back_out(tmp_path: Path) -> None:
@@ -159,7 +196,9 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
         (tmp_path / name).write_text("PEM")
     doc = {**FULL, "server": {**FULL["server"], "tls_cert": str(tmp_path / "cert.pem"),
                               "tls_key": str(tmp_path / "key.pem")},
-           "streams": {"d1": {**FULL["streams"]["d1"], "forward_ca": str(tmp_path / "cert.pem")}}}
+           "streams": {"d1": {**FULL["streams"]["d1"], "forward_ca": str(tmp_path / "cert.pem")}},
+           "vehicles": [{"name": "vehicle-1", "token": "vehicle-token-1", "streams": ["d1"],
+                         "public_key": public_key(tmp_path)}]}
     cfg = parse(doc, env={})
     default = Config()
     checked = 0
@@ -180,7 +219,7 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
             if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
                 items = given.values() if isinstance(given, dict) else given
                 for i, (item, raw) in enumerate(zip(value, items, strict=True)):
-                    compare(item, raw, type(item)(**({"name": "x"} if f.name == "renditions" else {})),
+                    compare(item, raw, type(item)(**({"name": "x"} if f.name in ("renditions", "vehicles") else {})),
                             f"{path}{f.name}[{i}].")
                 continue
             want = tuple(given) if isinstance(given, list) else given

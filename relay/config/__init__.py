@@ -22,6 +22,7 @@ from .schema import (
     StreamConfig,
     TelemetryConfig,
     TokenConfig,
+    VehicleConfig,
     WebRTCConfig,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "StreamConfig",
     "TelemetryConfig",
     "TokenConfig",
+    "VehicleConfig",
     "WebRTCConfig",
     "load",
     "parse",

@@ -76,6 +76,33 @@ def source(key: str, source: str) -> str:
     return source
 
 
+def vehicle_name(key: str, value: Any) -> str:
+    return node_name(key, as_str(key, value))
+
+
+def ed25519_public_pem(key: str, path: str) -> str:
+    """A vehicle's record key: a PEM file holding an Ed25519 public key (never its private half)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if not path:
+        raise ConfigError(key, "is required: the vehicle's record key (its <record dir>/signing-key.pub.pem)")
+    try:
+        data = open(path, "rb").read()  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if b"PRIVATE KEY" in data:
+        raise ConfigError(key, f"{path!r} holds a private key: give the vehicle's public key "
+                               "(its record's signing-key.pub.pem)")
+    try:
+        public = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ConfigError(key, f"{path!r} is not a PEM public key") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise ConfigError(key, f"{path!r} is not an Ed25519 public key (a relay's record key is)")
+    return path
+
+
 def node_name(key: str, name: str) -> str:
     if not STREAM_NAME.match(name):
         raise ConfigError(key, f"must match {STREAM_NAME.pattern}, got {name!r}")

@@ -9,6 +9,7 @@ from .checks import (
     PASSTHROUGH,
     ROLES,
     TURN_URLS,
+    ed25519_public_pem,
     even,
     forward_url,
     grant,
@@ -26,6 +27,7 @@ from .checks import (
     stream_name,
     stun_url,
     tile_url,
+    vehicle_name,
 )
 from .fields import (
     ConfigError,
@@ -94,6 +96,8 @@ class StreamConfig:
     forward_rendition: str = text("auto")
     forward_ca: str | None = path_or_none()
     forward_pin: str | None = text(None, check=sha256_pin)
+    # The record follows over the same uplink, in the room live leaves, at most this fast.
+    forward_backfill_kbps: int = integer(2000, 50, 1_000_000)
 
     def check(self, path: str, ctx: Ctx) -> None:
         if self.forward and self.forward_token is None:
@@ -124,6 +128,25 @@ class TokenConfig:
     def check(self, path: str, ctx: Ctx) -> None:
         if self.token is None:
             raise ConfigError(f"{path}token", "is required (token or token_env)")
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    """Another relay (a command vehicle's) allowed to forward its streams here and send its
+    record: the token it publishes with, the public key its record is signed with."""
+
+    name: str = required(vehicle_name)
+    token: str = secret()  # required: check() refuses None
+    public_key: str = text("", check=ed25519_public_pem)
+    streams: tuple[str, ...] = strings(("*",), item=grant,
+                                       what="must be an array of stream names (or \"*\" for all)")
+
+    def check(self, path: str, ctx: Ctx) -> None:
+        if self.token is None:
+            raise ConfigError(f"{path}token", "is required (token or token_env)")
+        if not self.public_key:
+            raise ConfigError(f"{path}public_key", "is required: the vehicle's record key "
+                                                   "(its <record dir>/signing-key.pub.pem)")
 
 
 @dataclass(frozen=True)
@@ -300,6 +323,7 @@ class Config:
     abr: AbrConfig = section(AbrConfig)
     record: RecordConfig = section(RecordConfig)
     telemetry: TelemetryConfig = section(TelemetryConfig)
+    vehicles: tuple[VehicleConfig, ...] = tables(VehicleConfig, "must be an array of tables ([[vehicles]])")
 
     @property
     def scheme(self) -> str:
@@ -329,6 +353,13 @@ class Config:
             seen.add(r.name)
         if self.auth.enabled:
             self._check_auth()
+        names = [v.name for v in self.vehicles]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ConfigError(f"vehicles[{len(names) - 1 - names[::-1].index(dup)}].name",
+                              f"duplicate vehicle name {dup!r}")
+        if self.vehicles and not self.auth.enabled:
+            raise ConfigError("vehicles", "needs [auth] enabled: a vehicle is known by its token")
         for s in self.streams:
             wanted = s.forward_rendition
             if s.forward and wanted not in ("auto", PASSTHROUGH) and self.rendition(wanted) is None:

@@ -71,7 +71,7 @@ async def api_recordings(request: web.Request) -> web.Response:
         raise RelayError(400, "stream must be a stream name")
     decision = authorize(request, "playback", stream)
     frm, to = _when(request, "from"), _when(request, "to")
-    names = [stream] if stream else sorted(set(rec.index) | set(rec.recorders))
+    names = [stream] if stream else rec.streams()
     out = []
     for name in names:
         if decision.principal is not None and not decision.principal.covers(name):

@@ -7,7 +7,7 @@ from pathlib import Path
 import xstatic.pkg.leaflet
 from aiohttp import web
 
-from . import record, share
+from . import mirror, record, share
 from .common import SERVICES, VIEWER_DIR, S, Services, page
 from .middleware import errors_and_cors
 from .streams import api_snapshot, api_stats, api_stream, api_streams, healthz, metrics
@@ -40,6 +40,7 @@ def build_routes(app: web.Application, services: Services) -> None:
     r.add_get("/metrics", metrics)
     r.add_get("/healthz", healthz)
     record.add_routes(r)
+    mirror.add_routes(r)
     share.add_routes(r)
     r.add_get("/", page("index.html"))
     r.add_get("/wall", page("wall.html"))

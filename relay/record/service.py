@@ -21,8 +21,9 @@ import av
 
 from ..config import Config
 from ..registry import Entry, Registry
-from .chain import Chain, Signer
+from .chain import Chain, Signer, load_public_key
 from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME, file_time_ms, iso, snapshot_path
+from .mirror import MIRRORS, Mirror
 from .recorder import Segment, StreamRecorder
 from .retention import Held, plan_deletions
 from .writer import Sealed, SegmentWriter, file_sha256
@@ -59,7 +60,11 @@ class RecordService:
         self._tele: dict[str, list[tuple[float, str]]] = {}
         self._tele_seq: dict[str, int] = {}
         for d in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            self._load(d.name)
+            if d.name != MIRRORS:
+                self._load(d.name)
+        # Vehicles' records kept here as they signed them (mirror.py); never in retention.
+        self.mirrors = {v.name: Mirror(self.root, v.name, load_public_key(v.public_key))
+                        for v in config.vehicles}
 
     # ------------------------------------------------------------------ index & chain
 
@@ -285,6 +290,11 @@ class RecordService:
     def segments(self, stream: str, from_ms: int | None = None, to_ms: int | None = None,
                  kind: str = "segment") -> list[Segment]:
         out = [s for s in self.index.get(stream, []) if s.kind == kind]
+        mirrored = [s for m in self.mirrors.values() for s in m.segments(stream) if s.kind == kind]
+        if mirrored:  # a vehicle's full-quality record wins over this relay's copy of its uplink
+            out = [s for s in out if not any(m.start_ms < s.end_ms and s.start_ms < m.end_ms
+                                             for m in mirrored)] + mirrored
+            out.sort(key=lambda s: s.start_ms)
         rec = self.recorders.get(stream)
         if kind == "segment" and rec is not None and rec.writer.stats.open_path:
             st = rec.writer.stats
@@ -308,6 +318,11 @@ class RecordService:
         for sp in spans:
             sp["start"], sp["end"] = iso(sp["start_ms"]), iso(sp["end_ms"])
         return spans
+
+    def streams(self) -> list[str]:
+        """Every stream with a record here: its own, and those the vehicles' mirrors hold."""
+        mirrored = {s for m in self.mirrors.values() for s in m.index}
+        return sorted(set(self.index) | set(self.recorders) | mirrored)
 
     def status(self, stream: str) -> dict[str, Any]:
         rec = self.recorders.get(stream)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .chain import GENESIS, ChainLine, line_hash, read_lines, signature_ok
+from .chain import GENESIS, ChainLine, line_hash, load_public_key, read_lines, signature_ok
 from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME
+from .mirror import MIRRORS
 from .writer import file_sha256
 
 __all__ = ["Finding", "Report", "verify_chain", "verify_record"]
@@ -85,8 +86,27 @@ def verify_record(root: Path, public: Ed25519PublicKey) -> Report:
         report.findings += found
         report.summary.append(f"audit log: {len(good)} entries verified")
     for sdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        _verify_stream(root, sdir, public, report)
+        if sdir.name == MIRRORS:
+            _verify_mirrors(sdir, report)
+        else:
+            _verify_stream(root, sdir, public, report)
     return report
+
+
+def _verify_mirrors(mirrors: Path, report: Report) -> None:
+    """Each vehicle's record kept here, with the key this relay was configured with for it
+    (written beside it when the mirror was made; pass a record root and a key of your own
+    to check one vehicle against a key kept elsewhere)."""
+    for vdir in sorted(p for p in mirrors.iterdir() if p.is_dir()):
+        try:
+            key = load_public_key(vdir / "signing-key.pub.pem")
+        except (OSError, ValueError) as exc:
+            report.findings.append(Finding("unreadable", f"{MIRRORS}/{vdir.name}", f"no usable key: {exc}"))
+            continue
+        sub = verify_record(vdir, key)
+        where = f"{MIRRORS}/{vdir.name}"
+        report.findings += [Finding(f.what, f"{where}/{f.where}", f.detail) for f in sub.findings]
+        report.summary += [f"vehicle {vdir.name}: {line}" for line in sub.summary]
 
 
 def _verify_stream(root: Path, sdir: Path, public: Ed25519PublicKey, report: Report) -> None:
