@@ -51,3 +51,50 @@ def test_padding_probes_do_not_hold_frames_back() -> None:
         assert jb.add(pkt(seq, 100, False, b""))[1] is None
     _, frame = jb.add(pkt(20, 200, True, b"f2"))
     assert frame is not None and frame.data == b"f2" and frame.timestamp == 200
+
+
+def test_a_hole_not_filled_in_time_is_given_up_on() -> None:
+    """A packet lost with its retransmissions: after give_up_s the buffer skips to the next
+    whole frame and asks for a keyframe, instead of waiting for 512 packets to pile up."""
+    t = [0.0]
+    jb = MarkerJitterBuffer(capacity=512, is_video=True, give_up_s=0.3)
+    jb.clock = lambda: t[0]
+    assert jb.add(pkt(1, 100, True, b"a"))[1] is not None
+    # Packet 2 (the first of frame 200) is lost; 3 ends frame 200; 4-5 are frame 300.
+    assert jb.add(pkt(3, 200, True, b"c")) == (False, None)
+    t[0] = 0.1
+    assert jb.add(pkt(4, 300, False, b"d")) == (False, None)
+    t[0] = 0.2
+    assert jb.add(pkt(5, 300, True, b"e")) == (False, None)  # still waiting: 0.2 s < 0.3 s
+    t[0] = 0.45
+    pli, frame = jb.add(pkt(6, 400, False, b"f"))
+    assert pli and frame is not None and frame.timestamp == 300 and frame.data == b"de"
+    assert jb.gave_up == 1
+    _, frame = jb.add(pkt(7, 400, True, b"g"))
+    assert frame is not None and frame.data == b"fg"
+
+
+def test_a_hole_filled_in_time_loses_nothing() -> None:
+    t = [0.0]
+    jb = MarkerJitterBuffer(capacity=512, is_video=True, give_up_s=0.3)
+    jb.clock = lambda: t[0]
+    jb.add(pkt(1, 100, True, b"a"))
+    jb.add(pkt(3, 200, True, b"c"))
+    t[0] = 0.2
+    jb.add(pkt(4, 300, True, b"d"))
+    t[0] = 0.25
+    pli, frame = jb.add(pkt(2, 200, False, b"b"))  # the retransmission
+    assert not pli and frame is not None and frame.data == b"bc" and jb.gave_up == 0
+
+
+def test_a_hole_inside_a_frame_is_given_up_on_too() -> None:
+    t = [0.0]
+    jb = MarkerJitterBuffer(capacity=512, is_video=True, give_up_s=0.3)
+    jb.clock = lambda: t[0]
+    jb.add(pkt(10, 100, False, b"a"))
+    jb.add(pkt(11, 100, False, b"b"))  # 12 (the frame's middle) is lost
+    assert jb.add(pkt(13, 100, True, b"d")) == (False, None)
+    t[0] = 0.35
+    assert jb.add(pkt(14, 200, False, b"e")) == (True, None)  # given up: a keyframe is asked for
+    _, frame = jb.add(pkt(15, 200, True, b"f"))
+    assert frame is not None and frame.timestamp == 200 and frame.data == b"ef" and jb.gave_up == 1

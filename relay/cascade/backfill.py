@@ -74,6 +74,7 @@ class Backfill:
             while True:
                 try:
                     sent = await self._round(http)
+                    self.last_error = ""
                     network.reset()
                     refused.reset()
                     await asyncio.sleep(0.5 if sent else 2.0)

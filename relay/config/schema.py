@@ -375,7 +375,8 @@ class Config:
         publishers = (auth.publish_token is not None or auth.jwt_secret
                       or any(t.role in ("publisher", "admin") for t in auth.tokens))
         for s in self.streams:
-            if s.publish_token is None and not publishers:
+            by_vehicle = any(s.name in v.streams or "*" in v.streams for v in self.vehicles)
+            if s.publish_token is None and not publishers and not by_vehicle:
                 raise ConfigError(f"streams.{s.name}.publish_token",
                                   "auth is enabled but neither this nor auth.publish_token is set")
         viewers = (auth.view_token is not None or auth.jwt_secret

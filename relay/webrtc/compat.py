@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -181,7 +182,52 @@ class MarkerJitterBuffer(JitterBuffer):
     The marker bit (RFC 6184 §5.1 for H.264, RFC 7741 §4.1 for VP8) flags a frame's last
     packet, so a contiguous run ending in a marker is complete now. A timestamp change still
     completes a frame whose marker was lost.
+
+    A hole that is not filled within ``give_up_s`` (the packet and its retransmissions
+    lost) is given up on: the buffer skips to the next whole frame and asks for a keyframe
+    (the frames after a lost one cannot decode anyway). aiortc's buffer has no time limit:
+    it waited until 512 packets piled up behind the hole — measured on a relay-to-relay
+    uplink with 5 % loss, 2-5 s without a picture each time.
     """
+
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False,
+                 give_up_s: float = 0.3) -> None:
+        super().__init__(capacity, prefetch, is_video)
+        self.give_up_s = give_up_s
+        self.clock: Callable[[], float] = time.monotonic
+        self.gave_up = 0  # holes given up on (frames skipped to the next whole one)
+        self._hole_since: float | None = None
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        pli, frame = super().add(packet)
+        if frame is not None:
+            self._hole_since = None
+            return pli, frame
+        if self._hole_since is None:
+            if packet.marker:  # a frame's end came and no frame came out: a hole before it
+                self._hole_since = self.clock()
+            return pli, frame
+        if self.clock() - self._hole_since < self.give_up_s:
+            return pli, frame
+        self._hole_since = None
+        self.gave_up += 1
+        self._skip_to_whole_frame()
+        return True, self._remove_frame(packet.sequence_number)
+
+    def _skip_to_whole_frame(self) -> None:
+        """Drop up to the first packet that follows a marker (a frame's first packet)."""
+        assert self._origin is not None
+        last_marker = None
+        for count in range(1, self._capacity):
+            before = self._packets[(self._origin + count - 1) % self._capacity]
+            here = self._packets[(self._origin + count) % self._capacity]
+            if before is not None and before.marker:
+                if here is not None:
+                    self.remove(count)
+                    return
+                last_marker = count
+        if last_marker is not None:
+            self.remove(last_marker)  # the next frame's packets have not come yet
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         packets: list[Any] = []

@@ -6,6 +6,7 @@ uplink (router → centre) is clean, then 1.5 Mbit/s with 5 % loss, then down fo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.browser import CHROMIUM, chromium
+from tests.e2e.test_cascade_record import keypair
 from tests.helpers import Drone, WhepViewer, wait_for
 from tests.netlab import Lab, need_lab, sh
 
@@ -48,10 +50,18 @@ ice_addresses = ["{CENTRE}"]
 enabled = true
 view_token = "{VIEW}"
 
-[[auth.tokens]]
+[record]
+enabled = true
+dir = "{{dir}}/centre-rec"
+min_free_mb = 1
+
+[streams.drone1]
+record = false
+
+[[vehicles]]
+name = "vehicle"
 token = "{TOKEN}"
-role = "publisher"
-name = "vehicle-1"
+public_key = "{{dir}}/vehicle.pub.pem"
 streams = ["drone1"]
 """
 
@@ -86,12 +96,16 @@ async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: 
         lab.route(None, "10.211.2.0/24", ROUTER_V)
         lab.forward(router)
         shape(router, uplink, "10mbit")
-        (lab.dir / "centre.toml").write_text(CENTRE_TOML)
+        (lab.dir / "centre.toml").write_text(CENTRE_TOML.replace("{dir}", str(lab.dir)))
+        priv, _pub, _ = keypair(lab.dir)
+        (lab.dir / "vehicle-key.pub.pem").rename(lab.dir / "vehicle.pub.pem")
         lab.spawn(centre_ns, sys.executable, "-m", "relay", "--config", str(lab.dir / "centre.toml"),
                   log="centre.log")
         vehicle = await relay_factory({
             "server": {"name": "vehicle"}, "renditions": LADDER,
             "webrtc": {"ice_addresses": [VEHICLE]}, "abr": {"start_kbps": 1800, "hold_s": 4, "max_hold_s": 12},
+            "record": {"enabled": True, "dir": str(lab.dir / "vehicle-rec"), "segment_s": 4, "min_free_mb": 1,
+                       "signing_key": str(priv)},
             "streams": {"drone1": {"title": "Brand Hauptstrasse 5", "forward": [f"{CENTRE_URL}/whip/drone1"],
                                    "forward_token": TOKEN}},
         }, host=VEHICLE)
@@ -112,6 +126,7 @@ async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: 
         finally:
             await local.close()
             await drone.stop()
+        await record_caught_up(lab, vehicle)
     finally:
         print(lab.log("centre.log")[-3000:])
         lab.close()
@@ -159,6 +174,12 @@ table inet lte {{
     print(f"weak uplink: forward on {rung}, switches "
           f"{[(s['from'], s['to'], s['reason']) for s in (forward.viewer.info.switches if forward.viewer else [])]}; "
           f"centre fps {fps}; vehicle viewer {local_fps:.1f} fps")
+    if os.environ.get("CASCADE_DEBUG") and forward.viewer:
+        tap = forward.viewer.tap
+        print("tap", tap.plis, tap.nacks, tap.nacks_new, tap.nacks_refused, tap.nacks_stale, tap.nacks_repeat,
+              forward.viewer.reader_stats())
+        for smp in forward.viewer.info.samples[-40:]:
+            print(smp)
     assert rung is not None and KBPS[rung] <= 1500, rung
     assert sorted(fps)[len(fps) // 2] >= 18, fps
     assert local_fps >= 25, local_fps
@@ -208,3 +229,23 @@ table inet cut {{
     assert worst_gap < 1.5, worst_gap
     assert resume_s < 10, resume_s
     assert forward.sessions >= 2
+
+
+async def record_caught_up(lab: Lab, vehicle: Any) -> None:
+    """After the outage the backfill catches up: the centre holds every line of the
+    vehicle's manifest, its segments cover the flight without a gap, and verify passes."""
+    rec = vehicle.services.record
+    backfill = vehicle.services.forwards.backfills[0]
+    await wait_for(lambda: not rec.recorders["drone1"].writer.stats.open_path, 15, "the last segment sealed")
+    t0 = time.monotonic()
+    await wait_for(lambda: backfill.state == "idle" and backfill.centre_seq == rec.chain("drone1").length,
+                   120, "the record to catch up at the centre")
+    print(f"record: caught up {time.monotonic() - t0:.1f} s after the drone landed; {backfill.status()}")
+    mirror_dir = lab.dir / "centre-rec" / "vehicles" / "vehicle"
+    segs = sorted((s.start_ms, s.end_ms) for s in rec.index["drone1"] if s.kind == "segment")
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(segs) if b[0] - a[1] > 400]
+    assert len(segs) >= 10 and not gaps, (len(segs), gaps)
+    out = sh(sys.executable, "-m", "relay", "verify", str(lab.dir / "centre-rec"))
+    assert "record intact" in out and "vehicle vehicle: drone1" in out, out
+    held = len(list(mirror_dir.glob("drone1/*/*.mp4")))
+    assert held == len(segs), (held, len(segs))
