@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import ice_servers_for
-from .cascade import Forwards
+from .cascade import Forwards, WhepPull
 from .config import Config
 from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
@@ -37,7 +37,7 @@ def create_app(config: Config) -> web.Application:
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
     quiet_malformed_requests()
     services = _services(config)
-    sources = ConfiguredSources(config, services.registry)
+    sources = ConfiguredSources(config, services.registry, services.pulls)
     services.metrics = metrics_renderer(services.registry, lambda: _counters(services, sources),
                                         services.whep.viewers_of)
     _wire_streams(services)
@@ -100,17 +100,22 @@ def _wire_streams(services: Services) -> None:
 class ConfiguredSources:
     """The pulled video sources and MAVLink listeners the config names."""
 
-    def __init__(self, config: Config, registry: Registry) -> None:
+    def __init__(self, config: Config, registry: Registry, whep: dict[str, WhepPull]) -> None:
         self.config = config
         self.registry = registry
         self.pulls: list[AvPullSource] = []
+        self.whep = whep  # whep+http(s):// sources (shown in /api/streams)
         self.mavlinks: list[MavlinkSource] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for sc in self.config.streams:
             entry = self.registry.get(sc.name)
-            if sc.source and entry is not None:
+            if sc.source and sc.source.startswith("whep+") and entry is not None:
+                self.whep[sc.name] = WhepPull(entry, sc, self.config,
+                                              lambda: ice_servers_for(self.config, "relay"))
+                await self.whep[sc.name].start()
+            elif sc.source and entry is not None:
                 pull = AvPullSource(entry, sc, loop)
                 await pull.start()
                 self.pulls.append(pull)
@@ -123,6 +128,8 @@ class ConfiguredSources:
     async def stop(self) -> None:
         for mav in self.mavlinks:
             mav.close()
+        for whep in self.whep.values():
+            await _bounded(f"source {whep.sc.name}", whep.stop())
         for pull in self.pulls:
             await _bounded(f"source {pull.sc.name}", pull.stop())
 

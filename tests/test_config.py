@@ -52,8 +52,8 @@ def test_shipped_configs_load(tmp_path: Path) -> None:
      "streams.d.forward_rendition"),
     ({"streams": {"d": {"forward": ["https://c/whip/d"], "forward_token": "t" * 10,
                         "forward_rendition": "source", "mode": "transcode"}}}, "streams.d.forward_rendition"),
-    ({"streams": {"d": {"forward_pin": "12:34"}}}, "streams.d.forward_pin"),
-    ({"streams": {"d": {"forward_ca": "/nonexistent/ca.pem"}}}, "streams.d.forward_ca"),
+    ({"streams": {"d": {"peer_pin": "12:34"}}}, "streams.d.peer_pin"),
+    ({"streams": {"d": {"peer_ca": "/nonexistent/ca.pem"}}}, "streams.d.peer_ca"),
     ({"renditions": [{"name": "a", "height": 721}]}, "renditions[0].height"),
     ({"renditions": [{"name": "a", "codec": "av1"}]}, "renditions[0].codec"),
     ({"renditions": [{"name": "a"}, {"name": "a"}]}, "renditions[1].name"),
@@ -133,8 +133,8 @@ FULL = {
                        "mode": "both", "allow_senders": ["10.0.0.0/8"], "record": True,
                        "telemetry": "mavlink+udp://0.0.0.0:14550",
                        "forward": ["https://centre.example/whip/d1"], "forward_token": "fwd-d1-token",
-                       "forward_rendition": "source", "forward_pin": "ab" * 32,
-                       "forward_backfill_kbps": 700}},
+                       "forward_rendition": "source", "peer_pin": "ab" * 32,
+                       "forward_backfill_kbps": 700, "source_token": "src-d1-token"}},
     "limits": {"viewers_per_stream": 5, "viewers_total": 6, "sessions_per_client": 7,
                "offers_per_client_per_min": 8, "unconfigured_streams": 9, "waiting_expire_s": 10.5,
                "rtmp_connections": 11, "rtmp_publish_within_s": 12.5, "rtmp_preauth_bytes": 1300,
@@ -196,7 +196,7 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
         (tmp_path / name).write_text("PEM")
     doc = {**FULL, "server": {**FULL["server"], "tls_cert": str(tmp_path / "cert.pem"),
                               "tls_key": str(tmp_path / "key.pem")},
-           "streams": {"d1": {**FULL["streams"]["d1"], "forward_ca": str(tmp_path / "cert.pem")}},
+           "streams": {"d1": {**FULL["streams"]["d1"], "peer_ca": str(tmp_path / "cert.pem")}},
            "vehicles": [{"name": "vehicle-1", "token": "vehicle-token-1", "streams": ["d1"],
                          "public_key": public_key(tmp_path)}]}
     cfg = parse(doc, env={})

@@ -2,7 +2,8 @@
 control centre's) over WHIP, the uplink adapting like a viewer's link.
 
 - :mod:`.forward`: one stream to one other relay (dial, publish, redial with backoff);
-- :mod:`.backfill`: its record follows, in the room the live stream leaves.
+- :mod:`.backfill`: its record follows, in the room the live stream leaves;
+- :mod:`.pull`: a stream pulled from a WHEP server (another relay, or any).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from ..record import RecordService
 from ..registry import Registry
 from .backfill import Backfill
 from .forward import Backoff, Forwarder, Refused
+from .pull import WhepPull
 
-__all__ = ["Backfill", "Backoff", "Forwarder", "Forwards", "Refused"]
+__all__ = ["Backfill", "Backoff", "Forwarder", "Forwards", "Refused", "WhepPull"]
 
 
 class Forwards:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -30,9 +28,17 @@ import aiohttp
 
 from ..abr import AbrController, Rung
 from ..config import PASSTHROUGH, Config, StreamConfig
-from ..egress import AUTO, Adapter, Echoes, Viewer, ViewerInfo, poll_rtt, send_times_and_telemetry, serve
+from ..egress import (
+    AUTO,
+    Adapter,
+    Echoes,
+    Viewer,
+    ViewerInfo,
+    poll_rtt,
+    send_times_and_telemetry,
+    serve,
+)
 from ..errors import RelayError
-from ..media import Unit
 from ..registry import Entry, Registry, State
 from ..webrtc import (
     IcePolicy,
@@ -49,7 +55,6 @@ __all__ = ["Backoff", "Forwarder", "Refused"]
 
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.02  # frame times go out at once: the other relay needs them as the frame decodes
-SOURCE_EVERY_S = 1.0
 CONNECT_S = 10.0
 POST_TIMEOUT = aiohttp.ClientTimeout(total=8.0, connect=4.0)
 
@@ -82,10 +87,10 @@ class Backoff:
 
 def ssl_for(sc: StreamConfig) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
     """How the other relay's certificate is trusted: pinned, a brigade CA, or the system's."""
-    if sc.forward_pin:
-        return aiohttp.Fingerprint(bytes.fromhex(sc.forward_pin))
-    if sc.forward_ca:
-        return ssl.create_default_context(cafile=sc.forward_ca)
+    if sc.peer_pin:
+        return aiohttp.Fingerprint(bytes.fromhex(sc.peer_pin))
+    if sc.peer_ca:
+        return ssl.create_default_context(cafile=sc.peer_ca)
     return True
 
 
@@ -109,7 +114,6 @@ class Forwarder:
         self.adapter: Adapter | None = None
         self._told: set[str] = set()  # refusals already logged (each reason once)
         self._down_since: float | None = None
-        self._drone_hop: deque[int] = deque(maxlen=30)  # our arrival - the drone's capture (ms)
 
     # ------------------------------------------------------------------ the loop
 
@@ -224,11 +228,7 @@ class Forwarder:
         info = ViewerInfo(session=session.id, rendition=name, remote=self.url, who="forward", auto=auto,
                           rendition_reason="auto: start" if auto else "configured")
 
-        def on_sent(unit: Unit) -> None:
-            if unit.capture_wall_ms:
-                self._drone_hop.append(unit.arrival_wall_ms - unit.capture_wall_ms)
-
-        track = PacketTrack(lambda: out.subscribe(label=f"forward {session.public}"), on_sent)
+        track = PacketTrack(lambda: out.subscribe(label=f"forward {session.public}"))
         transceiver.sender.replaceTrack(track)
         track.sender = transceiver.sender
         holder: list[Viewer] = []
@@ -247,8 +247,7 @@ class Forwarder:
             log.info("forward resumed", extra={"stream": entry.name, "url": self.url,
                                                "down_s": round(time.monotonic() - self._down_since, 1)})
             self._down_since = None
-        session.spawn(send_times_and_telemetry(viewer, FRAME_TIMES_S))
-        session.spawn(self._send_source(entry, viewer))
+        session.spawn(send_times_and_telemetry(viewer, FRAME_TIMES_S, me=self.config.name))
         session.spawn(viewer.watch_silence())
         if ladder:
             ctl = AbrController(ladder, viewer.info.rendition, hold_s=self.config.abr.hold_s,
@@ -259,20 +258,6 @@ class Forwarder:
             session.spawn(poll_rtt(viewer))
         log.info("forwarding", extra={"stream": entry.name, "url": self.url,
                                       "rendition": viewer.info.rendition, "session": session.public})
-
-    async def _send_source(self, entry: Entry, viewer: Viewer) -> None:
-        """Once a second: the title, the path so far and each hop's delay."""
-        while True:
-            info = entry.source_info
-            if info.path:  # this relay is fed by another one: pass its path on
-                path, hops = list(info.path), list(info.hops)
-            else:
-                hop = sorted(self._drone_hop)[len(self._drone_hop) // 2] if self._drone_hop else None
-                me = self.config.name
-                path, hops = ["drone", me], [{"from": "drone", "to": me, "ms": hop}]
-            title = self.sc.title or info.upstream_title
-            viewer.send(json.dumps({"type": "source", "title": title, "path": path, "hops": hops}))
-            await asyncio.sleep(SOURCE_EVERY_S)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -86,16 +86,20 @@ class StreamConfig:
     # Telemetry in: "mavlink+udp://0.0.0.0:14550" (allow_senders applies, one sender at a time).
     # KLV in an MPEG-TS/RTSP source and the HTTP endpoint need no setting.
     telemetry: str | None = text(None, check=mavlink)
+    # source = "whep+https://vehicle:8443/whep/drone1": pulled from a WHEP server (another
+    # relay, MediaMTX, ...) with this token.
+    source_token: str | None = secret()
     # Forwarded to other relays (the control centre's) over WHIP, dialled from here:
     # forward = ["https://centre:8443/whip/drone1"], a publish token there, the rung the
     # uplink starts on ("auto": chosen from the link as for a viewer; "source": the drone's
-    # own H.264), and how to trust the centre's certificate (a CA file or a pinned SHA-256).
+    # own H.264). peer_ca / peer_pin: how to trust the other side's certificate, for a
+    # forward and a whep+https source (a CA file, or a pinned SHA-256; default: the system's).
     forward: tuple[str, ...] = strings(item=forward_url, one_or_many=True,
                                        what="must be an array of WHIP URLs")
     forward_token: str | None = secret()
     forward_rendition: str = text("auto")
-    forward_ca: str | None = path_or_none()
-    forward_pin: str | None = text(None, check=sha256_pin)
+    peer_ca: str | None = path_or_none()
+    peer_pin: str | None = text(None, check=sha256_pin)
     # The record follows over the same uplink, in the room live leaves, at most this fast.
     forward_backfill_kbps: int = integer(2000, 50, 1_000_000)
 

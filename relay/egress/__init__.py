@@ -9,10 +9,10 @@
 """
 
 from .adapt import Adapter, poll_rtt
-from .channel import send_times_and_telemetry, serve
+from .channel import route_message, send_times_and_telemetry, serve
 from .echo import Echoes
 from .egress import AUTO, WhepEgress
 from .viewer import Viewer, ViewerInfo
 
 __all__ = ["AUTO", "Adapter", "Echoes", "Viewer", "ViewerInfo", "WhepEgress", "poll_rtt",
-           "send_times_and_telemetry", "serve"]
+           "route_message", "send_times_and_telemetry", "serve"]

@@ -18,10 +18,11 @@ from typing import Any
 
 from ..config import LatencyConfig
 from ..media import now
+from ..registry import Entry
 from .viewer import Viewer
 
-__all__ = ["MAX_REPORT_BYTES", "REPORT_ENUMS", "REPORT_NUMBERS", "clean_report", "send_times_and_telemetry",
-           "serve"]
+__all__ = ["MAX_REPORT_BYTES", "REPORT_ENUMS", "REPORT_NUMBERS", "clean_report", "route_message",
+           "send_times_and_telemetry", "serve"]
 
 log = logging.getLogger("relay.whep")
 FRAME_TIMES_PERIOD_S = 0.2
@@ -107,7 +108,15 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
             on_report()
 
 
-async def send_times_and_telemetry(viewer: Viewer, period_s: float = FRAME_TIMES_PERIOD_S) -> None:
+def route_message(entry: Entry, me: str) -> str:
+    """``source``: the stream's title, the path it took to this relay, each hop's delay."""
+    path, hops = entry.source_info.route(me)
+    return json.dumps({"type": "source", "title": entry.title or entry.source_info.upstream_title,
+                       "path": path, "hops": hops})
+
+
+async def send_times_and_telemetry(viewer: Viewer, period_s: float = FRAME_TIMES_PERIOD_S,
+                                   me: str = "") -> None:
     """Five times a second: which arrival and capture time belongs to which RTP timestamp
     of the frames this viewer was sent (the browser matches them with what it presents),
     and the telemetry samples since the last message, each tagged with its capture time
@@ -116,12 +125,15 @@ async def send_times_and_telemetry(viewer: Viewer, period_s: float = FRAME_TIMES
     tele = viewer.entry.telemetry
     track = viewer.track
     sent_seq = 0
-    quiet_since = 0.0
+    quiet_since = route_at = 0.0
     while True:
         await asyncio.sleep(period_s)
         ch = viewer.channel
         if ch is None or ch.readyState != "open":
             continue
+        if me and now() - route_at >= 1.0:  # (a WHEP client that is a relay passes it on)
+            route_at = now()
+            ch.send(route_message(viewer.entry, me))
         if track.frame_times:
             frames = list(track.frame_times)
             track.frame_times.clear()

@@ -159,7 +159,7 @@ class WhepEgress:
         tap = listen_for_keyframe_requests(transceiver.sender, lambda why: holder[0].request_keyframe(why))
         viewer = Viewer(session, entry, info, track, transceiver.sender, tap)
         holder.append(viewer)
-        session.spawn(send_times_and_telemetry(viewer))
+        session.spawn(send_times_and_telemetry(viewer, me=self.config.name))
         session.spawn(viewer.watch_silence())
 
         @pc.on("datachannel")

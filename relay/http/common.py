@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..auth import Action, Decision, bearer_token
 from ..auth import authorize as decide
-from ..cascade import Forwards
+from ..cascade import Forwards, WhepPull
 from ..config import STREAM_NAME, Config
 from ..egress import WhepEgress
 from ..errors import RelayError
@@ -61,6 +61,7 @@ class Services:
     record: RecordService | None = None
     shares: ShareBook = field(default_factory=ShareBook)
     forwards: Forwards | None = None
+    pulls: dict[str, WhepPull] = field(default_factory=dict)  # whep+http(s) sources, by stream
 
 
 SERVICES = web.AppKey("services", Services)

@@ -48,6 +48,9 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{info.width}x{info.height}" if info.width else None, "passthrough": True,
         })
     doc["viewers"] = svc.whep.count(entry.name)
+    pull = svc.pulls.get(entry.name)
+    if pull is not None:
+        doc["pull"] = pull.status()
     if svc.forwards is not None and svc.forwards.forwarders:
         doc["forwards"] = svc.forwards.of(entry.name)
     if svc.record is not None:

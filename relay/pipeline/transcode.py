@@ -169,6 +169,7 @@ class Pipeline:
         img, capture_ms = self.frames.prepare(frame, unit.arrival_wall_ms)
         if capture_ms is None:
             capture_ms = unit.capture_wall_ms  # known upstream (another relay forwarded it)
+        self.entry.source_info.note_capture(unit.arrival_wall_ms, capture_ms)
         unit.timeline.setdefault("decoded", unit.timeline["arrival"])
         # Capture spacing where the source gives it; otherwise network arrival (never the
         # processing time: a decoder thread that catches up would bunch frames together).

@@ -28,6 +28,8 @@ class Entry:
     def __init__(self, name: str, config: Config, configured: bool,
                  keyframes: KeyframeRequests | None = None) -> None:
         self.name = name
+        sc = config.stream(name)
+        self.title = sc.title if sc is not None else ""  # as configured here
         self.configured = configured
         self.mode = config.mode(name)
         self.slot = PublisherSlot(name)

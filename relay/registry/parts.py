@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -169,10 +170,24 @@ class SourceInfo:
         self.path: list[str] = []
         self.hops: list[dict[str, Any]] = []
         self.upstream_title = ""
+        self._first_hop: deque[int] = deque(maxlen=30)
         self._arrivals: list[float] = []
 
     def set_route(self, path: list[str], hops: list[dict[str, Any]], title: str) -> None:
         self.path, self.hops, self.upstream_title = path, hops, title
+
+    def note_capture(self, arrival_ms: int, capture_ms: int | None) -> None:
+        """A frame's capture time, where its picture or the relay before told it (once a frame)."""
+        if capture_ms is not None and arrival_ms:
+            self._first_hop.append(arrival_ms - capture_ms)
+
+    def route(self, me: str) -> tuple[list[str], list[dict[str, Any]]]:
+        """The path to this relay and each hop's delay (ms): the one the relay before told,
+        or, fed by the drone itself, drone → this relay (its capture to our arrival)."""
+        if self.path:
+            return list(self.path), list(self.hops)
+        hop = sorted(self._first_hop)[len(self._first_hop) // 2] if self._first_hop else None
+        return ["drone", me], [{"from": "drone", "to": me, "ms": hop}]
 
     def set_codec(self, codec: str) -> None:
         self.codec = codec

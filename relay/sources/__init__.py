@@ -3,6 +3,8 @@
 from .avpull import AvPullSource
 from .mavlink import MavlinkSource
 from .rtmp import RtmpIngest
-from .whip import WhipIngest
+from .upstream import Upstream, echo_back
+from .whip import WhipIngest, publish_frame
 
-__all__ = ["AvPullSource", "MavlinkSource", "RtmpIngest", "WhipIngest"]
+__all__ = ["AvPullSource", "MavlinkSource", "RtmpIngest", "Upstream", "WhipIngest", "echo_back",
+           "publish_frame"]

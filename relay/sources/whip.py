@@ -25,9 +25,20 @@ from ..webrtc import (
 )
 from .upstream import Upstream, echo_back
 
-__all__ = ["WhipIngest"]
+__all__ = ["WhipIngest", "publish_frame"]
 
 log = logging.getLogger("relay.whip")
+
+
+def publish_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None, upstream: Upstream | None) -> None:
+    """A frame aiortc decoded from a peer into the stream: its network arrival time, and the
+    times it had upstream where another relay sent it (WHIP in, or a WHEP pull)."""
+    arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
+    unit = Unit.arrived(frame) if arrived is None else Unit.decoded(frame, arrived)
+    if upstream is not None:
+        upstream.stamp(unit, arrivals.wire(frame.pts) if arrivals is not None else None)
+    entry.touch()
+    entry.source.publish(unit)
 
 
 class WhipIngest:
@@ -96,12 +107,7 @@ class WhipIngest:
 
     @staticmethod
     def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None, upstream: list[Upstream]) -> None:
-        arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
-        unit = Unit.arrived(frame) if arrived is None else Unit.decoded(frame, arrived)
-        if upstream:
-            upstream[0].stamp(unit, arrivals.wire(frame.pts) if arrivals is not None else None)
-        entry.touch()
-        entry.source.publish(unit)
+        publish_frame(entry, frame, arrivals, upstream[0] if upstream else None)
 
     def _evict(self, session_id: str) -> None:
         """A new publisher took the stream over from this (stale) session: close it."""

@@ -132,3 +132,35 @@ async def test_a_wrong_token_is_refused_logged_once_and_retried_slowly(
         assert centre.entry("drone1") is None or centre.entry("drone1").frames_in == 0
     finally:
         await drone.stop()
+
+
+async def test_the_centre_pulls_from_the_vehicle_over_whep(relay_factory: Factory) -> None:
+    """A centre that can reach the vehicle pulls (``source = "whep+http://..."``): the
+    vehicle serves it as a viewer on "auto" (its ABR), the capture times, telemetry and path
+    cross, a wrong token is refused and logged once."""
+    vehicle = await relay_factory({**SMALL, "server": {"name": "vehicle"},
+                                   "auth": {"enabled": True, "publish_token": VEHICLE_TOKEN, "view_token": VIEW}})
+    centre = await relay_factory({**SMALL, "server": {"name": "centre"}, "streams": {
+        "drone1": {"source": f"whep+{vehicle.url}/whep/drone1", "source_token": VIEW},
+        "wrong": {"source": f"whep+{vehicle.url}/whep/drone1", "source_token": "not-a-token-at-all"}}})
+    drone = Drone(f"{vehicle.url}/whip/drone1", token=VEHICLE_TOKEN)
+    viewer = WhepViewer(centre.url, "drone1", rendition="low")
+    try:
+        await wait_for(lambda: centre.entry("drone1").frames_in > 20, 25, "the pulled stream at the centre")
+        pulls = [v for v in vehicle.viewers("drone1").values() if v.who == "auth.view_token"]
+        assert len(pulls) == 1 and pulls[0].auto, pulls  # the vehicle runs its ABR for the pull
+        await viewer.start()
+        await viewer.wait_frames(30, 20)
+        ages = [at * 1000 - st.capture_ms for st, at in viewer.seen.stamps[-20:]]
+        assert ages and max(ages) < 1000, ages
+        await wait_for(lambda: centre.entry("drone1").source_info.path == ["drone", "vehicle", "centre"], 5,
+                       "the path")
+        doc = (await api(centre.url))["drone1"]
+        assert doc["pull"]["state"] == "up" and doc["pull"]["sessions"] == 1, doc["pull"]
+        assert doc["publisher"]["kind"] == "whep-pull"
+        wrong = centre.services.pulls["wrong"]
+        await wait_for(lambda: wrong.refusals >= 1, 10, "the wrong token refused")
+        assert "403" in wrong.last_error and centre.entry("wrong").frames_in == 0, wrong.status()
+    finally:
+        await viewer.close()
+        await drone.stop()

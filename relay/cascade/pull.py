@@ -1,0 +1,174 @@
+"""A stream pulled from a WHEP server: ``source = "whep+https://vehicle:8443/whep/drone1"``.
+
+For a control centre that can reach the vehicle (a VPN), and for any WHEP server we did
+not write. This relay is the WHEP client: it offers to receive, opens the view page's
+"relay" and "echo" channels (a relay at the other end sends frame times, telemetry, title
+and path on the first and runs its per-viewer ABR for us from our reports and echoes; any
+other server ignores them), decodes once and publishes into the stream like any source.
+Redials with backoff; a refusal is logged once per reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+from ..config import Config, StreamConfig
+from ..errors import RelayError
+from ..registry import Entry
+from ..sources import Upstream, echo_back, publish_frame
+from ..webrtc import (
+    ArrivalTimes,
+    IcePolicy,
+    PeerSession,
+    accept_answer,
+    make_offer,
+    new_peer,
+    new_session_id,
+    pump_track,
+    use_marker_jitter_buffer,
+)
+from .forward import CONNECT_S, POST_TIMEOUT, Backoff, Refused, ssl_for
+
+__all__ = ["WhepPull"]
+
+log = logging.getLogger("relay.pull")
+SILENT_S = 10.0  # no frame this long: the session is dead, dial again
+
+
+class WhepPull:
+    """One configured ``whep+http(s)://`` source."""
+
+    kind = "whep-pull"
+
+    def __init__(self, entry: Entry, sc: StreamConfig, config: Config,
+                 ice: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        assert sc.source is not None
+        self.entry = entry
+        self.sc = sc
+        self.config = config
+        self.url = sc.source.removeprefix("whep+")
+        self.ice: Callable[[], list[dict[str, Any]]] = ice or (lambda: [])
+        self.state = "connecting"
+        self.sessions = self.refusals = 0
+        self.last_error = ""
+        self.upstream: Upstream | None = None
+        self._told: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._last_frame = 0.0
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def run(self) -> None:
+        network, refused = Backoff(0.5, 5.0), Backoff(2.0, 60.0)
+        async with aiohttp.ClientSession() as http:
+            while True:
+                started = time.monotonic()
+                try:
+                    self.state = "connecting"
+                    reason = await self._session(http)
+                    delay = 0.2 if time.monotonic() - started > 10 else network.take()
+                    refused.reset()
+                    self.state, self.last_error = "waiting", reason
+                except (Refused, RelayError) as exc:
+                    status, reason = exc.status, exc.reason
+                    self.refusals += 1
+                    self.state, self.last_error = "refused", f"{status}: {reason}"
+                    if self.last_error not in self._told:
+                        self._told.add(self.last_error)
+                        log.warning("pull refused", extra={"stream": self.sc.name, "url": self.url,
+                                                           "status": status, "reason": reason})
+                    delay = refused.take()
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
+                    delay = network.take()
+                await asyncio.sleep(delay)
+
+    async def _session(self, http: aiohttp.ClientSession) -> str:
+        entry = self.entry
+        session_id = new_session_id()
+        entry.claim(session_id, self.kind, self.url)  # 409 while another publisher's media flows
+        pc = new_peer(self.ice())
+        session = PeerSession("pull", entry.name, pc, self.url, connect_timeout=CONNECT_S)
+        ended = asyncio.Event()
+        session.on_close.append(lambda _s: ended.set())
+        location = None
+        try:
+            pc.addTransceiver("video", direction="recvonly")
+            self.upstream = Upstream(entry, pc.createDataChannel("relay"), self.config.name)
+            session.spawn(self.upstream.run())
+            echo_back(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
+            self._on_track(pc, session)
+            offer = await make_offer(pc, IcePolicy.of(self.config.webrtc))
+            location = await self._post(http, offer, pc)
+            self.sessions += 1
+            self.state = "up"
+            log.info("pulling", extra={"stream": entry.name, "url": self.url, "session": session.public})
+            self._last_frame = time.monotonic()
+            while not ended.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), 1.0)
+                if time.monotonic() - self._last_frame > SILENT_S:
+                    return f"no picture for {SILENT_S:.0f} s"
+            return "session ended"
+        finally:
+            self.upstream = None
+            if location is not None:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.delete(location, headers=self._auth(), ssl=ssl_for(self.sc),
+                                           timeout=aiohttp.ClientTimeout(total=2)):
+                        pass
+            await session.close("pull ended")
+            entry.release(session_id)
+
+    def _on_track(self, pc: Any, session: PeerSession) -> None:
+        @pc.on("track")  # type: ignore[untyped-decorator]
+        def on_track(track: Any) -> None:
+            if track.kind != "video":
+                return
+            receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
+            arrivals = None
+            if receiver is not None:
+                use_marker_jitter_buffer(receiver)
+                arrivals = ArrivalTimes(receiver)
+
+            def on_frame(frame: Any) -> None:
+                self._last_frame = time.monotonic()
+                publish_frame(self.entry, frame, arrivals, self.upstream)
+
+            session.spawn(pump_track(track, on_frame))
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.sc.source_token}"} if self.sc.source_token else {}
+
+    async def _post(self, http: aiohttp.ClientSession, offer: str, pc: Any) -> str:
+        headers = {"Content-Type": "application/sdp", **self._auth()}
+        async with http.post(self.url, data=offer, headers=headers, ssl=ssl_for(self.sc),
+                             timeout=POST_TIMEOUT, allow_redirects=True) as resp:
+            body = await resp.text()
+            if resp.status != 201:
+                first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
+                raise Refused(resp.status, first)
+            location = urljoin(str(resp.url), resp.headers.get("Location", ""))
+        await accept_answer(pc, body)
+        return location
+
+    def status(self) -> dict[str, Any]:
+        up = self.upstream
+        return {"from": self.url.split("?")[0], "state": self.state, "sessions": self.sessions,
+                "refusals": self.refusals, "last_error": self.last_error or None,
+                "matched_frames": up.matched if up else None, "clock_rtt_ms": up.clock_rtt_ms if up else None}
