@@ -166,6 +166,7 @@ class Backfill:
         return max(0.0, min(self.max_kbps, 0.5 * (estimate - ctl.sent_kbps)))
 
     def status(self) -> dict[str, Any]:
+        self.local_seq = max(self.local_seq, self.record.chain(self.sc.name).length)  # (sealed since)
         return {"state": self.state, "centre_seq": self.centre_seq, "local_seq": self.local_seq,
                 "behind": max(0, self.local_seq - self.centre_seq), "lines_sent": self.lines_sent,
                 "bytes_sent": self.bytes_sent, "paused_s": round(self.paused_s, 1),
