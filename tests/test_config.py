@@ -148,6 +148,33 @@ FULL = {
 }
 
 
+def test_the_vehicle_and_centre_examples_load(tmp_path: Path) -> None:
+    """configs/vehicle.example.toml and configs/centre.example.toml, with their files put
+    where they say: the vehicle forwards drone1 with a token, the centre knows the vehicle."""
+    env = {"RELAY_PUBLISH_TOKEN": "p" * 12, "RELAY_VIEW_TOKEN": "v" * 12, "RELAY_CONTROL_TOKEN": "c" * 12,
+           "RELAY_JWT_SECRET": "j" * 40, "VEHICLE_FORWARD_TOKEN": "f" * 12, "VEHICLE1_TOKEN": "f" * 12}
+    for name in ("fullchain.pem", "privkey.pem", "brigade-ca.pem"):
+        (tmp_path / name).write_text("PEM")
+    key = public_key(tmp_path)
+    loaded = {}
+    for which in ("vehicle", "centre"):
+        text = (ROOT / f"configs/{which}.example.toml").read_text()
+        text = text.replace("/etc/drone-relay/tls/", f"{tmp_path}/").replace(
+            "/etc/drone-relay/vehicles/vehicle-1.pub.pem", key)
+        (tmp_path / f"{which}.toml").write_text(text)
+        loaded[which] = load(tmp_path / f"{which}.toml", env=env)
+    vehicle, centre = loaded["vehicle"], loaded["centre"]
+    sc = vehicle.stream("drone1")
+    assert vehicle.name == "vehicle-1" and sc.forward == ("https://centre.example.org:8443/whip/drone1",)
+    assert sc.forward_token == env["VEHICLE_FORWARD_TOKEN"] and sc.peer_ca and vehicle.records("drone1")
+    assert centre.vehicles[0].name == "vehicle-1" and centre.vehicles[0].token == sc.forward_token
+    assert not centre.records("drone1") and centre.record.enabled
+    # Every secret the two name is in deploy/drone-relay.env.example.
+    names = {ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
+             if ln and not ln.startswith("#")}
+    assert set(env) <= names
+
+
 def public_key(tmp: Path, private: bool = False) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
