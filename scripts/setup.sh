@@ -13,11 +13,14 @@ if [[ $DEV == 1 ]]; then
   need=()
   # coturn and nftables: the NAT/TURN field tests (namespaces, masquerade, a real TURN server).
   # gstreamer1.0-tools + -ugly (x264enc): GStreamer as a sender we did not write (rtmp2sink).
+  # nodejs + npm: werift (a TypeScript WebRTC stack) as the other relay in the interop test.
   for pkg in chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
              gstreamer1.0-tools coturn nftables iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
+  # (by command, not package: a machine may have Node.js from elsewhere, with npm inside)
+  command -v npm >/dev/null || need+=(nodejs npm)
   if (( ${#need[@]} )); then
     SUDO=""
     [[ $(id -u) != 0 ]] && SUDO="sudo"
@@ -44,4 +47,15 @@ if [[ ! -f $stamp ]]; then
   fi
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+if [[ $DEV == 1 ]]; then
+  # werift from the npm registry, pinned by tools/werift-sfu/package-lock.json.
+  lock="tools/werift-sfu/package-lock.json"
+  wstamp="tools/werift-sfu/node_modules/.installed-$(sha1sum "$lock" | cut -c1-12)"
+  if [[ ! -f $wstamp ]]; then
+    echo "setup: installing werift (npm)"
+    (cd tools/werift-sfu && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$wstamp"
+  fi
 fi

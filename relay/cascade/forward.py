@@ -63,7 +63,7 @@ class Refused(Exception):
     """The other relay answered the offer with an error status."""
 
     def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
+        super().__init__(f"{status}: {reason}" if status else reason)  # 0: refused by TLS
         self.status = status
         self.reason = reason
 
@@ -134,6 +134,13 @@ class Forwarder:
                 except Refused as exc:
                     self.refusals += 1
                     self._refused(exc)
+                    # 409: the centre still holds our last session's claim (a link that just
+                    # dropped): it goes stale within seconds, so dial again soon.
+                    delay = network.take() if exc.status == 409 else refused.take()
+                except (aiohttp.ClientConnectorCertificateError, aiohttp.ServerFingerprintMismatch) as exc:
+                    # Not the centre we were told to trust: a wrong CA or pin does not fix itself.
+                    self.refusals += 1
+                    self._refused(Refused(0, f"the other relay's certificate is not trusted: {exc}"[:200]))
                     delay = refused.take()
                 except (aiohttp.ClientError, OSError, TimeoutError, RelayError) as exc:
                     delay = network.take()

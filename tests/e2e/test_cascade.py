@@ -4,13 +4,18 @@ telemetry and path cross, a wrong token is refused once in the log and retried s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.helpers import SMALL, Drone, RelayHandle, WhepViewer, wait_for
 
@@ -164,3 +169,41 @@ async def test_the_centre_pulls_from_the_vehicle_over_whep(relay_factory: Factor
     finally:
         await viewer.close()
         await drone.stop()
+
+
+async def test_forward_over_tls_trusts_the_given_ca_or_pin_only(relay_factory: Factory, tmp_path: Path) -> None:
+    """The centre on HTTPS with the brigade's CA: a vehicle given that CA forwards, one given
+    the certificate's pin forwards, one given another CA is refused by TLS (logged once,
+    retried slowly) and the centre never sees it."""
+    ca, other = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    cert, key, ca_pem, other_pem = (tmp_path / n for n in ("c.pem", "c.key", "ca.pem", "other.pem"))
+    leaf.private_key_pem.write_to_path(str(key))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    other.cert_pem.write_to_path(str(other_pem))
+    der = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(Encoding.DER)
+    pin = hashlib.sha256(der).hexdigest()
+    cfg = centre_config()
+    cfg["server"] = {**cfg["server"], "tls_cert": str(cert), "tls_key": str(key)}
+    cfg["auth"]["tokens"][0]["streams"] = ["*"]
+    centre = await relay_factory(cfg)
+    assert centre.url.startswith("https://localhost:")
+    by_ca = await relay_factory(vehicle_config(centre.url, peer_ca=str(ca_pem)))
+    by_pin = await relay_factory({**vehicle_config(centre.url), "streams": {"drone2": {
+        "forward": [f"{centre.url}/whip/drone2"], "forward_token": VEHICLE_TOKEN, "peer_pin": pin}}})
+    untrusting = await relay_factory({**vehicle_config(centre.url), "streams": {"drone3": {
+        "forward": [f"{centre.url}/whip/drone3"], "forward_token": VEHICLE_TOKEN, "peer_ca": str(other_pem)}}})
+    drones = [Drone(f"{by_ca.url}/whip/drone1"), Drone(f"{by_pin.url}/whip/drone2"),
+              Drone(f"{untrusting.url}/whip/drone3")]
+    try:
+        for name in ("drone1", "drone2"):
+            await wait_for(lambda n=name: centre.entry(n) is not None and centre.entry(n).frames_in > 10, 25,
+                           f"{name} over TLS at the centre")
+        fwd = untrusting.services.forwards.forwarders[0]
+        await wait_for(lambda: fwd.refusals >= 1, 15, "the untrusted certificate refused")
+        assert fwd.state == "refused" and "not trusted" in fwd.last_error, fwd.status()
+        assert centre.entry("drone3") is None
+    finally:
+        for d in drones:
+            await d.stop()

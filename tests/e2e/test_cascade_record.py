@@ -135,3 +135,32 @@ async def test_arrivals_that_do_not_verify_change_nothing(relay_factory: Factory
     assert (await put(centre.url, TOKEN, 1, raw, body))[0] == 200
     manifest = (mirror.dir / "drone1" / "manifest.jsonl").read_bytes().splitlines()
     assert manifest == [raw]
+
+
+async def test_a_record_signed_with_another_key_is_refused_and_said_once(
+        relay_factory: Factory, tmp_path: Path, caplog: Any) -> None:
+    """The centre holds another key for this vehicle (a reinstalled vehicle, a swapped
+    disk): nothing is kept, and the vehicle says why once, naming both keys."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="relay.forward")
+    centre, vehicle = await pair(relay_factory, tmp_path)
+    # The vehicle now signs with a key the centre was never given.
+    other = tmp_path / "other"
+    other.mkdir()
+    priv, _pub, _ = keypair(other)
+    rec_v = vehicle.services.record
+    rec_v.signer = Signer.load(priv, generate=False)
+    rec_v.chains.clear()
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    try:
+        await wait_for(lambda: rec_v.chain("drone1").length >= 2, 30, "segments sealed with the other key")
+        backfill = vehicle.services.forwards.backfills[0]
+        await wait_for(lambda: backfill.state == "refused", 20, "the centre to refuse the record")
+    finally:
+        await drone.stop()
+    mirror = centre.services.record.mirrors["vehicle-1"]
+    assert mirror.position("drone1").seq == 0 and not list(mirror.dir.rglob("*.mp4"))
+    assert "403" in backfill.last_error and mirror.fingerprint in backfill.last_error, backfill.last_error
+    said = [r for r in caplog.records if r.getMessage() == "record refused by the centre"]
+    assert len(said) == 1
