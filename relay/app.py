@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .auth import ice_servers_for
 from .cascade import Forwards, WhepPull
-from .config import Config
+from .config import PASSTHROUGH, Config
 from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
 from .limits import Limiter
@@ -53,6 +53,11 @@ def _services(config: Config) -> Services:
     pipelines: dict[str, Pipeline] = {}
 
     def keyframe_request(stream: str, rendition: str, reason: str) -> None:
+        entry = registry.get(stream)
+        ask = entry.slot.keyframe_upstream if entry is not None else None
+        if rendition == PASSTHROUGH and ask is not None and entry is not None and entry.slot.forwards_packets:
+            ask()  # the publisher's own packets: only it can make a keyframe of them
+            return
         pipeline = pipelines.get(stream)
         if pipeline is not None:
             pipeline.want_key(rendition, reason)

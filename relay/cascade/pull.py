@@ -23,17 +23,15 @@ import aiohttp
 from ..config import Config, StreamConfig
 from ..errors import RelayError
 from ..registry import Entry
-from ..sources import Upstream, echo_back, publish_frame
+from ..sources import InboundVideo, Upstream, echo_back
 from ..webrtc import (
-    ArrivalTimes,
     IcePolicy,
     PeerSession,
     accept_answer,
     make_offer,
     new_peer,
     new_session_id,
-    pump_track,
-    use_marker_jitter_buffer,
+    transceiver_codecs,
 )
 from .forward import CONNECT_S, POST_TIMEOUT, Backoff, Refused, ssl_for
 
@@ -62,7 +60,6 @@ class WhepPull:
         self.upstream: Upstream | None = None
         self._told: set[str] = set()
         self._task: asyncio.Task[None] | None = None
-        self._last_frame = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
@@ -112,17 +109,24 @@ class WhepPull:
             self.upstream = Upstream(entry, pc.createDataChannel("relay"), self.config.name)
             session.spawn(self.upstream.run())
             echo_back(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
-            self._on_track(pc, session)
+            videos: list[InboundVideo] = []
+            self._on_track(pc, session, videos)
             offer = await make_offer(pc, IcePolicy.of(self.config.webrtc))
             location = await self._post(http, offer, pc)
+            codec = next((c[0].mimeType.split("/")[1] for t in pc.getTransceivers()
+                          if t.kind == "video" and (c := transceiver_codecs(t))), "")
+            entry.source_info.set_codec(codec.lower())
+            for video in videos:  # (H.264: its packets for passthrough viewers and the record)
+                video.keep_packets(codec)
             self.sessions += 1
             self.state = "up"
             log.info("pulling", extra={"stream": entry.name, "url": self.url, "session": session.public})
-            self._last_frame = time.monotonic()
+            started = time.monotonic()
             while not ended.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ended.wait(), 1.0)
-                if time.monotonic() - self._last_frame > SILENT_S:
+                last = max([started, *(v.last_frame for v in videos)])
+                if time.monotonic() - last > SILENT_S:
                     return f"no picture for {SILENT_S:.0f} s"
             return "session ended"
         finally:
@@ -135,22 +139,11 @@ class WhepPull:
             await session.close("pull ended")
             entry.release(session_id)
 
-    def _on_track(self, pc: Any, session: PeerSession) -> None:
+    def _on_track(self, pc: Any, session: PeerSession, videos: list[InboundVideo]) -> None:
         @pc.on("track")  # type: ignore[untyped-decorator]
         def on_track(track: Any) -> None:
-            if track.kind != "video":
-                return
-            receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
-            arrivals = None
-            if receiver is not None:
-                use_marker_jitter_buffer(receiver)
-                arrivals = ArrivalTimes(receiver)
-
-            def on_frame(frame: Any) -> None:
-                self._last_frame = time.monotonic()
-                publish_frame(self.entry, frame, arrivals, self.upstream)
-
-            session.spawn(pump_track(track, on_frame))
+            if track.kind == "video":
+                videos.append(InboundVideo(pc, track, session, self.entry, lambda: self.upstream))
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.sc.source_token}"} if self.sc.source_token else {}

@@ -63,7 +63,10 @@ class Entry:
                 gop=True,
                 reader_maxlen=media.viewer_queue_packets,
                 gop_cache=media.gop_cache,
+                keyframe_min_interval=media.keyframe_min_interval_s,
                 viewer_keyframe_interval=media.viewer_keyframe_interval_s,
+                # (a WebRTC publisher is asked itself; for others the GOP cache serves)
+                on_keyframe_request=functools.partial(keyframes, name, PASSTHROUGH) if keyframes else None,
             )
 
     def _changed(self) -> None:

@@ -104,6 +104,9 @@ class PublisherSlot:
         # The current publisher forwards packets (not WHIP): set at the claim, or announced
         # by a pulled source before its first packet (viewers may join "source" then).
         self.forwards_packets = False
+        # Asks the publisher itself for a keyframe (a WebRTC publisher: a PLI), for viewers
+        # of its packets; None where it cannot be asked (RTMP: the GOP cache serves them).
+        self.keyframe_upstream: Callable[[], None] | None = None
         self._evict: Callable[[str], None] | None = None  # ends the current publisher
 
     def stale(self, liveness: Liveness) -> bool:
@@ -137,13 +140,16 @@ class PublisherSlot:
                 old_evict(old)
         self.holder = session_id
         self.kind = kind
-        self.forwards_packets = kind != "whip"
+        self.forwards_packets = kind not in ("whip", "whep-pull")  # (theirs: once H.264 is agreed)
+        self.keyframe_upstream = None
         self.remote = remote
         self.since = time.monotonic()
         self._evict = evict
 
-    def announce_packets(self) -> None:
+    def announce_packets(self, keyframe_upstream: Callable[[], None] | None = None) -> None:
         self.forwards_packets = True
+        if keyframe_upstream is not None:
+            self.keyframe_upstream = keyframe_upstream
 
     def release(self, session_id: str) -> bool:
         """The publisher left; False if ``session_id`` no longer held the slot."""
@@ -151,6 +157,7 @@ class PublisherSlot:
             return False
         self.holder = None
         self._evict = None
+        self.keyframe_upstream = None
         return True
 
 

@@ -1,10 +1,11 @@
 """Ingest protocols: each turns a protocol into decoded frames published to a stream."""
 
 from .avpull import AvPullSource
+from .inbound import InboundVideo, publish_frame
 from .mavlink import MavlinkSource
 from .rtmp import RtmpIngest
 from .upstream import Upstream, echo_back
-from .whip import WhipIngest, publish_frame
+from .whip import WhipIngest
 
-__all__ = ["AvPullSource", "MavlinkSource", "RtmpIngest", "Upstream", "WhipIngest", "echo_back",
-           "publish_frame"]
+__all__ = ["AvPullSource", "InboundVideo", "MavlinkSource", "RtmpIngest", "Upstream", "WhipIngest",
+           "echo_back", "publish_frame"]

@@ -182,6 +182,16 @@ class Upstream:
         unit.arrival_wall_ms = arrival
         unit.capture_wall_ms = capture
 
+    def times_for(self, wire_ts: int, ours: int) -> tuple[int, int | None] | None:
+        """The upstream (arrival, capture) ms of a frame by its RTP timestamp, without using
+        it up (the decoded frame's :meth:`stamp` comes later), or from the last delays."""
+        times = self.times.get(wire_ts)
+        if times is not None:
+            return times
+        if self._last_delta is None:
+            return None
+        return ours - self._last_delta[0], None if self._last_delta[1] is None else ours - self._last_delta[1]
+
     def hop_ms(self) -> float | None:
         """The last hop's delay: our arrival - theirs, median of recent frames."""
         if not self._hop:

@@ -8,10 +8,8 @@ from typing import Any
 
 from ..config import Config
 from ..limits import Limiter
-from ..media import Unit
-from ..registry import Entry, Registry
+from ..registry import Registry
 from ..webrtc import (
-    ArrivalTimes,
     IcePolicy,
     PeerSession,
     SessionTable,
@@ -21,24 +19,13 @@ from ..webrtc import (
     new_session_id,
     pump_track,
     transceiver_codecs,
-    use_marker_jitter_buffer,
 )
+from .inbound import InboundVideo
 from .upstream import Upstream, echo_back
 
-__all__ = ["WhipIngest", "publish_frame"]
+__all__ = ["WhipIngest"]
 
 log = logging.getLogger("relay.whip")
-
-
-def publish_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None, upstream: Upstream | None) -> None:
-    """A frame aiortc decoded from a peer into the stream: its network arrival time, and the
-    times it had upstream where another relay sent it (WHIP in, or a WHEP pull)."""
-    arrived = arrivals.lookup(frame.pts) if arrivals is not None else None
-    unit = Unit.arrived(frame) if arrived is None else Unit.decoded(frame, arrived)
-    if upstream is not None:
-        upstream.stamp(unit, arrivals.wire(frame.pts) if arrivals is not None else None)
-    entry.touch()
-    entry.source.publish(unit)
 
 
 class WhipIngest:
@@ -78,18 +65,14 @@ class WhipIngest:
                 upstream.append(Upstream(entry, channel, self.config.name))
                 session.spawn(upstream[0].run())
 
+        videos: list[InboundVideo] = []
+
         @pc.on("track")
         def on_track(track: Any) -> None:
             if track.kind != "video":
                 session.spawn(pump_track(track, lambda _f: None))  # drain: never queue audio
                 return
-            receiver = next((t.receiver for t in pc.getTransceivers()
-                             if t.receiver and t.receiver.track is track), None)
-            arrivals = None
-            if receiver is not None:
-                use_marker_jitter_buffer(receiver)
-                arrivals = ArrivalTimes(receiver)
-            session.spawn(pump_track(track, lambda f: self._on_frame(entry, f, arrivals, upstream)))
+            videos.append(InboundVideo(pc, track, session, entry, lambda: upstream[0] if upstream else None))
 
         try:
             answer = await answer_offer(pc, offer_sdp, IcePolicy.of(self.config.webrtc))
@@ -100,14 +83,12 @@ class WhipIngest:
             codecs_of = transceiver_codecs(t)
             if t.kind == "video" and t.receiver and codecs_of:
                 entry.source_info.set_codec(codecs_of[0].mimeType.split("/")[1])
+        for video in videos:  # (H.264: its packets for passthrough viewers and the record)
+            video.keep_packets(entry.source_info.codec)
         log.info("publisher joined", extra={"stream": stream, "session": session.public,
                                             "remote": remote, "offered": codecs,
                                             "codec": entry.source_info.codec})
         return session.id, answer
-
-    @staticmethod
-    def _on_frame(entry: Entry, frame: Any, arrivals: ArrivalTimes | None, upstream: list[Upstream]) -> None:
-        publish_frame(entry, frame, arrivals, upstream[0] if upstream else None)
 
     def _evict(self, session_id: str) -> None:
         """A new publisher took the stream over from this (stale) session: close it."""

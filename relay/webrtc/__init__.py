@@ -2,6 +2,7 @@
 
 from .compat import (
     MarkerJitterBuffer,
+    ask_keyframe,
     can_pad,
     self_check,
     send_padding,
@@ -25,6 +26,7 @@ __all__ = [
     "accept_answer",
     "announce_candidates",
     "answer_offer",
+    "ask_keyframe",
     "can_pad",
     "check_offer",
     "gathering_with",

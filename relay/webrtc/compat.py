@@ -22,6 +22,7 @@ WebRTC.
 | :func:`use_marker_jitter_buffer` | ``RTCRtpReceiver.__jitter_buffer``, ``__kind``; |
 | (and :class:`MarkerJitterBuffer`) | ``JitterBuffer._remove_frame``, ``_packets``, ``_origin``, |
 | | ``_capacity``, ``remove``; ``RtpPacket._data`` |
+| :func:`ask_keyframe` | ``RTCRtpReceiver._send_rtcp_pli`` |
 | :func:`transceiver_codecs` | ``RTCRtpTransceiver._codecs`` |
 | :func:`set_host_addresses` | ``aioice.ice.get_host_addresses`` |
 | :func:`wrap_component_candidates` | ``aioice.ice.Connection.get_component_candidates`` |
@@ -29,6 +30,7 @@ WebRTC.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import time
@@ -43,6 +45,7 @@ from aiortc.rtp import RTP_HISTORY_SIZE
 
 __all__ = [
     "MarkerJitterBuffer",
+    "ask_keyframe",
     "can_pad",
     "current_host_addresses",
     "original_component_candidates",
@@ -197,8 +200,19 @@ class MarkerJitterBuffer(JitterBuffer):
         self.clock: Callable[[], float] = time.monotonic
         self.gave_up = 0  # holes given up on (frames skipped to the next whole one)
         self._hole_since: float | None = None
+        self.ssrc: int | None = None  # the sender's media SSRC (a keyframe request names it)
+        # Each whole frame as it leaves the buffer (depayloaded: H.264 in Annex-B), before
+        # aiortc decodes it: a publisher's packets for passthrough viewers and the record.
+        self.on_frame: Callable[[JitterFrame], None] | None = None
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        self.ssrc = packet.ssrc
+        pli, frame = self._add(packet)
+        if frame is not None and self.on_frame is not None:
+            self.on_frame(frame)
+        return pli, frame
+
+    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         pli, frame = super().add(packet)
         if frame is not None:
             self._hole_since = None
@@ -260,12 +274,23 @@ class MarkerJitterBuffer(JitterBuffer):
         return None
 
 
-def use_marker_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
-    """Swap a video receiver's jitter buffer before packets flow; False if aiortc changed."""
+def use_marker_jitter_buffer(receiver: RTCRtpReceiver) -> MarkerJitterBuffer | None:
+    """Swap a video receiver's jitter buffer before packets flow; None if aiortc changed."""
     if not hasattr(receiver, _RECEIVER_JITTER) or getattr(receiver, _RECEIVER_KIND, None) != "video":
-        return False
-    setattr(receiver, _RECEIVER_JITTER, MarkerJitterBuffer(capacity=512, is_video=True))
-    return True
+        return None
+    jb = MarkerJitterBuffer(capacity=512, is_video=True)
+    setattr(receiver, _RECEIVER_JITTER, jb)
+    return jb
+
+
+_PENDING: set[asyncio.Task[None]] = set()
+
+
+def ask_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send the publisher a PLI (a passthrough viewer needs a keyframe)."""
+    task = asyncio.ensure_future(receiver._send_rtcp_pli(media_ssrc))
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
 
 
 def transceiver_codecs(transceiver: Any) -> list[Any]:
@@ -325,6 +350,8 @@ def self_check() -> list[str]:
         "RTCRtpSender._retransmit": inspect.iscoroutinefunction(getattr(RTCRtpSender, "_retransmit", None)),
         "RTCRtpReceiver._handle_rtp_packet": inspect.iscoroutinefunction(
             getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
+        "RTCRtpReceiver._send_rtcp_pli": inspect.iscoroutinefunction(
+            getattr(RTCRtpReceiver, "_send_rtcp_pli", None)),
         "RTCRtpReceiver.__timestamp_mapper": _sets(RTCRtpReceiver, "__timestamp_mapper"),
         "TimestampMapper._origin": _sets(TimestampMapper, "_origin"),
         "RTCRtpReceiver.__jitter_buffer": _sets(RTCRtpReceiver, "__jitter_buffer"),

@@ -346,6 +346,10 @@ class ArrivalTimes:
 
         compat.tap_receiver_rtp(receiver, handle)
 
+    def at(self, wire_ts: int) -> float | None:
+        """When the last packet with this RTP timestamp arrived (monotonic)."""
+        return self._times.get(wire_ts)
+
     def wire(self, pts: int | None) -> int | None:
         """The RTP timestamp a decoded frame had on the wire."""
         origin = compat.receiver_timestamp_origin(self._receiver)

@@ -207,3 +207,36 @@ async def test_forward_over_tls_trusts_the_given_ca_or_pin_only(relay_factory: F
     finally:
         for d in drones:
             await d.stop()
+
+
+async def test_the_centre_serves_the_forwarded_packets_untouched(relay_factory: Factory) -> None:
+    """A centre in mode "both": its "source" rendition is the vehicle's forwarded rung as it
+    arrived (no second encode), with the drone's capture times; a viewer's keyframe request
+    there goes up to the vehicle as a PLI."""
+    cfg = centre_config()
+    cfg["media"] = {"default_mode": "both"}
+    centre = await relay_factory(cfg)
+    vehicle = await relay_factory(vehicle_config(centre.url, forward_rendition="low"))
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    viewer = WhepViewer(centre.url, "drone1", rendition="source", token=VIEW, channel=True)
+    try:
+        await wait_for(lambda: centre.entry("drone1") is not None and centre.entry("drone1").frames_in > 10,
+                       20, "the forward")
+        entry = centre.entry("drone1")
+        assert entry.slot.forwards_packets and entry.slot.keyframe_upstream is not None
+        await viewer.start()
+        await viewer.wait_frames(60, 20)
+        # The vehicle's "low" rung (180 lines here), not a re-encode at the centre.
+        assert viewer.seen.sizes == {(320, 180)}, viewer.seen.sizes
+        ages = [at * 1000 - st.capture_ms for st, at in viewer.seen.stamps[-30:]]
+        assert ages and max(ages) < 1000, ages
+        assert "source" not in centre.entry("drone1").encoders  # nothing encoded for it here
+        frames = [f for m in viewer.messages if m.get("type") == "frames" for f in m["f"]]
+        assert any(f[2] is not None for f in frames), "no capture times on the passthrough"
+        fwd = vehicle.services.forwards.forwarders[0]
+        plis = fwd.viewer.tap.plis
+        entry.passthrough.request_keyframe("test: a viewer lost its picture")
+        await wait_for(lambda: fwd.viewer.tap.plis > plis, 5, "the PLI to reach the vehicle")
+    finally:
+        await viewer.close()
+        await drone.stop()

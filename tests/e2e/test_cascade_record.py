@@ -144,7 +144,8 @@ async def test_a_record_signed_with_another_key_is_refused_and_said_once(
     import logging
 
     caplog.set_level(logging.WARNING, logger="relay.forward")
-    centre, vehicle = await pair(relay_factory, tmp_path)
+    # (a fixed rung: the backfill does not wait for an auto uplink to climb to its top)
+    centre, vehicle = await pair(relay_factory, tmp_path, forward_rendition="low")
     # The vehicle now signs with a key the centre was never given.
     other = tmp_path / "other"
     other.mkdir()

@@ -68,13 +68,16 @@ async def test_chromium_latency_from_rtp_timestamps_equals_the_pixel_stamp(live:
         # two cores are busy), never two (66).
         assert all(25 < a - b < 50 for a, b in off), off
 
-        # A WHIP publisher's "source" is encoded by the pipeline too: the same figures.
+        # A WHIP publisher's "source" is its own H.264 as it arrived (no encode here): like
+        # any passthrough, the relay knows arrival times only and the page reads the
+        # drone's stamp from the pixels: still glass to glass.
         src = await ctx.new_page()
         await src.goto(f"{live.url}/view/drone1?rendition=source")
         await src.wait_for_function("window.__player && window.__player.stats.rtpMatched > 30",
                                     timeout=30000)
         stats = await src.evaluate("window.__player.stats")
-        assert stats["kind"] == "glass-to-glass" and stats["source"] == "rtp", stats
+        assert stats["kind"] == "glass-to-glass" and stats["source"] == "drone stamp", stats
+        assert "source" not in live.entry("drone1").encoders
 
 
 @pytest.mark.browser
