@@ -59,6 +59,9 @@ host = "{CENTRE}"
 port = 8480
 name = "centre"
 log_level = "warning"
+
+[media]
+default_mode = "both"   # "source": the forwarded rung as it arrived
 {
         "".join(
             f'''
@@ -226,10 +229,10 @@ async def measure(
     return out
 
 
-async def vehicle(lab: Lab, forward: bool, record: bool, priv: Path) -> Any:
+async def vehicle(lab: Lab, forward: bool, record: bool, priv: Path, rung: str = "auto") -> Any:
     stream: dict[str, Any] = {"mode": "both"}
     if forward:
-        stream.update(forward=[f"{CENTRE_URL}/whip/d1"], forward_token=TOKEN)
+        stream.update(forward=[f"{CENTRE_URL}/whip/d1"], forward_token=TOKEN, forward_rendition=rung)
     cfg: dict[str, Any] = {
         "server": {"name": "vehicle"},
         "renditions": LADDER,
@@ -274,16 +277,22 @@ async def main_async(args: argparse.Namespace) -> None:
             str(lab.dir / "centre.toml"),
             log="centre.log",
         )
-        plans = [("one hop", False, False), ("two hops", True, True), ("two hops, no record", True, False)]
-        for label, forward, record in plans:
-            if label == "two hops, no record":
-                names_here = [n for n in names if n in ("clean 10M", "1.5M 5%")]
-            else:
-                names_here = names
+        # (label, forward, record, the forward's rung, the page's rendition, profiles)
+        plans: list[tuple[str, bool, bool, str, str, tuple[str, ...]]] = [
+            ("one hop", False, False, "auto", "", tuple(PROFILES)),
+            ("two hops", True, True, "auto", "high", tuple(PROFILES)),
+            ("two hops, no record", True, False, "auto", "high", ("clean 10M", "1.5M 5%")),
+            # The drone's own H.264 end to end: the vehicle forwards it untouched and the
+            # centre serves it as it arrived (no decode-encode on the way).
+            ("one hop, source", False, False, "auto", "source", ("clean 10M",)),
+            ("two hops, source", True, False, "source", "source", ("clean 10M",)),
+        ]
+        for label, forward, record, fwd_rung, page_rung, which in plans:
+            names_here = [n for n in names if n in which]
             if not names_here:
                 continue
             print(f"-- {label}", flush=True)
-            v = await vehicle(lab, forward, record, priv)
+            v = await vehicle(lab, forward, record, priv, fwd_rung)
             pusher = StampedFfmpeg(
                 "flv", "rtmp://127.0.0.1:19351/live/d1", ["-b:v", "3000k"], size="1280x720"
             )
@@ -293,13 +302,14 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
                 fwd = v.services.forwards.forwarders[0] if forward else None
                 backfill = v.services.forwards.backfills[0] if forward and record else None
+                query = f"?rendition={page_rung}" if page_rung else ""
                 if forward:
-                    url = f"{CENTRE_URL}/view/d1?rendition=high#token={VIEW}"
+                    url = f"{CENTRE_URL}/view/d1{query}#token={VIEW}"
 
                     def rung(f: Any = fwd) -> str | None:
                         return f.viewer.info.rendition if f.viewer else None
                 else:
-                    url = f"http://{VEHICLE}:{v.url.rsplit(':', 1)[1]}/view/d1"
+                    url = f"http://{VEHICLE}:{v.url.rsplit(':', 1)[1]}/view/d1{query}"
 
                     def rung(v: Any = v) -> str | None:
                         vs = [x for x in v.viewers("d1").values() if x.auto]

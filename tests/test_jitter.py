@@ -98,3 +98,29 @@ def test_a_hole_inside_a_frame_is_given_up_on_too() -> None:
     assert jb.add(pkt(14, 200, False, b"e")) == (True, None)  # given up: a keyframe is asked for
     _, frame = jb.add(pkt(15, 200, True, b"f"))
     assert frame is not None and frame.timestamp == 200 and frame.data == b"ef" and jb.gave_up == 1
+
+
+def test_a_standing_hole_is_nacked_again() -> None:
+    """aiortc NACKs a packet once, when its gap opens; a lost retransmission is asked for
+    again every renack_s while the hole stands (before giving up)."""
+    t = [0.0]
+    asked: list[list[int]] = []
+    jb = MarkerJitterBuffer(capacity=512, is_video=True, give_up_s=0.5)
+    jb.clock = lambda: t[0]
+    jb.on_nack = asked.append
+    jb.add(pkt(1, 100, True, b"a"))
+    jb.add(pkt(3, 200, True, b"c"))  # 2 lost: the hole starts
+    t[0] = 0.05
+    jb.add(pkt(4, 300, True, b"d"))
+    assert asked == []  # not yet: aiortc's own NACK went out when the gap opened
+    t[0] = 0.1
+    jb.add(pkt(5, 400, True, b"e"))
+    assert asked == [[2]]
+    t[0] = 0.15
+    jb.add(pkt(6, 500, True, b"f"))
+    assert asked == [[2]]  # at most every renack_s
+    t[0] = 0.2
+    jb.add(pkt(7, 600, True, b"g"))
+    assert asked == [[2], [2]] and jb.renacks == 2
+    _, frame = jb.add(pkt(2, 200, False, b"b"))  # the retransmission came
+    assert frame is not None and frame.data == b"bc" and jb.gave_up == 0

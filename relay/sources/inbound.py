@@ -27,6 +27,7 @@ from ..webrtc import (
     PeerSession,
     ask_keyframe,
     pump_track,
+    send_nack,
     use_marker_jitter_buffer,
 )
 from .h264 import has_nal
@@ -103,6 +104,14 @@ class InboundVideo:
         self.receiver = next((t.receiver for t in pc.getTransceivers()
                               if t.receiver and t.receiver.track is track), None)
         self.jb = use_marker_jitter_buffer(self.receiver) if self.receiver is not None else None
+        if self.jb is not None and self.receiver is not None:
+            jb, receiver = self.jb, self.receiver
+
+            def nack(lost: list[int]) -> None:
+                if jb.ssrc is not None:
+                    send_nack(receiver, jb.ssrc, lost)
+
+            jb.on_nack = nack
         self.arrivals = ArrivalTimes(self.receiver) if self.receiver is not None else None
         self.packets: InboundPackets | None = None
         self.last_frame = time.monotonic()

@@ -22,7 +22,7 @@ WebRTC.
 | :func:`use_marker_jitter_buffer` | ``RTCRtpReceiver.__jitter_buffer``, ``__kind``; |
 | (and :class:`MarkerJitterBuffer`) | ``JitterBuffer._remove_frame``, ``_packets``, ``_origin``, |
 | | ``_capacity``, ``remove``; ``RtpPacket._data`` |
-| :func:`ask_keyframe` | ``RTCRtpReceiver._send_rtcp_pli`` |
+| :func:`ask_keyframe`, :func:`send_nack` | ``RTCRtpReceiver._send_rtcp_pli``, ``_send_rtcp_nack`` |
 | :func:`transceiver_codecs` | ``RTCRtpTransceiver._codecs`` |
 | :func:`set_host_addresses` | ``aioice.ice.get_host_addresses`` |
 | :func:`wrap_component_candidates` | ``aioice.ice.Connection.get_component_candidates`` |
@@ -201,6 +201,12 @@ class MarkerJitterBuffer(JitterBuffer):
         self.gave_up = 0  # holes given up on (frames skipped to the next whole one)
         self._hole_since: float | None = None
         self.ssrc: int | None = None  # the sender's media SSRC (a keyframe request names it)
+        # A hole is NACKed again every renack_s while it stands (aiortc NACKs only when a new
+        # gap opens, so a lost retransmission was asked for again only by chance).
+        self.on_nack: Callable[[list[int]], None] | None = None
+        self.renack_s = 0.08
+        self.renacks = 0
+        self._nacked_at = 0.0
         # Each whole frame as it leaves the buffer (depayloaded: H.264 in Annex-B), before
         # aiortc decodes it: a publisher's packets for passthrough viewers and the record.
         self.on_frame: Callable[[JitterFrame], None] | None = None
@@ -221,12 +227,27 @@ class MarkerJitterBuffer(JitterBuffer):
             if packet.marker:  # a frame's end came and no frame came out: a hole before it
                 self._hole_since = self.clock()
             return pli, frame
-        if self.clock() - self._hole_since < self.give_up_s:
+        t = self.clock()
+        if t - self._hole_since < self.give_up_s:
+            if self.on_nack is not None and t - self._nacked_at >= self.renack_s:
+                missing = self._missing()
+                if missing:
+                    self._nacked_at = t
+                    self.renacks += 1
+                    self.on_nack(missing)
             return pli, frame
         self._hole_since = None
         self.gave_up += 1
         self._skip_to_whole_frame()
         return True, self._remove_frame(packet.sequence_number)
+
+    def _missing(self, limit: int = 32) -> list[int]:
+        """Sequence numbers not here between the head and the newest packet held."""
+        assert self._origin is not None
+        last = max((c for c in range(self._capacity)
+                    if self._packets[(self._origin + c) % self._capacity] is not None), default=-1)
+        return [(self._origin + c) & 0xFFFF for c in range(last)
+                if self._packets[(self._origin + c) % self._capacity] is None][:limit]
 
     def _skip_to_whole_frame(self) -> None:
         """Drop up to the first packet that follows a marker (a frame's first packet)."""
@@ -284,6 +305,13 @@ def use_marker_jitter_buffer(receiver: RTCRtpReceiver) -> MarkerJitterBuffer | N
 
 
 _PENDING: set[asyncio.Task[None]] = set()
+
+
+def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    """Ask the publisher again for packets still missing."""
+    task = asyncio.ensure_future(receiver._send_rtcp_nack(media_ssrc, lost))
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
 
 
 def ask_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
@@ -352,6 +380,8 @@ def self_check() -> list[str]:
             getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
         "RTCRtpReceiver._send_rtcp_pli": inspect.iscoroutinefunction(
             getattr(RTCRtpReceiver, "_send_rtcp_pli", None)),
+        "RTCRtpReceiver._send_rtcp_nack": inspect.iscoroutinefunction(
+            getattr(RTCRtpReceiver, "_send_rtcp_nack", None)),
         "RTCRtpReceiver.__timestamp_mapper": _sets(RTCRtpReceiver, "__timestamp_mapper"),
         "TimestampMapper._origin": _sets(TimestampMapper, "_origin"),
         "RTCRtpReceiver.__jitter_buffer": _sets(RTCRtpReceiver, "__jitter_buffer"),
