@@ -214,6 +214,7 @@ async def measure(
     url: str,
     rung: Any,
     backfill: Any = None,
+    forwarder: Any = None,
 ) -> dict[str, dict[str, Any]]:
     out = {}
     async with chromium(executable=lab.wrapper(centre_ns, CHROMIUM)) as ctx:
@@ -223,6 +224,11 @@ async def measure(
         for n in names:
             print(f"   {n}", flush=True)
             out[n] = await run_profile(page, router, dev, PROFILES[n], seconds, rung, backfill)
+            if os.environ.get("CASCADE_VERBOSE") and forwarder is not None and forwarder.viewer is not None:
+                info = forwarder.viewer.info
+                print(f"   switches {[(x['from'], x['to'], x['reason']) for x in info.switches]}")
+                for smp in info.samples[-30:]:
+                    print(f"   {smp}")
             print(f"   {out[n]}", flush=True)
             shape(router, dev, 10000, 0, False)
             await asyncio.sleep(5)
@@ -316,7 +322,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         return vs[0].rendition if vs else None
 
                 results[label] = await measure(
-                    lab, centre_ns, router, dev, names_here, args.seconds, url, rung, backfill
+                    lab, centre_ns, router, dev, names_here, args.seconds, url, rung, backfill, fwd
                 )
             finally:
                 pusher.kill()
