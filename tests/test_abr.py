@@ -433,3 +433,24 @@ def test_a_padding_probe_stops_on_a_queue_and_blames_the_right_stage() -> None:
     p.estimate(0.4, 800_000)
     assert not p.stop(0.4) and p.fell_to is None
     assert p.stop(0.5, nacks_failing=True) and p.tried == "mid"
+
+
+def test_the_floor_climbs_back_through_a_lossy_links_usual_loss() -> None:
+    """Thrown to the floor (10 fps) by a burst on a link that always loses ~5 %: its thin
+    evidence (one late frame is a 200 ms "freeze"; 2 s of it is ~50 packets, where 5 %
+    loss reads 12 % one window in four) must not keep it there for ever. Before: never a
+    step up in 60 s of this trace."""
+    ctl = AbrController(LADDER, "mid")
+    # The link's usual loss, learned on "mid" (clean for the controller: under 10 %).
+    warm = steady(0, 10, remb_kbps=1150, loss=0.05, nacks=3, sent=60, fps=30)
+    burst = steady(10, 12, remb_kbps=1150, loss=0.3, nacks=20, sent=60, fps=5, freezes=2)
+    floor = []
+    for i, t in enumerate(x * 0.5 for x in range(24, 120)):
+        floor.append(Sample(t=t, remb_kbps=1150, loss=0.12 if i % 4 == 0 else 0.04, nacks=1, sent=12,
+                            fps=10, freezes=1 if i % 6 == 0 else 0))
+    switches = run(ctl, warm + burst + floor)
+    assert switches[0][1] in ("low", "floor"), switches
+    downs = [s for s in switches if s[1] == "floor"]
+    assert downs, switches
+    ups = [s for s in switches if s[0] > downs[0][0] and s[1] != "floor"]
+    assert ups, switches  # it tried to climb back (padding off: a plain step up)

@@ -105,7 +105,9 @@ class Evidence:
             # Two reports running: a link that collapsed leaves a queue of the old rung's
             # packets that the first report after the switch still shows.
             reasons.append(f"decoding {s.fps:.0f} of {rung.fps:.0f} fps")
-        if s.freezes and warm and since_switch > settle and s.t >= quiet_until + 1.5:
+        # (At 10 fps one frame late is a 200 ms "freeze": no evidence on so thin a rung.)
+        thin = rung.fps <= tune.thin_fps
+        if s.freezes and warm and since_switch > settle and s.t >= quiet_until + 1.5 and not thin:
             # (A viewer's report covers the second before it, and arrives up to a second
             # late: a freeze reported 1.5 s after a failed probe's quiet is still its.)
             self.freezes.extend([s.t] * s.freezes)

@@ -16,6 +16,7 @@ class Tuning:
     up_hold_s: float = 3.0
     loss_down: float = 0.12
     loss_clean: float = 0.1  # random loss of a few % is not congestion: climb through it
+    thin_fps: float = 12.0  # a rung this slow (the floor) gives thin evidence: judged more leniently
     nack_down: float = 0.3  # NACKed packets over packets sent in a sample
     freeze_window_s: float = 20.0
     stay_s: float = 30.0  # a rung left sooner than this after reaching it failed

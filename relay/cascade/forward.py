@@ -42,16 +42,14 @@ from ..errors import RelayError
 from ..registry import Entry, Registry, State
 from ..webrtc import (
     IcePolicy,
-    PacketTrack,
     PeerSession,
     accept_answer,
-    listen_for_keyframe_requests,
     make_offer,
     new_peer,
     prefer_codec,
 )
 
-__all__ = ["Backoff", "Forwarder", "Refused"]
+__all__ = ["Backoff", "Forwarder", "Refused", "post_offer", "ssl_for"]
 
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.1  # frame times, batched: ~10 messages a second (every 20 ms cost ~60 kbit/s of SCTP)
@@ -83,6 +81,20 @@ class Backoff:
 
     def reset(self) -> None:
         self.next = self.first
+
+
+async def post_offer(http: aiohttp.ClientSession, url: str, offer: str, auth: str | None, sc: StreamConfig,
+                     redirects: bool = False) -> tuple[str, str]:
+    """POST an SDP offer (WHIP or WHEP, RFC 9725): the answer and the session's URL, or
+    :class:`Refused` with the status and the first line of the other side's reason."""
+    headers = {"Content-Type": "application/sdp", **({"Authorization": auth} if auth else {})}
+    async with http.post(url, data=offer, headers=headers, ssl=ssl_for(sc), timeout=POST_TIMEOUT,
+                         allow_redirects=redirects) as resp:
+        body = await resp.text()
+        if resp.status != 201:
+            first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
+            raise Refused(resp.status, first)
+        return body, urljoin(str(resp.url), resp.headers.get("Location", ""))
 
 
 def ssl_for(sc: StreamConfig) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
@@ -235,13 +247,8 @@ class Forwarder:
         info = ViewerInfo(session=session.id, rendition=name, remote=self.url, who="forward", auto=auto,
                           rendition_reason="auto: start" if auto else "configured")
 
-        track = PacketTrack(lambda: out.subscribe(label=f"forward {session.public}"))
-        transceiver.sender.replaceTrack(track)
-        track.sender = transceiver.sender
-        holder: list[Viewer] = []
-        tap = listen_for_keyframe_requests(transceiver.sender, lambda why: holder[0].request_keyframe(why))
-        viewer = Viewer(session, entry, info, track, transceiver.sender, tap)
-        holder.append(viewer)
+        viewer = Viewer.sending(session, entry, info, transceiver,
+                                lambda: out.subscribe(label=f"forward {session.public}"))
         serve(viewer, pc.createDataChannel("relay"), self.config.latency, lambda: None)
         viewer.echo = Echoes(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
         return viewer
@@ -269,14 +276,7 @@ class Forwarder:
     # ------------------------------------------------------------------ HTTP
 
     async def _post(self, http: aiohttp.ClientSession, offer: str) -> tuple[str, str]:
-        headers = {"Content-Type": "application/sdp", "Authorization": f"Bearer {self.sc.forward_token}"}
-        async with http.post(self.url, data=offer, headers=headers, ssl=ssl_for(self.sc),
-                             timeout=POST_TIMEOUT, allow_redirects=False) as resp:
-            body = await resp.text()
-            if resp.status != 201:
-                first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
-                raise Refused(resp.status, first)
-            return body, urljoin(self.url, resp.headers.get("Location", ""))
+        return await post_offer(http, self.url, offer, f"Bearer {self.sc.forward_token}", self.sc)
 
     async def _delete(self, http: aiohttp.ClientSession, location: str) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):

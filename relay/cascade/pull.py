@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 
@@ -33,7 +32,7 @@ from ..webrtc import (
     new_session_id,
     transceiver_codecs,
 )
-from .forward import CONNECT_S, POST_TIMEOUT, Backoff, Refused, ssl_for
+from .forward import CONNECT_S, Backoff, Refused, post_offer, ssl_for
 
 __all__ = ["WhepPull"]
 
@@ -149,15 +148,9 @@ class WhepPull:
         return {"Authorization": f"Bearer {self.sc.source_token}"} if self.sc.source_token else {}
 
     async def _post(self, http: aiohttp.ClientSession, offer: str, pc: Any) -> str:
-        headers = {"Content-Type": "application/sdp", **self._auth()}
-        async with http.post(self.url, data=offer, headers=headers, ssl=ssl_for(self.sc),
-                             timeout=POST_TIMEOUT, allow_redirects=True) as resp:
-            body = await resp.text()
-            if resp.status != 201:
-                first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
-                raise Refused(resp.status, first)
-            location = urljoin(str(resp.url), resp.headers.get("Location", ""))
-        await accept_answer(pc, body)
+        auth = f"Bearer {self.sc.source_token}" if self.sc.source_token else None
+        answer, location = await post_offer(http, self.url, offer, auth, self.sc, redirects=True)
+        await accept_answer(pc, answer)
         return location
 
     def status(self) -> dict[str, Any]:

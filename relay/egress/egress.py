@@ -20,12 +20,10 @@ from ..media import Unit
 from ..registry import Entry, Registry
 from ..webrtc import (
     IcePolicy,
-    PacketTrack,
     PeerSession,
     SessionTable,
     answer_offer,
     check_offer,
-    listen_for_keyframe_requests,
     new_peer,
     prefer_codec,
 )
@@ -152,13 +150,8 @@ class WhepEgress:
         def on_sent(unit: Unit) -> None:
             entry.latency.record(info.rendition, unit.timeline)
 
-        track = PacketTrack(lambda: out.subscribe(label=session.public), on_sent)
-        transceiver.sender.replaceTrack(track)
-        track.sender = transceiver.sender
-        holder: list[Viewer] = []
-        tap = listen_for_keyframe_requests(transceiver.sender, lambda why: holder[0].request_keyframe(why))
-        viewer = Viewer(session, entry, info, track, transceiver.sender, tap)
-        holder.append(viewer)
+        viewer = Viewer.sending(session, entry, info, transceiver,
+                                lambda: out.subscribe(label=session.public), on_sent)
         session.spawn(send_times_and_telemetry(viewer, me=self.config.name))
         session.spawn(viewer.watch_silence())
 

@@ -7,13 +7,15 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..auth import public_id
-from ..media import now
+from ..media import Unit, now
 from ..registry import Entry
-from ..webrtc import PacketTrack, PeerSession, RtcpTap
+from ..stream import Reader
+from ..webrtc import PacketTrack, PeerSession, RtcpTap, listen_for_keyframe_requests
 from .echo import Echoes
 
 __all__ = ["NO_READER", "VIEWER_SILENT_S", "Viewer", "ViewerInfo"]
@@ -67,6 +69,20 @@ class Viewer:
         self.tap = tap
         self.channel: Any = None  # "relay": hello, clock pings, reports, frame times, telemetry
         self.echo: Echoes | None = None  # "echo": round trips (unordered, never retransmitted)
+
+    @classmethod
+    def sending(cls, session: PeerSession, entry: Entry, info: ViewerInfo, transceiver: Any,
+                subscribe: Callable[[], Reader], on_sent: Callable[[Unit], None] | None = None) -> Viewer:
+        """A viewer whose sending ``transceiver`` plays what ``subscribe()`` reads (packets,
+        no encoding), with its RTCP tap routing PLIs through its own keyframe budget."""
+        track = PacketTrack(subscribe, on_sent)
+        transceiver.sender.replaceTrack(track)
+        track.sender = transceiver.sender
+        holder: list[Viewer] = []
+        tap = listen_for_keyframe_requests(transceiver.sender, lambda why: holder[0].request_keyframe(why))
+        viewer = cls(session, entry, info, track, transceiver.sender, tap)
+        holder.append(viewer)
+        return viewer
 
     def send(self, text: str) -> bool:
         """A message on the relay channel, if it is open."""

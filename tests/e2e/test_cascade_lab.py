@@ -71,10 +71,10 @@ def shape(host: str, dev: str, rate: str) -> None:
        "latency", "150ms", ns=host)
 
 
-async def centre_doc() -> dict[str, Any] | None:
+async def centre_doc(stream: str = "drone1") -> dict[str, Any] | None:
     try:
         async with aiohttp.ClientSession() as s, s.get(
-                f"{CENTRE_URL}/api/streams/drone1", headers={"Authorization": f"Bearer {VIEW}"},
+                f"{CENTRE_URL}/api/streams/{stream}", headers={"Authorization": f"Bearer {VIEW}"},
                 timeout=aiohttp.ClientTimeout(total=2)) as r:
             return await r.json() if r.status == 200 else None
     except (aiohttp.ClientError, TimeoutError):
@@ -127,6 +127,7 @@ async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: 
             await local.close()
             await drone.stop()
         await record_caught_up(lab, vehicle)
+        await wrong_token(relay_factory)
     finally:
         print(lab.log("centre.log")[-3000:])
         lab.close()
@@ -249,3 +250,25 @@ async def record_caught_up(lab: Lab, vehicle: Any) -> None:
     assert "record intact" in out and "vehicle vehicle: drone1" in out, out
     held = len(list(mirror_dir.glob("drone1/*/*.mp4")))
     assert held == len(segs), (held, len(segs))
+
+
+async def wrong_token(relay_factory: Any) -> None:
+    """A second vehicle with a wrong token, across the same router: refused by the centre,
+    logged once, retried with a growing delay; the centre never lists its stream."""
+    other = await relay_factory({
+        "server": {"name": "vehicle-2"}, "renditions": LADDER[-1:], "webrtc": {"ice_addresses": [VEHICLE]},
+        "streams": {"drone2": {"forward": [f"{CENTRE_URL}/whip/drone2"], "forward_token": "not-the-token"}},
+    }, host=VEHICLE)
+    drone = Drone(f"{other.url}/whip/drone2")
+    try:
+        fwd = other.services.forwards.forwarders[0]
+        await wait_for(lambda: fwd.refusals >= 1, 20, "the wrong token refused")
+        t0, first = time.monotonic(), fwd.refusals
+        await asyncio.sleep(7)
+        # 2 s, then 4 s: at most two more tries in 7 s, never a tight loop.
+        assert fwd.refusals - first <= 2 and fwd.state == "refused", fwd.status()
+        assert "403" in fwd.last_error, fwd.status()
+        print(f"wrong token: {fwd.refusals} refusals in {time.monotonic() - t0 + 2:.0f} s: {fwd.last_error}")
+        assert await centre_doc("drone2") is None
+    finally:
+        await drone.stop()
