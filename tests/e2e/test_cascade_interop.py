@@ -20,6 +20,9 @@ import pytest
 from tests.helpers import SMALL, Drone, RelayHandle, WhepViewer, wait_for
 
 Factory = Callable[..., Awaitable[RelayHandle]]
+# Two or three relays and a drone each: one of these at a time, so the slow lane's other
+# whole-system tests (Chromium reading stamps) keep the cores they need.
+pytestmark = pytest.mark.xdist_group("cascade")
 SFU = Path(__file__).resolve().parents[2] / "tools" / "werift-sfu"
 
 

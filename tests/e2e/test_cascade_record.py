@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,6 +22,9 @@ from relay.record.chain import Signer, canonical
 from tests.helpers import SMALL, Drone, RelayHandle, wait_for
 
 Factory = Callable[..., Awaitable[RelayHandle]]
+# Two or three relays and a drone each: one of these at a time, so the slow lane's other
+# whole-system tests (Chromium reading stamps) keep the cores they need.
+pytestmark = pytest.mark.xdist_group("cascade")
 TOKEN, OTHER, VIEW, CONTROL = "vehicle-one-publish-token", "a-publisher-not-a-vehicle", "view-token-1234", \
     "control-token-12345"
 
