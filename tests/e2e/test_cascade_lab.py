@@ -85,6 +85,7 @@ async def page_stats(page: Any) -> dict[str, Any]:
     return dict(await page.evaluate("() => ({...window.__player.stats})"))
 
 
+@pytest.mark.timeout(300)  # four phases of a real uplink (~2.5 min), not one hang
 async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: Any) -> None:
     need_lab()
     lab = Lab("c")
@@ -107,7 +108,7 @@ async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: 
             "record": {"enabled": True, "dir": str(lab.dir / "vehicle-rec"), "segment_s": 4, "min_free_mb": 1,
                        "signing_key": str(priv)},
             "streams": {"drone1": {"title": "Brand Hauptstrasse 5", "forward": [f"{CENTRE_URL}/whip/drone1"],
-                                   "forward_token": TOKEN}},
+                                   "forward_token": TOKEN, "forward_backfill_kbps": 6000}},
         }, host=VEHICLE)
         drone = Drone(f"{vehicle.url}/whip/drone1")
         local = WhepViewer(vehicle.url, "drone1", rendition="low", read_stamps=False)
