@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import os
+import random
 
 import av
 import numpy as np
@@ -66,7 +66,10 @@ async def test_undecodable_video_is_lost_and_recovers() -> None:
         while len(reader):
             await reader.get()
         # Random NAL data in well-formed AVC tags, for two seconds: no picture comes of it.
-        garbage = [bytes([0x27, 1, 0, 0, 0]) + (300).to_bytes(4, "big") + bytes([0x41]) + os.urandom(299)
+        # (Seeded: some random bytes do decode into a concealed picture now and then, and a
+        # test must not depend on the draw.)
+        rnd = random.Random(20261129)
+        garbage = [bytes([0x27, 1, 0, 0, 0]) + (300).to_bytes(4, "big") + bytes([0x41]) + rnd.randbytes(299)
                    for _ in range(60)]
         await send(garbage, 2.0)
         assert entry.state is State.LOST
