@@ -68,10 +68,19 @@ async def test_share_link_qr_phone_cap_revoke(relay_factory: Any, tmp_path: Any)
             await page.fill("#label", "Einsatzleiter <b>Nord</b>")
             await page.click("#create button[type=submit]")
             await page.wait_for_selector("#created:not([hidden])", timeout=10000)
-            png = await page.locator("#qr").screenshot()
-            img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
-            img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-            scanned, _, _ = cv2.QRCodeDetector().detectAndDecode(img)
+            # The image is set from a data URL: wait until it has decoded (a busy machine
+            # screenshotted it blank once), then read it as a phone would, a few tries.
+            await page.wait_for_function("document.getElementById('qr').complete && "
+                                         "document.getElementById('qr').naturalWidth > 0", timeout=10000)
+            scanned = ""
+            for _ in range(3):
+                png = await page.locator("#qr").screenshot()
+                img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+                img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+                scanned, _, _ = cv2.QRCodeDetector().detectAndDecode(img)
+                if scanned:
+                    break
+                await asyncio.sleep(0.3)
             assert scanned.startswith(f"{relay.url}/view/d1#token=") and scanned == await page.input_value("#created-url")
             # The label is text, not HTML.
             assert await page.locator("#created-label b").count() == 0
