@@ -39,6 +39,10 @@ function render(rec) {
   const st = rec.status || {};
   const state = st.paused ? `paused: ${st.paused}` : st.recording ? `recording (${st.from})` : "not recording";
   box.append(el("h2", {}, rec.stream, " ", el("small", { class: st.paused ? "lvl-red" : "lvl-green" }, state)));
+  if (rec.vehicles && rec.vehicles.length) {
+    // The vehicles' full-quality record, kept here as they signed it (checked on arrival).
+    box.append(el("p", {}, `record from ${rec.vehicles.join(", ")}, verified against its key on arrival`));
+  }
   const table = el("table", {}, el("tr", {}, el("th", {}, "from"), el("th", {}, "to"), el("th", {}, "length"),
                                    el("th", {}, "size"), el("th", {}, "")));
   for (const sp of rec.spans) {

@@ -85,7 +85,9 @@ async def test_the_record_follows_verified_and_replays_at_the_centre(relay_facto
     async with aiohttp.ClientSession() as s:
         auth = {"Authorization": f"Bearer {CONTROL}"}
         async with s.get(f"{centre.url}/api/recordings?stream=drone1", headers=auth) as r:
-            spans = (await r.json())["recordings"][0]["spans"]
+            doc = (await r.json())["recordings"][0]
+            spans = doc["spans"]
+        assert doc["vehicles"] == ["vehicle-1"], doc
         assert spans and spans[0]["segments"] >= 3, spans
         async with s.get(f"{centre.url}/api/recordings/drone1/clip.mp4", headers=auth,
                          params={"start": str(spans[0]["start_ms"] / 1000), "duration": "3"}) as r:
