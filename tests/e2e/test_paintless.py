@@ -64,9 +64,9 @@ async def test_chromium_latency_from_rtp_timestamps_equals_the_pixel_stamp(live:
         # RTP map has no such race; a wrong map would be off on most frames, or older.
         off = [(a, b) for a, b in pairs if abs(a - b) > 1]
         assert len(off) <= 0.05 * len(pairs), off[:5]
-        # Only ever the next frame's pixels: one capture interval (33 ms; up to ~45 when the
-        # two cores are busy), never two (66).
-        assert all(25 < a - b < 50 for a, b in off), off
+        # Only ever the next frame's pixels: one capture interval (33 ms; 15-45 when the two
+        # cores are busy and the simulator's frames come unevenly: seen 15), never two (66).
+        assert all(0 < a - b < 50 for a, b in off), off
 
         # A WHIP publisher's "source" is its own H.264 as it arrived (no encode here): like
         # any passthrough, the relay knows arrival times only and the page reads the
