@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ import aiohttp
 
 from ..config import StreamConfig
 from ..record import RecordService
+from ..record.chain import read_lines
 from ..record.layout import MANIFEST
 from .forward import Backoff, Forwarder, Refused, ssl_for
 
@@ -63,8 +63,6 @@ class Backfill:
         self.last_error = ""
         self.caught_up_at: float | None = None
         self._told: set[str] = set()
-        self._offset = 0  # how far into the manifest the last round read
-        self._pending: list[tuple[int, bytes, dict[str, Any]]] = []  # read, not yet at the centre
 
     @property
     def headers(self) -> dict[str, str]:
@@ -97,50 +95,23 @@ class Backfill:
 
     async def _round(self, http: aiohttp.ClientSession) -> int:
         """Send what the centre lacks, in order; returns the lines sent."""
-        lines = self._new_lines()
+        lines = [ln for ln in read_lines(self.record.root / self.sc.name / MANIFEST) if ln.doc is not None]
+        self.local_seq = int(lines[-1].doc.get("seq", 0)) if lines and lines[-1].doc else 0
         async with http.get(self.base, headers=self.headers, ssl=ssl_for(self.sc),
                             timeout=aiohttp.ClientTimeout(total=10)) as resp:
             if resp.status != 200:
                 raise Refused(resp.status, (await resp.text()).strip()[:200])
-            seq = int((await resp.json())["seq"])
-        if seq < self.centre_seq:  # the centre holds less than it did (a new disk): from the start
-            self._offset, self._pending = 0, []
-            self.centre_seq = seq
-            lines = self._new_lines()
-        self.centre_seq = seq
-        todo = [(seq, raw, doc) for seq, raw, doc in lines if seq > self.centre_seq]
+            self.centre_seq = int((await resp.json())["seq"])
+        todo = [ln for ln in lines if ln.doc is not None and int(ln.doc.get("seq", 0)) > self.centre_seq]
         if not todo:
             if self.state != "idle":
                 self.caught_up_at = time.time()
             self.state = "idle"
             return 0
-        for seq, raw, doc in todo:
-            await self._send(http, seq, raw, doc)
+        for line in todo:
+            assert line.doc is not None
+            await self._send(http, int(line.doc["seq"]), line.raw, line.doc)
         return len(todo)
-
-    def _new_lines(self) -> list[tuple[int, bytes, dict[str, Any]]]:
-        """The manifest's lines the centre may still lack: read on from where the last round
-        stopped (a day's manifest is tens of thousands of lines; not parsed again each round),
-        keeping those above what the centre last said it holds."""
-        path = self.record.root / self.sc.name / MANIFEST
-        try:
-            with path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:
-            data = b""
-        end = data.rfind(b"\n") + 1  # whole lines only: the writer may be mid-line
-        self._offset += end
-        for raw in data[:end].split(b"\n"):
-            try:
-                doc = json.loads(raw) if raw.strip() else None
-            except ValueError:
-                doc = None
-            if isinstance(doc, dict) and isinstance(doc.get("seq"), int):
-                self._pending.append((doc["seq"], raw, doc))
-                self.local_seq = max(self.local_seq, doc["seq"])
-        self._pending = [x for x in self._pending if x[0] > self.centre_seq]
-        return self._pending
 
     async def _send(self, http: aiohttp.ClientSession, seq: int, raw: bytes, doc: dict[str, Any]) -> None:
         headers = {**self.headers, "X-Manifest-Line": base64.b64encode(raw).decode(),
