@@ -163,34 +163,34 @@ class Upstream:
         if len(self._frames) >= 2 and self._frames[-1] - self._frames[-2] > FREEZE_GAP_S:
             self._freezes += 1
         del self._frames[:-64]
-        times = self.times.pop(wire_ts, None) if wire_ts is not None else None
         ours = unit.arrival_wall_ms
-        if times is None and wire_ts is not None:
-            self._decoded[wire_ts] = ours  # its times, when they come, tell the hop's delay
-            while len(self._decoded) > 128:
-                self._decoded.popitem(last=False)
+        times = self.times.pop(wire_ts, None) if wire_ts is not None else None
         if times is not None:
             self.matched += 1
-            arrival, capture = times
             self._learn(ours, times)
-        elif self._last_delta is not None:
-            self.estimated += 1
-            arrival = ours - self._last_delta[0]
-            capture = None if self._last_delta[1] is None else ours - self._last_delta[1]
         else:
-            return
-        unit.arrival_wall_ms = arrival
-        unit.capture_wall_ms = capture
+            if wire_ts is not None:
+                self._decoded[wire_ts] = ours  # its times, when they come, tell the hop's delay
+                while len(self._decoded) > 128:
+                    self._decoded.popitem(last=False)
+            times = self._estimate(ours)
+            if times is None:
+                return
+            self.estimated += 1
+        unit.arrival_wall_ms, unit.capture_wall_ms = times
 
     def times_for(self, wire_ts: int, ours: int) -> tuple[int, int | None] | None:
         """The upstream (arrival, capture) ms of a frame by its RTP timestamp, without using
         it up (the decoded frame's :meth:`stamp` comes later), or from the last delays."""
         times = self.times.get(wire_ts)
-        if times is not None:
-            return times
+        return times if times is not None else self._estimate(ours)
+
+    def _estimate(self, ours: int) -> tuple[int, int | None] | None:
+        """A frame's upstream times from the last known delays (None before any)."""
         if self._last_delta is None:
             return None
-        return ours - self._last_delta[0], None if self._last_delta[1] is None else ours - self._last_delta[1]
+        arrival_delta, capture_delta = self._last_delta
+        return ours - arrival_delta, None if capture_delta is None else ours - capture_delta
 
     def hop_ms(self) -> float | None:
         """The last hop's delay: our arrival - theirs, median of recent frames."""
