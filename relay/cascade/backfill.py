@@ -30,7 +30,7 @@ from ..config import StreamConfig
 from ..record import RecordService
 from ..record.chain import read_lines
 from ..record.layout import MANIFEST
-from .forward import Backoff, Forwarder, Refused, ssl_for
+from .forward import Backoff, Forwarder, Refused, SaidOnce, ssl_for
 
 __all__ = ["Backfill"]
 
@@ -62,7 +62,7 @@ class Backfill:
         self.paused_s = 0.0
         self.last_error = ""
         self.caught_up_at: float | None = None
-        self._told: set[str] = set()
+        self._told = SaidOnce(log, "record refused by the centre")
 
     @property
     def headers(self) -> dict[str, str]:
@@ -87,11 +87,7 @@ class Backfill:
 
     def _refused(self, exc: Refused) -> None:
         self.state, self.last_error = "refused", str(exc)
-        key = f"{exc.status} {exc.reason}"
-        if key not in self._told:
-            self._told.add(key)
-            log.warning("record refused by the centre", extra={
-                "stream": self.sc.name, "url": self.base, "status": exc.status, "reason": exc.reason})
+        self._told.refused(exc, stream=self.sc.name, url=self.base)
 
     async def _round(self, http: aiohttp.ClientSession) -> int:
         """Send what the centre lacks, in order; returns the lines sent."""

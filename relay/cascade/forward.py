@@ -49,7 +49,7 @@ from ..webrtc import (
     prefer_codec,
 )
 
-__all__ = ["Backoff", "Forwarder", "Refused", "post_offer", "ssl_for"]
+__all__ = ["Backoff", "Forwarder", "Refused", "SaidOnce", "post_offer", "ssl_for"]
 
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.1  # frame times, batched: ~10 messages a second (every 20 ms cost ~60 kbit/s of SCTP)
@@ -64,6 +64,20 @@ class Refused(Exception):
         super().__init__(f"{status}: {reason}" if status else reason)  # 0: refused by TLS
         self.status = status
         self.reason = reason
+
+
+class SaidOnce:
+    """A refusal said once per reason: one retried for hours is one log line, not one a minute."""
+
+    def __init__(self, logger: logging.Logger, message: str) -> None:
+        self.logger, self.message = logger, message
+        self._said: set[str] = set()
+
+    def refused(self, exc: Refused, **extra: Any) -> None:
+        key = f"{exc.status} {exc.reason}"
+        if key not in self._said:
+            self._said.add(key)
+            self.logger.warning(self.message, extra={**extra, "status": exc.status, "reason": exc.reason})
 
 
 class Backoff:
@@ -124,7 +138,7 @@ class Forwarder:
         self.last_error = ""
         self.viewer: Viewer | None = None
         self.adapter: Adapter | None = None
-        self._told: set[str] = set()  # refusals already logged (each reason once)
+        self._told = SaidOnce(log, "forward refused by the other relay")
         self._down_since: float | None = None
 
     # ------------------------------------------------------------------ the loop
@@ -174,11 +188,7 @@ class Forwarder:
 
     def _refused(self, exc: Refused) -> None:
         self._set("refused", str(exc))
-        key = f"{exc.status} {exc.reason}"
-        if key not in self._told:  # once per reason, never in a loop
-            self._told.add(key)
-            log.warning("forward refused by the other relay", extra={
-                "stream": self.sc.name, "url": self.url, "status": exc.status, "reason": exc.reason})
+        self._told.refused(exc, stream=self.sc.name, url=self.url)
 
     def _unreachable(self, error: str) -> None:
         self._set("unreachable", error)

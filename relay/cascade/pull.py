@@ -32,7 +32,7 @@ from ..webrtc import (
     new_session_id,
     transceiver_codecs,
 )
-from .forward import CONNECT_S, Backoff, Refused, post_offer, ssl_for
+from .forward import CONNECT_S, Backoff, Refused, SaidOnce, post_offer, ssl_for
 
 __all__ = ["WhepPull"]
 
@@ -57,7 +57,7 @@ class WhepPull:
         self.sessions = self.refusals = 0
         self.last_error = ""
         self.upstream: Upstream | None = None
-        self._told: set[str] = set()
+        self._told = SaidOnce(log, "pull refused")
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -81,13 +81,9 @@ class WhepPull:
                     refused.reset()
                     self.state, self.last_error = "waiting", reason
                 except (Refused, RelayError) as exc:
-                    status, reason = exc.status, exc.reason
                     self.refusals += 1
-                    self.state, self.last_error = "refused", f"{status}: {reason}"
-                    if self.last_error not in self._told:
-                        self._told.add(self.last_error)
-                        log.warning("pull refused", extra={"stream": self.sc.name, "url": self.url,
-                                                           "status": status, "reason": reason})
+                    self.state, self.last_error = "refused", f"{exc.status}: {exc.reason}"
+                    self._told.refused(Refused(exc.status, exc.reason), stream=self.sc.name, url=self.url)
                     delay = refused.take()
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
