@@ -18,6 +18,7 @@ from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
 from .limits import Limiter
 from .logs import quiet_malformed_requests
+from .markers import MarkerBook, RateBook
 from .metrics import metrics_renderer
 from .pipeline import Pipeline
 from .record import RecordService
@@ -70,14 +71,27 @@ def _services(config: Config) -> Services:
     table = SessionTable(limiter)
     recording = config.record.enabled or any(s.record for s in config.streams)
     record = RecordService(config, registry) if recording else None
+    whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table)
     return Services(
         config=config, registry=registry, limiter=limiter, pipelines=pipelines,
         whip=WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter),
-        whep=WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table),
+        whep=whep, markers=_markers(config, record, whep), marker_rate=RateBook(config.markers.rate_per_min),
         rtmp=RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None,
         shares=ShareBook(config.auth.shares_file),
         record=record,
         forwards=Forwards(registry, config, ice, record) if any(s.forward for s in config.streams) else None)
+
+
+def _markers(config: Config, record: RecordService | None, whep: WhepEgress) -> MarkerBook | None:
+    """The incident's markers, rebuilt from the signed log when the record is on; every
+    viewer's channel gets them all when it opens and each change as it happens."""
+    if not config.markers.enabled:
+        return None
+    chain, lines = record.marker_log() if record is not None else (None, [])
+    book = MarkerBook(chain, config.markers.max, lines)
+    whep.greetings.append(book.snapshot_message)
+    book.listeners.append(whep.broadcast)
+    return book
 
 
 def _wire_streams(services: Services) -> None:

@@ -47,7 +47,8 @@ __all__ = [
     "share_has_room",
 ]
 
-Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot", "mirror"]
+Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot", "mirror",
+                 "mark"]
 
 # Which roles may perform an action (stream scope is checked separately).
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
@@ -72,6 +73,7 @@ class Principal:
     playback: bool = False
     share: bool = False  # from a share link: honoured only while the link is in the share book
     vehicle: bool = False  # a [[vehicles]] token: may also send that vehicle's record ("mirror")
+    mark: bool = False  # granted: may place, move and remove markers whatever its role
 
     def covers(self, stream: str | None) -> bool:
         if stream is None or self.role in _ALL_STREAMS_ROLES:
@@ -119,7 +121,7 @@ def _static(config: Config) -> Iterable[tuple[str, Principal]]:
     if a.view_token:
         yield a.view_token, Principal("viewer", ("*",), "auth.view_token")
     for t in a.tokens:
-        yield t.token, Principal(t.role, t.streams, t.name, playback=t.playback)
+        yield t.token, Principal(t.role, t.streams, t.name, playback=t.playback, mark=t.mark)
     for v in config.vehicles:
         yield v.token, Principal("publisher", v.streams, v.name, vehicle=True)
     for s in config.streams:
@@ -180,7 +182,7 @@ def _verify_jwt(config: Config, token: str) -> Principal | Decision:
         return Decision(False, 403, "signed token: a share link is a viewer of one stream")
     return Principal(role, tuple(streams), str(claims.get("sub", "jwt")), exp,
                      str(claims.get("jti")) if claims.get("jti") else None,
-                     playback=claims.get("playback") is True, share=share)
+                     playback=claims.get("playback") is True, share=share, mark=claims.get("mark") is True)
 
 
 def authenticate(
@@ -194,6 +196,11 @@ def authenticate(
         if who.status == 401:
             reason = f"{what} needs an Authorization: Bearer token"
         return Decision(False, who.status, reason)
+    if action == "mark":  # markers: the configured roles, admin, and tokens granted it
+        if (who.mark or who.role == "admin" or who.role in config.markers.roles) and who.covers(stream):
+            return Decision(True, principal=who)
+        what = f"place or change markers on {stream!r}" if stream else "place or change markers"
+        return Decision(False, 403, f"role {who.role!r} ({who.name}) may not {what}", who)
     if who.may(action, stream):
         return Decision(True, principal=who)
     what = f"{action} {stream!r}" if stream else f"use {action}"
@@ -233,7 +240,7 @@ def share_has_room(who: Principal | None, shares: ShareBook, sessions: int) -> D
 
 def mint_token(
     config: Config, role: str, streams: Iterable[str], ttl_s: float, label: str = "",
-    now: float | None = None, share: bool = False,
+    now: float | None = None, share: bool = False, mark: bool = False,
 ) -> tuple[str, float, str]:
     """A signed token (JWT, HS256); returns (token, expiry, jti)."""
     secret = config.auth.jwt_secret
@@ -248,6 +255,8 @@ def mint_token(
               "sub": label or role, "jti": jti}
     if share:
         claims["share"] = True
+    if mark:
+        claims["mark"] = True
     return jwt.encode(claims, secret, algorithm="HS256"), int(t + ttl), jti
 
 

@@ -37,6 +37,7 @@ class Share:
     max_viewers: int  # 0: no cap
     created_by: str
     revoked: float | None = None
+    mark: bool = False  # its viewers may place markers
 
     def active(self, now: float | None = None) -> bool:
         return self.revoked is None and (time.time() if now is None else now) < self.expires

@@ -128,6 +128,7 @@ class TokenConfig:
                                        what="must be an array of stream names (or \"*\" for all)")
     name: str = text("", default_from=lambda ctx: f"{ctx.given['role']}-{ctx.given['index']}")
     playback: bool = flag(False)  # may list, replay and download the record (control/admin always may)
+    mark: bool = flag(False)  # may place, move and remove markers (markers.roles always may)
 
     def check(self, path: str, ctx: Ctx) -> None:
         if self.token is None:
@@ -290,6 +291,23 @@ class TelemetryConfig:
     overlay: bool = flag(False)  # draw heading, altitude, coordinates, battery into transcoded video
 
 
+def _role_item(key: str, role: str) -> None:
+    _role(key, role)
+
+
+@dataclass(frozen=True)
+class MarkersConfig:
+    """Markers on the ground, shared by every page: who may place them, how many, how fast."""
+
+    enabled: bool = flag(True)
+    # Roles that may place, move and remove markers; a viewer or publisher token may when it
+    # is granted (``mark = true`` in [[auth.tokens]], a signed token's or share link's claim).
+    roles: tuple[str, ...] = strings(("control", "admin"), item=_role_item,
+                                     what="must be an array of roles")
+    rate_per_min: int = integer(30, 1, 10000)  # changes a minute per token
+    max: int = integer(500, 1, 100000)  # markers at once
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
     green_ms: int = integer(250, 1, 60000)
@@ -327,6 +345,7 @@ class Config:
     abr: AbrConfig = section(AbrConfig)
     record: RecordConfig = section(RecordConfig)
     telemetry: TelemetryConfig = section(TelemetryConfig)
+    markers: MarkersConfig = section(MarkersConfig)
     vehicles: tuple[VehicleConfig, ...] = tables(VehicleConfig, "must be an array of tables ([[vehicles]])")
 
     @property

@@ -2,7 +2,8 @@
 
 Relay → page: ``hello`` (once open), ``pong`` (NTP-style clock pings), ``frames`` (which
 arrival and capture time belongs to which RTP timestamp), ``telemetry`` (samples with
-their capture times), ``rendition`` (a switch, see :meth:`Viewer.announce`), ``end``.
+their capture times), ``rendition`` (a switch, see :meth:`Viewer.announce`), ``markers``
+(every marker, once open) and ``marker`` (one placed, changed or removed), ``end``.
 Page → relay: ``ping`` and ``report`` (once a second: what the viewer sees).
 """
 
@@ -69,9 +70,10 @@ def clean_report(raw: Any) -> dict[str, Any]:
     return out
 
 
-def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[], None]) -> None:
-    """Speak the protocol on ``ch``: hello when it opens, pongs, and the viewer's reports
-    (kept in ``viewer.info``; ``on_report`` is called after each)."""
+def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[], None],
+          greetings: list[Callable[[], str]] | None = None) -> None:
+    """Speak the protocol on ``ch``: hello when it opens (then each of ``greetings``), pongs,
+    and the viewer's reports (kept in ``viewer.info``; ``on_report`` is called after each)."""
     info = viewer.info
     viewer.channel = ch
     thresholds = {"green_ms": latency.green_ms, "yellow_ms": latency.yellow_ms, "creep_ms": latency.creep_ms}
@@ -81,6 +83,8 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
         ch.send(json.dumps({"type": "hello", "stream": viewer.entry.name, "viewer": info.public_id,
                             "rendition": info.rendition, "auto": info.auto,
                             "reason": info.rendition_reason, "thresholds": thresholds}))
+        for greet in greetings or ():
+            ch.send(greet())
 
     if ch.readyState == "open":
         on_open()

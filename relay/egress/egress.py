@@ -49,6 +49,13 @@ class WhepEgress:
         self.table = sessions or SessionTable(self.limiter)  # WHIP and WHEP: one table
         self.viewers: dict[str, Viewer] = {}
         self.creep_resets = 0
+        # Messages a page gets when its channel opens, after hello (e.g. every marker now).
+        self.greetings: list[Callable[[], str]] = []
+
+    def broadcast(self, msg: str) -> None:
+        """One message (encoded once) to every viewer's channel that is open."""
+        for viewer in tuple(self.viewers.values()):
+            viewer.send(msg)
 
     @property
     def sessions(self) -> dict[str, PeerSession]:
@@ -160,7 +167,7 @@ class WhepEgress:
             if channel.label == "echo":
                 viewer.echo = Echoes(channel)
             else:
-                serve(viewer, channel, self.config.latency, lambda: self._reported(viewer))
+                serve(viewer, channel, self.config.latency, lambda: self._reported(viewer), self.greetings)
 
         self.table.add(session)
         session.on_close.append(self._closed)

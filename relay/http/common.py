@@ -19,6 +19,7 @@ from ..config import STREAM_NAME, Config
 from ..egress import WhepEgress
 from ..errors import RelayError
 from ..limits import Limiter
+from ..markers import MarkerBook, RateBook
 from ..pipeline import Pipeline
 from ..record import RecordService
 from ..registry import Registry
@@ -62,6 +63,8 @@ class Services:
     shares: ShareBook = field(default_factory=ShareBook)
     forwards: Forwards | None = None
     pulls: dict[str, WhepPull] = field(default_factory=dict)  # whep+http(s) sources, by stream
+    markers: MarkerBook | None = None  # None: markers.enabled = false
+    marker_rate: RateBook = field(default_factory=lambda: RateBook(30))
 
 
 SERVICES = web.AppKey("services", Services)

@@ -23,7 +23,7 @@ from ..record import ClipPart, RecordService, cut_clip
 from ..record.layout import SNAPSHOT_NAME, iso, stamp
 from .common import S, authorize, page, remote_of, services_of
 
-__all__ = ["add_routes"]
+__all__ = ["add_routes", "parse_when"]
 
 log = logging.getLogger("relay.http")
 MAX_CLIP_S = 600.0
@@ -42,7 +42,7 @@ def _who(decision: Decision) -> dict[str, str]:
     return {"who": p.name if p else "?", "role": p.role if p else "?"}
 
 
-def _when(request: web.Request, key: str, default: float | None = None) -> float | None:
+def parse_when(request: web.Request, key: str, default: float | None = None) -> float | None:
     """A time from the query: ISO 8601 (``2026-11-24T10:15:00Z``) or seconds since the epoch → ms."""
     raw = request.query.get(key)
     if raw is None or raw == "":
@@ -70,7 +70,7 @@ async def api_recordings(request: web.Request) -> web.Response:
     if stream is not None and not STREAM_NAME.match(stream):
         raise RelayError(400, "stream must be a stream name")
     decision = authorize(request, "playback", stream)
-    frm, to = _when(request, "from"), _when(request, "to")
+    frm, to = parse_when(request, "from"), parse_when(request, "to")
     names = [stream] if stream else rec.streams()
     out = []
     for name in names:
@@ -98,7 +98,7 @@ async def api_clip(request: web.Request) -> web.StreamResponse:
     rec = _record(request)
     stream = request.match_info["stream"]
     decision = authorize(request, "playback", stream)
-    start = _when(request, "start")
+    start = parse_when(request, "start")
     if start is None:
         raise RelayError(400, "start is required (ISO 8601 or seconds since the epoch)")
     try:
@@ -157,8 +157,8 @@ async def api_track(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
     decision = authorize(request, "playback", stream)
     now_ms = time.time() * 1000
-    lo = _when(request, "from", now_ms - 600_000) or 0.0
-    hi = _when(request, "to", now_ms) or now_ms
+    lo = parse_when(request, "from", now_ms - 600_000) or 0.0
+    hi = parse_when(request, "to", now_ms) or now_ms
     if hi < lo or hi - lo > 24 * 3600 * 1000:
         raise RelayError(400, "from must be before to, at most 24 hours apart")
     samples = rec.telemetry_track(stream, int(lo), int(hi))

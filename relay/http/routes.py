@@ -7,7 +7,7 @@ from pathlib import Path
 import xstatic.pkg.leaflet
 from aiohttp import web
 
-from . import mirror, record, share
+from . import markers, mirror, record, share
 from .common import SERVICES, VIEWER_DIR, S, Services, page
 from .middleware import errors_and_cors
 from .streams import api_snapshot, api_stats, api_stream, api_streams, healthz, metrics
@@ -42,6 +42,7 @@ def build_routes(app: web.Application, services: Services) -> None:
     record.add_routes(r)
     mirror.add_routes(r)
     share.add_routes(r)
+    markers.add_routes(r)
     r.add_get("/", page("index.html"))
     r.add_get("/wall", page("wall.html"))
     r.add_get(f"/view/{S}", page("view.html"))

@@ -1,6 +1,6 @@
 """HTTP of share links: create (with a QR code), list, revoke — control-centre users only.
 
-``POST /api/shares`` {stream, ttl_s, label, max_viewers} -> 201 {id, url, qr_svg, expires, ...}
+``POST /api/shares`` {stream, ttl_s, label, max_viewers, mark} -> 201 {id, url, qr_svg, expires, ...}
 ``GET /api/shares`` -> every link with how many viewers use it now
 ``DELETE /api/shares/<id>`` -> revoked; the sessions opened through it end at once
 
@@ -23,7 +23,7 @@ from ..config import STREAM_NAME
 from ..errors import RelayError
 from ..share import Share
 from .common import SERVICES, authorize, page, services_of, share_sessions
-from .tokens import mint_request, token_label, token_ttl
+from .tokens import mark_grant, mint_request, token_label, token_ttl
 
 __all__ = ["add_routes", "end_expired_shares"]
 
@@ -52,10 +52,11 @@ async def create(request: web.Request) -> web.Response:
     label = token_label(doc.get("label", ""))
     if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 1000:
         raise RelayError(422, "max_viewers must be a whole number 0..1000 (0: no cap)")
-    token, expires, jti = mint_token(svc.config, "viewer", [stream], ttl, label, share=True)
+    mark = mark_grant(request, doc)
+    token, expires, jti = mint_token(svc.config, "viewer", [stream], ttl, label, share=True, mark=mark)
     who = decision.principal.name if decision.principal is not None else "?"
     share = Share(id=jti, stream=stream, label=label, created=time.time(), expires=float(expires),
-                  max_viewers=cap, created_by=who)
+                  max_viewers=cap, created_by=who, mark=mark)
     try:
         svc.shares.add(share)
     except ValueError as exc:

@@ -62,7 +62,8 @@ async def api_streams(request: web.Request) -> web.Response:
     svc = services_of(request)
     authorize(request, "list")
     docs = [stream_doc(svc, e) for e in svc.registry.entries.values() if visible(request, e)]
-    return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config)})
+    return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config),
+                              "markers": svc.markers.listing() if svc.markers is not None else []})
 
 
 def map_doc(config: Config) -> dict[str, Any]:

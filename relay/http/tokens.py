@@ -12,7 +12,7 @@ from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from .common import Services, authorize, json_object, services_of
 
-__all__ = ["api_tokens", "mint_request", "token_label", "token_ttl"]
+__all__ = ["api_tokens", "mark_grant", "mint_request", "token_label", "token_ttl"]
 
 log = logging.getLogger("relay.http")
 
@@ -28,6 +28,16 @@ def token_label(label: Any) -> str:
     if not isinstance(label, str) or len(label) > 80:
         raise RelayError(422, "label must be a string of at most 80 characters")
     return label
+
+
+def mark_grant(request: web.Request, doc: dict[str, Any]) -> bool:
+    """``mark``: the minted token may place markers; only who may mark may pass that on."""
+    mark = doc.get("mark", False)
+    if not isinstance(mark, bool):
+        raise RelayError(422, "mark must be true or false")
+    if mark:
+        authorize(request, "mark")
+    return mark
 
 
 async def mint_request(request: web.Request, things: str,
@@ -56,8 +66,10 @@ async def api_tokens(request: web.Request) -> web.Response:
     allowed = may_mint(who, role)
     if not allowed.allowed:
         raise RelayError(allowed.status, allowed.reason)
-    token, expires, jti = mint_token(svc.config, role, streams, ttl, label)
-    log.info("token minted", extra={"by": who.name if who else "?", "role": role,
+    mark = mark_grant(request, doc)
+    token, expires, jti = mint_token(svc.config, role, streams, ttl, label, mark=mark)
+    log.info("token minted", extra={"by": who.name if who else "?", "role": role, "mark": mark,
                                     "streams": ",".join(streams), "expires": expires, "jti": jti})
-    return web.json_response({"token": token, "expires": expires, "role": role, "streams": streams},
+    return web.json_response({"token": token, "expires": expires, "role": role, "streams": streams,
+                              "mark": mark},
                              status=201, headers={"Cache-Control": "no-store"})

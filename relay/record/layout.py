@@ -3,6 +3,7 @@
 ::
 
     <dir>/audit.jsonl                              who viewed or downloaded what (chained)
+    <dir>/markers.jsonl                            every marker placed, changed, removed (chained)
     <dir>/signing-key.pub.pem                      the public half of the signing key
     <dir>/<stream>/manifest.jsonl                  every sealed file, chained and signed
     <dir>/<stream>/<YYYY-MM-DD>/<YYYYmmddTHHMMSS.mmmZ>.mp4       a segment (UTC start)
@@ -15,10 +16,11 @@ import datetime as dt
 import re
 from pathlib import Path
 
-__all__ = ["MANIFEST", "SEGMENT_NAME", "SNAPSHOT_NAME", "file_time_ms", "iso", "segment_path",
+__all__ = ["MANIFEST", "MARKERS", "SEGMENT_NAME", "SNAPSHOT_NAME", "file_time_ms", "iso", "segment_path",
            "snapshot_path", "stamp"]
 
 MANIFEST = "manifest.jsonl"
+MARKERS = "markers.jsonl"
 _STAMP = r"(\d{8}T\d{6}\.\d{3})Z"
 SEGMENT_NAME = re.compile(rf"^{_STAMP}\.mp4$")
 SNAPSHOT_NAME = re.compile(rf"^snap-{_STAMP}\.jpg$")

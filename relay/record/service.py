@@ -22,10 +22,11 @@ import av
 from ..config import Config
 from ..registry import Entry, Registry
 from .chain import Chain, Signer, load_public_key
-from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME, file_time_ms, iso, snapshot_path
+from .layout import MANIFEST, MARKERS, SEGMENT_NAME, SNAPSHOT_NAME, file_time_ms, iso, snapshot_path
 from .mirror import MIRRORS, Mirror
 from .recorder import Segment, StreamRecorder
 from .retention import Held, plan_deletions
+from .verify import verify_chain
 from .writer import Sealed, SegmentWriter, file_sha256
 
 __all__ = ["RecordService", "Segment", "StreamRecorder"]  # (the last two: .recorder)
@@ -349,6 +350,16 @@ class RecordService:
         seg = await asyncio.get_running_loop().run_in_executor(None, write)
         self._add(stream, seg)
         return seg
+
+    def marker_log(self) -> tuple[Chain, list[dict[str, Any]]]:
+        """The markers' chained log and its lines that verify (a line that does not is left
+        out of the markers, said once; ``verify`` names it)."""
+        path = self.root / MARKERS
+        findings, good = verify_chain(path, self.signer.public, MARKERS)
+        if findings:
+            log.error("marker log does not verify: lines left out of the markers",
+                      extra={"path": str(path), "findings": len(findings), "first": str(findings[0])})
+        return Chain(path, self.signer), [line.doc for line in good if line.doc is not None]
 
     def log_access(self, **fields: Any) -> None:
         self.audit.append({"time": iso(time.time() * 1000), **fields})

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .chain import GENESIS, ChainLine, line_hash, load_public_key, read_lines, signature_ok
-from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME
+from .layout import MANIFEST, MARKERS, SEGMENT_NAME, SNAPSHOT_NAME
 from .mirror import MIRRORS
 from .writer import file_sha256
 
@@ -80,11 +80,11 @@ def verify_chain(path: Path, public: Ed25519PublicKey, label: str) -> tuple[list
 
 def verify_record(root: Path, public: Ed25519PublicKey) -> Report:
     report = Report()
-    audit = root / "audit.jsonl"
-    if audit.exists():
-        found, good = verify_chain(audit, public, "audit.jsonl")
-        report.findings += found
-        report.summary.append(f"audit log: {len(good)} entries verified")
+    for name, what in (("audit.jsonl", "audit log"), (MARKERS, "marker log")):
+        if (root / name).exists():
+            found, good = verify_chain(root / name, public, name)
+            report.findings += found
+            report.summary.append(f"{what}: {len(good)} entries verified")
     for sdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if sdir.name == MIRRORS:
             _verify_mirrors(sdir, report)
