@@ -34,21 +34,58 @@ export function aim(s) {
   return { yaw, pitch: s.gimbal_pitch, h };
 }
 
-// The ground point seen at (u, v) of the picture: u from -1 (left) to 1 (right), v from
-// -1 (bottom) to 1 (top). [lat, lon], or null (above the horizon, or nothing known).
-export function groundPoint(s, u, v, maxRange = MAX_RANGE_M) {
+// The camera's axes (east, north, up) and the field of view's half tangents, or null.
+function axes(s) {
   const a = aim(s);
   if (!a || !(s.hfov > 0) || !(s.vfov > 0)) return null;
   const y = a.yaw * RAD, p = a.pitch * RAD;
-  const f = [Math.sin(y) * Math.cos(p), Math.cos(y) * Math.cos(p), Math.sin(p)];
-  const r = [Math.cos(y), -Math.sin(y), 0];
-  const up = [-Math.sin(y) * Math.sin(p), -Math.cos(y) * Math.sin(p), Math.cos(p)];
-  const tu = Math.tan((s.hfov / 2) * RAD) * u, tv = Math.tan((s.vfov / 2) * RAD) * v;
+  return {
+    f: [Math.sin(y) * Math.cos(p), Math.cos(y) * Math.cos(p), Math.sin(p)],
+    r: [Math.cos(y), -Math.sin(y), 0],
+    up: [-Math.sin(y) * Math.sin(p), -Math.cos(y) * Math.sin(p), Math.cos(p)],
+    tu: Math.tan((s.hfov / 2) * RAD), tv: Math.tan((s.vfov / 2) * RAD), h: a.h,
+  };
+}
+
+// Where the ground point (lat, lon) is in the picture of sample s: {u, v} (outside -1..1
+// when off the picture), or {behind: true, bearing} when it is behind the camera, or null.
+export function picturePoint(s, lat, lon) {
+  const ax = axes(s);
+  if (!ax) return null;
+  const [e, n] = toLocal(s.lat, s.lon, lat, lon);
+  const d = [e, n, -ax.h];
+  const dot = (a) => a[0] * d[0] + a[1] * d[1] + a[2] * d[2];
+  const z = dot(ax.f), x = dot(ax.r), y = dot(ax.up);
+  if (z <= 1e-6) return { behind: true, x, y };
+  return { u: x / z / ax.tu, v: y / z / ax.tv };
+}
+
+// The pixel (x, y) of (u, v) in a box showing a w x h picture "contain"-fitted, and the
+// picture's rectangle in that box.
+export function pictureXY(u, v, boxW, boxH, w, h) {
+  const scale = Math.min(boxW / w, boxH / h);
+  const pw = w * scale, ph = h * scale;
+  const left = (boxW - pw) / 2, top = (boxH - ph) / 2;
+  return { x: left + ((u + 1) / 2) * pw, y: top + ((1 - v) / 2) * ph, left, top, pw, ph };
+}
+
+export function distanceM(lat0, lon0, lat, lon) {
+  const [e, n] = toLocal(lat0, lon0, lat, lon);
+  return Math.hypot(e, n);
+}
+
+// The ground point seen at (u, v) of the picture: u from -1 (left) to 1 (right), v from
+// -1 (bottom) to 1 (top). [lat, lon], or null (above the horizon, or nothing known).
+export function groundPoint(s, u, v, maxRange = MAX_RANGE_M) {
+  const ax = axes(s);
+  if (!ax) return null;
+  const { f, r, up, h } = ax;
+  const tu = ax.tu * u, tv = ax.tv * v;
   const d = [0, 1, 2].map((i) => f[i] + tu * r[i] + tv * up[i]);
   const horiz = Math.hypot(d[0], d[1]);
   let k;
   if (d[2] < -1e-6) {
-    k = a.h / -d[2];
+    k = h / -d[2];
     if (k * horiz > maxRange) k = maxRange / horiz;
   } else {
     if (horiz < 1e-9) return null;

@@ -3,6 +3,7 @@
 // XStatic-Leaflet package); tiles from the configured server, or none: then a plain grid
 // with a scale, so the map works with no internet at all.
 import { footprint } from "./geo.js";
+import { KINDS } from "./markers.js";
 
 const L = window.L;
 const NICE = [1, 2, 5];
@@ -121,6 +122,36 @@ export class DroneMap {
     if (this.clicked) this.clicked.remove();
     this.clicked = L.circleMarker([lat, lon], { radius: 7, color: "#7fb3ff", weight: 3, fillOpacity: 0.6 }).addTo(this.map);
   }
+
+  // The incident's markers: a pin with the kind's letter and the label (as text).
+  setMarkers(list, onPick) {
+    if (!this.marks) this.marks = new Map();
+    const keep = new Set();
+    for (const m of list) {
+      keep.add(m.id);
+      let mk = this.marks.get(m.id);
+      if (!mk) {
+        const icon = L.divIcon({ className: "map-mark", html: "", iconSize: [24, 24], iconAnchor: [12, 12] });
+        mk = L.marker([m.lat, m.lon], { icon, keyboard: false, zIndexOffset: 1000 }).addTo(this.map);
+        const e = mk.getElement();
+        const pin = document.createElement("div"); pin.className = "pin";
+        const label = document.createElement("div"); label.className = "mlabel";
+        e.append(pin, label);
+        e.dataset.id = m.id;
+        if (onPick) mk.on("click", () => onPick(m.id));
+        this.marks.set(m.id, mk);
+      }
+      mk.setLatLng([m.lat, m.lon]);
+      const k = KINDS[m.kind] || KINDS.note;
+      const e = mk.getElement();
+      e.style.setProperty("--mc", k.color);
+      e.querySelector(".pin").textContent = k.glyph;
+      e.querySelector(".mlabel").textContent = m.label || k.name;
+    }
+    for (const [id, mk] of this.marks) if (!keep.has(id)) { mk.remove(); this.marks.delete(id); }
+  }
+
+  onGroundClick(fn) { this.map.on("click", (e) => fn(e.latlng.lat, e.latlng.lng)); }
 
   invalidate() { this.map.invalidateSize(); }
 }

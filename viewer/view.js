@@ -3,6 +3,7 @@ import { askForToken, authFetch } from "./auth.js";
 import { Replay } from "./replay.js";
 import { DroneMap } from "./map.js";
 import { formatLatLon, groundPoint, pictureUV } from "./geo.js";
+import { MarkUi } from "./markui.js";
 
 const stream = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
 const params = new URLSearchParams(location.search);
@@ -24,6 +25,8 @@ const player = new WhepPlayer($("video"), stream, {
     const lat = $("lat");
     lat.textContent = st.latency === null ? "— ms" : `${Math.round(st.latency)} ms`;
     lat.className = `big lvl-${levelOf(st.latency, th)}`;
+    $("lat-mini").textContent = lat.textContent;
+    $("lat-mini").className = `mini lvl-${levelOf(st.latency, th)}`;
     $("kind").textContent = st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone capture time)" : "relay → screen (no capture time)") : "latency unknown";
     $("kind").className = `lvl-${lvl}`;
     $("p95").textContent = st.p95 === null ? "—" : `${Math.round(st.p95)} ms`;
@@ -38,6 +41,8 @@ const player = new WhepPlayer($("video"), stream, {
   },
 });
 window.__player = player;  // for tests and the curious
+let markUi = null;
+player.onMarkers = (msg) => { if (markUi) markUi.set.apply(msg); };
 
 // ---- where the drone is: HUD lines, the map, a click on the picture -> ground point
 let dmap = null;
@@ -71,6 +76,11 @@ function openMap(cfg) {
   document.body.classList.add("with-map");
   dmap = new DroneMap($("map"), cfg || mapCfg || {});
   window.__map = dmap;
+  dmap.onGroundClick((lat, lon) => {
+    if (markUi && markUi.mapClick(lat, lon)) return;
+    showGround([lat, lon], null, "");
+  });
+  if (markUi) markUi._changed();
   $("maptoggle").hidden = false;
   if (track.length) dmap.setTrack(stream, track);
 }
@@ -90,18 +100,29 @@ $("maptoggle").onclick = () => {
 };
 setInterval(showTelemetry, 200);  // the HUD and the map follow the frame on screen
 
-$("video").addEventListener("click", (ev) => {
+function onPictureClick(ev) {
   const v = ev.currentTarget, r = v.getBoundingClientRect();
+  if (markUi && markUi.pictureClick(ev.clientX - r.left, ev.clientY - r.top, r)) return;
   const uv = pictureUV(ev.clientX - r.left, ev.clientY - r.top, r.width, r.height, v.videoWidth, v.videoHeight);
-  const s = player.telemetryShown();
+  const s = markUi ? markUi._sample() : player.telemetryShown();
   const p = uv && s ? groundPoint(s, uv[0], uv[1]) : null;
+  showGround(p, s, s ? "not on the ground (above the horizon or no field of view)" : "no telemetry: place a marker on the map");
+}
+$("video").addEventListener("click", onPictureClick);
+$("replay").addEventListener("click", onPictureClick);
+
+// The ground point of a click (picture or map): coordinates to copy or send, and the form
+// that places a marker there (for those who may).
+function showGround(p, s, why) {
   const box = $("groundinfo");
+  $("markinfo").hidden = true;
   if (!p) {
-    $("ground-text").textContent = s ? "not on the ground (above the horizon or no field of view)" : "no telemetry";
+    $("ground-text").textContent = why;
     $("ground-geo").hidden = true; $("ground-copy").hidden = true; $("ground-send").hidden = true;
+    $("markform").hidden = true;
   } else {
     const text = `${p[0].toFixed(6)}, ${p[1].toFixed(6)}`;
-    $("ground-text").textContent = `${formatLatLon(p[0], p[1])}${player.telemetryIsStale ? " (telemetry stale!)" : ""}`;
+    $("ground-text").textContent = `${formatLatLon(p[0], p[1])}${s && player.telemetryIsStale ? " (telemetry stale!)" : ""}`;
     $("ground-text").dataset.value = text;
     $("ground-geo").href = `geo:${p[0].toFixed(6)},${p[1].toFixed(6)}`;
     $("ground-geo").hidden = false; $("ground-copy").hidden = false; $("ground-send").hidden = !navigator.share;
@@ -109,7 +130,7 @@ $("video").addEventListener("click", (ev) => {
     window.__ground = p;
   }
   box.hidden = false;
-});
+}
 $("ground-copy").onclick = async () => {
   const text = $("ground-text").dataset.value || "";
   try { await navigator.clipboard.writeText(text); $("ground-copy").textContent = "Copied"; }
@@ -176,3 +197,16 @@ const replay = new Replay(stream, {
 });
 window.__replay = replay;
 replay.init();
+markUi = new MarkUi(stream, player, replay, () => dmap);
+markUi.load();
+
+// The HUD: one line on a phone (tap ▾ for the rest), everything on a wider screen.
+const narrow = matchMedia("(max-width: 600px), (max-height: 500px)");
+function hudFold(open) {
+  $("hud").classList.toggle("folded", !open);
+  $("hudtoggle").setAttribute("aria-expanded", String(open));
+  $("hudtoggle").textContent = open ? "▴" : "▾";
+}
+hudFold(!narrow.matches);
+narrow.addEventListener("change", () => hudFold(!narrow.matches));
+$("hudtoggle").onclick = () => hudFold($("hud").classList.contains("folded"));

@@ -1,11 +1,17 @@
 import { WhepPlayer, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
 import { DroneMap } from "./map.js";
+import { MarkerSet, PictureMarks } from "./markers.js";
 
 const params = new URLSearchParams(location.search);
 const grid = document.getElementById("grid");
 const tiles = new Map();  // name -> {el, player, doc}
 window.__wall = tiles;
+// The incident's markers: every tile's data channel brings them (and /api/streams); each
+// tile draws them in its picture, the map shows them all.
+const markers = new MarkerSet();
+window.__markers = markers;
+markers.listeners.push(() => { if (dmap) dmap.setMarkers(markers.list()); for (const t of tiles.values()) t.marks.draw(); });
 
 function tile(doc) {
   const el = document.createElement("div");
@@ -26,9 +32,14 @@ function tile(doc) {
       age.className = `age lvl-${levelOf(st.latency, th)}`;
     },
   });
+  player.onMarkers = (msg) => markers.apply(msg);
   player.start();
+  const layer = node("div", { class: "marklayer" });
+  el.querySelector("video").after(layer);
+  const marks = new PictureMarks(el.querySelector("video"), layer, () => player.telemetryShown());
+  marks.markers = () => markers.list();
   grid.insertBefore(el, document.getElementById("maptile"));
-  return { el, player, doc };
+  return { el, player, doc, marks };
 }
 
 // All drones on one map: each at the position of the frame its tile shows.
@@ -42,6 +53,7 @@ function mapTick() {
       layout();
       dmap = new DroneMap(document.getElementById("map"), { ...(mapCfg || {}), lat: s.lat, lon: s.lon });
       window.__map = dmap;
+      dmap.setMarkers(markers.list());
     }
     const stale = t.player.telemetry.length ? t.player.telemetryIsStale : Boolean(t.doc.telemetry && t.doc.telemetry.stale);
     dmap.update(name, s, stale);
@@ -151,8 +163,9 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
-    const { streams, map } = await r.json();
+    const { streams, map, markers: all } = await r.json();
     mapCfg = map;
+    if (all) markers.apply({ type: "markers", all });
     document.getElementById("status").textContent = "";
     document.getElementById("empty").hidden = streams.length > 0;
     const names = new Set(streams.map((s) => s.name));

@@ -59,6 +59,7 @@ export class WhepPlayer {
     this._telemetryAt = 0;
     this.shownCaptureMs = null;  // capture time of the frame on screen (relay clock)
     this.onTelemetry = opts.onTelemetry || (() => {});
+    this.onMarkers = opts.onMarkers || (() => {});
   }
 
   // The telemetry of the frame on screen: the newest sample measured at or before its
@@ -231,6 +232,8 @@ export class WhepPlayer {
       this.telemetryStale = Boolean(msg.stale); this.telemetryAge = msg.age;
       this._telemetryAt = performance.now();
       this.onTelemetry(this);
+    } else if (msg.type === "markers" || msg.type === "marker") {
+      this.onMarkers(msg);
     } else if (msg.type === "end") {
       // The relay ended this session for good (share link revoked or expired).
       this.stopped = true;
