@@ -120,7 +120,7 @@ FULL = {
     "latency": {"green_ms": 111, "yellow_ms": 222, "creep_ms": 3333},
     "auth": {"enabled": True, "publish_token": "pub-token-1", "view_token": "view-token-1",
              "tokens": [{"token": "admin-token-1", "role": "admin", "streams": ["d1"], "name": "boss",
-                         "playback": True}],
+                         "playback": True, "mark": True}],
              "jwt_secret": "s" * 40, "jwt_max_ttl_s": 3600.0, "shares_file": "/tmp/shares.json",
              "public_url": "https://relay.example"},
     "webrtc": {"ice_addresses": ["10.0.0.1", "eth0"], "stun_servers": ["stun:stun.example:3478"],
@@ -145,6 +145,7 @@ FULL = {
                "generate_key": False, "replay_minutes": 5.0, "queue_frames": 50},
     "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
                   "tile_attribution": "© tiles", "overlay": True},
+    "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50},
 }
 
 
