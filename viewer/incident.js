@@ -1,6 +1,7 @@
 // The incident record per stream: what was recorded (time spans), the snapshots, and clips
 // to download. Text from the relay is put into the page as text, never as HTML.
 import { authFetch } from "./auth.js";
+import { KINDS } from "./markers.js";
 
 const root = document.getElementById("streams");
 const status = document.getElementById("status");
@@ -70,6 +71,35 @@ function render(rec) {
   if (rec.snapshots.length) box.append(el("h3", {}, `Snapshots (${rec.snapshots.length})`), snaps);
   return box;
 }
+
+// The incident's markers (as text), and their export for the brigade's GIS.
+async function saveAs(path) {
+  const r = await authFetch(path);
+  if (!r.ok) { status.textContent = `${path}: ${(await r.text()).trim()}`; return; }
+  const name = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "")?.[1] || "markers";
+  const a = el("a", { download: name });
+  a.href = URL.createObjectURL(await r.blob());
+  document.body.append(a); a.click(); a.remove();
+}
+async function loadMarkers() {
+  const r = await authFetch("/api/markers");
+  if (!r.ok) return;
+  const doc = await r.json();
+  document.getElementById("markers").hidden = false;
+  document.getElementById("markers-note").textContent = doc.recorded
+    ? "every change is a signed line of the record" : "not recorded (the record is off)";
+  const table = document.getElementById("markers-table");
+  table.replaceChildren(el("tr", {}, ...["kind", "label", "where", "placed by", "when", "on"].map((h) => el("th", {}, h))));
+  for (const m of doc.markers) {
+    table.append(el("tr", {}, el("td", {}, (KINDS[m.kind] || KINDS.note).name), el("td", {}, m.label || "—"),
+                    el("td", {}, `${m.lat.toFixed(6)}, ${m.lon.toFixed(6)}`), el("td", {}, m.by),
+                    el("td", {}, time(m.placed * 1000)), el("td", {}, m.stream || "map")));
+  }
+  if (!doc.markers.length) table.append(el("tr", {}, el("td", { colspan: "6" }, "no markers")));
+}
+document.getElementById("dl-geojson").onclick = () => saveAs("/api/markers.geojson");
+document.getElementById("dl-kml").onclick = () => saveAs("/api/markers.kml");
+loadMarkers();
 
 async function load() {
   const r = await authFetch("/api/recordings");

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..auth import ANONYMOUS_ADMIN, Decision
 from ..auth import authorize as decide
 from ..config import STREAM_NAME
 from ..errors import RelayError
@@ -94,7 +95,7 @@ async def _change_body(request: web.Request, what: str) -> tuple[str, dict[str, 
     doc = await json_object(request, what, limit=2048)
     stream = doc.get("stream") if "stream" in doc else None
     decision = authorize(request, "mark", stream if isinstance(stream, str) else None)
-    who = label_of(decision)
+    who = _who(decision)
     p = decision.principal
     svc = services_of(request)
     try:
@@ -105,6 +106,11 @@ async def _change_body(request: web.Request, what: str) -> tuple[str, dict[str, 
     if "stream" in doc:
         placed_on, doc = _on_picture(request, doc)
     return placed_on, doc, who, book
+
+
+def _who(decision: Decision) -> str:
+    """Who a marker says placed or changed it: the token's label (or role)."""
+    return "no login (auth off)" if decision.principal is ANONYMOUS_ADMIN else label_of(decision)
 
 
 def _answer(exc: MarkerError) -> RelayError:
@@ -134,7 +140,7 @@ async def api_change(request: web.Request) -> web.Response:
 async def api_remove(request: web.Request) -> web.Response:
     book = _book(request)
     decision = authorize(request, "mark")
-    who = label_of(decision)
+    who = _who(decision)
     p = decision.principal
     try:
         services_of(request).marker_rate.take(p.jti or p.name if p is not None else who)

@@ -183,6 +183,12 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
                   pwned: window.__pwned === undefined ? null : window.__pwned} : null; }""", timeout=20)
             assert got == {"pic": evil, "map": evil, "imgs": 0, "pwned": None}, got
             await page.screenshot(path=str(tmp_path / "landscape.png"))
+            # The incident page lists it (as text) with the GIS exports.
+            await page.goto(f"{relay.url}/incident")
+            row = await until(page, """() => { const t = document.getElementById('markers-table');
+                return t && t.rows.length > 1 ? [...t.rows[1].cells].map((c) => c.textContent) : null; }""")
+            assert row[:2] == ["Hazard", evil] and row[3] == "test" and row[5] == "map", row
+            assert await page.evaluate("() => document.querySelectorAll('#markers-table img').length") == 0
     finally:
         sender.stop()
         await drone.stop()
