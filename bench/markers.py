@@ -6,7 +6,7 @@ of its frame on screen).
     .venv/bin/python -m bench.markers [--placements 30] [--counts 0,10,100,500] [--seconds 5]
 
 Same machine, same clock: the page stamps the first draw that holds the pin with Date.now()
-and the bench compares it with the time the relay answered the POST. The per-frame cost is
+and the bench compares it with the time it sent the POST. The per-frame cost is
 the page's own measurement around each draw (performance.now()), per count of markers in
 view, with the ratio to drawing none.
 """
@@ -80,10 +80,10 @@ async def run(placements: int, counts: list[int], seconds: float) -> None:
             url = f"{relay.url}/api/markers"
             delays: list[float] = []
             for k in range(placements):
+                sent = time.time() * 1000
                 m = await post(http, url, near_incident(k))
-                answered = time.time() * 1000
                 await page.wait_for_function(f"window.__firstDrawn[{m['id']!r}] !== undefined", timeout=5000)
-                delays.append(await page.evaluate(f"window.__firstDrawn[{m['id']!r}]") - answered)
+                delays.append(await page.evaluate(f"window.__firstDrawn[{m['id']!r}]") - sent)
                 async with http.delete(f"{url}/{m['id']}") as r:
                     assert r.status == 200
                 await asyncio.sleep(0.1)

@@ -83,10 +83,20 @@ export class PictureMarks {
       this.layer.append(e);
       this.els.set(m.id, e);
     }
-    const k = kindOf(m.kind);
-    e.style.setProperty("--mc", k.color);
-    e.querySelector(".pin").textContent = k.glyph;
+    if (e._kind !== m.kind) {  // DOM writes only for what changed: a draw per frame stays cheap
+      const k = kindOf(m.kind);
+      e.style.setProperty("--mc", k.color);
+      e.firstChild.textContent = k.glyph;
+      e._kind = m.kind;
+    }
     return e;
+  }
+
+  _show(e, x, y, edge, flip, text) {
+    e.style.transform = `translate(${x.toFixed(1)}px, ${y.toFixed(1)}px)`;
+    if (e._edge !== edge) { e.classList.toggle("edge", edge); e._edge = edge; }
+    if (e._flip !== flip) { e.classList.toggle("flip", flip); e._flip = flip; }
+    if (e._text !== text) { e.children[1].textContent = text; e._text = text; }
   }
 
   draw() {
@@ -114,14 +124,10 @@ export class PictureMarks {
   _place(e, m, p, s, centre, W, H, w, h) {
     const inside = !p.behind && Math.abs(p.u) <= 1 && Math.abs(p.v) <= 1;
     const box = pictureXY(0, 0, W, H, w, h);
-    const label = e.querySelector(".mlabel");
     const text = m.label || kindOf(m.kind).name;
     if (inside) {
       const { x, y } = pictureXY(p.u, p.v, W, H, w, h);
-      e.classList.remove("edge");
-      e.classList.toggle("flip", x > W * 0.7);
-      e.style.transform = `translate(${x}px, ${y}px)`;
-      label.textContent = text;
+      this._show(e, x, y, false, x > W * 0.7, text);
       this.drawn.push({ id: m.id, x, y, u: p.u, v: p.v, inside: true, t: s.t, W, H, box });
       return;
     }
@@ -132,13 +138,10 @@ export class PictureMarks {
     const k = Math.min(hw / Math.max(1e-9, Math.abs(dx) * box.pw / 2), hh / Math.max(1e-9, Math.abs(dy) * box.ph / 2));
     const x = box.left + box.pw / 2 + dx * (box.pw / 2) * k, y = box.top + box.ph / 2 + dy * (box.ph / 2) * k;
     const angle = Math.atan2(dy * box.ph, dx * box.pw) * 180 / Math.PI;
-    e.classList.add("edge");
-    e.classList.toggle("flip", x > W * 0.6);
-    e.style.transform = `translate(${x}px, ${y}px)`;
-    e.querySelector(".marrow").style.transform = `rotate(${angle}deg)`;
     const from = centre || [s.lat, s.lon];
     const dist = distanceM(from[0], from[1], m.lat, m.lon);
-    label.textContent = `${text} · ${fmtDist(dist)}`;
+    this._show(e, x, y, true, x > W * 0.6, `${text} · ${fmtDist(dist)}`);
+    e.lastChild.style.transform = `rotate(${angle}deg)`;
     this.drawn.push({ id: m.id, x, y, inside: false, t: s.t, dist, W, H, box });
   }
 }
