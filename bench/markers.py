@@ -117,7 +117,7 @@ async def run(placements: int, counts: list[int], seconds: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--placements", type=int, default=30, help="markers placed one after another (default 30)")
+    ap.add_argument("--placements", type=int, default=30, help="markers placed one by one (default 30)")
     ap.add_argument("--counts", default="0,10,100,500", help="markers in view for the drawing cost")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds of drawing per count (default 5)")
     a = ap.parse_args()

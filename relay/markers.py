@@ -108,8 +108,10 @@ def clean_fields(raw: Mapping[str, Any], partial: bool) -> dict[str, Any]:
     return out
 
 
-def _message(op: str, doc: dict[str, Any]) -> str:
-    return json.dumps({"type": "marker", "op": op, "m": doc}, separators=(",", ":"))
+def _message(op: str, doc: dict[str, Any], n: int) -> str:
+    """``n``: the book's version after the change — a page applies a marker's changes in
+    that order whichever channel brings a copy first (see viewer/markers.js)."""
+    return json.dumps({"type": "marker", "op": op, "m": doc, "n": n}, separators=(",", ":"))
 
 
 class MarkerBook:
@@ -151,7 +153,7 @@ class MarkerBook:
             self.log.append({"op": op, "m": doc, "t": round(t, 3),
                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))})
         self._apply(op, doc, t)
-        msg = _message(op, doc)
+        msg = _message(op, doc, self.version)
         for fn in tuple(self.listeners):
             fn(msg)
         return doc
@@ -204,7 +206,8 @@ class MarkerBook:
 
     def snapshot_message(self) -> str:
         """Every marker now, for a viewer whose channel just opened."""
-        return json.dumps({"type": "markers", "all": self.listing()}, separators=(",", ":"))
+        doc = {"type": "markers", "all": self.listing(), "n": self.version}
+        return json.dumps(doc, separators=(",", ":"))
 
 
 def geojson(markers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,24 +15,35 @@ export const KINDS = {
 };
 const kindOf = (k) => KINDS[k] || KINDS.note;
 
+// Each change comes with the relay's book version n, on the reliable channel and as copies on
+// the unordered one (a lost packet on a weak link must not hold a marker up): a change is
+// applied once, and never after a later change of the same marker.
 export class MarkerSet {
   constructor() {
     this.byId = new Map();
     this.listeners = [];
-    this.version = 0;
+    this.version = 0;   // changes applied here
+    this.base = -1;     // the book version of the last full set taken
+    this.maxN = -1;     // the highest version applied
+    this.lastN = new Map();  // marker id -> the version of its last change applied
   }
 
-  // A "markers" or "marker" message from the relay (or a listing from /api/markers).
+  // A "markers" (every marker, at version n) or "marker" message, or a listing from the API.
   apply(msg) {
+    const n = typeof msg.n === "number" ? msg.n : null;
     if (msg.type === "markers") {
+      if (n !== null && n < this.maxN) return;  // older than what this page holds: a newer one follows
       this.byId = new Map((msg.all || []).map((m) => [m.id, m]));
+      if (n !== null) { this.base = n; this.maxN = n; this.lastN.clear(); }
     } else if (msg.type === "marker" && msg.m && typeof msg.m.id === "string") {
-      if (msg.op === "remove") this.byId.delete(msg.m.id);
-      else {
-        const old = this.byId.get(msg.m.id);
-        if (old && old.updated > msg.m.updated) return;  // the wall hears each change once per tile
-        this.byId.set(msg.m.id, msg.m);
+      const id = msg.m.id;
+      if (n !== null) {
+        if (n <= this.base || n <= (this.lastN.get(id) ?? -1)) return;  // had it, or a later change
+        this.lastN.set(id, n);
+        this.maxN = Math.max(this.maxN, n);
       }
+      if (msg.op === "remove") this.byId.delete(id);
+      else this.byId.set(id, msg.m);
     } else return;
     this.version++;
     for (const fn of this.listeners) fn(this);

@@ -50,7 +50,7 @@ export class MarkUi {
     const doc = await r.json();
     this.mayMark = Boolean(doc.may_mark);
     $("markhint").hidden = !this.mayMark;
-    if (this.set.version === 0) this.set.apply({ type: "markers", all: doc.markers });
+    this.set.apply({ type: "markers", all: doc.markers, n: doc.version });
     setInterval(() => this._followReplay(), 500);
   }
 
@@ -114,7 +114,7 @@ export class MarkUi {
     const body = { kind: $("mark-kind").value, label: $("mark-label").value.trim(), ...this.pending };
     const m = await this._send("POST", "/api/markers", body);
     if (m) {
-      this.set.apply({ type: "marker", op: "add", m });  // (the channel brings it too)
+      this.set.apply({ type: "marker", op: "add", m, n: m.n });  // (the channel brings it too)
       $("groundinfo").hidden = true; $("mark-label").value = "";
       const map = this.mapOf();
       if (map && map.clicked) { map.clicked.remove(); map.clicked = null; }
@@ -126,7 +126,7 @@ export class MarkUi {
     const id = this.moving;
     this.moving = null;
     const m = await this._send("PATCH", `/api/markers/${encodeURIComponent(id)}`, where);
-    if (m) { this.set.apply({ type: "marker", op: "change", m }); this.toast("marker moved"); }
+    if (m) { this.set.apply({ type: "marker", op: "change", m, n: m.n }); this.toast("marker moved"); }
   }
 
   pick(id) {
@@ -146,13 +146,13 @@ export class MarkUi {
   async save() {
     const m = await this._send("PATCH", `/api/markers/${encodeURIComponent(this.picked)}`,
                                { kind: $("mi-kind-sel").value, label: $("mi-label-in").value.trim() });
-    if (m) { this.set.apply({ type: "marker", op: "change", m }); $("markinfo").hidden = true; }
+    if (m) { this.set.apply({ type: "marker", op: "change", m, n: m.n }); $("markinfo").hidden = true; }
   }
 
   async removePicked() {
     const id = this.picked;
     const m = await this._send("DELETE", `/api/markers/${encodeURIComponent(id)}`);
-    if (m) { this.set.apply({ type: "marker", op: "remove", m: { id } }); $("markinfo").hidden = true; }
+    if (m) { this.set.apply({ type: "marker", op: "remove", m: { id }, n: m.n }); $("markinfo").hidden = true; }
   }
 
   toast(text) {

@@ -163,9 +163,9 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
-    const { streams, map, markers: all } = await r.json();
+    const { streams, map, markers: all, markers_version: n } = await r.json();
     mapCfg = map;
-    if (all) markers.apply({ type: "markers", all });
+    if (all) markers.apply({ type: "markers", all, n });
     document.getElementById("status").textContent = "";
     document.getElementById("empty").hidden = streams.length > 0;
     const names = new Set(streams.map((s) => s.name));

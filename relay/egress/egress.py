@@ -53,9 +53,11 @@ class WhepEgress:
         self.greetings: list[Callable[[], str]] = []
 
     def broadcast(self, msg: str) -> None:
-        """One message (encoded once) to every viewer's channel that is open."""
+        """News for every viewer (encoded once): on the relay channel, and copies on the echo
+        channel (:meth:`Viewer.announce`), so a lost packet on a weak link does not hold it up
+        for a retransmission timeout."""
         for viewer in tuple(self.viewers.values()):
-            viewer.send(msg)
+            viewer.announce(msg)
 
     @property
     def sessions(self) -> dict[str, PeerSession]:

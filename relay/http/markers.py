@@ -124,7 +124,7 @@ async def api_place(request: web.Request) -> web.Response:
     except MarkerError as exc:
         raise _answer(exc) from None
     log.info("marker placed", extra={"marker": m.id, "kind": m.kind, "by": who, "stream": stream})
-    return web.json_response(m.doc(), status=201)
+    return web.json_response({**m.doc(), "n": book.version}, status=201)
 
 
 async def api_change(request: web.Request) -> web.Response:
@@ -134,7 +134,7 @@ async def api_change(request: web.Request) -> web.Response:
     except MarkerError as exc:
         raise _answer(exc) from None
     log.info("marker changed", extra={"marker": m.id, "by": who, "stream": stream})
-    return web.json_response(m.doc())
+    return web.json_response({**m.doc(), "n": book.version})
 
 
 async def api_remove(request: web.Request) -> web.Response:
@@ -148,7 +148,7 @@ async def api_remove(request: web.Request) -> web.Response:
     except MarkerError as exc:
         raise _answer(exc) from None
     log.info("marker removed", extra={"marker": m.id, "by": who})
-    return web.json_response({**m.doc(), "removed_by": who})
+    return web.json_response({**m.doc(), "removed_by": who, "n": book.version})
 
 
 def _listing(request: web.Request) -> tuple[list[dict[str, Any]], MarkerBook]:
@@ -162,7 +162,8 @@ async def api_list(request: web.Request) -> web.Response:
     markers, book = _listing(request)
     svc = services_of(request)
     may = decide(svc.config, svc.shares, "mark", None, token_of(request)).allowed
-    return web.json_response({"markers": markers, "may_mark": may, "recorded": book.recorded,
+    return web.json_response({"markers": markers, "version": book.version, "may_mark": may,
+                              "recorded": book.recorded,
                               "kinds": list(KINDS), "server_time": time.time()},
                              headers={"Cache-Control": "no-store"})
 

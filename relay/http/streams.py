@@ -63,7 +63,8 @@ async def api_streams(request: web.Request) -> web.Response:
     authorize(request, "list")
     docs = [stream_doc(svc, e) for e in svc.registry.entries.values() if visible(request, e)]
     return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config),
-                              "markers": svc.markers.listing() if svc.markers is not None else []})
+                              "markers": svc.markers.listing() if svc.markers is not None else [],
+                              "markers_version": svc.markers.version if svc.markers is not None else 0})
 
 
 def map_doc(config: Config) -> dict[str, Any]:

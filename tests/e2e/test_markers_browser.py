@@ -192,3 +192,31 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
     finally:
         sender.stop()
         await drone.stop()
+
+
+async def test_the_page_applies_each_change_once_and_in_order(relay_factory: Any, tmp_path: Path) -> None:
+    """Changes come twice (the reliable channel and copies on the unordered one) and may cross:
+    viewer/markers.js applies each once, never an older one after a newer, never an older
+    full set over newer changes."""
+    relay = await relay_factory(config([free_port(socket.SOCK_DGRAM)], tmp_path))
+    async with chromium(viewport=(390, 844)) as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/static/view.html")
+        got = await page.evaluate("""async () => {
+            const { MarkerSet } = await import('/static/markers.js');
+            const s = new MarkerSet(), ids = () => s.list().map((m) => `${m.id}:${m.label}`).sort().join(' ');
+            const out = [];
+            const A = (label) => ({ id: 'A', kind: 'note', label, lat: 1, lon: 1 });
+            const B = (label) => ({ id: 'B', kind: 'note', label, lat: 1, lon: 1 });
+            s.apply({ type: 'markers', all: [A('a2')], n: 3 }); out.push(ids());
+            s.apply({ type: 'marker', op: 'add', m: B('b'), n: 4 }); out.push(ids());
+            s.apply({ type: 'marker', op: 'change', m: A('a1'), n: 2 }); out.push(ids());   // older than the set
+            s.apply({ type: 'marker', op: 'remove', m: { id: 'B' }, n: 5 }); out.push(ids());
+            s.apply({ type: 'marker', op: 'add', m: B('b'), n: 4 }); out.push(ids());      // a late copy
+            s.apply({ type: 'markers', all: [A('a2'), B('b')], n: 4 }); out.push(ids());   // an older full set
+            s.apply({ type: 'marker', op: 'change', m: A('a3'), n: 7 }); out.push(ids());
+            s.apply({ type: 'marker', op: 'change', m: A('a3'), n: 7 }); out.push(String(s.version));
+            s.apply({ type: 'markers', all: [{ ...A('a3') }, { id: 'C', kind: 'note', label: 'c', lat: 1, lon: 1 }], n: 8 });
+            out.push(ids());
+            return out; }""")
+        assert got == ["A:a2", "A:a2 B:b", "A:a2 B:b", "A:a2", "A:a2", "A:a2", "A:a3", "4", "A:a3 C:c"], got
