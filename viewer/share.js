@@ -26,7 +26,7 @@ async function refresh() {
     tr.dataset.id = s.id;
     const state = s.revoked ? "revoked" : s.active ? "active" : "expired";
     tr.append(cell(s.label || "—"), cell(s.stream), cell(s.created_by), cell(fmt(s.expires)),
-              cell(`${s.viewers}${s.max_viewers ? ` / ${s.max_viewers}` : ""}`), cell(state));
+              cell(`${s.viewers}${s.max_viewers ? ` / ${s.max_viewers}` : ""}`), cell(s.mark ? "may mark" : "see"), cell(state));
     const td = document.createElement("td");
     if (s.active) {
       const b = document.createElement("button");
@@ -47,14 +47,14 @@ async function refresh() {
 $("create").onsubmit = async (ev) => {
   ev.preventDefault();
   const body = { stream: $("stream").value, label: $("label").value, ttl_s: Number($("ttl").value),
-                 max_viewers: Number($("cap").value) };
+                 max_viewers: Number($("cap").value), mark: $("mark").checked };
   const r = await authFetch("/api/shares", { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
   if (r.status !== 201) { $("status").textContent = `${r.status}: ${(await r.text()).trim()}`; return; }
   const s = await r.json();
   $("qr").src = `data:image/svg+xml;base64,${btoa(s.qr_svg)}`;
   $("created-label").textContent = s.label || s.stream;
   $("created-url").value = s.url;
-  $("created-meta").textContent = `valid until ${fmt(s.expires)}${s.max_viewers ? ` · ${s.max_viewers} viewer(s) at a time` : ""}`;
+  $("created-meta").textContent = `valid until ${fmt(s.expires)}${s.max_viewers ? ` · ${s.max_viewers} viewer(s) at a time` : ""}${s.mark ? " · may place markers" : ""}`;
   $("created").hidden = false;
   refresh();
 };
