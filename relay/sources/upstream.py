@@ -76,6 +76,8 @@ class Upstream:
     # ------------------------------------------------------------------ in
 
     def _on_message(self, message: Any) -> None:
+        if isinstance(message, str) and message.startswith('{"type":"markers"'):
+            return  # the other relay's markers (all of them, maybe large): not taken over here
         if not isinstance(message, str) or len(message) > MAX_MESSAGE_BYTES:
             self.bad += 1
             return

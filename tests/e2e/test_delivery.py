@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.test_ingest import ROOT, SIZE, StampedFfmpeg, config, free_port
 from tests.helpers import Drone, WhepViewer, wait_for
 
-pytestmark = [pytest.mark.usefixtures("ffmpeg_required"), pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("ffmpeg_required"), pytest.mark.slow, pytest.mark.quiet]
 MEASURE_S = 6.0
 
 
