@@ -172,6 +172,9 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
         s = relay.entry("d1").telemetry.state
         relay.services.markers.add({"kind": "hazard", "label": evil, "lat": s["center_lat"],
                                     "lon": s["center_lon"]}, "test")
+        # 600 m north of the incident: off every picture of the orbit (which looks at it).
+        far = relay.services.markers.add({"kind": "water", "label": "Löschteich", "lat": INCIDENT[0] + 600 / 111_320,
+                                          "lon": INCIDENT[1]}, "test")
         async with chromium(viewport=(844, 390), bypass_csp=False) as ctx:
             page = await ctx.new_page()
             await page.goto(f"{relay.url}/view/d1")
@@ -182,6 +185,17 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
                   imgs: document.querySelectorAll('#marklayer img, .map-mark img, #marklayer script').length,
                   pwned: window.__pwned === undefined ? null : window.__pwned} : null; }""", timeout=20)
             assert got == {"pic": evil, "map": evil, "imgs": 0, "pwned": None}, got
+            # The marker off the picture: an arrow on its edge, with the distance.
+            edge = await until(page, """(id) => { const d = window.__marks.marks.drawn.find((x) => x.id === id);
+                const e = document.querySelector(`#marklayer .mark[data-id="${id}"]`);
+                return d && e ? {inside: d.inside, x: d.x, y: d.y, box: d.box, edge: e.classList.contains('edge'),
+                                 text: e.textContent, dist: d.dist} : null; }""", far.id)
+            b = edge["box"]
+            assert edge["inside"] is False and edge["edge"] and 550 < edge["dist"] < 800, edge
+            assert edge["text"].startswith("WLöschteich · ") and edge["text"].endswith(" m"), edge
+            near_edge = min(edge["x"] - b["left"], b["left"] + b["pw"] - edge["x"],
+                            edge["y"] - b["top"], b["top"] + b["ph"] - edge["y"])
+            assert 0 <= near_edge <= 30, edge  # on the picture, at its edge
             await page.screenshot(path=str(tmp_path / "landscape.png"))
             # The incident page lists it (as text) with the GIS exports.
             await page.goto(f"{relay.url}/incident")
