@@ -139,7 +139,7 @@ export class PictureMarks {
     if (inside) {
       const { x, y } = pictureXY(p.u, p.v, W, H, w, h);
       this._show(e, x, y, false, x > W * 0.7, text);
-      this.drawn.push({ id: m.id, x, y, u: p.u, v: p.v, inside: true, t: s.t, W, H, box });
+      this.drawn.push({ id: m.id, x, y, u: p.u, v: p.v, inside: true, t: s.t, W, H, w, h, box, s });
       return;
     }
     // Off the picture: an arrow on the edge, in the direction of the point.
@@ -153,6 +153,6 @@ export class PictureMarks {
     const dist = distanceM(from[0], from[1], m.lat, m.lon);
     this._show(e, x, y, true, x > W * 0.6, `${text} · ${fmtDist(dist)}`);
     e.lastChild.style.transform = `rotate(${angle}deg)`;
-    this.drawn.push({ id: m.id, x, y, inside: false, t: s.t, dist, W, H, box });
+    this.drawn.push({ id: m.id, x, y, inside: false, t: s.t, dist, W, H, w, h, box, s });
   }
 }
