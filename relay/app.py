@@ -25,7 +25,7 @@ from .record import RecordService
 from .registry import Entry, Registry, State
 from .share import ShareBook
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
-from .webrtc import SessionTable, self_check
+from .webrtc import SessionTable, install_dtls, self_check
 
 __all__ = ["create_app"]
 
@@ -36,6 +36,7 @@ def create_app(config: Config) -> web.Application:
     missing = self_check()
     if missing:  # an aiortc/aioice upgrade removed a hook we rely on: say so, loudly
         raise RuntimeError(f"aiortc/aioice hooks missing: {', '.join(missing)} (see relay/webrtc/compat.py)")
+    install_dtls()
     quiet_malformed_requests()
     services = _services(config)
     sources = ConfiguredSources(config, services.registry, services.pulls)

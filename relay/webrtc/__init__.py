@@ -11,6 +11,7 @@ from .compat import (
     transceiver_codecs,
     use_marker_jitter_buffer,
 )
+from .dtls import install as install_dtls
 from .ice import IcePolicy, announce_candidates, gathering_with, resolve_addresses, use_host_addresses
 from .peer import accept_answer, answer_offer, check_offer, make_offer, new_peer, prefer_codec
 from .session import PeerSession, SessionTable, new_session_id
@@ -31,6 +32,7 @@ __all__ = [
     "can_pad",
     "check_offer",
     "gathering_with",
+    "install_dtls",
     "listen_for_keyframe_requests",
     "make_offer",
     "new_peer",

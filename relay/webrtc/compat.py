@@ -43,6 +43,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RTP_HISTORY_SIZE
 
+from . import dtls
+
 __all__ = [
     "MarkerJitterBuffer",
     "ask_keyframe",
@@ -392,5 +394,6 @@ def self_check() -> list[str]:
                                       for a in ("_packets", "_origin", "_capacity", "remove")),
         # aiortc's receiver puts the depayloaded frame data on each packet as ``_data``.
         "RtpPacket._data": _assigns(RTCRtpReceiver._handle_rtp_packet, "packet._data"),
+        **dtls.checks(_sets),  # DTLS for FFmpeg's WHIP: see .dtls
     }
     return [name for name, ok in checks.items() if not ok]
