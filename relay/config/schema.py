@@ -77,6 +77,9 @@ class StreamConfig:
     title: str = text("")
     source: str | None = text(None, check=source)  # pulled/listened: rtsp://, udp://, rtp://
     rtsp_transport: str = text("tcp", check=lower(("tcp", "udp"), "tcp or udp"))
+    # rtp:// carries no description of itself: the codec its payload type 96 holds (RFC 6184
+    # H.264, as QGroundControl sends; RFC 7798 H.265, as GStreamer's rtph265pay sends).
+    rtp_codec: str = choice("h264", ("h264", "h265"))
     rtsp_listen: bool = flag(False)  # accept an RTSP push (ANNOUNCE/RECORD) instead of pulling
     mode: str = choice("transcode", MODES, default_from="media.default_mode")
     # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).

@@ -39,11 +39,12 @@ MAX_BACKOFF_S = 1.0
 LISTEN_S = 5  # an RTSP listener re-arms this often (FFmpeg needs a finite listen_timeout)
 
 
-def _rtp_sdp(host: str, port: int) -> str:
+def _rtp_sdp(host: str, port: int, codec: str = "h264") -> str:
+    fmt = "H265/90000\r\n" if codec == "h265" else "H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
     return (
         "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=drone\r\n"
         f"c=IN IP4 {host}\r\nt=0 0\r\nm=video {port} RTP/AVP 96\r\n"
-        "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+        f"a=rtpmap:96 {fmt}"
     )
 
 
@@ -72,10 +73,10 @@ def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, di
     if u.scheme == "udp":
         url = f"udp://{host}:{port}?overrun_nonfatal=1&fifo_size=50000&timeout={int(READ_TIMEOUT_S * 1e6)}"
         return url, "mpegts", low, "udp"
-    # rtp://: FFmpeg needs an SDP to know payload type 96 is H.264 (as QGroundControl sends).
+    # rtp://: FFmpeg needs an SDP to know what payload type 96 is (streams.x.rtp_codec).
     fd, path = tempfile.mkstemp(prefix=f"relay-{sc.name}-", suffix=".sdp")
     with os.fdopen(fd, "w") as f:
-        f.write(_rtp_sdp("0.0.0.0" if host in ("0.0.0.0", "") else host, port))
+        f.write(_rtp_sdp("0.0.0.0" if host in ("0.0.0.0", "") else host, port, sc.rtp_codec))
     opts = {**low, "protocol_whitelist": "file,udp,rtp", "reorder_queue_size": "0"}
     return path, "sdp", opts, "rtp"
 
@@ -174,7 +175,7 @@ class AvPullSource:
             self.connects += 1
             self.failures = 0
             ctx = video.codec_context
-            self._call(self._opened, ctx.width, ctx.height)
+            self._call(self._opened, ctx.width, ctx.height, ctx.name)
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
                                                 "codec": video.codec_context.name})
             codec = video.codec_context.name
@@ -234,13 +235,14 @@ class AvPullSource:
     def _clean(self, text: str) -> str:
         return text.replace(self.sc.source or "\0", self.shown)
 
-    def _opened(self, width: int, height: int) -> None:
+    def _opened(self, width: int, height: int, codec: str) -> None:
         """The input is open (an RTP session's SDP, a listener, a probed stream): its size is
         known now, not only once frames are decoded (passthrough-only streams decode none).
         The stream is claimed at the first packet, not here: an idle UDP/RTP input is no
         publisher."""
         if self.entry.publisher in (None, self.session_id):
             self.entry.source_info.set_size(width, height)
+            self.entry.source_info.set_codec(codec)  # H.265: its source rung is not offered
 
     def _owns(self) -> bool:
         """Whether this source is the stream's publisher; claims it when it may.
