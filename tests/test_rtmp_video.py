@@ -62,7 +62,7 @@ async def test_undecodable_video_is_lost_and_recovers() -> None:
     try:
         pub.video(header, 0)
         await send([b for b, _ in tags[:30]], 1.0)
-        assert entry.state is State.LIVE and pub.decoded_at is not None
+        assert entry.state is State.LIVE and pub.decodable.decoded_at is not None
         while len(reader):
             await reader.get()
         # Random NAL data in well-formed AVC tags, for two seconds: no picture comes of it.

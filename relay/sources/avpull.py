@@ -25,6 +25,7 @@ from ..errors import RelayError
 from ..media import Unit
 from ..registry import Entry
 from ..telemetry import TelemetryError, clean_update
+from .decodable import Decodability
 from .gate import TcpGate, UdpGate, free_tcp_port, free_udp_port
 from .h264 import PassthroughClock, annexb_config
 from .klv import KlvError, fields_from_klv
@@ -106,6 +107,7 @@ class AvPullSource:
         entry.slot.announce_packets()  # viewers may join "source" before the first packet
         self._logged_busy = False
         self.decode_errors = 0
+        self.decodable = Decodability()
         self.packets = 0
         self.connects = 0
         self.failures = 0
@@ -174,6 +176,7 @@ class AvPullSource:
             video.thread_type = "SLICE"  # frame threading would add a frame of delay
             self.connects += 1
             self.failures = 0
+            self.decodable = Decodability()  # a new connection: judged afresh
             ctx = video.codec_context
             self._call(self._opened, ctx.width, ctx.height, ctx.name)
             log.info("source connected", extra={"stream": self.sc.name, "kind": self.kind,
@@ -194,6 +197,11 @@ class AvPullSource:
                     continue
                 arrived = time.monotonic()
                 self.packets += 1
+                decoding = entry.wants_frames()
+                if not self.decodable.ok(decoding):
+                    # Nothing decodable for a second: not a live picture (lost until it is).
+                    self._decode(packet, arrived, codec)
+                    continue
                 if entry.passthrough is not None and codec == "h264":
                     seconds = float(packet.pts * packet.time_base) if packet.pts is not None else None
                     unit = self.clock.unit(bytes(packet), bool(packet.is_keyframe), seconds, config,
@@ -201,20 +209,24 @@ class AvPullSource:
                     self._call(self._passthrough, unit)
                 else:
                     self._call(self._touch)
-                if not entry.wants_frames():
-                    continue
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    self.decode_errors += 1
-                    if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
-                        log.warning("corrupt packet skipped",
-                                    extra={"stream": self.sc.name, "errors": self.decode_errors})
-                    continue
-                for frame in frames:
-                    self._call(self._publish, Unit.decoded(frame, arrived), codec)
+                if decoding:
+                    self._decode(packet, arrived, codec)
         finally:
             container.close()
+
+    def _decode(self, packet: Any, arrived: float, codec: str) -> None:
+        try:
+            frames = packet.decode()
+            self.decodable.decoded(len(frames), error=False)
+        except av.FFmpegError:
+            self.decodable.decoded(0, error=True)
+            self.decode_errors += 1
+            if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
+                log.warning("corrupt packet skipped",
+                            extra={"stream": self.sc.name, "errors": self.decode_errors})
+            return
+        for frame in frames:
+            self._call(self._publish, Unit.decoded(frame, arrived), codec)
 
     def _klv(self, data: bytes) -> None:
         """Decode in this thread; the loop only merges the fields."""

@@ -16,6 +16,7 @@ import av
 
 from ..media import Unit, now
 from ..registry import Entry
+from .decodable import Decodability
 from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
 from .hevc import HvcToAnnexB, is_hevc
 
@@ -26,7 +27,6 @@ __all__ = ["RtmpPublisher"]
 
 log = logging.getLogger("relay.rtmp")
 FLV_TIME_BASE = fractions.Fraction(1, 1000)
-UNDECODABLE_S = 1.0  # media that decodes to no frame for this long is not a live picture
 
 
 class RtmpPublisher:
@@ -48,9 +48,7 @@ class RtmpPublisher:
         self.pending = 0
         self.conn: _Conn | None = None
         self.hevc: HvcToAnnexB | None = None  # the publisher sends H.265
-        self.first_packet: float | None = None
-        self.decoded_at: float | None = None  # the decoder's last clean frame (its thread writes it)
-        self._clean_run = 0  # packets decoded without an error, in a row (decoder thread)
+        self.decodable = Decodability()
 
     def video(self, body: bytes, timestamp: int) -> None:
         arrived = now()
@@ -76,19 +74,8 @@ class RtmpPublisher:
             self._frame(data, key, arrived, ts, ok)
 
     def _decodable(self) -> bool:
-        """Whether this publisher's media makes a picture: something decoded within
-        UNDECODABLE_S (or it began less than that ago). A publisher that keeps sending what
-        decodes to nothing (random NAL data) is then lost like a silent one — slate for the
-        transcoded viewers, the passthrough held at its last good GOP — and live again with
-        its first decodable frames. Where nothing decodes (passthrough only), media is all
-        we know."""
-        if not self.entry.wants_frames():
-            return True
-        t = now()
-        if self.first_packet is None:
-            self.first_packet = t
-        last = self.decoded_at if self.decoded_at is not None else self.first_packet
-        return t - last < UNDECODABLE_S
+        """Whether this publisher's media makes a picture (:mod:`.decodable`)."""
+        return self.decodable.ok(self.entry.wants_frames())
 
     def _unsupported(self, codec: str) -> None:
         """Never silent: the stream says why there is no picture (API, wall, slate), once in
@@ -136,9 +123,9 @@ class RtmpPublisher:
         packet.time_base = FLV_TIME_BASE
         try:
             frames = self.decoder.decode(packet)
-            self._clean_run += 1
+            self.decodable.decoded(len(frames), error=False)
         except av.FFmpegError:
-            self._clean_run = 0
+            self.decodable.decoded(0, error=True)
             self.errors += 1
             if self.errors in (1, 10, 100):
                 log.warning("corrupt RTMP video skipped",
@@ -146,10 +133,6 @@ class RtmpPublisher:
             frames = []
         finally:
             self.pending -= 1
-        # (FFmpeg conceals errors: random NAL data yields a picture now and then, between
-        # errors. A clean frame is one after three packets in a row decoded without one.)
-        if frames and self._clean_run >= 3:
-            self.decoded_at = now()
         for frame in frames:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self.entry.source.publish,
