@@ -50,12 +50,16 @@ if [[ ! -f $stamp ]]; then
 fi
 
 if [[ $DEV == 1 ]]; then
-  # werift from the npm registry, pinned by tools/werift-sfu/package-lock.json.
-  lock="tools/werift-sfu/package-lock.json"
-  wstamp="tools/werift-sfu/node_modules/.installed-$(sha1sum "$lock" | cut -c1-12)"
-  if [[ ! -f $wstamp ]]; then
-    echo "setup: installing werift (npm)"
-    (cd tools/werift-sfu && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    touch "$wstamp"
-  fi
+  # From the npm registry, each pinned by its package-lock.json: werift (a TypeScript WebRTC
+  # stack: the other relay in the interop test) and the WHIP/WHEP client libraries with
+  # esbuild (bundled into a page at test time: tests/e2e/test_web_clients.py).
+  for tool in werift-sfu web-clients; do
+    lock="tools/$tool/package-lock.json"
+    wstamp="tools/$tool/node_modules/.installed-$(sha1sum "$lock" | cut -c1-12)"
+    if [[ ! -f $wstamp ]]; then
+      echo "setup: installing tools/$tool (npm)"
+      (cd "tools/$tool" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+      touch "$wstamp"
+    fi
+  done
 fi
