@@ -114,3 +114,66 @@ async def test_real_drones_rtmp_quirks_still_make_pictures() -> None:
         frames.close()
     assert got == 45 and pub.errors == 0, (got, pub.errors)
     assert entry.state is State.LIVE
+
+
+def _flv_tag(kind: int, body: bytes, ts: int) -> bytes:
+    head = bytes([kind]) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big") \
+        + bytes([(ts >> 24) & 0xFF]) + b"\x00\x00\x00"
+    return head + body + (len(head) + len(body)).to_bytes(4, "big")
+
+
+async def test_aggregate_messages_and_what_the_relay_passes_over() -> None:
+    """An encoder that sends its video in aggregate messages (type 22: FLV tags, audio among
+    them), metadata as AMF3 data (15) or odd AMF0 (18), shared objects (19), audio that was
+    announced as something else, and message types nobody knows: the video gets through
+    (every frame decodes), the rest is passed over unparsed and counted, the connection stays."""
+    from pyrtmp.messages import Chunk
+
+    from relay.registry import Registry
+    from relay.sources.rtmp import RtmpIngest, _Client, _Conn
+    from relay.sources.rtmp_video import aggregate_video
+
+    config = parse({"renditions": [{"name": "low", "height": 180, "bitrate_kbps": 300}],
+                    "rtmp": {"enabled": True}}, env={})
+    entry = Entry("d1", config, configured=True)
+    entry.claim("s1", "rtmp", "drone")
+    pub = RtmpPublisher(entry, "s1", asyncio.get_running_loop())
+    frames = entry.source.subscribe("test", maxlen=200, viewer=False)
+    ingest = RtmpIngest(Registry(config), config)
+    client = _Client("127.0.0.1:1", _Conn(None), publisher=pub)  # type: ignore[arg-type]
+    header, tags = _flv_stream(30)
+
+    def chunk(kind: int, payload: bytes, ts: int = 0) -> Chunk:
+        return Chunk(chunk_type=0, chunk_id=6, timestamp=ts, msg_length=len(payload), msg_type_id=kind,
+                     msg_stream_id=1, payload=payload)
+
+    try:
+        await ingest._message(None, chunk(9, header), client)  # type: ignore[arg-type]
+        for k in range(0, 30, 5):  # five video tags and an audio tag in each aggregate
+            sub = b"".join(_flv_tag(9, body, 1000 + 33 * (k + j)) + _flv_tag(8, b"\xaf\x01" + bytes(20), 1000)
+                           for j, (body, _) in enumerate(tags[k:k + 5]))
+            await ingest._message(None, chunk(22, sub, ts=33 * k), client)  # type: ignore[arg-type]
+            for kind, junk in ((8, b"\x2f" + bytes(9)), (15, b"\x00\x0a\x0b\x01"), (18, b"\x02\xff\xff"),
+                               (19, b"\x00\x03so"), (99, b"?")):
+                await ingest._message(None, chunk(kind, junk), client)  # type: ignore[arg-type]
+            await asyncio.sleep(1 / 30)
+        # A command in AMF3 form (an FMS-style client): AMF0 after a zero byte, parsed as such.
+        import struct
+
+        fcpublish = b"\x00" + b"\x02\x00\x09FCPublish" + b"\x00" + struct.pack(">d", 3.0) + b"\x05" \
+            + b"\x02\x00\x02d1"
+        await ingest._message(None, chunk(17, fcpublish), client)  # type: ignore[arg-type]
+        for _ in range(50):
+            if len(frames) >= 30:
+                break
+            await asyncio.sleep(0.05)
+        got = len(frames)
+    finally:
+        pub.close()
+        frames.close()
+    assert got == 30 and pub.errors == 0, (got, pub.errors)
+    assert client.ignored == {8: 6, 15: 6, 18: 6, 19: 6, 99: 6}, client.ignored
+    # Sub-message times renormalised to the aggregate's own: the first lands on it.
+    sub = _flv_tag(9, b"a", 5000) + _flv_tag(9, b"b", 5033)
+    assert aggregate_video(sub, 100) == [(b"a", 100), (b"b", 133)]
+    assert aggregate_video(sub[:-6], 100) == [(b"a", 100)]  # a truncated tag ends the list

@@ -21,6 +21,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,7 +31,6 @@ from pyrtmp.messages.command import NCConnect, NCCreateStream, NSPublish
 from pyrtmp.messages.factory import MessageFactory
 from pyrtmp.messages.protocol_control import SetChunkSize, SetPeerBandwidth, WindowAcknowledgementSize
 from pyrtmp.messages.user_control import StreamBegin
-from pyrtmp.messages.video import VideoMessage
 from pyrtmp.session_manager import SessionManager
 
 from ..auth import authenticate
@@ -38,7 +38,8 @@ from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from ..limits import Limiter
 from ..registry import Registry
-from .rtmp_video import RtmpPublisher
+from .rtmp_chunks import ChunkReader, handshake
+from .rtmp_video import MSG_AGGREGATE, MSG_AMF3_COMMAND, MSG_VIDEO, RtmpPublisher, aggregate_video
 
 __all__ = ["RtmpIngest", "split_name"]
 
@@ -54,6 +55,7 @@ def split_name(name: str) -> tuple[str, dict[str, list[str]]]:
     return base.strip("/"), parse_qs(query)
 
 
+PARSED = frozenset({1, 2, 3, 4, 5, 6, 0x14})  # protocol control and (AMF0) commands: pyrtmp parses them
 STREAM_ID = 1  # the message stream createStream hands out (pyrtmp's answer), published on
 
 
@@ -101,12 +103,10 @@ MAX_MESSAGE_BYTES = 8 << 20  # a 4K keyframe is ~1 MB; anything far larger is an
 
 
 class _CappedSession(SessionManager):  # type: ignore[misc]
-    """pyrtmp's session with limits at the raw-chunk level.
-
-    pyrtmp assembles whole messages before handing them over, so a cap on messages would
-    come too late: a 16 MB message sent before ``publish`` would already have cost seconds
-    of event-loop CPU. Each raw chunk is counted here, as it is read.
-    """
+    """pyrtmp's session (its writer and message types) reading with our chunk reader, with
+    limits at the raw-chunk level: a cap on whole messages would come too late (a 16 MB
+    message sent before ``publish`` would already have been read), so each raw chunk is
+    counted as it is read."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn,
                  preauth_bytes: int, limiter: Limiter) -> None:
@@ -115,19 +115,26 @@ class _CappedSession(SessionManager):  # type: ignore[misc]
         self.preauth_limit = preauth_bytes
         self.limiter = limiter
 
-    async def read_raw_chunk(self) -> Any:
-        raw = await super().read_raw_chunk()
+    async def handshake(self) -> None:
+        await handshake(self.reader, self.writer)
+
+    async def read_chunks_from_stream(self) -> AsyncIterator[Any]:
+        """Whole messages (our chunk reader: :mod:`.rtmp_chunks`), each raw chunk counted."""
+        reader = ChunkReader(self.reader, lambda: int(self.reader_chunk_size), self._count)
+        async for chunk in reader.messages():
+            yield chunk
+
+    def _count(self, size: int, msg_length: int) -> None:
         conn = self.conn
         conn.last_read = time.monotonic()
         if not conn.published:
-            conn.preauth_bytes += len(raw.payload) + 12
-            if conn.preauth_bytes > self.preauth_limit or raw.msg_length > self.preauth_limit:
+            conn.preauth_bytes += size + 12
+            if conn.preauth_bytes > self.preauth_limit or msg_length > self.preauth_limit:
                 self.limiter.refused["rtmp_preauth_bytes"] += 1
-                raise RelayError(413, f"{max(conn.preauth_bytes, raw.msg_length)} bytes before publish "
+                raise RelayError(413, f"{max(conn.preauth_bytes, msg_length)} bytes before publish "
                                       f"(limits.rtmp_preauth_bytes = {self.preauth_limit})")
-        elif raw.msg_length > MAX_MESSAGE_BYTES:
-            raise RelayError(413, f"RTMP message of {raw.msg_length} bytes (limit {MAX_MESSAGE_BYTES})")
-        return raw
+        elif msg_length > MAX_MESSAGE_BYTES:
+            raise RelayError(413, f"RTMP message of {msg_length} bytes (limit {MAX_MESSAGE_BYTES})")
 
 
 @dataclass
@@ -139,6 +146,7 @@ class _Client:
     app: str = ""
     tc_query: dict[str, list[str]] = field(default_factory=dict)
     publisher: RtmpPublisher | None = None
+    ignored: dict[int, int] = field(default_factory=dict)  # message type -> count (audio, data, ...)
 
 
 class RtmpIngest:
@@ -243,12 +251,27 @@ class RtmpIngest:
             writer.close()
 
     async def _message(self, session: _CappedSession, chunk: Any, client: _Client) -> None:
-        """One message of a client: media to its publisher, commands answered."""
-        message = MessageFactory.from_chunk(chunk)
-        if isinstance(message, VideoMessage):
+        """One message of a client: media to its publisher, commands answered. What the
+        relay has no use for (audio, metadata in any of its variants, shared objects, types
+        pyrtmp does not know) is passed over without being parsed: a quirk there must not
+        cost the drone its stream."""
+        kind = int(chunk.msg_type_id)
+        if kind == MSG_VIDEO:
             if client.publisher is not None:
                 client.publisher.video(bytes(chunk.payload), int(chunk.timestamp))
-        elif isinstance(message, NCConnect):
+            return
+        if kind == MSG_AGGREGATE:
+            if client.publisher is not None:
+                for body, ts in aggregate_video(bytes(chunk.payload), int(chunk.timestamp)):
+                    client.publisher.video(body, ts)
+            return
+        if kind == MSG_AMF3_COMMAND and chunk.payload[:1] == b"\x00":  # AMF3 command: AMF0 after one byte
+            chunk.payload, chunk.msg_type_id, chunk.msg_length = chunk.payload[1:], 0x14, chunk.msg_length - 1
+        elif kind not in PARSED:
+            client.ignored[kind] = client.ignored.get(kind, 0) + 1
+            return
+        message = MessageFactory.from_chunk(chunk)
+        if isinstance(message, NCConnect):
             client.app, client.tc_query = split_name(str(message.command_object.get("app", "")))
             tc = str(message.command_object.get("tcUrl", ""))
             client.tc_query = client.tc_query or split_name(tc.rsplit("/", 1)[-1])[1]

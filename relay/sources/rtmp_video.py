@@ -23,10 +23,34 @@ from .hevc import HvcToAnnexB, is_hevc
 if TYPE_CHECKING:
     from .rtmp import _Conn
 
-__all__ = ["RtmpPublisher"]
+__all__ = ["MSG_AGGREGATE", "MSG_AMF3_COMMAND", "MSG_VIDEO", "RtmpPublisher", "aggregate_video"]
 
 log = logging.getLogger("relay.rtmp")
 FLV_TIME_BASE = fractions.Fraction(1, 1000)
+MSG_VIDEO, MSG_AMF3_COMMAND, MSG_AGGREGATE = 9, 17, 22  # RTMP message type ids
+FLV_TAG_HEADER = 11
+
+
+def aggregate_video(payload: bytes, timestamp: int) -> list[tuple[bytes, int]]:
+    """The video tags of an RTMP aggregate message (type 22: FLV tags, each with its header
+    and back-pointer), as (tag body, timestamp in ms). Sub-message times are renormalised so
+    the first one lands on the aggregate's own timestamp (RTMP 1.0, 7.1.6). A truncated or
+    odd tag ends the list; what was read stands."""
+    out: list[tuple[bytes, int]] = []
+    offset: int | None = None
+    i = 0
+    while i + FLV_TAG_HEADER <= len(payload):
+        kind = payload[i] & 0x1F
+        size = int.from_bytes(payload[i + 1:i + 4], "big")
+        ts = int.from_bytes(payload[i + 4:i + 7], "big") | (payload[i + 7] << 24)
+        end = i + FLV_TAG_HEADER + size
+        if end > len(payload):
+            break
+        offset = timestamp - ts if offset is None else offset
+        if kind == MSG_VIDEO:
+            out.append((payload[i + FLV_TAG_HEADER:end], (ts + offset) & 0xFFFFFFFF))
+        i = end + 4  # the back-pointer
+    return out
 
 
 class RtmpPublisher:

@@ -137,3 +137,4 @@ async def test_h265_over_enhanced_rtmp_is_transcoded_for_browsers(relay_factory:
     assert len(stamps) >= 30 and stamps == sorted(stamps), stamps[:10]
     ages = sorted(now * 1000 - s.capture_ms for s, now in viewer.seen.stamps[-30:])
     assert 0 < ages[len(ages) // 2] < 1000, ages
+
