@@ -130,6 +130,7 @@ FULL = {
     "rtmp": {"enabled": True, "host": "10.0.0.2", "port": 1936, "app": "drones"},
     "streams": {"d1": {"publish_token": "pub-d1-token", "view_token": "view-d1-token", "title": "Roof",
                        "source": "rtsp://10.0.0.9:8554/cam", "rtsp_transport": "tcp", "rtsp_listen": True,
+                       "rtp_codec": "h265",
                        "mode": "both", "allow_senders": ["10.0.0.0/8"], "record": True,
                        "telemetry": "mavlink+udp://0.0.0.0:14550",
                        "forward": ["https://centre.example/whip/d1"], "forward_token": "fwd-d1-token",
