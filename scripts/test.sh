@@ -3,7 +3,7 @@
 # the static checks, then the fast lane (unit tests and the quick end-to-end ones: a broken
 # build fails in seconds), then the slow lane (whole-system runs, three at a time: most of
 # their time is waiting on real clocks, not the CPU), then the quiet lane (tests that count
-# every frame, alone: on two cores the other lanes' load would drop frames they count). Extra arguments go to both pytest runs.
+# frames or time a start, alone: on two cores the other lanes' load would skew what they count). Extra arguments go to both pytest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
@@ -18,7 +18,7 @@ echo "== pytest: fast lane (unit tests, quick end-to-end)"
 .venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=15 -m "not slow" -n 2 "$@"
 echo "== pytest: slow lane (whole-system runs)"
 .venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=15 -m "slow and not quiet" -n 3 --dist loadgroup "$@"
-echo "== pytest: quiet lane (frame counts, one at a time)"
+echo "== pytest: quiet lane (frame counts and timings, one at a time)"
 .venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=5 -m quiet "$@"
 '
 if [[ $(id -u) == 0 ]] && unshare -n true 2>/dev/null; then

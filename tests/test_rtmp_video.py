@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import random
+from typing import Any
 
 import av
 import numpy as np
@@ -39,6 +40,15 @@ def _flv_stream(n: int) -> tuple[bytes, list[tuple[bytes, bool]]]:
     tags = [(bytes([0x17 if key else 0x27, 1, 0, 0, 0])
              + b"".join(len(x).to_bytes(4, "big") + x for x in _nals(data)), key) for data, key in packets]
     return header, tags
+
+
+async def _frames_within(frames: Any, n: int) -> int:
+    """Frames in the reader once it has ``n``, or after 2.5 s."""
+    for _ in range(50):
+        if len(frames) >= n:
+            break
+        await asyncio.sleep(0.05)
+    return len(frames)
 
 
 async def test_undecodable_video_is_lost_and_recovers() -> None:
@@ -104,11 +114,7 @@ async def test_real_drones_rtmp_quirks_still_make_pictures() -> None:
             pub.video(body, stamps[i])
             await asyncio.sleep(1 / 60)
             entry.liveness.check()
-        for _ in range(50):
-            if len(frames) >= 45:
-                break
-            await asyncio.sleep(0.05)
-        got = len(frames)
+        got = await _frames_within(frames, 45)
     finally:
         pub.close()
         frames.close()
@@ -163,11 +169,7 @@ async def test_aggregate_messages_and_what_the_relay_passes_over() -> None:
         fcpublish = b"\x00" + b"\x02\x00\x09FCPublish" + b"\x00" + struct.pack(">d", 3.0) + b"\x05" \
             + b"\x02\x00\x02d1"
         await ingest._message(None, chunk(17, fcpublish), client)  # type: ignore[arg-type]
-        for _ in range(50):
-            if len(frames) >= 30:
-                break
-            await asyncio.sleep(0.05)
-        got = len(frames)
+        got = await _frames_within(frames, 30)
     finally:
         pub.close()
         frames.close()

@@ -98,9 +98,7 @@ async def test_h265_over_enhanced_rtmp_is_transcoded_for_browsers(relay_factory:
     """FFmpeg 9 pushes the simulator's stamped picture as H.265 (Enhanced RTMP, hvc1): it is
     decoded once and the H.264 rung plays with advancing drone stamps; the "source" rung
     (H.265) is not listed and is refused with a reason."""
-    import aiohttp
-
-    from tests.e2e.test_errors import offer_sdp
+    from tests.e2e.test_h265_ingest import watch_and_try_source
 
     port = free_port()
     relay = await relay_factory({"renditions": [{"name": "low", "height": 360, "bitrate_kbps": 600}],
@@ -115,15 +113,8 @@ async def test_h265_over_enhanced_rtmp_is_transcoded_for_browsers(relay_factory:
                           stdin=sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     viewer = WhepViewer(relay.url, "hevc", rendition="low")
     try:
-        await wait_for(lambda: relay.entry("hevc") is not None and relay.entry("hevc").state.value == "live",
-                       20, "the H.265 stream to go live")
-        await viewer.start()
-        await viewer.wait_frames(60, timeout=15)
-        doc = (await relay.streams())["hevc"]
-        async with aiohttp.ClientSession() as s, s.post(
-                f"{relay.url}/whep/hevc?rendition=source", data=await offer_sdp(),
-                headers={"Content-Type": "application/sdp"}) as r:
-            refused, why = r.status, await r.text()
+        doc, refused, why = await watch_and_try_source(relay, viewer, "hevc", 60, "the H.265 stream to go live",
+                                                       timeout=15)
     finally:
         await viewer.close()
         ff.terminate()

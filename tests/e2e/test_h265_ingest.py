@@ -33,6 +33,21 @@ def gst_rtp_h265(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def watch_and_try_source(relay: Any, viewer: WhepViewer, stream: str, frames: int, what: str,
+                               timeout: float = 20) -> tuple[dict[str, Any], int, str]:
+    """Once ``stream`` is live: ``viewer`` gets ``frames`` frames; then a second viewer asks for
+    the "source" rung. Returns the stream's /api/streams entry and that answer (status, text)."""
+    await wait_for(lambda: relay.entry(stream) is not None and relay.entry(stream).state.value == "live",
+                   20, what)
+    await viewer.start()
+    await viewer.wait_frames(frames, timeout=timeout)
+    doc = (await relay.streams())[stream]
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{relay.url}/whep/{stream}?rendition=source", data=await offer_sdp(),
+            headers={"Content-Type": "application/sdp"}) as r:
+        return doc, r.status, await r.text()
+
+
 @pytest.mark.parametrize("how", ["ts-udp", "rtsp-push", "rtp-gstreamer"])
 async def test_h265_is_transcoded_and_its_source_rung_refused(relay_factory: Any, how: str) -> None:
     if how == "rtsp-push":
@@ -50,15 +65,7 @@ async def test_h265_is_transcoded_and_its_source_rung_refused(relay_factory: Any
         sender = StampedFfmpeg("mpegts", url, extra=X265) if how == "ts-udp" else gst_rtp_h265(port)
     viewer = WhepViewer(relay.url, "hevc", rendition="low", read_stamps=how != "rtp-gstreamer")
     try:
-        await wait_for(lambda: relay.entry("hevc") is not None and relay.entry("hevc").state.value == "live",
-                       20, f"H.265 over {how} live")
-        await viewer.start()
-        await viewer.wait_frames(45, timeout=20)
-        doc = (await relay.streams())["hevc"]
-        async with aiohttp.ClientSession() as s, s.post(
-                f"{relay.url}/whep/hevc?rendition=source", data=await offer_sdp(),
-                headers={"Content-Type": "application/sdp"}) as r:
-            refused, why = r.status, await r.text()
+        doc, refused, why = await watch_and_try_source(relay, viewer, "hevc", 45, f"H.265 over {how} live")
     finally:
         await viewer.close()
         sender.kill()

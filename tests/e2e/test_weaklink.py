@@ -15,7 +15,7 @@ from tests.browser import CHROMIUM, chromium
 from tests.helpers import Drone, WhepViewer, wait_for
 from tests.netlab import Lab, need_lab, sh
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab"), pytest.mark.quiet]  # fps: alone
 LABEL_AND_HEIGHT = "() => [window.__player.stats.rendition, window.__player.stats.height]"
 LADDER = [
     {"name": "high", "height": 720, "bitrate_kbps": 2500},
