@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,8 @@ from .pipeline import Pipeline
 from .record import RecordService
 from .registry import Entry, Registry, State
 from .share import ShareBook
-from .sources import AvPullSource, MavlinkSource, RtmpIngest, WhipIngest
+from .sources import AvPullSource, MavlinkSource, RtmpIngest, SrtIngest, WhipIngest
+from .sources.gate import free_udp_port
 from .webrtc import SessionTable, install_dtls, self_check
 
 __all__ = ["create_app"]
@@ -126,11 +128,16 @@ class ConfiguredSources:
         self.pulls: list[AvPullSource] = []
         self.whep = whep  # whep+http(s):// sources (shown in /api/streams)
         self.mavlinks: list[MavlinkSource] = []
+        self.srt: SrtIngest | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        srt_ports: dict[str, int] = {}
         for sc in self.config.streams:
             entry = self.registry.get(sc.name)
+            if sc.srt and entry is not None:  # SRT callers' datagrams come in on a loopback port
+                srt_ports[sc.name] = free_udp_port()
+                sc = dataclasses.replace(sc, source=f"udp://127.0.0.1:{srt_ports[sc.name]}")
             if sc.source and sc.source.startswith("whep+") and entry is not None:
                 self.whep[sc.name] = WhepPull(entry, sc, self.config,
                                               lambda: ice_servers_for(self.config, "relay"))
@@ -144,8 +151,13 @@ class ConfiguredSources:
                                     self.config.media.signal_lost_after_s)
                 await mav.start()
                 self.mavlinks.append(mav)
+        if self.config.srt.enabled and srt_ports:
+            self.srt = SrtIngest(self.config, srt_ports)
+            self.srt.start()
 
     async def stop(self) -> None:
+        if self.srt is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.srt.stop)
         for mav in self.mavlinks:
             mav.close()
         for whep in self.whep.values():

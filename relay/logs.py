@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-__all__ = ["quiet_malformed_requests", "setup_logging"]
+__all__ = ["Throttled", "quiet_malformed_requests", "setup_logging"]
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -94,3 +94,23 @@ def quiet_malformed_requests() -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _MalformedRequests) for f in server.filters):
         server.addFilter(_MalformedRequests())
+
+
+class Throttled:
+    """A client's fault (garbage on a port, a refused publish): one WARNING line per kind at
+    most every ``every_s``; the rest are counted and said with the next line, so a scanner or
+    a loop of wrong tokens cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
+
+    def warn(self, kind: str, msg: str, **extra: object) -> None:
+        t = time.monotonic()
+        last, quiet = self._seen.get(kind, (-1e9, 0))
+        if t - last < self.every_s:
+            self._seen[kind] = (last, quiet + 1)
+            return
+        self._seen[kind] = (t, 0)
+        self.logger.warning(msg, extra={**extra, "not_logged_since": quiet} if quiet else extra)

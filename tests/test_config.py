@@ -147,6 +147,7 @@ FULL = {
     "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
                   "tile_attribution": "© tiles", "overlay": True},
     "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50},
+    "srt": {"enabled": True, "host": "10.0.0.3", "port": 9000, "latency_ms": 400},
 }
 
 
@@ -239,6 +240,8 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
                 continue  # the table's key
             if f"{path}{f.name}" == "streams[0].rtsp_transport":
                 continue  # "udp" cannot go with rtsp_listen and allow_senders: checked below
+            if f"{path}{f.name}" in ("streams[0].srt", "streams[0].srt_passphrase"):
+                continue  # SRT cannot go with a pulled source: checked below
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 compare(value, table[f.name], getattr(fresh, f.name), f"{path}{f.name}.")
@@ -262,6 +265,14 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
     assert cfg.stream("d1") is not None and cfg.stream("d1").title == "Roof"
     udp = parse({"streams": {"d2": {"rtsp_transport": "UDP"}}}, env={})
     assert udp.streams[0].rtsp_transport == "udp"
+    srt = parse({"streams": {"d2": {"srt": True, "srt_passphrase": "p" * 12}}}, env={})
+    assert srt.streams[0].srt is True and srt.streams[0].srt_passphrase == "p" * 12
+    for bad, why in (({"srt": True, "source": "udp://127.0.0.1:5000"}, "either published over SRT"),
+                     ({"srt": True, "srt_passphrase": "short"}, "at least 10"),
+                     ({"srt": True, "srt_passphrase": "p" * 80}, "10 to 79"),
+                     ({"srt_passphrase": "p" * 12}, "srt = true")):
+        with pytest.raises(ConfigError, match=why):
+            parse({"streams": {"d2": bad}}, env={})
 
 
 def test_defaults_follow_other_keys() -> None:

@@ -47,7 +47,8 @@ from .fields import (
 
 __all__ = ["CODECS", "DEFAULT_LADDER", "MODES", "AbrConfig", "AuthConfig", "Config", "IceServer",
            "LatencyConfig", "LimitsConfig", "MarkersConfig", "MediaConfig", "RecordConfig", "Rendition",
-           "RtmpConfig", "StreamConfig", "TelemetryConfig", "TokenConfig", "VehicleConfig", "WebRTCConfig"]
+           "RtmpConfig", "SrtConfig", "StreamConfig", "TelemetryConfig", "TokenConfig", "VehicleConfig",
+           "WebRTCConfig"]
 
 CODECS = ("h264", "vp8")
 MODES = ("transcode", "passthrough", "both")
@@ -80,6 +81,10 @@ class StreamConfig:
     # rtp:// carries no description of itself: the codec its payload type 96 holds (RFC 6184
     # H.264, as QGroundControl sends; RFC 7798 H.265, as GStreamer's rtph265pay sends).
     rtp_codec: str = choice("h264", ("h264", "h265"))
+    # Published over SRT to the relay's [srt] port, the stream id naming this stream; the
+    # passphrase (10-79 characters) makes SRT encrypt it (AES) and refuses callers without it.
+    srt: bool = flag(False)
+    srt_passphrase: str | None = secret(min_len=10)
     rtsp_listen: bool = flag(False)  # accept an RTSP push (ANNOUNCE/RECORD) instead of pulling
     mode: str = choice("transcode", MODES, default_from="media.default_mode")
     # UDP/RTP/RTSP-listen: networks whose packets are accepted (empty = any sender).
@@ -107,6 +112,10 @@ class StreamConfig:
     forward_backfill_kbps: int = integer(2000, 50, 1_000_000)
 
     def check(self, path: str, ctx: Ctx) -> None:
+        if self.srt_passphrase is not None and (len(self.srt_passphrase) > 79 or not self.srt):
+            raise ConfigError(f"{path}srt_passphrase", "is 10 to 79 characters, for a stream with srt = true")
+        if self.srt and self.source:
+            raise ConfigError(f"{path}srt", "a stream is either published over SRT or pulled from source")
         if self.forward and self.forward_token is None:
             raise ConfigError(f"{path}forward_token", "a forward needs a publish token for the other relay "
                                                       "(forward_token or forward_token_env)")
@@ -196,6 +205,16 @@ class RtmpConfig:
 
 
 @dataclass(frozen=True)
+class SrtConfig:
+    """SRT ingest: one listener for every stream with srt = true (libsrt)."""
+
+    enabled: bool = flag(False)
+    host: str = text("127.0.0.1", check=check_host, default_from="host")
+    port: int = integer(8890, 1, 65535)
+    latency_ms: int = integer(120, 20, 10000)  # the receiver's buffer against loss (SRT's own ARQ)
+
+
+@dataclass(frozen=True)
 class AbrConfig:
     """Automatic rendition choice for viewers that ask for none (or for "auto")."""
 
@@ -270,6 +289,7 @@ class Config:
     auth: AuthConfig = section(AuthConfig)
     webrtc: WebRTCConfig = section(WebRTCConfig)
     rtmp: RtmpConfig = section(RtmpConfig)
+    srt: SrtConfig = section(SrtConfig)
     streams: tuple[StreamConfig, ...] = named_tables(StreamConfig, stream_name)
     limits: LimitsConfig = section(LimitsConfig)
     abr: AbrConfig = section(AbrConfig)

@@ -37,6 +37,7 @@ from ..auth import authenticate
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
 from ..limits import Limiter
+from ..logs import Throttled
 from ..registry import Registry
 from .rtmp_chunks import ChunkReader, handshake
 from .rtmp_video import MSG_AGGREGATE, MSG_AMF3_COMMAND, MSG_VIDEO, RtmpPublisher, aggregate_video
@@ -160,7 +161,7 @@ class RtmpIngest:
         self._watchdog: asyncio.Task[None] | None = None
         self.bad_input = 0  # connections dropped for sending what is not RTMP
         self.unsupported_codec = 0  # publishers whose video codec the relay cannot take
-        self._faults: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
+        self._faults = Throttled(log, BAD_INPUT_LOG_EVERY_S)
 
     async def start(self) -> None:
         rc = self.config.rtmp
@@ -305,16 +306,8 @@ class RtmpIngest:
         return f"protocol error: {type(exc).__name__}"
 
     def _client_fault(self, kind: str, msg: str, **extra: Any) -> None:
-        """A client's fault (garbage on the port, a refused publish): one WARNING line, and
-        of each kind not more than one every BAD_INPUT_LOG_EVERY_S (the rest are counted and
-        said with the next line), so a scanner or a loop of wrong tokens cannot flood the log."""
-        t = time.monotonic()
-        last, quiet = self._faults.get(kind, (-1e9, 0))
-        if t - last < BAD_INPUT_LOG_EVERY_S:
-            self._faults[kind] = (last, quiet + 1)
-            return
-        self._faults[kind] = (t, 0)
-        log.warning(msg, extra={**extra, "not_logged_since": quiet} if quiet else extra)
+        """A client's fault: one WARNING line per kind per BAD_INPUT_LOG_EVERY_S (:class:`Throttled`)."""
+        self._faults.warn(kind, msg, **extra)
 
     def _left(self, client: _Client, reason: str) -> None:
         publisher = client.publisher

@@ -1,0 +1,199 @@
+"""SRT ingest: one listener port for every stream, the stream chosen by the caller's SRT
+stream id, MPEG-TS inside (H.264 or H.265, KLV) read as the MPEG-TS/UDP input reads it.
+
+Built on libsrt, the C library Debian ships (the one GStreamer's srtsink and FFmpeg use),
+through ctypes: no maintained Python binding exists (PyPI's ``srt``/``pysrt`` are subtitle
+parsers), PyAV's FFmpeg has no SRT, and FFmpeg's or ``srt-live-transmit``'s listener takes
+one caller per port with no look at the stream id. libsrt's listen callback sees the stream
+id before the handshake completes: an unknown stream, another mode than publish, a wrong
+token or a stream that already has an SRT publisher is rejected there with the SRT access
+control code, and a stream's passphrase (AES) is set on that caller's socket only.
+
+Stream ids: ``#!::r=drone1,m=publish,s=TOKEN`` (the SRT access-control convention MediaMTX
+and SRS use; ``s`` carries the publish token) or ``publish:drone1:TOKEN``. Each accepted
+caller's datagrams (7 TS packets each) go to the stream's own loopback UDP port, where an
+:class:`~relay.sources.avpull.AvPullSource` reads them like any MPEG-TS/UDP input (claim,
+liveness, decodability, passthrough, KLV).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import socket
+import threading
+from typing import Any
+
+from ..auth import authenticate
+from ..config import Config
+from ..logs import Throttled
+
+__all__ = ["SrtIngest", "load_libsrt", "parse_stream_id"]
+
+log = logging.getLogger("relay.srt")
+SRTO_RCVSYN, SRTO_RCVTIMEO, SRTO_LATENCY, SRTO_PASSPHRASE, SRTO_STREAMID = 2, 14, 23, 26, 46
+REJ_BAD_REQUEST, REJ_UNAUTHORIZED, REJ_NOTFOUND, REJ_BAD_MODE, REJ_CONFLICT = 1400, 1401, 1404, 1405, 1409
+MAX_PAYLOAD = 1500
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_char_p)
+
+
+class _SockaddrIn(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_ushort), ("port", ctypes.c_ushort), ("addr", ctypes.c_uint32),
+                ("zero", ctypes.c_char * 8)]
+
+
+def load_libsrt() -> Any:
+    names = ["libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", ctypes.util.find_library("srt")]
+    for name in names:
+        if name:
+            try:
+                lib = ctypes.CDLL(name)
+            except OSError:
+                continue
+            lib.srt_getlasterror_str.restype = ctypes.c_char_p
+            return lib
+    raise RuntimeError("libsrt is missing: install libsrt1.5-gnutls (scripts/setup.sh does)")
+
+
+def parse_stream_id(sid: str) -> tuple[str, str, str | None]:
+    """(stream, mode, token) from ``#!::r=...,m=...,s=...`` or ``publish:stream[:token]``."""
+    if sid.startswith("#!::"):
+        kv = dict(item.split("=", 1) for item in sid[4:].split(",") if "=" in item)
+        return kv.get("r", ""), kv.get("m", "request"), kv.get("s")
+    parts = sid.split(":", 2)
+    if len(parts) >= 2 and parts[0] in ("publish", "read"):
+        return parts[1], parts[0], parts[2] if len(parts) > 2 else None
+    return sid, "publish", None
+
+
+class SrtIngest:
+    def __init__(self, config: Config, targets: dict[str, int]) -> None:
+        self.config = config
+        self.targets = targets  # stream -> its loopback UDP port (an AvPullSource reads it)
+        self.lib = load_libsrt()
+        self.listener = -1
+        self.active: dict[str, int] = {}  # stream -> the accepted SRT socket pumping it
+        self.rejected: dict[str, int] = {}  # why -> count (/metrics, tests)
+        self._said = Throttled(log)  # one WARNING line per reason per 10 s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._callback = _CALLBACK(self._on_caller)  # kept referenced while libsrt holds it
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ libsrt calls
+
+    def _set(self, sock: int, opt: int, value: int | bytes) -> None:
+        if isinstance(value, int):
+            v = ctypes.c_int(value)
+            ok = self.lib.srt_setsockflag(sock, opt, ctypes.byref(v), ctypes.sizeof(v))
+        else:
+            ok = self.lib.srt_setsockflag(sock, opt, value, len(value))
+        if ok != 0:
+            raise RuntimeError(f"SRT option {opt}: {self.lib.srt_getlasterror_str().decode()}")
+
+    def start(self) -> None:
+        sc = self.config.srt
+        lib = self.lib
+        lib.srt_startup()
+        lib.srt_setloglevel(2)  # libsrt's own log (stderr): critical only; the relay logs for it
+        s = lib.srt_create_socket()
+        self._set(s, SRTO_RCVSYN, 1)
+        self._set(s, SRTO_LATENCY, sc.latency_ms)
+        addr = _SockaddrIn(socket.AF_INET, socket.htons(sc.port),
+                           int.from_bytes(socket.inet_aton(sc.host), "little"))
+        if lib.srt_bind(s, ctypes.byref(addr), ctypes.sizeof(addr)) != 0 or lib.srt_listen(s, 16) != 0:
+            err = lib.srt_getlasterror_str().decode()
+            lib.srt_close(s)
+            raise RuntimeError(f"SRT listener on {sc.host}:{sc.port}: {err}")
+        lib.srt_listen_callback(s, self._callback, None)
+        self.listener = s
+        self._thread = threading.Thread(target=self._accept, name="srt-accept", daemon=True)
+        self._thread.start()
+        log.info("SRT listening", extra={"host": sc.host, "port": sc.port, "streams": ",".join(self.targets)})
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.listener >= 0:
+            self.lib.srt_close(self.listener)  # srt_accept returns
+        with self._lock:
+            for sock in self.active.values():
+                self.lib.srt_close(sock)
+            self.active.clear()
+        if self._thread is not None:
+            self._thread.join(3)
+
+    # ------------------------------------------------------------------ callers
+
+    def _reject(self, ns: int, code: int, why: str, sid: str) -> int:
+        self.lib.srt_setrejectreason(ns, code)
+        self.rejected[why] = self.rejected.get(why, 0) + 1
+        self._said.warn(why, "SRT caller rejected", reason=why, streamid=sid[:80])
+        return -1
+
+    def _on_caller(self, _opaque: Any, ns: int, _hsversion: int, _peer: Any, streamid: bytes | None) -> int:
+        """libsrt's thread, before the handshake completes: accept (0) or reject (-1)."""
+        try:
+            sid = (streamid or b"").decode("utf-8", "replace")
+            stream, mode, token = parse_stream_id(sid)
+            if mode != "publish":
+                return self._reject(ns, REJ_BAD_MODE, "mode is not publish", sid)
+            if stream not in self.targets:
+                return self._reject(ns, REJ_NOTFOUND, "no SRT stream of that name", sid)
+            if self.config.auth.enabled and not authenticate(self.config, "publish", stream, token).allowed:
+                return self._reject(ns, REJ_UNAUTHORIZED, "publish token missing or wrong", sid)
+            with self._lock:
+                if stream in self.active:
+                    return self._reject(ns, REJ_CONFLICT, "the stream has an SRT publisher", sid)
+            sc = self.config.stream(stream)
+            if sc is not None and sc.srt_passphrase:
+                self._set(ns, SRTO_PASSPHRASE, sc.srt_passphrase.encode())
+            return 0
+        except Exception:  # never raise into libsrt
+            log.exception("SRT listen callback failed")
+            return -1
+
+    def _accept(self) -> None:
+        buf = ctypes.create_string_buffer(512)
+        size = ctypes.c_int(512)
+        while not self._stop.is_set():
+            ns = self.lib.srt_accept(self.listener, None, None)
+            if ns < 0:
+                if not self._stop.is_set():
+                    err = self.lib.srt_getlasterror_str().decode()
+                    log.warning("SRT accept failed", extra={"error": err})
+                return
+            size.value = 512
+            self.lib.srt_getsockflag(ns, SRTO_STREAMID, buf, ctypes.byref(size))
+            stream = parse_stream_id(buf.raw[:size.value].decode("utf-8", "replace"))[0]
+            with self._lock:
+                if stream in self.active or stream not in self.targets:
+                    self.lib.srt_close(ns)
+                    continue
+                self.active[stream] = ns
+            threading.Thread(target=self._pump, args=(ns, stream), name=f"srt-{stream}", daemon=True).start()
+
+    def _pump(self, ns: int, stream: str) -> None:
+        """The caller's datagrams to the stream's loopback UDP port, until it goes."""
+        log.info("SRT publisher connected", extra={"stream": stream})
+        self._set(ns, SRTO_RCVTIMEO, 500)
+        buf = ctypes.create_string_buffer(MAX_PAYLOAD)
+        target = ("127.0.0.1", self.targets[stream])
+        quiet = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            while not self._stop.is_set():
+                n = self.lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
+                if n > 0:
+                    quiet = 0
+                    udp.sendto(buf.raw[:n], target)
+                    continue
+                quiet += 1  # a timeout (500 ms) or the connection's end
+                if self.lib.srt_getsockstate(ns) >= 6 or quiet > 20:  # SRTS_BROKEN and after
+                    break
+        with self._lock:
+            if self.active.get(stream) == ns:
+                del self.active[stream]
+        self.lib.srt_close(ns)
+        log.info("SRT publisher left", extra={"stream": stream})

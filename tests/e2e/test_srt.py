@@ -1,0 +1,120 @@
+"""SRT ingest with senders we did not write: FFmpeg 9 (the imageio-ffmpeg wheel, libsrt) and
+GStreamer's srtsink (Debian), into one listener port, the stream chosen by the stream id,
+with the stream's passphrase (AES). A wrong token and a wrong passphrase never go live."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.e2e.test_ingest import ROOT, free_port
+from tests.helpers import WhepViewer, wait_for
+
+pytestmark = pytest.mark.usefixtures("gst_launch_required")
+TOKEN = "srt-publish-secret"
+PASS = "fire-brigade-passphrase"
+
+
+def ffmpeg9() -> str:
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def srt_config(port: int) -> dict[str, Any]:
+    return {"renditions": [{"name": "low", "height": 360, "bitrate_kbps": 600}],
+            "webrtc": {"ice_addresses": ["127.0.0.1"]},
+            "srt": {"enabled": True, "port": port},
+            "auth": {"enabled": True, "publish_token": TOKEN, "view_token": "view-secret"},
+            "streams": {"d1": {"srt": True, "srt_passphrase": PASS}, "d2": {"srt": True, "srt_passphrase": PASS}}}
+
+
+class StampedSrt:
+    """The simulator's stamped picture, encoded by FFmpeg 9 and sent as MPEG-TS over SRT."""
+
+    def __init__(self, port: int, stream_id: str, passphrase: str) -> None:
+        url = (f"srt://127.0.0.1:{port}?streamid={quote(stream_id, safe='')}"
+               f"&passphrase={quote(passphrase, safe='')}&pbkeylen=16&latency=120000")
+        self.sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", "640x360",
+                                     "--fps", "30"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.ff = subprocess.Popen(
+            [ffmpeg9(), "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "640x360",
+             "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+             "-x264-params", "repeat-headers=1", "-b:v", "800k", "-f", "mpegts", url],
+            stdin=self.sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def kill(self) -> bytes:
+        for p in (self.ff, self.sim):
+            p.kill()
+        self.sim.wait(5)
+        return self.ff.communicate(timeout=5)[1]
+
+
+async def test_ffmpeg_and_gstreamer_publish_over_srt(relay_factory: Any) -> None:
+    port = free_port()
+    relay = await relay_factory(srt_config(port))
+    ff = StampedSrt(port, f"#!::r=d1,m=publish,s={TOKEN}", PASS)
+    gst = subprocess.Popen(
+        ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!", "video/x-raw,width=320,height=180,framerate=30/1",
+         "!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=30", "!", "mpegtsmux", "!",
+         "srtsink", f"uri=srt://127.0.0.1:{port}?mode=caller", f"streamid=publish:d2:{TOKEN}",
+         f"passphrase={PASS}", "pbkeylen=16"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    viewer = WhepViewer(relay.url, "d1", rendition="low", token="view-secret")
+    try:
+        t0 = time.monotonic()
+        await wait_for(lambda: relay.entry("d1").state.value == "live", 20, "FFmpeg's SRT stream live")
+        print(f"\nFFmpeg 9 over SRT: live {time.monotonic() - t0:.2f} s after start")
+        await wait_for(lambda: relay.entry("d2").state.value == "live", 20, "GStreamer's SRT stream live")
+        await viewer.start()
+        await viewer.wait_frames(60, timeout=15)
+        stamps = [s.frame for s, _ in viewer.seen.stamps]
+        assert len(stamps) >= 30 and stamps == sorted(stamps), stamps[:10]
+        assert relay.entry("d2").frames_in > 30
+    finally:
+        await viewer.close()
+        ff.kill()
+        gst.kill()
+        gst.wait(5)
+
+
+async def test_srt_wrong_token_passphrase_stream_and_a_second_publisher(relay_factory: Any) -> None:
+    port = free_port()
+    relay = await relay_factory(srt_config(port))
+    bad = [StampedSrt(port, "#!::r=d1,m=publish,s=wrong-token", PASS),
+           StampedSrt(port, f"#!::r=d2,m=publish,s={TOKEN}", "not-the-passphrase"),
+           StampedSrt(port, f"#!::r=nosuch,m=publish,s={TOKEN}", PASS),
+           StampedSrt(port, f"#!::r=d1,m=request,s={TOKEN}", PASS)]
+    try:
+        for _ in range(40):
+            if all(p.ff.poll() is not None for p in bad):
+                break
+            await asyncio.sleep(0.25)
+        assert relay.entry("d1").frames_in == 0 and relay.entry("d2").frames_in == 0
+        assert relay.entry("d1").state.value != "live" and relay.entry("d2").state.value != "live"
+    finally:
+        errors = [p.kill() for p in bad]
+    assert all(p.ff.returncode != 0 for p in bad), [p.ff.returncode for p in bad]
+    assert any(b"reject" in e.lower() or b"connection" in e.lower() for e in errors), errors
+    # Now the right one, and a second publisher of the same stream while it is live.
+    good = StampedSrt(port, f"#!::r=d1,m=publish,s={TOKEN}", PASS)
+    try:
+        await wait_for(lambda: relay.entry("d1").state.value == "live", 20, "the right publisher live")
+        second = StampedSrt(port, f"publish:d1:{TOKEN}", PASS)
+        try:
+            for _ in range(40):
+                if second.ff.poll() is not None:
+                    break
+                await asyncio.sleep(0.25)
+            assert second.ff.returncode not in (None, 0)  # refused: the stream has an SRT publisher
+        finally:
+            second.kill()
+        assert relay.entry("d1").state.value == "live"
+    finally:
+        good.kill()
