@@ -25,7 +25,7 @@ from .pipeline import Pipeline
 from .record import RecordService
 from .registry import Entry, Registry, State
 from .share import ShareBook
-from .sources import AvPullSource, MavlinkSource, RtmpIngest, SrtIngest, WhipIngest
+from .sources import AvPullSource, MavlinkSource, RtmpIngest, SrtCaller, SrtIngest, WhipIngest
 from .sources.gate import free_udp_port
 from .webrtc import SessionTable, install_dtls, self_check
 
@@ -129,6 +129,7 @@ class ConfiguredSources:
         self.whep = whep  # whep+http(s):// sources (shown in /api/streams)
         self.mavlinks: list[MavlinkSource] = []
         self.srt: SrtIngest | None = None
+        self.srt_callers: list[SrtCaller] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,6 +139,12 @@ class ConfiguredSources:
             if sc.srt and entry is not None:  # SRT callers' datagrams come in on a loopback port
                 srt_ports[sc.name] = free_udp_port()
                 sc = dataclasses.replace(sc, source=f"udp://127.0.0.1:{srt_ports[sc.name]}")
+            elif sc.source and sc.source.startswith("srt://") and entry is not None:  # we call
+                port = free_udp_port()
+                caller = SrtCaller(sc.source, port)
+                caller.start()
+                self.srt_callers.append(caller)
+                sc = dataclasses.replace(sc, source=f"udp://127.0.0.1:{port}")
             if sc.source and sc.source.startswith("whep+") and entry is not None:
                 self.whep[sc.name] = WhepPull(entry, sc, self.config,
                                               lambda: ice_servers_for(self.config, "relay"))
@@ -156,8 +163,12 @@ class ConfiguredSources:
             self.srt.start()
 
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stops: list[Callable[[], None]] = [c.stop for c in self.srt_callers]
         if self.srt is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.srt.stop)
+            stops.append(self.srt.stop)
+        for stop in stops:
+            await loop.run_in_executor(None, stop)
         for mav in self.mavlinks:
             mav.close()
         for whep in self.whep.values():

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from .fields import STREAM_NAME, ConfigError, as_str, is_ip
 
 PASSTHROUGH = "source"  # the rendition name of forwarded source packets
-SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://", "whep+http://", "whep+https://")
+SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://", "srt://", "whep+http://", "whep+https://")
 ROLES = ("publisher", "viewer", "control", "admin")
 ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$")
 IFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")

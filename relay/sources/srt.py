@@ -24,15 +24,18 @@ import logging
 import socket
 import threading
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..auth import authenticate
 from ..config import Config
 from ..logs import Throttled
 
-__all__ = ["SrtIngest", "load_libsrt", "parse_stream_id"]
+__all__ = ["SrtCaller", "SrtIngest", "load_libsrt", "parse_stream_id"]
 
 log = logging.getLogger("relay.srt")
-SRTO_RCVSYN, SRTO_RCVTIMEO, SRTO_LATENCY, SRTO_PASSPHRASE, SRTO_STREAMID = 2, 14, 23, 26, 46
+# libsrt's socket options (srt.h)
+SRTO_RCVSYN, SRTO_RCVTIMEO, SRTO_LATENCY, SRTO_PASSPHRASE = 2, 14, 23, 26
+SRTO_CONNTIMEO, SRTO_STREAMID = 36, 46
 REJ_BAD_REQUEST, REJ_UNAUTHORIZED, REJ_NOTFOUND, REJ_BAD_MODE, REJ_CONFLICT = 1400, 1401, 1404, 1405, 1409
 MAX_PAYLOAD = 1500
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -68,6 +71,38 @@ def parse_stream_id(sid: str) -> tuple[str, str, str | None]:
     return sid, "publish", None
 
 
+def _sockaddr(host: str, port: int) -> _SockaddrIn:
+    return _SockaddrIn(socket.AF_INET, socket.htons(port), int.from_bytes(socket.inet_aton(host), "little"))
+
+
+def _set(lib: Any, sock: int, opt: int, value: int | bytes) -> None:
+    if isinstance(value, int):
+        v = ctypes.c_int(value)
+        ok = lib.srt_setsockflag(sock, opt, ctypes.byref(v), ctypes.sizeof(v))
+    else:
+        ok = lib.srt_setsockflag(sock, opt, value, len(value))
+    if ok != 0:
+        raise RuntimeError(f"SRT option {opt}: {lib.srt_getlasterror_str().decode()}")
+
+
+def pump(lib: Any, ns: int, port: int, stop: threading.Event) -> None:
+    """An SRT connection's datagrams (7 TS packets each) to a loopback UDP port, until the
+    connection breaks, goes quiet for 10 s, or ``stop`` is set."""
+    _set(lib, ns, SRTO_RCVTIMEO, 500)
+    buf = ctypes.create_string_buffer(MAX_PAYLOAD)
+    quiet = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        while not stop.is_set():
+            n = lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
+            if n > 0:
+                quiet = 0
+                udp.sendto(buf.raw[:n], ("127.0.0.1", port))
+                continue
+            quiet += 1  # a timeout (500 ms) or the connection's end
+            if lib.srt_getsockstate(ns) >= 6 or quiet > 20:  # SRTS_BROKEN and after
+                return
+
+
 class SrtIngest:
     def __init__(self, config: Config, targets: dict[str, int]) -> None:
         self.config = config
@@ -86,13 +121,7 @@ class SrtIngest:
     # ------------------------------------------------------------------ libsrt calls
 
     def _set(self, sock: int, opt: int, value: int | bytes) -> None:
-        if isinstance(value, int):
-            v = ctypes.c_int(value)
-            ok = self.lib.srt_setsockflag(sock, opt, ctypes.byref(v), ctypes.sizeof(v))
-        else:
-            ok = self.lib.srt_setsockflag(sock, opt, value, len(value))
-        if ok != 0:
-            raise RuntimeError(f"SRT option {opt}: {self.lib.srt_getlasterror_str().decode()}")
+        _set(self.lib, sock, opt, value)
 
     def start(self) -> None:
         sc = self.config.srt
@@ -102,8 +131,7 @@ class SrtIngest:
         s = lib.srt_create_socket()
         self._set(s, SRTO_RCVSYN, 1)
         self._set(s, SRTO_LATENCY, sc.latency_ms)
-        addr = _SockaddrIn(socket.AF_INET, socket.htons(sc.port),
-                           int.from_bytes(socket.inet_aton(sc.host), "little"))
+        addr = _sockaddr(sc.host, sc.port)
         if lib.srt_bind(s, ctypes.byref(addr), ctypes.sizeof(addr)) != 0 or lib.srt_listen(s, 16) != 0:
             err = lib.srt_getlasterror_str().decode()
             lib.srt_close(s)
@@ -176,24 +204,74 @@ class SrtIngest:
             threading.Thread(target=self._pump, args=(ns, stream), name=f"srt-{stream}", daemon=True).start()
 
     def _pump(self, ns: int, stream: str) -> None:
-        """The caller's datagrams to the stream's loopback UDP port, until it goes."""
         log.info("SRT publisher connected", extra={"stream": stream})
-        self._set(ns, SRTO_RCVTIMEO, 500)
-        buf = ctypes.create_string_buffer(MAX_PAYLOAD)
-        target = ("127.0.0.1", self.targets[stream])
-        quiet = 0
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            while not self._stop.is_set():
-                n = self.lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
-                if n > 0:
-                    quiet = 0
-                    udp.sendto(buf.raw[:n], target)
-                    continue
-                quiet += 1  # a timeout (500 ms) or the connection's end
-                if self.lib.srt_getsockstate(ns) >= 6 or quiet > 20:  # SRTS_BROKEN and after
-                    break
+        pump(self.lib, ns, self.targets[stream], self._stop)
         with self._lock:
             if self.active.get(stream) == ns:
                 del self.active[stream]
         self.lib.srt_close(ns)
         log.info("SRT publisher left", extra={"stream": stream})
+
+
+class SrtCaller:
+    """``source = "srt://encoder:9000?streamid=...&passphrase=...&latency=120"``: the relay
+    calls an encoder (or another server) in SRT listener mode, and calls again after a drop
+    (1 s, growing to 5 s; a refusal said once per reason)."""
+
+    def __init__(self, url: str, port: int) -> None:
+        parts = urlsplit(url)
+        q = parse_qs(parts.query)
+        self.host = socket.gethostbyname(parts.hostname or "127.0.0.1")
+        self.port = parts.port or 0
+        self.stream_id = (q.get("streamid") or [""])[0]
+        self.passphrase = (q.get("passphrase") or [""])[0]
+        self.latency_ms = int((q.get("latency") or ["120"])[0])
+        self.target = port  # the stream's loopback UDP port
+        self.shown = f"srt://{parts.hostname}:{parts.port}"
+        self.lib = load_libsrt()
+        self.sock = -1
+        self.connects = 0
+        self._stop = threading.Event()
+        self._said = Throttled(log, 60.0)
+        self._thread = threading.Thread(target=self._run, name=f"srt-call-{self.shown}", daemon=True)
+
+    def start(self) -> None:
+        self.lib.srt_startup()
+        self.lib.srt_setloglevel(2)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.sock >= 0:
+            self.lib.srt_close(self.sock)
+        self._thread.join(3)
+
+    def _run(self) -> None:
+        lib, backoff = self.lib, 1.0
+        while not self._stop.is_set():
+            s = self.sock = lib.srt_create_socket()
+            try:
+                _set(lib, s, SRTO_RCVSYN, 1)
+                _set(lib, s, SRTO_LATENCY, self.latency_ms)
+                _set(lib, s, SRTO_CONNTIMEO, 3000)
+                if self.stream_id:
+                    _set(lib, s, SRTO_STREAMID, self.stream_id.encode())
+                if self.passphrase:
+                    _set(lib, s, SRTO_PASSPHRASE, self.passphrase.encode())
+                addr = _sockaddr(self.host, self.port)
+                if lib.srt_connect(s, ctypes.byref(addr), ctypes.sizeof(addr)) < 0:
+                    why = lib.srt_getlasterror_str().decode()
+                    self._said.warn(why, "SRT source refused or unreachable", source=self.shown, error=why)
+                else:
+                    self.connects += 1
+                    backoff = 1.0
+                    log.info("SRT source connected", extra={"source": self.shown})
+                    pump(lib, s, self.target, self._stop)
+                    log.info("SRT source dropped", extra={"source": self.shown})
+            except RuntimeError as exc:
+                self._said.warn(str(exc), "SRT source: option refused", source=self.shown, error=str(exc))
+            finally:
+                lib.srt_close(s)
+                self.sock = -1
+            self._stop.wait(backoff)
+            backoff = min(5.0, backoff * 2)

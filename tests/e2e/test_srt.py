@@ -118,3 +118,41 @@ async def test_srt_wrong_token_passphrase_stream_and_a_second_publisher(relay_fa
         assert relay.entry("d1").state.value == "live"
     finally:
         good.kill()
+
+
+async def test_srt_caller_pulls_from_an_encoder_in_listener_mode(relay_factory: Any) -> None:
+    """``source = "srt://encoder:port?passphrase=..."``: the relay calls FFmpeg 9 listening
+    (as an encoder in SRT listener mode would), and calls again when it comes back."""
+    port = free_port()
+    relay = await relay_factory({
+        "renditions": [{"name": "low", "height": 360, "bitrate_kbps": 600}],
+        "webrtc": {"ice_addresses": ["127.0.0.1"]},
+        "streams": {"enc": {"source": f"srt://127.0.0.1:{port}?passphrase={quote(PASS)}&latency=120"}}})
+
+    def encoder() -> StampedSrt:
+        enc = StampedSrt.__new__(StampedSrt)
+        url = f"srt://127.0.0.1:{port}?mode=listener&passphrase={quote(PASS, safe='')}&pbkeylen=16"
+        enc.sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", "raw", "--size", "640x360",
+                                    "--fps", "30"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        enc.ff = subprocess.Popen(
+            [ffmpeg9(), "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "640x360",
+             "-r", "30", "-i", "-", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
+             "-x264-params", "repeat-headers=1", "-f", "mpegts", url],
+            stdin=enc.sim.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return enc
+
+    enc = encoder()
+    viewer = WhepViewer(relay.url, "enc", rendition="low")
+    try:
+        await wait_for(lambda: relay.entry("enc").state.value == "live", 20, "the called encoder live")
+        await viewer.start()
+        await viewer.wait_frames(45, timeout=15)
+        stamps = [s.frame for s, _ in viewer.seen.stamps]
+        assert len(stamps) >= 20 and stamps == sorted(stamps), stamps[:10]
+        enc.kill()
+        await wait_for(lambda: relay.entry("enc").state.value == "lost", 10, "lost when the encoder goes")
+        enc = encoder()
+        await wait_for(lambda: relay.entry("enc").state.value == "live", 20, "live again: called again")
+    finally:
+        await viewer.close()
+        enc.kill()
