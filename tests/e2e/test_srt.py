@@ -156,3 +156,54 @@ async def test_srt_caller_pulls_from_an_encoder_in_listener_mode(relay_factory: 
     finally:
         await viewer.close()
         enc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("netlab")
+async def test_srt_over_a_lossy_link(relay_factory: Any) -> None:
+    """FFmpeg 9 publishing over SRT from a network namespace whose link to the relay drops 5 %
+    of its UDP: SRT's own retransmission (within latency_ms) delivers the picture — the stamps
+    advance with next to no gaps."""
+    from tests.netlab import Lab, need_lab
+
+    need_lab()
+    lab = Lab("srt")
+    try:
+        drone_ns = lab.host("drone")
+        lab.link(drone_ns, "10.209.1.2/24", None, "10.209.1.1/24")
+        lab.nft(drone_ns, """
+table inet lossy {
+  chain out { type filter hook output priority 0; policy accept;
+    ip daddr 10.209.1.1 meta l4proto udp numgen random mod 100 < 5 counter drop; }
+}
+""")
+        port = free_port()
+        cfg = srt_config(port)
+        cfg["srt"].update(host="10.209.1.1", latency_ms=300)
+        relay = await relay_factory(cfg, host="10.209.1.1")
+        url = (f"srt://10.209.1.1:{port}?streamid={quote(f'publish:d1:{TOKEN}', safe='')}"
+               f"&passphrase={quote(PASS, safe='')}&pbkeylen=16&latency=300000")
+        lab.spawn(drone_ns, "bash", "-c",
+                  f"{sys.executable} -m drone_sim --protocol raw --size 640x360 --fps 30 | {ffmpeg9()} -nostdin "
+                  "-loglevel error -f rawvideo -pix_fmt yuv420p -s 640x360 -r 30 -i - -c:v libx264 -preset ultrafast "
+                  "-tune zerolatency -g 30 -x264-params repeat-headers=1 -b:v 800k -f mpegts "
+                  f"'{url}'", log="ffmpeg.log")
+        viewer = WhepViewer(relay.url, "d1", rendition="low", token="view-secret")
+        try:
+            await wait_for(lambda: relay.entry("d1").state.value == "live", 30, "SRT over the lossy link live")
+            await viewer.start()
+            await viewer.wait_frames(30, timeout=20)
+            start = len(viewer.seen.stamps)
+            await asyncio.sleep(6.0)
+            frames = [s.frame for s, _ in viewer.seen.stamps[start:]]
+            share = len(set(frames)) / max(1, max(frames) - min(frames) + 1) if len(frames) > 1 else 0.0
+            print(f"\nSRT with 5 % loss: {share * 100:.1f} % of the frames delivered ({len(frames)} stamps)")
+            dropped = lab.counter(drone_ns, "inet", "lossy")
+            print(f"packets the link dropped: {dropped}")
+            assert dropped > 20  # the loss was real
+            assert share >= 0.95, (share, lab.log("ffmpeg.log")[-500:])
+            assert relay.entry("d1").state.value == "live"
+        finally:
+            await viewer.close()
+    finally:
+        lab.close()
