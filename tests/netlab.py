@@ -78,6 +78,30 @@ class Lab:
         out = sh("nft", "list", "table", family, table, ns=host)
         return sum(int(part.split()[1]) for part in out.split("counter")[1:] if part.split()[0] == "packets")
 
+    def shape(self, host: str, dev: str, rate: str) -> None:
+        """An LTE-like bottleneck on ``dev``: the rate, a 20 KB bucket, up to 150 ms of queue."""
+        sh("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "20kb",
+           "latency", "150ms", ns=host)
+
+    def behind_lte(self, name: str, net: str, rate: str, loss_pct: int) -> tuple[str, str, str]:
+        """A host ``name`` behind an LTE-like router: the test's own namespace (the relay) at
+        ``{net}.2.2``, the host at ``{net}.3.2``, the router's link to it shaped to ``rate`` and
+        dropping ``loss_pct`` % of the UDP towards it. Returns (host, router, that link)."""
+        router, host = self.host("lte"), self.host(name)
+        self.link(router, f"{net}.2.1/24", None, f"{net}.2.2/24")
+        to_host, _ = self.link(router, f"{net}.3.1/24", host, f"{net}.3.2/24")
+        self.route(host, "default", f"{net}.3.1")
+        self.route(None, f"{net}.3.0/24", f"{net}.2.1")
+        self.forward(router)
+        self.shape(router, to_host, rate)
+        self.nft(router, f"""
+table inet lte {{
+  chain fwd_loss {{ type filter hook forward priority 0; policy accept;
+    ip daddr {net}.3.2 meta l4proto udp numgen random mod 100 < {loss_pct} counter drop; }}
+}}
+""")
+        return host, router, to_host
+
     def wrapper(self, host: str, program: str) -> str:
         """An executable that runs ``program`` inside ``host`` (for Playwright's executable_path)."""
         path = self.dir / f"{Path(program).name}-{host}"

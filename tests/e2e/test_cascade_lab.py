@@ -66,11 +66,6 @@ streams = ["drone1"]
 """
 
 
-def shape(host: str, dev: str, rate: str) -> None:
-    sh("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "20kb",
-       "latency", "150ms", ns=host)
-
-
 async def centre_doc(stream: str = "drone1") -> dict[str, Any] | None:
     try:
         async with aiohttp.ClientSession() as s, s.get(
@@ -96,7 +91,7 @@ async def test_vehicle_forwards_to_the_centre_over_a_weak_uplink(relay_factory: 
         lab.route(centre_ns, "default", ROUTER_C)
         lab.route(None, "10.211.2.0/24", ROUTER_V)
         lab.forward(router)
-        shape(router, uplink, "10mbit")
+        lab.shape(router, uplink, "10mbit")
         (lab.dir / "centre.toml").write_text(CENTRE_TOML.replace("{dir}", str(lab.dir)))
         priv, _pub, _ = keypair(lab.dir)
         (lab.dir / "vehicle-key.pub.pem").rename(lab.dir / "vehicle.pub.pem")
@@ -155,7 +150,7 @@ async def clean_uplink(page: Any) -> None:
 async def weak_uplink(lab: Lab, router: str, uplink: str, page: Any, local: WhepViewer, forward: Any) -> None:
     """1.5 Mbit/s with 5 % loss on the uplink: the forward moves to a rung that fits, the
     centre keeps a picture, the vehicle's viewer on its LAN is untouched."""
-    shape(router, uplink, "1500kbit")
+    lab.shape(router, uplink, "1500kbit")
     lab.nft(router, f"""
 table inet lte {{
   chain fwd_loss {{ type filter hook forward priority 0; policy accept;
@@ -188,7 +183,7 @@ table inet lte {{
     assert sorted(fps)[len(fps) // 2] >= 10, fps
     assert local_fps >= 25, local_fps
     sh("nft", "delete", "table", "inet", "lte", ns=router)
-    shape(router, uplink, "10mbit")
+    lab.shape(router, uplink, "10mbit")
 
 
 async def outage(lab: Lab, router: str, uplink: str, page: Any, local: WhepViewer, forward: Any) -> None:

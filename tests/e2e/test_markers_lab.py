@@ -20,7 +20,6 @@ from drone_sim.mavlink import MavlinkSender
 from tests.browser import CHROMIUM, chromium
 from tests.e2e.test_ingest import free_port
 from tests.e2e.test_markers_browser import DRAWN, INCIDENT, assert_on_ground_point, until
-from tests.e2e.test_weaklink import shape
 from tests.helpers import Drone, wait_for
 from tests.netlab import Lab, need_lab
 
@@ -32,19 +31,7 @@ async def test_markers_cross_a_weak_lte_link_both_ways(relay_factory: Any, tmp_p
     need_lab()
     lab = Lab("mk")
     try:
-        router, phone_ns = lab.host("lte"), lab.host("phone")
-        lab.link(router, "10.207.2.1/24", None, "10.207.2.2/24")
-        to_phone, _ = lab.link(router, "10.207.3.1/24", phone_ns, "10.207.3.2/24")
-        lab.route(phone_ns, "default", "10.207.3.1")
-        lab.route(None, "10.207.3.0/24", "10.207.2.1")
-        lab.forward(router)
-        shape(lab, router, to_phone, "1500kbit")
-        lab.nft(router, """
-table inet lte {
-  chain fwd_loss { type filter hook forward priority 0; policy accept;
-    ip daddr 10.207.3.2 meta l4proto udp numgen random mod 100 < 3 counter drop; }
-}
-""")
+        phone_ns, _, _ = lab.behind_lte("phone", "10.207", "1500kbit", 3)
         port = free_port(socket.SOCK_DGRAM)
         relay = await relay_factory({
             "renditions": [{"name": "low", "height": 360, "bitrate_kbps": 600}],

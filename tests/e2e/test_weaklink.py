@@ -27,29 +27,11 @@ KBPS = {r["name"]: r["bitrate_kbps"] for r in LADDER}
 HEIGHT = {r["name"]: r["height"] for r in LADDER}
 
 
-def shape(lab: Lab, host: str, dev: str, rate: str) -> None:
-    # An LTE-like bottleneck: the rate, a 20 KB bucket, up to 150 ms of queue.
-    sh("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "20kb",
-       "latency", "150ms", ns=host)
-
-
 async def test_auto_viewer_fits_a_weak_link_and_climbs_back(relay_factory: Any) -> None:
     need_lab()
     lab = Lab("w")
     try:
-        router, cmd = lab.host("lte"), lab.host("cmd")
-        lab.link(router, "10.203.2.1/24", None, "10.203.2.2/24")
-        to_viewer, _ = lab.link(router, "10.203.3.1/24", cmd, "10.203.3.2/24")
-        lab.route(cmd, "default", "10.203.3.1")
-        lab.route(None, "10.203.3.0/24", "10.203.2.1")
-        lab.forward(router)
-        shape(lab, router, to_viewer, "1500kbit")
-        lab.nft(router, """
-table inet lte {
-  chain fwd_loss { type filter hook forward priority 0; policy accept;
-    ip daddr 10.203.3.2 meta l4proto udp numgen random mod 100 < 5 counter drop; }
-}
-""")
+        cmd, router, to_viewer = lab.behind_lte("cmd", "10.203", "1500kbit", 5)
         relay = await relay_factory({
             "renditions": LADDER,
             "webrtc": {"ice_addresses": ["10.203.2.2"]},
@@ -99,7 +81,7 @@ table inet lte {
                 # (one sample may straddle a change).
                 assert sum(HEIGHT.get(r) != h for r, h in shown) <= 1, shown
                 # The limit lifts: back to the top rendition.
-                shape(lab, router, to_viewer, "10mbit")
+                lab.shape(router, to_viewer, "10mbit")
                 sh("nft", "flush", "chain", "inet", "lte", "fwd_loss", ns=router)
                 t_lift = time.monotonic()
                 await wait_for(lambda: viewer.rendition == "high", 60, "the climb back to 'high'")
