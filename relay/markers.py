@@ -123,6 +123,7 @@ class MarkerBook:
         self.history: deque[tuple[float, str, dict[str, Any]]] = deque(maxlen=MAX_HISTORY)
         self.listeners: list[Callable[[str], None]] = []
         self.version = 0
+        self._snapshot: tuple[int, str] = (-1, "")  # (version, every marker encoded)
         self._lock = threading.Lock()
         for line in lines:  # the log's verified lines, oldest first
             self._apply(line.get("op", ""), line.get("m"), float(line.get("t", 0)))
@@ -205,9 +206,12 @@ class MarkerBook:
         return sorted(state.values(), key=lambda m: m["placed"])
 
     def snapshot_message(self) -> str:
-        """Every marker now, for a viewer whose channel just opened."""
-        doc = {"type": "markers", "all": self.listing(), "n": self.version}
-        return json.dumps(doc, separators=(",", ":"))
+        """Every marker now, for a viewer whose channel just opened: encoded once per version
+        of the book, not once per viewer (the wall opens a channel per tile)."""
+        if self._snapshot[0] != self.version:
+            doc = {"type": "markers", "all": self.listing(), "n": self.version}
+            self._snapshot = (self.version, json.dumps(doc, separators=(",", ":")))
+        return self._snapshot[1]
 
 
 def geojson(markers: list[dict[str, Any]]) -> dict[str, Any]:
