@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .auth import ice_servers_for
 from .cascade import Forwards, WhepPull
+from .cluster import Cluster
 from .config import PASSTHROUGH, Config
 from .egress import WhepEgress
 from .http import Services, build_routes, end_expired_shares
@@ -42,8 +43,11 @@ def create_app(config: Config) -> web.Application:
     quiet_malformed_requests()
     services = _services(config)
     sources = ConfiguredSources(config, services.registry, services.pulls)
+    if config.cluster.enabled:
+        services.cluster = _cluster(services)
+    node = services.cluster.me if services.cluster is not None else config.name
     services.metrics = metrics_renderer(services.registry, lambda: _counters(services, sources),
-                                        services.whep.viewers_of)
+                                        services.whep.viewers_of, node)
     _wire_streams(services)
     app = web.Application(client_max_size=256 * 1024)
     build_routes(app, services)
@@ -83,6 +87,28 @@ def _services(config: Config) -> Services:
         shares=ShareBook(config.auth.shares_file),
         record=record,
         forwards=Forwards(registry, config, ice, record) if any(s.forward for s in config.streams) else None)
+
+
+def _cluster(services: Services) -> Cluster:
+    """This relay as a node of a cluster (its directory in Redis)."""
+    whep, config = services.whep, services.config
+
+    def share_sessions() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for sess in whep.sessions.values():
+            p = sess.principal
+            if p is not None and p.share and p.jti:
+                counts[p.jti] = counts.get(p.jti, 0) + 1
+        return counts
+
+    async def end_share(share_id: str) -> int:
+        return await whep.end_where(lambda s: s.principal is not None and s.principal.jti == share_id,
+                                    "share link revoked")
+
+    cluster = Cluster(config, services.registry, services.shares, services.pulls, whep.count,
+                      lambda: len(whep.sessions), share_sessions, lambda: ice_servers_for(config, "relay"))
+    cluster.end_share = end_share
+    return cluster
 
 
 def _markers(config: Config, record: RecordService | None, whep: WhepEgress) -> MarkerBook | None:
@@ -202,6 +228,8 @@ def _counters(services: Services, sources: ConfiguredSources) -> dict[str, float
     out["refused_sender_not_allowed"] = sum(g.refused_not_allowed for g in gates)
     out["refused_second_sender"] = sum(g.refused_second_sender for g in gates)
     out["telemetry_malformed"] = sum(sum(e.telemetry.malformed.values()) for e in registry.entries.values())
+    if services.cluster is not None:
+        out.update(services.cluster.counters())
     if record is not None:
         out.update(record.counters())
         out["record_paused"] = 1.0 if record.paused else 0.0
@@ -237,6 +265,8 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
         _service(app, "rtmp", services.rtmp.start, services.rtmp.stop)
     if services.forwards is not None:
         _service(app, "forwards", services.forwards.start, services.forwards.stop)
+    if services.cluster is not None:
+        _service(app, "cluster", services.cluster.start, services.cluster.stop)
 
 
 def _service(app: web.Application, name: str, start: Callable[[], Awaitable[None]] | None,

@@ -17,12 +17,16 @@ __all__ = ["metrics_renderer"]
 
 class _RelayCollector:
     def __init__(self, registry: Registry, counters: Callable[[], dict[str, float]],
-                 viewers_of: Callable[[str], Mapping[str, ViewerInfo]]) -> None:
+                 viewers_of: Callable[[str], Mapping[str, ViewerInfo]], node: str) -> None:
         self.registry = registry
+        self.node = node
         self.counters = counters
         self.viewers_of = viewers_of
 
     def collect(self) -> Iterator[Any]:
+        info = GaugeMetricFamily("relay_node_info", "This relay (a cluster's node)", labels=["node"])
+        info.add_metric([self.node], 1.0)
+        yield info
         up = GaugeMetricFamily("relay_stream_live", "1 when the stream's publisher is live",
                                labels=["stream", "state"])
         fps = GaugeMetricFamily("relay_stream_fps", "Source frames per second", labels=["stream"])
@@ -86,10 +90,10 @@ class _RelayCollector:
 
 def metrics_renderer(
     registry: Registry, counters: Callable[[], dict[str, float]],
-    viewers_of: Callable[[str], Mapping[str, ViewerInfo]],
+    viewers_of: Callable[[str], Mapping[str, ViewerInfo]], node: str = "relay",
 ) -> Callable[[], bytes]:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_RelayCollector(registry, counters, viewers_of))
+    reg.register(_RelayCollector(registry, counters, viewers_of, node))
 
     def render() -> bytes:
         return bytes(generate_latest(reg))

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class ShareBook:
     def __init__(self, path: str = "") -> None:
         self.path = Path(path) if path else None
         self.shares: dict[str, Share] = {}
+        self.listeners: list[Callable[[Share], None]] = []  # told of each link made or revoked here
         if self.path is not None and self.path.exists():
             try:
                 for d in json.loads(self.path.read_text(encoding="utf-8")):
@@ -67,6 +69,7 @@ class ShareBook:
             raise ValueError(f"{MAX_SHARES} share links exist: revoke some first")
         self.shares[share.id] = share
         self._save()
+        self._tell(share)
 
     def get(self, share_id: str | None) -> Share | None:
         return self.shares.get(share_id) if share_id else None
@@ -82,7 +85,29 @@ class ShareBook:
         if s.revoked is None:
             s.revoked = time.time()
             self._save()
+            self._tell(s)
         return s
+
+    def merge(self, doc: dict[str, Any]) -> Share | None:
+        """A link as another node knows it (a cluster's shared book): added if new, revoked
+        if revoked there (a revocation is never undone). Returns the link, None if malformed."""
+        try:
+            theirs = Share(**{k: v for k, v in doc.items() if k != "active"})
+        except TypeError:
+            return None
+        ours = self.shares.get(theirs.id)
+        if ours is None:
+            self.shares[theirs.id] = ours = theirs
+        elif theirs.revoked is not None and ours.revoked is None:
+            ours.revoked = theirs.revoked
+        else:
+            return ours
+        self._save()
+        return ours
+
+    def _tell(self, share: Share) -> None:
+        for cb in tuple(self.listeners):
+            cb(share)
 
     def listing(self) -> list[dict[str, Any]]:
         return [s.doc() for s in sorted(self.shares.values(), key=lambda s: -s.created)]

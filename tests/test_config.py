@@ -147,6 +147,8 @@ FULL = {
     "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
                   "tile_attribution": "© tiles", "overlay": True},
     "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50},
+    "cluster": {"redis": "rediss://:pw@redis.example:6380/1", "node": "node-2",
+                "url": "https://node-2.example:8443", "viewers": "redirect", "refresh_s": 0.5, "ttl_s": 2.0, "linger_s": 30.0},
     "srt": {"enabled": True, "host": "10.0.0.3", "port": 9000, "latency_ms": 400},
 }
 
@@ -227,6 +229,8 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
     doc = {**FULL, "server": {**FULL["server"], "tls_cert": str(tmp_path / "cert.pem"),
                               "tls_key": str(tmp_path / "key.pem")},
            "streams": {"d1": {**FULL["streams"]["d1"], "peer_ca": str(tmp_path / "cert.pem")}},
+           "cluster": {**FULL["cluster"], "redis_ca": str(tmp_path / "cert.pem"),
+                       "peer_ca": str(tmp_path / "cert.pem")},
            "vehicles": [{"name": "vehicle-1", "token": "vehicle-token-1", "streams": ["d1"],
                          "public_key": public_key(tmp_path)}]}
     cfg = parse(doc, env={})

@@ -123,6 +123,9 @@ class WhepPull:
                 last = max([started, *(v.last_frame for v in videos)])
                 if time.monotonic() - last > SILENT_S:
                     return f"no picture for {SILENT_S:.0f} s"
+                moved = self.moved()
+                if moved:
+                    return moved
             return "session ended"
         finally:
             self.upstream = None
@@ -133,6 +136,11 @@ class WhepPull:
                         pass
             await session.close("pull ended")
             entry.release(session_id)
+
+    def moved(self) -> str | None:
+        """Why this session should end now although it works (a cluster edge: the stream
+        lives on another node now); None: it should not."""
+        return None
 
     def _on_track(self, pc: Any, session: PeerSession, videos: list[InboundVideo]) -> None:
         @pc.on("track")  # type: ignore[untyped-decorator]

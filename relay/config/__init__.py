@@ -11,6 +11,7 @@ from .load import load, parse, redact_url
 from .schema import (
     AbrConfig,
     AuthConfig,
+    ClusterConfig,
     Config,
     IceServer,
     LatencyConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "STREAM_NAME",
     "AbrConfig",
     "AuthConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "IceServer",

@@ -25,6 +25,7 @@ from .checks import (
     stun_url,
     tile_url,
 )
+from .cluster import ClusterConfig
 from .fields import (
     ConfigError,
     Ctx,
@@ -45,7 +46,8 @@ from .fields import (
     text,
 )
 
-__all__ = ["CODECS", "DEFAULT_LADDER", "MODES", "AbrConfig", "AuthConfig", "Config", "IceServer",
+__all__ = ["CODECS", "DEFAULT_LADDER", "MODES", "AbrConfig", "AuthConfig", "ClusterConfig", "Config",
+           "IceServer",
            "LatencyConfig", "LimitsConfig", "MarkersConfig", "MediaConfig", "RecordConfig", "Rendition",
            "RtmpConfig", "SrtConfig", "StreamConfig", "TelemetryConfig", "TokenConfig", "VehicleConfig",
            "WebRTCConfig"]
@@ -296,6 +298,7 @@ class Config:
     record: RecordConfig = section(RecordConfig)
     telemetry: TelemetryConfig = section(TelemetryConfig)
     markers: MarkersConfig = section(MarkersConfig)
+    cluster: ClusterConfig = section(ClusterConfig)
     vehicles: tuple[VehicleConfig, ...] = tables(VehicleConfig, "must be an array of tables ([[vehicles]])")
 
     @property
@@ -331,6 +334,9 @@ class Config:
         if dup is not None:
             raise ConfigError(f"vehicles[{len(names) - 1 - names[::-1].index(dup)}].name",
                               f"duplicate vehicle name {dup!r}")
+        if self.cluster.enabled and self.auth.enabled and not self.auth.jwt_secret:
+            raise ConfigError("auth.jwt_secret", "a cluster with auth needs it (the same on every node): "
+                                                 "nodes sign their pulls from each other with it")
         if self.vehicles and not self.auth.enabled:
             raise ConfigError("vehicles", "needs [auth] enabled: a vehicle is known by its token")
         for s in self.streams:

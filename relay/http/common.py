@@ -15,6 +15,7 @@ from aiohttp import web
 from ..auth import Action, Decision, bearer_token
 from ..auth import authorize as decide
 from ..cascade import Forwards, WhepPull
+from ..cluster import Cluster
 from ..config import STREAM_NAME, Config
 from ..egress import WhepEgress
 from ..errors import RelayError
@@ -64,6 +65,7 @@ class Services:
     forwards: Forwards | None = None
     pulls: dict[str, WhepPull] = field(default_factory=dict)  # whep+http(s) sources, by stream
     markers: MarkerBook | None = None  # None: markers.enabled = false
+    cluster: Cluster | None = None  # None: one node ([cluster] redis unset)
     marker_rate: RateBook = field(default_factory=lambda: RateBook(30))
 
 
@@ -127,8 +129,9 @@ async def json_object(request: web.Request, what: str, limit: int = 4096) -> dic
 
 def share_sessions(svc: Services, share_id: str) -> int:
     """Viewing sessions opened through one share link (its token's id)."""
-    return sum(1 for sess in svc.whep.sessions.values()
+    here = sum(1 for sess in svc.whep.sessions.values()
                if sess.principal is not None and sess.principal.jti == share_id)
+    return here + (svc.cluster.remote_share_sessions(share_id) if svc.cluster is not None else 0)
 
 
 def page(name: str) -> Handler:

@@ -45,6 +45,8 @@ def _qr_svg(url: str) -> str:
 
 async def create(request: web.Request) -> web.Response:
     decision, svc, doc = await mint_request(request, "share links", "share request")
+    if svc.cluster is not None:  # a link made now must be known on every node
+        svc.cluster.require("share links")
     stream, cap = doc.get("stream"), doc.get("max_viewers", 0)
     if not isinstance(stream, str) or not STREAM_NAME.match(stream):
         raise RelayError(422, "stream must be a stream name")

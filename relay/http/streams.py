@@ -62,7 +62,12 @@ async def api_streams(request: web.Request) -> web.Response:
     svc = services_of(request)
     authorize(request, "list")
     docs = [stream_doc(svc, e) for e in svc.registry.entries.values() if visible(request, e)]
+    if svc.cluster is not None:  # every node's streams, each with the node it lives on
+        config, token = svc.config, token_of(request)
+        docs = svc.cluster.listing(docs, lambda name: authenticate(config, "view", name, token).allowed)
     return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config),
+                              "node": svc.cluster.me if svc.cluster is not None else svc.config.name,
+                              "nodes": svc.cluster.nodes() if svc.cluster is not None else [],
                               "markers": svc.markers.listing() if svc.markers is not None else [],
                               "markers_version": svc.markers.version if svc.markers is not None else 0})
 

@@ -103,6 +103,11 @@ async def whip_delete(request: web.Request) -> web.Response:
 async def whep_post(request: web.Request) -> web.Response:
     stream, decision, offer = await _offered(request, "view")
     svc = services_of(request)
+    if svc.cluster is not None:  # a stream of another node: pulled here, or 307 to it
+        elsewhere = await svc.cluster.serve(stream, request.query_string)
+        if elsewhere is not None:
+            return web.Response(status=307, headers={"Location": elsewhere, "Cache-Control": "no-store"},
+                                text=f"stream {stream!r} is served by its node: {elsewhere}\n")
     rendition = request.query.get("rendition") or None
     who = decision.principal
     if who is not None and who.share:

@@ -27,6 +27,7 @@ class Registry:
         self.on_created: list[Callable[[Entry], None]] = []
         self.on_removed: list[Callable[[Entry], None]] = []
         self.refused = 0  # streams not created because of limits.unconfigured_streams
+        self.guard: Callable[[Entry, str], None] | None = None  # every entry's (a cluster's claims)
 
     def start(self) -> None:
         for s in self.config.streams:
@@ -61,6 +62,7 @@ class Registry:
 
     def _create(self, name: str, configured: bool) -> Entry:
         entry = Entry(name, self.config, configured, self.keyframes)
+        entry.guard = self.guard
         self.entries[name] = entry
         for cb in tuple(self.on_created):
             cb(entry)

@@ -33,6 +33,8 @@ class Entry:
         self.configured = configured
         self.mode = config.mode(name)
         self.slot = PublisherSlot(name)
+        # Asked before every claim (a cluster: 409 while another node owns the stream).
+        self.guard: Callable[[Entry, str], None] | None = None
         self.source_info = SourceInfo()
         self.liveness = Liveness(name, config.media.signal_lost_after_s, self._changed)
         self.listeners: list[Callable[[Entry], None]] = []  # told of every change of state
@@ -82,6 +84,8 @@ class Entry:
     def claim(self, session_id: str, kind: str, remote: str,
               evict: Callable[[str], None] | None = None) -> None:
         """Become the stream's publisher (409 while another one's media flows)."""
+        if self.guard is not None:
+            self.guard(self, kind)
         self.slot.claim(session_id, kind, remote, self.liveness, evict)
 
     def release(self, session_id: str) -> None:

@@ -91,6 +91,10 @@ class Liveness:
         self._changed()
 
 
+# Publishers over WebRTC: their packets are forwarded only once H.264 is agreed.
+WEBRTC_KINDS = frozenset({"whip", "whep-pull", "cluster-edge"})
+
+
 class PublisherSlot:
     """Who publishes the stream: one at a time; a stale one may be taken over."""
 
@@ -140,7 +144,7 @@ class PublisherSlot:
                 old_evict(old)
         self.holder = session_id
         self.kind = kind
-        self.forwards_packets = kind not in ("whip", "whep-pull")  # (theirs: once H.264 is agreed)
+        self.forwards_packets = kind not in WEBRTC_KINDS  # (theirs: once H.264 is agreed)
         self.keyframe_upstream = None
         self.remote = remote
         self.since = time.monotonic()
