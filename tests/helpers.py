@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -203,8 +204,14 @@ class Drone:
 
 
 async def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    """Until ``cond()`` holds (a coroutine function's result is awaited)."""
     deadline = time.monotonic() + timeout
-    while not cond():
+    while True:
+        held = cond()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)

@@ -64,6 +64,27 @@ class Lab:
             sh("ip", "link", "set", end, "up", ns=host)
         return ea, eb
 
+    def lan(self, members: dict[str | None, str]) -> str:
+        """One Ethernet segment joining ``members`` (host -> address in CIDR; None: the test's
+        own namespace): a bridge in a switch namespace of its own. Returns the switch."""
+        switch = self.host("sw")
+        sh("ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", ns=switch)
+        sh("ip", "link", "set", "br0", "up", ns=switch)
+        for host, addr in members.items():
+            self._pairs = getattr(self, "_pairs", 0) + 1
+            port, end = f"v{self.tag}s{self._pairs}"[:15], f"v{self.tag}h{self._pairs}"[:15]
+            sh("ip", "link", "add", port, "type", "veth", "peer", "name", end)
+            sh("ip", "link", "set", port, "netns", switch)
+            sh("ip", "link", "set", port, "master", "br0", ns=switch)
+            sh("ip", "link", "set", port, "up", ns=switch)
+            if host is not None:
+                sh("ip", "link", "set", end, "netns", host)
+            else:
+                self.links.append(end)
+            sh("ip", "addr", "add", addr, "dev", end, ns=host)
+            sh("ip", "link", "set", end, "up", ns=host)
+        return switch
+
     def route(self, host: str | None, dest: str, via: str) -> None:
         sh("ip", "route", "add", dest, "via", via, ns=host)
 

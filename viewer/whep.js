@@ -149,7 +149,8 @@ export class WhepPlayer {
       err.status = resp.status;
       throw err;
     }
-    this.location = new URL(resp.headers.get("Location"), location.href).toString();
+    // (resp.url: where a 307 of a cluster node sent the offer — the session lives there)
+    this.location = new URL(resp.headers.get("Location"), resp.url || location.href).toString();
     await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
   }
 

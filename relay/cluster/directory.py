@@ -90,6 +90,7 @@ class Directory:
         self.wanted: Callable[[], set[str]] = set
         self.on_lost: Callable[[str, str], None] = lambda stream, owner: None
         self.on_rejoin: list[Callable[[], None]] = []
+        self.on_refreshed: Callable[[], None] = lambda: None
         self._kick = asyncio.Event()
         self._said_down = False
 
@@ -151,6 +152,7 @@ class Directory:
             else:
                 self.holding.discard(stream)
                 self.on_lost(stream, str(owner))
+        self.on_refreshed()
         if rejoined:
             if self._said_down:
                 log.warning("cluster directory reachable again: rejoined",

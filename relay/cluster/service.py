@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jwt
 import psutil
 
 from ..cascade import WhepPull
@@ -59,7 +60,7 @@ class Cluster:
         self._proc = psutil.Process(os.getpid())
         self._net = (time.monotonic(), _sent_bytes())
         d = self.directory
-        d.record, d.wanted, d.on_lost = self.record, self.wanted, self._lost
+        d.record, d.wanted, d.on_lost, d.on_refreshed = self.record, self.wanted, self._lost, self._adopt
         d.on_rejoin.append(lambda: self._spawn(self.sync_shares()))
         registry.guard = self.guard
         shares.listeners.append(self._share_changed)
@@ -137,6 +138,25 @@ class Cluster:
             return f"{owner.get('url')}/whep/{stream}" + (f"?{query}" if query else "")
         await self.edges.ensure(stream)
         return None
+
+    def _adopt(self) -> None:
+        """Viewers here of a stream nobody published here (they joined while it waited),
+        which another node now owns: pulled here for them, without their reloading."""
+        for entry in tuple(self.registry.entries.values()):
+            name = entry.name
+            if name in self.edges.edges or not self.viewers(name):
+                continue
+            if entry.slot.holder is not None and entry.slot.kind != EDGE_KIND:
+                continue
+            owner = self.directory.owner(name)
+            if owner is not None and owner.get("name") != self.me:
+                self._spawn(self._ensure(name))
+
+    async def _ensure(self, name: str) -> None:
+        try:
+            await self.edges.ensure(name)
+        except RelayError as exc:
+            log.warning("edge pull not started", extra={"stream": name, "reason": exc.reason})
 
     # ------------------------------------------------------------------ the picture
 
@@ -231,6 +251,23 @@ class Cluster:
                     await redis.hset(SHARES, share.id, json.dumps(share.doc()))
         except FAULTS as exc:
             log.warning("share links not synced with the cluster", extra={"error": str(exc)})
+
+    async def learn_share(self, token: str | None) -> None:
+        """A share link's token this node has not heard of yet (made on another node a
+        moment ago): its entry is read from the cluster's book before the token is judged.
+        The signature is checked by the decision that follows, as for every token."""
+        if not token or len(token) > 4096 or token.count(".") != 2:
+            return
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return
+        jti = claims.get("jti") if isinstance(claims, dict) and claims.get("share") else None
+        if not isinstance(jti, str) or self.shares.get(jti) is not None or not self.directory.up:
+            return
+        with contextlib.suppress(*FAULTS):
+            raw = await asyncio.wait_for(self.directory.redis.hget(SHARES, jti), 1.0)
+            await self._apply_share(str(raw) if raw is not None else None)
 
     async def _apply_share(self, raw: str | None) -> None:
         if not raw:

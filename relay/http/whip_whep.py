@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth import Action, Decision, ice_servers_for, share_has_room
 from ..config import Config
 from ..errors import RelayError
-from .common import authorize, label_of, read_body, remote_of, services_of, share_sessions
+from .common import authorize, label_of, read_body, remote_of, services_of, share_sessions, token_of
 
 __all__ = ["options", "session_options", "trickle", "whep_delete", "whep_post", "whip_delete", "whip_post"]
 
@@ -83,6 +83,9 @@ async def _offered(request: web.Request, action: Action) -> tuple[str, Decision,
     """An offer's common steps: may the token ``action`` the stream, the SDP body, the
     client's offer budget. Returns (stream, decision, offer)."""
     stream = request.match_info["stream"]
+    svc = services_of(request)
+    if svc.cluster is not None:  # a share link made on another node a moment ago
+        await svc.cluster.learn_share(token_of(request))
     decision = authorize(request, action, stream)
     offer = await read_offer(request)
     admit_offer(request)

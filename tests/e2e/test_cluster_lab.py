@@ -1,0 +1,418 @@
+"""Relays as a cluster on Redis, in a lab of namespaces: one per node, one for Redis, one
+switch; the drone and the aiortc viewers in the test's own namespace, Chromium inside a
+node's. Every node is a separate ``python -m relay`` process (SIGKILL is real), Redis is
+Debian's ``redis-server`` started by the test (no persistence).
+
+1. watched everywhere: a drone on node A is watched on B and C (one pull per node, however
+   many viewers there); A's claim refuses a second publisher on C; a share link revoked on
+   B ends its session on C; A is killed, the drone redials B, and C's viewers get the
+   picture back without reloading.
+2. Redis fails: stopped, every node keeps serving and refuses cluster-only work with 503,
+   started again (empty), every node rejoins; a node cut off from Redis gives up its claim
+   before another node may take the stream (never two owners), and ends its publisher when
+   it is back in contact; a node in redirect mode sends Chromium to the owner (307).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+
+from relay.webrtc import use_host_addresses
+from tests.browser import CHROMIUM, chromium
+from tests.helpers import Drone, WhepViewer, wait_for
+from tests.netlab import Lab, need_lab, sh
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab")]
+NET = "10.213.0"
+ME, REDIS = f"{NET}.2", f"{NET}.10"
+PUB, VIEW, CONTROL = "drone-publish-token", "viewer-token-12345", "lagezentrum-control-token"
+JWT = "cluster-shared-jwt-secret-0123456789abcdef"
+
+
+def node_toml(name: str, ip: str, auth: bool, viewers: str = "pull") -> str:
+    auth_part = f"""
+[auth]
+enabled = true
+publish_token = "{PUB}"
+view_token = "{VIEW}"
+jwt_secret = "{JWT}"
+
+[[auth.tokens]]
+name = "lagezentrum"
+token = "{CONTROL}"
+role = "control"
+""" if auth else ""
+    return f"""
+[server]
+host = "{ip}"
+port = 8480
+name = "{name}"
+
+[[renditions]]
+name = "high"
+height = 360
+bitrate_kbps = 1200
+
+[media]
+default_mode = "both"
+
+[webrtc]
+ice_addresses = ["{ip}"]
+{auth_part}
+[cluster]
+redis = "redis://{REDIS}:6379/0"
+url = "http://{ip}:8480"
+viewers = "{viewers}"
+
+[streams.drone1]
+title = "Waldbrand Nord"
+"""
+
+
+@dataclass
+class Node:
+    name: str
+    ns: str
+    ip: str
+    proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:8480"
+
+
+class Cluster:
+    """The lab: a switch, Redis, nodes."""
+
+    def __init__(self, lab: Lab, names: list[str]) -> None:
+        self.lab = lab
+        self.nodes = {n: Node(n, lab.host(f"n{n}"), f"{NET}.{11 + i}") for i, n in enumerate(names)}
+        self.redis_ns = lab.host("redis")
+        members: dict[str | None, str] = {None: f"{ME}/24", self.redis_ns: f"{REDIS}/24"}
+        members.update({n.ns: f"{n.ip}/24" for n in self.nodes.values()})
+        lab.lan(members)
+        self.redis: Any = None
+
+    def start_redis(self) -> None:
+        assert shutil.which("redis-server"), "redis-server is missing: scripts/setup.sh --dev installs it"
+        self.redis = self.lab.spawn(self.redis_ns, "redis-server", "--bind", REDIS, "--port", "6379",
+                                    "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                                    log="redis.log")
+
+    def stop_redis(self) -> None:
+        self.redis.terminate()
+        self.redis.wait(5)
+
+    def start(self, name: str, auth: bool = True, viewers: str = "pull") -> None:
+        node = self.nodes[name]
+        path = self.lab.dir / f"{name}.toml"
+        path.write_text(node_toml(name, node.ip, auth, viewers))
+        node.proc = self.lab.spawn(node.ns, sys.executable, "-m", "relay", "--config", str(path), log=f"{name}.log")
+
+    def kill(self, name: str) -> None:
+        proc = self.nodes[name].proc
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+
+    def cut(self, name: str, on: bool) -> None:
+        """The node's packets to and from Redis are dropped (its other links stay up)."""
+        ns = self.nodes[name].ns
+        if on:
+            self.lab.nft(ns, f"""
+table inet cut {{
+  chain out {{ type filter hook output priority 0; policy accept; ip daddr {REDIS} drop; }}
+  chain in {{ type filter hook input priority 0; policy accept; ip saddr {REDIS} drop; }}
+}}
+""")
+        else:
+            sh("nft", "delete", "table", "inet", "cut", ns=ns)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n{self.lab.log(f'{n}.log')[-2500:]}" for n in self.nodes)
+
+
+async def get(url: str, token: str | None = CONTROL) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url, headers=headers,
+                                                       timeout=aiohttp.ClientTimeout(total=2)) as r:
+            if r.status != 200:
+                return None
+            return await (r.json() if r.content_type == "application/json" else r.text())
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def metric(node: Node, name: str, token: str | None = CONTROL) -> float | None:
+    text = await get(f"{node.url}/metrics", token)
+    for line in (text or "").splitlines():
+        if line.startswith(f"relay_{name} ") or line.startswith(f"relay_{name}_total "):
+            return float(line.split()[-1])
+    return None
+
+
+async def stream_on(node: Node, token: str | None = CONTROL) -> dict[str, Any] | None:
+    doc = await get(f"{node.url}/api/streams", token)
+    return next((s for s in doc["streams"] if s["name"] == "drone1"), None) if doc else None
+
+
+async def offer_status(url: str, token: str | None = None) -> tuple[int, str]:
+    """A real offer (aiortc: sendonly video to /whip, recvonly to /whep), not followed:
+    the relay's status and answer."""
+    pc = RTCPeerConnection()
+    headers = {"Content-Type": "application/sdp", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        pc.addTransceiver("video", direction="sendonly" if "/whip/" in url else "recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as s, s.post(url, data=pc.localDescription.sdp, headers=headers,
+                                                        allow_redirects=False) as r:
+            return r.status, (await r.text()).strip()
+    finally:
+        await pc.close()
+
+
+async def healthy(cluster: Cluster, names: list[str], token: str | None = CONTROL) -> None:
+    async def all_known() -> bool:
+        for n in names:
+            doc = await get(f"{cluster.nodes[n].url}/api/streams", token)
+            if not doc or len(doc["nodes"]) != len(names):
+                return False
+        return True
+    await wait_for(all_known, 40, f"nodes {names} to see each other in Redis")
+
+
+async def viewers_at(node: Node) -> list[dict[str, Any]]:
+    doc = await get(f"{node.url}/api/streams/drone1/stats")
+    return list(doc["viewers"]) if doc else []
+
+
+@pytest.mark.timeout(300)
+async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None:
+    need_lab()
+    use_host_addresses([ME])  # this process's peers (the drone, the viewers) offer the lab address
+    lab = Lab("k")
+    cluster = Cluster(lab, ["a", "b", "c"])
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    viewers: list[WhepViewer] = []
+    drone: Drone | None = None
+    try:
+        cluster.start_redis()
+        for n in "abc":
+            cluster.start(n)
+        await healthy(cluster, ["a", "b", "c"])
+        drone = Drone(f"{a.url}/whip/drone1", token=PUB)
+        await wait_for(lambda: _live_here(a), 30, "the drone live on node a")
+
+        # Watched on B and C: twice on C, once on B; A serves one pull per node.
+        for node in (b, c, c):
+            v = WhepViewer(node.url, "drone1", token=VIEW, read_stamps=False)
+            viewers.append(v)
+            await v.start()
+        await wait_for(lambda: all(v.seen.frames > 30 for v in viewers), 30, "frames on B and C")
+        at_a = await viewers_at(a)
+        print(f"\nviewers at the origin: {[v['who'] for v in at_a]}")
+        assert sorted(v["who"] for v in at_a) == ["node b", "node c"], at_a
+        listed = await stream_on(b)
+        assert listed is not None and listed["node"] == "a" and listed["edge"] and listed["state"] == "live", listed
+
+        async with chromium(executable=lab.wrapper(c.ns, CHROMIUM)) as ctx:
+            page = await ctx.new_page()
+            await page.goto(f"{c.url}/view/drone1#token={VIEW}")
+            await page.wait_for_function("window.__player && window.__player.stats.fps > 10", timeout=30_000)
+            stats = await page.evaluate("() => ({...window.__player.stats})")
+            print(f"chromium on node c: {stats['fps']} fps, {stats['latency']} ms ({stats['kind']})")
+            assert stats["kind"] == "glass-to-glass" and 0 < stats["latency"] < 1000, stats
+            assert len(await viewers_at(a)) == 2  # still one pull per node
+
+            # A's claim: a second publisher on C is refused, as on one node.
+            status, reason = await offer_status(f"{c.url}/whip/drone1", PUB)
+            assert status == 409 and "on node a" in reason, (status, reason)
+
+            await share_revoked_on_b_ends_session_on_c(b, c)
+            await node_killed(cluster, a, b, c, drone, viewers, page)
+            drone = None
+    finally:
+        for v in viewers:
+            await v.close()
+        if drone is not None:
+            await drone.stop()
+        print(cluster.logs())
+        lab.close()
+
+
+async def _live_here(node: Node) -> bool:
+    doc = await stream_on(node)
+    return doc is not None and doc["state"] == "live" and doc["node"] == node.name and not doc.get("edge")
+
+
+async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{b.url}/api/shares", json={"stream": "drone1", "label": "Nachbarwehr Ost", "ttl_s": 600},
+                          headers={"Authorization": f"Bearer {CONTROL}"}) as r:
+            assert r.status == 201, await r.text()
+            share = await r.json()
+        guest = WhepViewer(c.url, "drone1", token=share["token"], read_stamps=False)
+        try:
+            await guest.start()
+            await wait_for(lambda: guest.seen.frames > 10, 20, "the share link's viewer on C")
+            assert any(v["who"] == "Nachbarwehr Ost" for v in await viewers_at(c))
+            async with s.delete(f"{b.url}/api/shares/{share['id']}",
+                                headers={"Authorization": f"Bearer {CONTROL}"}) as r:
+                assert r.status == 200, await r.text()
+            t0 = time.monotonic()
+
+            async def gone() -> bool:
+                return not any(v["who"] == "Nachbarwehr Ost" for v in await viewers_at(c))
+            await wait_for(gone, 5, "the revoked link's session on C to end")
+            took = time.monotonic() - t0
+            print(f"share link revoked on B: its session on C ended after {took * 1000:.0f} ms")
+            assert took < 2.0, took
+            status, _ = await offer_status(f"{c.url}/whep/drone1", share["token"])
+            assert status == 403, status
+        finally:
+            await guest.close()
+
+
+async def node_killed(cluster: Cluster, a: Node, b: Node, c: Node, drone: Drone, viewers: list[WhepViewer],
+                      page: Any) -> None:
+    """SIGKILL A; the drone redials B (its second address); C's viewers (aiortc and the
+    page) get the picture back without reloading."""
+    cluster.kill("a")
+    t_kill = time.monotonic()
+    await drone.stop()
+    redial = Drone(f"{b.url}/whip/drone1", token=PUB)  # refused (409) until A's claim lapses
+    try:
+        await wait_for(lambda: _live_here(b), 30, "the drone live on node b")
+        t_back = time.monotonic()
+        counts = [v.seen.frames for v in viewers]
+        page_frames = await page.evaluate("window.__player.stats.frames || 0")
+
+        def resumed() -> bool:
+            return all(v.seen.frames > n + 15 for v, n in zip(viewers, counts, strict=True))
+        await wait_for(resumed, 15, "pictures on B and C again")
+        t_pic = time.monotonic()
+        await page.wait_for_function(f"(window.__player.stats.frames || 0) > {page_frames} + 15", timeout=15_000)
+        t_page = time.monotonic()
+        listed = await stream_on(c)
+        print(f"node a killed: drone live on b after {t_back - t_kill:.1f} s; viewers on B and C "
+              f"{t_pic - t_back:.1f} s after that, the page on C {t_page - t_back:.1f} s "
+              f"(death to picture {t_pic - t_kill:.1f} s)")
+        assert t_pic - t_back <= 5.0 and t_page - t_back <= 5.0, (t_pic - t_back, t_page - t_back)
+        assert listed is not None and listed["node"] == "b", listed
+        assert not any(n["name"] == "a" for n in (await get(f"{c.url}/api/streams"))["nodes"])
+    finally:
+        await redial.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_redis_lost_and_back_and_a_node_cut_off_gives_up_its_claim() -> None:
+    need_lab()
+    use_host_addresses([ME])
+    lab = Lab("r")
+    cluster = Cluster(lab, ["a", "b", "c"])
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    drone = second = None
+    viewer = WhepViewer(b.url, "drone1", read_stamps=False)
+    try:
+        cluster.start_redis()
+        cluster.start("a", auth=False)
+        cluster.start("b", auth=False)
+        cluster.start("c", auth=False, viewers="redirect")
+        await healthy(cluster, ["a", "b", "c"], token=None)
+        drone = Drone(f"{a.url}/whip/drone1")
+        await wait_for(lambda: _live_here_open(a), 30, "the drone live on node a")
+        await viewer.start()
+        await wait_for(lambda: viewer.seen.frames > 30, 30, "frames on B")
+
+        # Redirect mode: C answers 307 to A, Chromium follows it and plays from A.
+        async with chromium(executable=lab.wrapper(c.ns, CHROMIUM)) as ctx:
+            page = await ctx.new_page()
+            await page.goto(f"{c.url}/view/drone1")
+            await page.wait_for_function("window.__player && window.__player.stats.fps > 10", timeout=30_000)
+            doc = await get(f"{c.url}/api/streams/drone1", None)
+            assert doc is None or doc.get("viewers", 0) == 0, doc  # nothing served by C itself
+            at_a = await get(f"{a.url}/api/streams/drone1/stats", None)
+            assert at_a is not None and len(at_a["viewers"]) == 2, at_a  # B's pull and the page
+
+        # Redis stopped: every node keeps serving, cluster-only work is refused with 503.
+        cluster.stop_redis()
+        await wait_for(lambda: _all_metric(cluster, "cluster_redis_up", 0.0), 10, "every node to see Redis gone")
+        n0 = viewer.seen.frames
+        await asyncio.sleep(3)
+        assert viewer.seen.frames - n0 > 45, viewer.seen.frames - n0
+        status, reason = await offer_status(f"{b.url}/whep/drone9")
+        assert status == 503 and "unreachable" in reason, (status, reason)
+
+        # Started again (empty): everyone rejoins, A claims drone1 again.
+        cluster.start_redis()
+        await wait_for(lambda: _all_metric(cluster, "cluster_redis_up", 1.0), 15, "every node to rejoin")
+        await wait_for(lambda: _listed_on(c, "a"), 10, "drone1 on node a in C's listing again")
+        for n in "abc":
+            log = lab.log(f"{n}.log")
+            assert log.count("cluster directory unreachable") == 1, log[-2000:]
+            assert "rejoined" in log
+
+        # A cut off from Redis: it gives its claim up before Redis lets it lapse; then a
+        # publisher on B may take the stream, and never are both holding it.
+        samples: list[tuple[float, float | None, float | None]] = []
+        cluster.cut("a", True)
+        t_cut = time.monotonic()
+        second = Drone(f"{b.url}/whip/drone1")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            held_a, held_b = await asyncio.gather(metric(a, "cluster_claims_held", None),
+                                                  metric(b, "cluster_claims_held", None))
+            samples.append((time.monotonic() - t_cut, held_a, held_b))
+            if held_b == 1.0:
+                break
+            await asyncio.sleep(0.1)
+        gave_up = next((t for t, ha, _ in samples if ha == 0.0), None)
+        taken = next((t for t, _, hb in samples if hb == 1.0), None)
+        print(f"\nA cut off: gave its claim up after {gave_up} s, B took the stream after {taken} s")
+        assert gave_up is not None and taken is not None and gave_up < taken, samples
+        assert not any(ha == 1.0 and hb == 1.0 for _, ha, hb in samples), samples
+        assert viewer.seen.frames > n0  # B's viewers were served throughout
+
+        # Back in contact: B owns drone1, A ends its own publisher (one owner).
+        cluster.cut("a", False)
+        await wait_for(lambda: _metric_at_least(a, "cluster_publishers_lost", 1.0), 10,
+                       "A to end its publisher of a stream B owns")
+        await wait_for(lambda: _listed_on(c, "b"), 10, "drone1 on node b in C's listing")
+        status, reason = await offer_status(f"{a.url}/whip/drone1")
+        assert status == 409 and "on node b" in reason, (status, reason)
+    finally:
+        await viewer.close()
+        for d in (drone, second):
+            if d is not None:
+                await d.stop()
+        print(cluster.logs())
+        lab.close()
+
+
+async def _live_here_open(node: Node) -> bool:
+    doc = await stream_on(node, None)
+    return doc is not None and doc["state"] == "live" and doc["node"] == node.name and not doc.get("edge")
+
+
+async def _listed_on(node: Node, owner: str) -> bool:
+    doc = await stream_on(node, None)
+    return doc is not None and doc.get("node") == owner and doc.get("state") == "live"
+
+
+async def _all_metric(cluster: Cluster, name: str, value: float) -> bool:
+    return all([await metric(n, name, None) == value for n in cluster.nodes.values()])
+
+
+async def _metric_at_least(node: Node, name: str, value: float) -> bool:
+    got = await metric(node, name, None)
+    return got is not None and got >= value
