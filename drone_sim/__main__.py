@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--altitude", type=float, default=80.0, help="metres above ground (default 80)")
     p.add_argument("--no-klv", action="store_true",
                    help="MPEG-TS (udp) without the MISB ST 0601 KLV data stream")
+    p.add_argument("--fallback", metavar="URL", action="append", default=[],
+                   help="WHIP: another relay's URL for the stream (a cluster's second node), "
+                        "dialled in turn when a session ends; may be given again")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     target = args.whip or args.to
@@ -124,7 +127,8 @@ def _push(args: argparse.Namespace, target: str | None, flight: object) -> int:
                 loop.add_signal_handler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish_whip(target, args.token, args.size, args.fps, args.bitrate, stop,
+        assert target is not None
+        await publish_whip([target, *args.fallback], args.token, args.size, args.fps, args.bitrate, stop,
                            ca_file=args.ca_file)
 
     asyncio.run(run())

@@ -176,10 +176,13 @@ async def publish_once(
                 location = urljoin(url, resp.headers.get("Location", ""))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
             log.info("publishing", extra={"url": url, "session": location})
-            waiters = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(stop.wait())]
+            watch = asyncio.ensure_future(_watch(pc, transceiver.sender))
+            waiters = [asyncio.ensure_future(ended.wait()), asyncio.ensure_future(stop.wait()), watch]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
+            if watch.done() and not watch.cancelled():
+                reason = watch.result()
             if stop.is_set():
                 reason = "stopped"
         finally:
@@ -192,8 +195,34 @@ async def publish_once(
     return reason
 
 
+CONNECT_S = 10.0  # no connection this long after the answer: dial again
+SILENT_S = 3.0  # no receiver report from the relay this long: it is gone (killed, unplugged)
+
+
+async def _watch(pc: RTCPeerConnection, sender: RTCRtpSender) -> str:
+    """Why a session that did not end by itself is dead: never connected, or the relay's
+    receiver reports stopped (a killed relay sends no goodbye; ICE's own consent checks
+    take some 30 s to notice)."""
+    started = last_change = time.monotonic()
+    last_seen: Any = None
+    while True:
+        await asyncio.sleep(0.5)
+        now = time.monotonic()
+        if pc.connectionState != "connected":
+            if now - started > CONNECT_S:
+                return f"not connected after {CONNECT_S:.0f} s"
+            last_change = now
+            continue
+        reports = [s.timestamp for s in (await sender.getStats()).values() if s.type == "remote-inbound-rtp"]
+        seen = max(reports) if reports else None
+        if seen != last_seen:
+            last_seen, last_change = seen, now
+        elif now - last_change > SILENT_S:
+            return f"relay silent for {SILENT_S:.0f} s"
+
+
 async def publish_whip(
-    url: str,
+    url: str | list[str],
     token: str | None = None,
     size: tuple[int, int] = (1280, 720),
     fps: float = 30.0,
@@ -202,11 +231,16 @@ async def publish_whip(
     retry: bool = True,
     ca_file: str | None = None,
 ) -> None:
-    """Publish until ``stop`` is set; reconnect with backoff when the session ends."""
-    _loopback_only_if_local(url)
+    """Publish until ``stop`` is set; reconnect with backoff when the session ends. Given
+    several URLs (a cluster's nodes), each new attempt dials the next one in turn."""
+    urls = [url] if isinstance(url, str) else list(url)
+    _loopback_only_if_local(urls[0])
     stop = stop or asyncio.Event()
     backoff = 0.5
+    attempt = 0
     while not stop.is_set():
+        url = urls[attempt % len(urls)]
+        attempt += 1
         track = StampedTrack(size[0], size[1], fps, bitrate_kbps)
         started = time.monotonic()
         try:
@@ -219,7 +253,9 @@ async def publish_whip(
             return
         if time.monotonic() - started > 10:
             backoff = 0.5
-        log.warning("publish ended, retrying", extra={"reason": reason, "in_s": backoff})
+        log.warning("publish ended, retrying", extra={"reason": reason, "in_s": backoff, "url": url})
+        if attempt % len(urls):  # the next address at once; the backoff after the whole round
+            continue
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), backoff)
         backoff = min(backoff * 2, 10.0)

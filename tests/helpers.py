@@ -188,7 +188,7 @@ class Drone:
 
     # 640x360 unless a test is about the picture's size: a quarter of the encoding and
     # decoding of 720p, on a 2-core machine that runs several tests at once.
-    def __init__(self, url: str, token: str | None = None, size: tuple[int, int] = (640, 360),
+    def __init__(self, url: str | list[str], token: str | None = None, size: tuple[int, int] = (640, 360),
                  fps: float = 30.0, retry: bool = True, ca_file: str | None = None) -> None:
         from drone_sim.whip import publish_whip
 

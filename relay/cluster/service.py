@@ -192,7 +192,8 @@ class Cluster:
         out: dict[str, dict[str, Any]] = {}
         for doc in local:
             edge = self.edges.edges.get(doc["name"])
-            doc["node"] = edge.owner if edge is not None and edge.owner else self.me
+            owner = self.directory.claims.get(doc["name"]) or (edge.owner if edge else None)
+            doc["node"] = owner if edge is not None and owner else self.me
             doc["edge"] = edge is not None
             out[doc["name"]] = doc
         for node in self.directory.others():
@@ -201,10 +202,8 @@ class Cluster:
                 if not isinstance(name, str) or not visible(name):
                     continue
                 mine = out.get(name)
-                if mine is not None and (mine["edge"] or mine.get("state") == State.LIVE.value):
-                    if mine["edge"]:
-                        mine["node"] = node.get("name")
-                    continue
+                if mine is not None and (mine.get("edge") or mine.get("state") == State.LIVE.value):
+                    continue  # served here (published, or pulled from its node), or listed already
                 out[name] = {**s, "node": node.get("name"), "node_url": node.get("url"), "remote": True,
                              "renditions": [], "mode": "remote"}
         return list(out.values())

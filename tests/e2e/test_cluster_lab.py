@@ -210,7 +210,8 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
         for n in "abc":
             cluster.start(n)
         await healthy(cluster, ["a", "b", "c"])
-        drone = Drone(f"{a.url}/whip/drone1", token=PUB)
+        # The drone's app knows two addresses: A, and B should A fail.
+        drone = Drone([f"{a.url}/whip/drone1", f"{b.url}/whip/drone1"], token=PUB)
         await wait_for(lambda: _live_here(a), 30, "the drone live on node a")
 
         # Watched on B and C: twice on C, once on B; A serves one pull per node.
@@ -238,9 +239,9 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
             status, reason = await offer_status(f"{c.url}/whip/drone1", PUB)
             assert status == 409 and "on node a" in reason, (status, reason)
 
+            await intruders_get_nothing(a, b, c)
             await share_revoked_on_b_ends_session_on_c(b, c)
-            await node_killed(cluster, a, b, c, drone, viewers, page)
-            drone = None
+            await node_killed(cluster, b, c, viewers, page)
     finally:
         for v in viewers:
             await v.close()
@@ -253,6 +254,22 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
 async def _live_here(node: Node) -> bool:
     doc = await stream_on(node)
     return doc is not None and doc["state"] == "live" and doc["node"] == node.name and not doc.get("edge")
+
+
+async def intruders_get_nothing(a: Node, b: Node, c: Node) -> None:
+    """A token minted on B for another stream, a forged one, none: refused on C for
+    drone1, and the origin serves no more pulls than before."""
+    async with aiohttp.ClientSession() as s, s.post(
+            f"{b.url}/api/tokens", json={"role": "viewer", "streams": ["drone2"], "ttl_s": 600},
+            headers={"Authorization": f"Bearer {CONTROL}"}) as r:
+        assert r.status == 201, await r.text()
+        other = (await r.json())["token"]
+    head, _, sig = other.rpartition(".")
+    forged = f"{head}.{sig[::-1]}"
+    for token, want in ((other, 403), (forged, 403), (None, 401)):
+        status, reason = await offer_status(f"{c.url}/whep/drone1", token)
+        assert status == want, (token and token[:12], status, reason)
+    assert len(await viewers_at(a)) == 2
 
 
 async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
@@ -283,35 +300,30 @@ async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
             await guest.close()
 
 
-async def node_killed(cluster: Cluster, a: Node, b: Node, c: Node, drone: Drone, viewers: list[WhepViewer],
-                      page: Any) -> None:
-    """SIGKILL A; the drone redials B (its second address); C's viewers (aiortc and the
-    page) get the picture back without reloading."""
+async def node_killed(cluster: Cluster, b: Node, c: Node, viewers: list[WhepViewer], page: Any) -> None:
+    """SIGKILL A; the drone notices (no receiver report for 3 s) and redials B, its second
+    address (409 until A's claim lapses); C's viewers (aiortc and the page) get the
+    picture back without reloading."""
     cluster.kill("a")
     t_kill = time.monotonic()
-    await drone.stop()
-    redial = Drone(f"{b.url}/whip/drone1", token=PUB)  # refused (409) until A's claim lapses
-    try:
-        await wait_for(lambda: _live_here(b), 30, "the drone live on node b")
-        t_back = time.monotonic()
-        counts = [v.seen.frames for v in viewers]
-        page_frames = await page.evaluate("window.__player.stats.frames || 0")
+    await wait_for(lambda: _live_here(b), 30, "the drone live on node b")
+    t_back = time.monotonic()
+    counts = [v.seen.frames for v in viewers]
+    page_frames = await page.evaluate("window.__player.stats.frames || 0")
 
-        def resumed() -> bool:
-            return all(v.seen.frames > n + 15 for v, n in zip(viewers, counts, strict=True))
-        await wait_for(resumed, 15, "pictures on B and C again")
-        t_pic = time.monotonic()
-        await page.wait_for_function(f"(window.__player.stats.frames || 0) > {page_frames} + 15", timeout=15_000)
-        t_page = time.monotonic()
-        listed = await stream_on(c)
-        print(f"node a killed: drone live on b after {t_back - t_kill:.1f} s; viewers on B and C "
-              f"{t_pic - t_back:.1f} s after that, the page on C {t_page - t_back:.1f} s "
-              f"(death to picture {t_pic - t_kill:.1f} s)")
-        assert t_pic - t_back <= 5.0 and t_page - t_back <= 5.0, (t_pic - t_back, t_page - t_back)
-        assert listed is not None and listed["node"] == "b", listed
-        assert not any(n["name"] == "a" for n in (await get(f"{c.url}/api/streams"))["nodes"])
-    finally:
-        await redial.stop()
+    def resumed() -> bool:
+        return all(v.seen.frames > n + 15 for v, n in zip(viewers, counts, strict=True))
+    await wait_for(resumed, 15, "pictures on B and C again")
+    t_pic = time.monotonic()
+    await page.wait_for_function(f"(window.__player.stats.frames || 0) > {page_frames} + 15", timeout=15_000)
+    t_page = time.monotonic()
+    listed = await stream_on(c)
+    print(f"node a killed: drone live on b after {t_back - t_kill:.1f} s; viewers on B and C "
+          f"{t_pic - t_back:.1f} s after that, the page on C {t_page - t_back:.1f} s "
+          f"(death to picture {t_pic - t_kill:.1f} s)")
+    assert t_pic - t_back <= 5.0 and t_page - t_back <= 5.0, (t_pic - t_back, t_page - t_back)
+    assert listed is not None and listed["node"] == "b", listed
+    assert not any(n["name"] == "a" for n in (await get(f"{c.url}/api/streams"))["nodes"])
 
 
 @pytest.mark.timeout(300)
@@ -364,6 +376,7 @@ async def test_redis_lost_and_back_and_a_node_cut_off_gives_up_its_claim() -> No
 
         # A cut off from Redis: it gives its claim up before Redis lets it lapse; then a
         # publisher on B may take the stream, and never are both holding it.
+        await wait_for(lambda: _metric_at_least(a, "cluster_claims_held", 1.0), 10, "A to hold drone1 again")
         samples: list[tuple[float, float | None, float | None]] = []
         cluster.cut("a", True)
         t_cut = time.monotonic()

@@ -1,0 +1,168 @@
+"""The cluster's directory against a real Redis (Debian's redis-server on 127.0.0.1, started
+and stopped by the test): claims are taken once, refreshed, released, given up when Redis
+stops answering (before they lapse there) and taken back when it returns; records of nodes
+that stop refreshing vanish; garbage in Redis is not believed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from relay.cluster import Directory
+from relay.config import ConfigError, parse
+from relay.sources.gate import free_tcp_port
+
+REFRESH, TTL = 0.2, 0.6
+
+
+class Redis:
+    def __init__(self) -> None:
+        assert shutil.which("redis-server"), "redis-server is missing: scripts/setup.sh --dev installs it"
+        self.port = free_tcp_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    r = Redis()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def config(redis: Redis, name: str) -> Any:
+    return parse({"server": {"name": name}, "cluster": {
+        "redis": f"redis://127.0.0.1:{redis.port}/0", "url": f"http://{name}.example:8080",
+        "refresh_s": REFRESH, "ttl_s": TTL}})
+
+
+@contextlib.asynccontextmanager
+async def node(redis: Redis, name: str, wanted: set[str]) -> AsyncIterator[tuple[Directory, list[tuple[str, str]]]]:
+    d = Directory(config(redis, name))
+    lost: list[tuple[str, str]] = []
+    d.wanted = lambda: set(wanted)
+    d.on_lost = lambda stream, owner: lost.append((stream, owner))
+    task = asyncio.ensure_future(d.run())
+    try:
+        yield d, lost
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await d.release_all()
+
+
+async def until(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_one_owner_per_stream_and_release_hands_it_over(redis: Redis) -> None:
+    x_wants: set[str] = {"drone1"}
+    async with node(redis, "x", x_wants) as (x, _):
+        await until(lambda: "drone1" in x.holding)
+        async with node(redis, "y", {"drone1"}) as (y, y_lost):
+            await until(lambda: y.refreshes > 2)
+            assert "drone1" in x.holding and "drone1" not in y.holding
+            assert redis.cli("GET", "relay:claim:drone1") == "x"
+            assert ("drone1", "x") in y_lost  # told whose it is: its publisher here must go
+            owner = y.owner("drone1")
+            assert owner is not None and owner["url"] == "http://x.example:8080"
+            x_wants.clear()  # x's publisher leaves: released at once, y takes it on its next refresh
+            await until(lambda: "drone1" in y.holding, 3 * REFRESH + 1)
+            assert redis.cli("GET", "relay:claim:drone1") == "y" and "drone1" not in x.holding
+
+
+async def test_a_node_that_stops_refreshing_is_gone_within_its_ttl(redis: Redis) -> None:
+    async with node(redis, "y", set()) as (y, _):
+        async with node(redis, "x", {"drone1"}) as (x, _):
+            await until(lambda: "x" in y.nodes and y.owner("drone1") is not None)
+            task_gone = time.monotonic()
+            # (the context's exit deletes x's record at once; a killed node's expires)
+            redis.cli("PERSIST", "relay:node:x")
+            redis.cli("PEXPIRE", "relay:node:x", str(int(TTL * 1000)))
+        await until(lambda: "x" not in y.nodes, TTL + 3 * REFRESH)
+        assert time.monotonic() - task_gone <= TTL + 3 * REFRESH + 0.5
+        assert y.owner("drone1") is None
+
+
+async def test_claims_are_given_up_before_they_lapse_and_taken_back(redis: Redis,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "relay.cluster")
+    async with node(redis, "x", {"drone1"}) as (x, _):
+        await until(lambda: "drone1" in x.holding)
+        last_ok = x.last_ok
+        redis.stop()
+        await until(lambda: not x.holding, TTL + 1)
+        gave_up = time.monotonic() - last_ok
+        assert gave_up < TTL, gave_up  # before Redis would let another node take it
+        await asyncio.sleep(4 * REFRESH)
+        said = [r.getMessage() for r in caplog.records]
+        assert said.count("cluster directory unreachable: serving this node's own streams and viewers") == 1, said
+        assert x.nodes == {} and x.claims == {}
+        with pytest.raises(Exception, match="unreachable"):
+            x.require("share links")
+        redis.start()  # empty, as a restarted Redis without persistence
+        await until(lambda: "drone1" in x.holding, 3)
+        assert x.up and redis.cli("GET", "relay:claim:drone1") == "x"
+        assert any("rejoined" in r.getMessage() for r in caplog.records)
+
+
+async def test_garbage_in_redis_is_not_believed(redis: Redis) -> None:
+    redis.cli("SET", "relay:node:evil", "<script>not json")
+    redis.cli("SET", "relay:node:list", "[1, 2]")
+    redis.cli("SET", "relay:claim:drone7", "ghost")  # a claim by a node that has no record
+    async with node(redis, "y", set()) as (y, _):
+        await until(lambda: y.refreshes > 1)
+        assert set(y.nodes) == {"y"}
+        assert y.claims.get("drone7") == "ghost" and y.owner("drone7") is None
+
+
+@pytest.mark.parametrize(("cluster", "key"), [
+    ({"redis": "redis://127.0.0.1:6379"}, "cluster.url"),
+    ({"redis": "http://127.0.0.1:6379", "url": "http://a:8080"}, "cluster.redis"),
+    ({"redis": "redis://127.0.0.1:6379", "url": "http://a:8080/whep"}, "cluster.url"),
+    ({"redis": "redis://127.0.0.1:6379", "url": "http://a:8080", "refresh_s": 2, "ttl_s": 3}, "cluster.ttl_s"),
+])
+def test_cluster_config_errors_name_the_key(cluster: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"cluster": cluster})
+    assert err.value.key == key
+
+
+def test_a_cluster_with_auth_needs_the_shared_signing_secret() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse({"auth": {"enabled": True, "publish_token": "p" * 12, "view_token": "v" * 12},
+               "cluster": {"redis": "redis://127.0.0.1:6379", "url": "http://a:8080"}})
+    assert err.value.key == "auth.jwt_secret"
