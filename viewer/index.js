@@ -27,7 +27,8 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
-    const { streams } = await r.json();
+    const { streams, nodes } = await r.json();
+    const clustered = (nodes || []).length > 1;
     document.getElementById("empty").hidden = streams.length > 0;
     document.getElementById("status").textContent = "";
     const seen = new Set();
@@ -47,7 +48,7 @@ async function refresh() {
       st.textContent = s.state === "lost" ? `lost ${ago(s.state_since)}` : s.state;
       st.className = `state ${s.state}`;
       card.querySelector(".info").textContent = s.width ? `${s.width}x${s.height} · ${s.fps.toFixed(0)} fps · ${s.source_codec}` : "no picture yet";
-      card.querySelector(".viewers").textContent = `${s.viewers} watching`;
+      card.querySelector(".viewers").textContent = `${s.viewers} watching` + (clustered && s.node ? ` · node ${s.node}` : "");
       if (s.width) snapshot(card.querySelector("img"), s.name);
     }
     for (const c of [...cards.children]) if (!seen.has(c.dataset.name)) c.remove();

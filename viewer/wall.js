@@ -163,7 +163,8 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
-    const { streams, map, markers: all, markers_version: n } = await r.json();
+    const { streams, map, markers: all, markers_version: n, nodes } = await r.json();
+    const clustered = (nodes || []).length > 1;  // say which node each stream lives on
     mapCfg = map;
     if (all) markers.apply({ type: "markers", all, n });
     document.getElementById("status").textContent = "";
@@ -181,7 +182,7 @@ async function refresh() {
         : "waiting for drone";
       const rec = s.record || {};
       const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";
-      t.el.querySelector(".health").textContent = health + recText;
+      t.el.querySelector(".health").textContent = health + recText + (clustered && s.node ? ` · node ${s.node}` : "");
       t.el.classList.toggle("rec-paused", Boolean(rec.paused));
       const tel = s.telemetry;
       const teleEl = t.el.querySelector(".tele");

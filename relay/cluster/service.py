@@ -27,7 +27,7 @@ import jwt
 import psutil
 
 from ..cascade import WhepPull
-from ..config import Config
+from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..registry import Entry, Registry, State
 from ..share import Share, ShareBook
@@ -179,9 +179,9 @@ class Cluster:
     def _stream_doc(self, e: Entry) -> dict[str, Any]:
         sc = self.config.stream(e.name)
         info = e.source_info
-        return {"name": e.name, "state": e.state.value,
-                "title": (sc.title if sc else "") or info.upstream_title,
-                "fps": round(e.fps, 1), "width": e.width, "height": e.height, "codec": info.codec,
+        return {"name": e.name, "state": e.state.value, "state_since": e.state_since,
+                "title": (sc.title if sc else "") or info.upstream_title, "problem": info.problem or None,
+                "fps": round(e.fps, 1), "width": e.width, "height": e.height, "source_codec": info.codec,
                 "viewers": self.viewers(e.name), "publisher": e.slot.kind,
                 "passthrough": (e.passthrough is not None and e.mode != "transcode"
                                 and info.codec.lower() == "h264")}
@@ -205,8 +205,20 @@ class Cluster:
                 if mine is not None and (mine.get("edge") or mine.get("state") == State.LIVE.value):
                     continue  # served here (published, or pulled from its node), or listed already
                 out[name] = {**s, "node": node.get("name"), "node_url": node.get("url"), "remote": True,
-                             "renditions": [], "mode": "remote"}
+                             "edge": False, "telemetry": None, "mode": self.config.mode(name),
+                             "renditions": self._ladder(name, bool(s.get("passthrough")))}
         return list(out.values())
+
+    def _ladder(self, name: str, passthrough: bool) -> list[dict[str, Any]]:
+        """What a viewer here would get of a stream of another node: this node's ladder."""
+        mode = self.config.mode(name)
+        out = [{"name": r.name, "codec": r.codec, "height": r.height, "bitrate_kbps": r.bitrate_kbps,
+                "viewers": 0, "encoding": False, "size": None, "passthrough": False}
+               for r in self.config.renditions if mode != "passthrough"]
+        if passthrough and mode != "transcode":
+            out.append({"name": PASSTHROUGH, "codec": "h264", "height": None, "bitrate_kbps": None,
+                        "viewers": 0, "encoding": False, "size": None, "passthrough": True})
+        return out
 
     def nodes(self) -> list[dict[str, Any]]:
         return [{"name": d.get("name"), "url": d.get("url"), "load": d.get("load"),

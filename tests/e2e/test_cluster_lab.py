@@ -16,6 +16,7 @@ Debian's ``redis-server`` started by the test (no persistence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import sys
@@ -234,6 +235,7 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
             print(f"chromium on node c: {stats['fps']} fps, {stats['latency']} ms ({stats['kind']})")
             assert stats["kind"] == "glass-to-glass" and 0 < stats["latency"] < 1000, stats
             assert len(await viewers_at(a)) == 2  # still one pull per node
+            await wall_on_c_shows_a_stream_of_a(a, c, ctx)
 
             # A's claim: a second publisher on C is refused, as on one node.
             status, reason = await offer_status(f"{c.url}/whip/drone1", PUB)
@@ -254,6 +256,42 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
 async def _live_here(node: Node) -> bool:
     doc = await stream_on(node)
     return doc is not None and doc["state"] == "live" and doc["node"] == node.name and not doc.get("edge")
+
+
+async def wall_on_c_shows_a_stream_of_a(a: Node, c: Node, ctx: Any) -> None:
+    """The wall on C: the tile of A's stream says where it lives, plays, and its
+    telemetry (sent to A) comes through the edge onto C's map."""
+    async def telemetry() -> None:
+        async with aiohttp.ClientSession() as s:
+            for i in range(400):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with s.post(f"{a.url}/api/streams/drone1/telemetry",
+                                      json={"lat": 50.1 + i * 1e-5, "lon": 8.6, "rel_alt": 80, "battery": 64},
+                                      headers={"Authorization": f"Bearer {PUB}"}) as r:
+                        assert r.status == 204, await r.text()
+                await asyncio.sleep(0.2)
+    sender = asyncio.ensure_future(telemetry())
+    try:
+        wall = await ctx.new_page()
+        await wall.set_viewport_size({"width": 1920, "height": 1080})
+        await wall.goto(f"{c.url}/wall#token={VIEW}")
+        await wall.wait_for_function("""() => {
+            const t = document.querySelector('.tile[data-name="drone1"]');
+            return t && t.querySelector('.health').textContent.includes('node a')
+                && window.__wall.get('drone1').player.stats.fps > 10
+                && window.__map && window.__map.drones.size === 1; }""", timeout=30_000)
+        health = await wall.eval_on_selector('.tile[data-name="drone1"] .health', "e => e.textContent")
+        tele = await wall.eval_on_selector('.tile[data-name="drone1"] .tele', "e => e.textContent")
+        await wall.screenshot(path="/tmp/cluster-wall.png")
+        print(f"wall on node c: {health!r} / {tele!r}")
+        assert "50.1" in tele, tele
+        doc = await get(f"{c.url}/api/streams/drone1")
+        assert doc["telemetry"] is not None, doc  # the edge's own copy, from A's channel
+        await wall.close()
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AssertionError):
+            await sender
 
 
 async def intruders_get_nothing(a: Node, b: Node, c: Node) -> None:
