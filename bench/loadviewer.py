@@ -54,9 +54,17 @@ async def read_stamps(track: Any) -> None:
             STAMPS.append((stamp.frame, time.time() * 1000 - stamp.capture_ms))
 
 
-async def whep_viewer(http: aiohttp.ClientSession, url: str) -> RTCPeerConnection:
+async def whep_viewer(http: aiohttp.ClientSession, url: str, channels: bool = False) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver("video", direction="recvonly")
+    if channels:  # as the view page opens them: frame times and telemetry in, echoes back
+        pc.createDataChannel("relay")
+        echo = pc.createDataChannel("echo", ordered=False, maxRetransmits=0)
+
+        @echo.on("message")  # type: ignore[untyped-decorator]
+        def on_echo(message: Any) -> None:
+            if isinstance(message, str) and len(message) <= 16 and echo.readyState == "open":
+                echo.send(message)
     await pc.setLocalDescription(await pc.createOffer())
     async with http.post(url, data=pc.localDescription.sdp,
                          headers={"Content-Type": "application/sdp"}) as r:
@@ -113,6 +121,7 @@ async def main() -> None:
     p.add_argument("--duration", type=float, default=600)
     p.add_argument("--ice-address", default="127.0.0.1")
     p.add_argument("--check", action="store_true", help="one decoding viewer that reads stamps")
+    p.add_argument("--channels", action="store_true", help="open the view page's relay and echo channels")
     args = p.parse_args()
     fixed_ice(args.ice_address)
     if not args.check:
@@ -122,7 +131,7 @@ async def main() -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(args.count):
             if args.whep:
-                pc = await whep_viewer(http, args.whep)
+                pc = await whep_viewer(http, args.whep, args.channels)
             else:
                 pc = await janus_viewer(http, args.janus, args.mountpoint)
             pcs.append(pc)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -29,13 +30,14 @@ class Redis:
         self.port = free_tcp_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                                      "--save", "", "--appendonly", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, *extra: str) -> None:
+        listen = list(extra) or ["--port", str(self.port)]
+        self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", *listen, "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                break
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
@@ -59,15 +61,16 @@ def redis() -> Iterator[Redis]:
         r.stop()
 
 
-def config(redis: Redis, name: str) -> Any:
+def config(server: Redis, name: str, **cluster: Any) -> Any:
     return parse({"server": {"name": name}, "cluster": {
-        "redis": f"redis://127.0.0.1:{redis.port}/0", "url": f"http://{name}.example:8080",
-        "refresh_s": REFRESH, "ttl_s": TTL}})
+        "redis": f"redis://127.0.0.1:{server.port}/0", "url": f"http://{name}.example:8080",
+        "refresh_s": REFRESH, "ttl_s": TTL, **cluster}})
 
 
 @contextlib.asynccontextmanager
-async def node(redis: Redis, name: str, wanted: set[str]) -> AsyncIterator[tuple[Directory, list[tuple[str, str]]]]:
-    d = Directory(config(redis, name))
+async def node(server: Redis, name: str, wanted: set[str],
+               **cluster: Any) -> AsyncIterator[tuple[Directory, list[tuple[str, str]]]]:
+    d = Directory(config(server, name, **cluster))
     lost: list[tuple[str, str]] = []
     d.wanted = lambda: set(wanted)
     d.on_lost = lambda stream, owner: lost.append((stream, owner))
@@ -147,6 +150,37 @@ async def test_garbage_in_redis_is_not_believed(redis: Redis) -> None:
         await until(lambda: y.refreshes > 1)
         assert set(y.nodes) == {"y"}
         assert y.claims.get("drone7") == "ghost" and y.owner("drone7") is None
+
+
+async def test_redis_over_tls_with_a_password(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """rediss:// with the brigade's CA and a password (as configs/cluster-node.example.toml);
+    a wrong password is one warning line, and nothing is claimed."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    redis = Redis()
+    redis.start("--port", "0", "--tls-port", str(redis.port), "--tls-cert-file", str(tmp_path / "cert.pem"),
+                "--tls-key-file", str(tmp_path / "key.pem"), "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
+                "--tls-auth-clients", "no", "--requirepass", "brigade-redis-pw")
+    caplog.set_level(logging.WARNING, "relay.cluster")
+    try:
+        url = f"rediss://:brigade-redis-pw@localhost:{redis.port}/0"
+        async with node(redis, "x", {"drone1"}, redis=url, redis_ca=str(tmp_path / "ca.pem")) as (x, _):
+            await until(lambda: "drone1" in x.holding)
+            assert x.up and "brigade-redis-pw" not in x.where  # never in a log line
+        wrong = url.replace("brigade-redis-pw", "guessed-password")
+        async with node(redis, "y", {"drone1"}, redis=wrong, redis_ca=str(tmp_path / "ca.pem")) as (y, _):
+            await asyncio.sleep(5 * REFRESH)
+            assert not y.up and not y.holding and y.failures >= 3
+        said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(said) == 1, said
+        assert all("guessed-password" not in str(r.__dict__) for r in caplog.records)
+    finally:
+        redis.stop()
 
 
 @pytest.mark.parametrize(("cluster", "key"), [

@@ -288,3 +288,20 @@ def test_defaults_follow_other_keys() -> None:
     assert cfg.webrtc.port_max == 40000
     assert cfg.auth.tokens[0].name == "viewer-0"
     assert cfg.renditions[0].name == "high" and cfg.renditions[0].height == 720
+
+
+def test_the_cluster_node_example_loads(tmp_path: Path) -> None:
+    """configs/cluster-node.example.toml with its files where it says and its secrets in the
+    environment: a node of a cluster on Redis over TLS."""
+    env = {"RELAY_PUBLISH_TOKEN": "p" * 12, "RELAY_VIEW_TOKEN": "v" * 12, "RELAY_CONTROL_TOKEN": "c" * 12,
+           "RELAY_JWT_SECRET": "j" * 40, "RELAY_REDIS_URL": "rediss://:pw-0123456789@redis.example:6380/0"}
+    for name in ("fullchain.pem", "privkey.pem", "brigade-ca.pem"):
+        (tmp_path / name).write_text("PEM")
+    text = (ROOT / "configs/cluster-node.example.toml").read_text().replace("/etc/drone-relay/tls/", f"{tmp_path}/")
+    (tmp_path / "node.toml").write_text(text)
+    config = load(tmp_path / "node.toml", env=env)
+    assert config.cluster.enabled and config.cluster.redis == env["RELAY_REDIS_URL"]
+    assert config.cluster.url == "https://relay-2.brigade.example:8443" and config.name == "relay-2"
+    names = {ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
+             if ln and not ln.startswith("#")}
+    assert set(env) <= names

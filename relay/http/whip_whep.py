@@ -7,7 +7,7 @@ from aiohttp import web
 from ..auth import Action, Decision, ice_servers_for, share_has_room
 from ..config import Config
 from ..errors import RelayError
-from .common import authorize, label_of, read_body, remote_of, services_of, share_sessions, token_of
+from .common import Services, authorize, label_of, read_body, remote_of, services_of, share_sessions, token_of
 
 __all__ = ["options", "session_options", "trickle", "whep_delete", "whep_post", "whip_delete", "whip_post"]
 
@@ -96,7 +96,14 @@ async def whip_post(request: web.Request) -> web.Response:
     stream, decision, offer = await _offered(request, "publish")
     svc = services_of(request)
     session_id, answer = await svc.whip.publish(stream, offer, remote_of(request))
-    return created(f"/whip/{stream}/{session_id}", session_id, answer, svc.config, label_of(decision))
+    return created(f"{_node(svc)}/whip/{stream}/{session_id}", session_id, answer, svc.config,
+                   label_of(decision))
+
+
+def _node(svc: Services) -> str:
+    """A cluster node's sessions are named by its own URL: behind a load balancer the
+    DELETE (or a PATCH) must reach the node that holds the session."""
+    return svc.config.cluster.url if svc.cluster is not None else ""
 
 
 async def whip_delete(request: web.Request) -> web.Response:
@@ -119,7 +126,8 @@ async def whep_post(request: web.Request) -> web.Response:
             raise RelayError(room.status, room.reason)
     session_id, answer = await svc.whep.play(stream, offer, remote_of(request), rendition,
                                              principal=decision.principal)
-    return created(f"/whep/{stream}/{session_id}", session_id, answer, svc.config, label_of(decision))
+    return created(f"{_node(svc)}/whep/{stream}/{session_id}", session_id, answer, svc.config,
+                   label_of(decision))
 
 
 async def whep_delete(request: web.Request) -> web.Response:
