@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -36,6 +37,7 @@ class CountingDecoder:
 
 
 STAMPS: list[tuple[int, float]] = []  # (frame number, age ms) seen by a checking viewer
+FRAMES: list[float] = []  # --player: when each frame was decoded (monotonic)
 
 
 def fixed_ice(address: str) -> None:
@@ -52,6 +54,24 @@ async def read_stamps(track: Any) -> None:
         stamp = decode(frame.to_ndarray(format="gray"))
         if stamp is not None:
             STAMPS.append((stamp.frame, time.time() * 1000 - stamp.capture_ms))
+
+
+async def play(track: Any) -> None:
+    """--player: decode every frame, as a player we did not write would, and note when."""
+    while True:
+        await track.recv()
+        FRAMES.append(time.monotonic())
+
+
+def player_doc(answered: float) -> dict[str, Any]:
+    """Frames decoded in the last second, the first frame's delay after the answer, and the
+    gaps over 0.2 s between frames after the first (seconds from the answer, length)."""
+    t = time.monotonic()
+    gaps = [[round(b - answered, 2), round(b - a, 3)] for a, b in itertools.pairwise(FRAMES)
+            if b - a > 0.2]
+    return {"fps": sum(1 for f in FRAMES if t - f <= 1.0), "frames": len(FRAMES),
+            "first_frame_s": round(FRAMES[0] - answered, 3) if FRAMES else None, "gaps": gaps,
+            "since_answer_s": round(t - answered, 2)}
 
 
 async def whep_viewer(http: aiohttp.ClientSession, url: str, channels: bool = False) -> RTCPeerConnection:
@@ -122,10 +142,14 @@ async def main() -> None:
     p.add_argument("--ice-address", default="127.0.0.1")
     p.add_argument("--check", action="store_true", help="one decoding viewer that reads stamps")
     p.add_argument("--channels", action="store_true", help="open the view page's relay and echo channels")
+    p.add_argument("--player", action="store_true",
+                   help="one viewer that decodes every frame, no data channels (a WHEP player we did not "
+                        "write): prints its fps, first frame and gaps")
     args = p.parse_args()
     fixed_ice(args.ice_address)
-    if not args.check:
+    if not args.check and not args.player:
         rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
+    answered = 0.0
     pcs: list[RTCPeerConnection] = []
     tasks: list[asyncio.Future[None]] = []
     async with aiohttp.ClientSession() as http:
@@ -135,6 +159,10 @@ async def main() -> None:
             else:
                 pc = await janus_viewer(http, args.janus, args.mountpoint)
             pcs.append(pc)
+            answered = time.monotonic()
+            if args.player:
+                tasks.extend(asyncio.ensure_future(play(r.track))
+                             for r in pc.getReceivers() if r.track is not None)
             if args.check:
                 tasks.extend(asyncio.ensure_future(read_stamps(r.track))
                              for r in pc.getReceivers() if r.track is not None)
@@ -150,6 +178,8 @@ async def main() -> None:
                            advancing=frames == sorted(frames),
                            age_p50=ages[len(ages) // 2] if ages else None,
                            ages=[round(a, 1) for _, a in STAMPS[-300:]])
+            if args.player:
+                doc.update(player_doc(answered))
             print(json.dumps(doc), flush=True)
             await asyncio.sleep(1.0)
     for pc in pcs:

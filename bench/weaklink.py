@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -52,7 +53,8 @@ PROFILES: dict[str, list[tuple[float, int, int]]] = {
     "300k 1%": [(0, 300, 1)],
     "5M>800k>5M": [(0, 5000, 0), (25, 800, 0), (50, 5000, 0)],
 }
-VIEWERS = {"auto": ("10.204.2", None), "fixed": ("10.204.3", "high")}
+VIEWERS = {"auto": ("10.204.2", None), "fixed": ("10.204.3", "high"), "player": ("10.204.4", None)}
+PAGES = ("auto", "fixed")  # Chromium with the view page; "player": a WHEP player without its channels
 
 
 @dataclass
@@ -94,7 +96,10 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
     for dev in devs.values():
         shape(router, dev, rate0)
     set_loss(lab, router, loss0)
-    tracks = {v: Track() for v in VIEWERS}
+    tracks = {v: Track() for v in PAGES}
+    player = lab.spawn(f"{lab.tag}-player", sys.executable, "-m", "bench.loadviewer", "--player",
+                       "--whep", f"{relay.url}/whep/d1", "--ice-address", f"{VIEWERS['player'][0]}.2",
+                       log=f"player-{name}.log")
     async with chromium(executable=lab.wrapper(f"{lab.tag}-auto", CHROMIUM)) as ca, \
             chromium(executable=lab.wrapper(f"{lab.tag}-fixed", CHROMIUM)) as cf:
         pages = {}
@@ -142,7 +147,9 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
                         print("   ", {**smp, "t": round(smp["t"] % 1000, 1)})
         for page in pages.values():  # leave as a commander's tab does: the session ends
             await page.close(run_before_unload=True)
-        await wait_for(lambda: len(relay.viewers("d1")) == 1, 15, "weak viewers gone")
+        player.send_signal(signal.SIGINT)
+        player.wait(10)
+        await wait_for(lambda: len(relay.viewers("d1")) == 1, 30, "weak viewers gone")
     out: dict[str, dict[str, Any]] = {}
     for v, tr in tracks.items():
         meas = [s for s in tr.samples if s["t"] >= 0]
@@ -182,8 +189,26 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
             prev_rate = r
         row["down_s"], row["up_s"] = down, up
         out[v] = row
+    out["player"] = player_row(lab.log(f"player-{name}.log"), warm, total)
     out["clean"] = {"kf_per_s": kf, "ratio": kf / base_kf if base_kf else None}
     return out
+
+
+def player_row(log: str, warm: float, total: float) -> dict[str, Any]:
+    """The player's lines (bench/loadviewer.py --player): its fps over the measured window,
+    gaps (freezes) over a second after its first frame, its first frame after the answer."""
+    docs = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    if not docs:
+        return {"error": "no report"}
+    last = docs[-1]
+    first = last.get("first_frame_s")
+    window = [d["fps"] for d in docs if warm + 2 <= d.get("since_answer_s", 0) <= warm + total]
+    long_gaps = [g for at, g in last.get("gaps", []) if first is not None and at > first and g > 1.0]
+    worst = max((g for _, g in last.get("gaps", [])), default=0.0)
+    return {"fps": sum(window) / len(window) if window else 0.0, "min_fps": min(window) if window else 0,
+            "freezes_min": len([g for _, g in last.get("gaps", [])]) / (total / 60),
+            "first_frame_s": first, "gaps_over_1s": len(long_gaps), "worst_gap_s": worst,
+            "p95_ms": None, "renditions": {}, "down_s": [], "up_s": []}
 
 
 def since(sample: dict[str, Any], at: float, wall: float | None) -> float:
@@ -251,6 +276,11 @@ async def main_async(args: argparse.Namespace) -> None:
         print("\n| link | viewer | fps | freezes/min | p95 ms | renditions | down s | up s "
               "| clean kf ratio |")
         print("|---|---|---|---|---|---|---|---|---|")
+        for n, res in results.items():
+            p = res["player"]
+            print(f"   {n}: player without channels: {fmt(p.get('fps'))} fps (least second "
+                  f"{p.get('min_fps')}), first frame {p.get('first_frame_s')} s, gaps over 1 s "
+                  f"{p.get('gaps_over_1s')}, worst gap {p.get('worst_gap_s')} s")
         for n, res in results.items():
             for v in VIEWERS:
                 r = res[v]

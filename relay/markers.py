@@ -122,6 +122,8 @@ class MarkerBook:
         self.markers: dict[str, Marker] = {}
         self.history: deque[tuple[float, str, dict[str, Any]]] = deque(maxlen=MAX_HISTORY)
         self.listeners: list[Callable[[str], None]] = []
+        # Told of each change made here (op, marker, time): a cluster passes it to the others.
+        self.changes: list[Callable[[str, dict[str, Any], float], None]] = []
         self.version = 0
         self._snapshot: tuple[int, str] = (-1, "")  # (version, every marker encoded)
         self._lock = threading.Lock()
@@ -147,17 +149,51 @@ class MarkerBook:
         self.history.append((t, op, m))
         self.version += 1
 
-    def _event(self, op: str, m: Marker | dict[str, Any], t: float) -> dict[str, Any]:
+    def _event(self, op: str, m: Marker | dict[str, Any], t: float, via: str = "") -> dict[str, Any]:
         doc = m.doc() if isinstance(m, Marker) else m
         if self.log is not None:
             # the signed record first: what is not in the log did not happen
-            self.log.append({"op": op, "m": doc, "t": round(t, 3),
-                             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))})
+            line = {"op": op, "m": doc, "t": round(t, 3),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))}
+            self.log.append({**line, "via": via} if via else line)
         self._apply(op, doc, t)
         msg = _message(op, doc, self.version)
         for fn in tuple(self.listeners):
             fn(msg)
+        if not via:
+            for change in tuple(self.changes):
+                change(op, doc, t)
         return doc
+
+    def merge(self, op: str, raw: Any, t: float, via: str) -> bool:
+        """A change made on another node of the cluster (``via``), applied here as it was
+        made there — its id, author and times — unless this book already has it or newer
+        (copies cross; a node rejoining replays the cluster's book). Checked as a change
+        made here is. Returns whether it changed anything."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or len(raw["id"]) > 32:
+            return False
+        with self._lock:
+            ours = self.markers.get(raw["id"])
+            try:
+                if op == "remove":
+                    if ours is None:
+                        return False
+                    self._event("remove", {"id": raw["id"], "by": clean_label(raw.get("by", ""))}, t, via)
+                    return True
+                if op not in ("add", "change"):
+                    return False
+                fields = clean_fields({k: raw.get(k) for k in ("kind", "label", "lat", "lon")}, partial=False)
+                m = Marker(id=raw["id"], by=clean_label(raw.get("by", "")), placed=float(raw["placed"]),
+                           updated=float(raw["updated"]), stream=clean_label(raw.get("stream", "")),
+                           changed_by=clean_label(raw.get("changed_by", "")), **fields)
+            except (MarkerError, KeyError, TypeError, ValueError):
+                return False
+            if ours is not None and ours.updated >= m.updated:
+                return False
+            if ours is None and len(self.markers) >= self.max_markers:
+                return False
+            self._event("add" if ours is None else "change", m, t, via)
+            return True
 
     def add(self, fields: dict[str, Any], by: str, stream: str = "", now: float | None = None) -> Marker:
         t = time.time() if now is None else now

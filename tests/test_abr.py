@@ -454,3 +454,23 @@ def test_the_floor_climbs_back_through_a_lossy_links_usual_loss() -> None:
     assert downs, switches
     ups = [s for s in switches if s[0] > downs[0][0] and s[1] != "floor"]
     assert ups, switches  # it tried to climb back (padding off: a plain step up)
+
+
+def test_report_queue_stands_on_two_late_receiver_reports() -> None:
+    """A player without the echo channel: its receiver reports' round trips (each answers a
+    sender report that crossed the link's queue) tell a standing queue — two running late,
+    the newest fresh — and since when; one late report (a keyframe's burst) does not."""
+    from relay.abr import ReportQueue
+
+    q = ReportQueue()
+    for i in range(10):
+        q.report(float(i), 0.040 + 0.002 * (i % 3))
+    assert q.standing(9.5) is None and q.base_rtt == 0.040
+    q.report(10.0, 0.180)  # one late: a burst
+    assert q.standing(10.2) is None
+    q.report(11.0, 0.210)
+    since, depth = q.standing(11.2) or (None, None)
+    assert since == 10.0 - 0.180 and depth is not None and abs(depth - 0.170) < 1e-9
+    assert q.standing(14.0) is None  # no report for 3 s: nothing fresh to judge by
+    q.report(14.1, 0.045)  # drained
+    assert q.standing(14.2) is None

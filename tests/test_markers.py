@@ -148,3 +148,35 @@ def test_rate_per_token() -> None:
     assert e.value.status == 429
     rate.take("b", now=103.0)  # another token is not held up
     rate.take("a", now=161.0)  # a minute later
+
+
+def test_changes_from_another_node_merge_once_and_in_order() -> None:
+    """A cluster: a change made on another node is applied here as it was made there (its id,
+    author, times), told to this node's pages, not passed on again; a copy that crosses an
+    older or newer one never undoes the newer; garbage from the cluster's book changes nothing."""
+    here, there = MarkerBook(), MarkerBook()
+    sent: list[tuple[str, dict[str, Any], float]] = []
+    there.changes.append(lambda op, doc, t: sent.append((op, doc, t)))
+    told: list[str] = []
+    here.listeners.append(told.append)
+    passed_on: list[str] = []
+    here.changes.append(lambda op, doc, t: passed_on.append(op))
+    m = there.add({"kind": "person", "label": "zwei Personen auf dem Dach", "lat": 50.1, "lon": 8.6},
+                  by="Einsatzleiter", now=1000.0)
+    there.change(m.id, {"label": "drei Personen"}, by="Lagezentrum", now=1010.0)
+    assert [op for op, _, _ in sent] == ["add", "change"]
+    add, change = sent
+    assert here.merge(*change, via="node-a")  # the newer copy first
+    assert not here.merge(*add, via="node-a")  # the older one, late: no effect
+    assert not here.merge(*change, via="node-a")  # a repeat: no effect
+    got = here.markers[m.id]
+    assert (got.label, got.by, got.changed_by, got.placed) == ("drei Personen", "Einsatzleiter", "Lagezentrum", 1000.0)
+    assert len(told) == 1 and json.loads(told[0])["m"]["id"] == m.id and passed_on == []
+    for bad in ({"id": "x", "kind": "bomb", "label": "", "lat": 1, "lon": 1, "placed": 1, "updated": 2},
+                {"id": "y", "kind": "note", "label": "<b>\x07</b>", "lat": 1, "lon": 1, "placed": 1, "updated": 2},
+                {"id": "z" * 40, "kind": "note", "label": "", "lat": 1, "lon": 1, "placed": 1, "updated": 2},
+                ["not", "a", "marker"]):
+        assert not here.merge("add", bad, 1.0, via="node-a")
+    there.remove(m.id, by="Lagezentrum", now=1020.0)
+    assert here.merge(*sent[-1], via="node-a") and m.id not in here.markers
+    assert not here.merge(*sent[-1], via="node-a")

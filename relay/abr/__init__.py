@@ -18,7 +18,8 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
 - **down fast**: the link is failing when the receiver's estimate (REMB) stays under 0.8x
   what the current rung sends and has just fallen or the link shows it too (at once when it
   fell under 0.6x within 2 s: ``remb_collapse``), when a queue stands on the link
-  (:class:`QueueWatch`: round trips on the echo channel late for 0.3 s) while the viewer
+  (:class:`QueueWatch`: round trips on the echo channel late for 0.3 s; for a viewer
+  without it, :class:`ReportQueue`: two receiver reports' round trips running late) while the viewer
   receives under ``queue_down`` of what it is sent (then what it received is the link's
   rate: the surest and soonest sign, ~0.5 s after the fall), when loss over
   the last second exceeds ``loss_down``, when the viewer
@@ -62,9 +63,9 @@ How it decides (after mediasoup's and OvenMediaEngine's controllers):
 from .controller import AbrController
 from .estimate import LinkEstimate, Trend, loss_over
 from .probe import PadProbe
-from .queue import QueueWatch
+from .queue import QueueWatch, ReportQueue
 from .tuning import Tuning
 from .types import ProbeResult, Rung, Sample, Switch
 
-__all__ = ["AbrController", "LinkEstimate", "PadProbe", "ProbeResult", "QueueWatch", "Rung", "Sample",
-           "Switch", "Trend", "Tuning", "loss_over"]
+__all__ = ["AbrController", "LinkEstimate", "PadProbe", "ProbeResult", "QueueWatch", "ReportQueue", "Rung",
+           "Sample", "Switch", "Trend", "Tuning", "loss_over"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["QueueWatch"]
+__all__ = ["QueueWatch", "ReportQueue"]
 
 
 @dataclass
@@ -69,3 +69,42 @@ class QueueWatch:
         if since is None or n < 3 or not late or t - since < self.stand_s:
             return None
         return since, max(0.0, late[0] - base)  # the newest answer: how deep it is now
+
+
+@dataclass
+class ReportQueue:
+    """A queue standing on a viewer's link, told from the round trips of its receiver
+    reports (each answers one of our sender reports, which crossed the link's queue), for a
+    viewer without the page's echo channel: a WHEP player we did not write, another relay.
+    Reports come every 0.1-1.5 s (Chromium: with every RTCP packet; aiortc: about once a
+    second), so "standing" here is two reports running, ``over_s`` late, the newest fresh.
+    Pure: the caller passes the times."""
+
+    over_s: float = 0.06
+    fresh_s: float = 2.5
+    base_window_s: float = 20.0
+    _reports: deque[tuple[float, float]] = field(default_factory=deque)  # (at, round trip)
+
+    def report(self, t: float, rtt: float) -> None:
+        self._reports.append((t, rtt))
+        while self._reports and self._reports[0][0] < t - self.base_window_s:
+            self._reports.popleft()
+
+    @property
+    def base_rtt(self) -> float | None:
+        return min(r for _, r in self._reports) if self._reports else None
+
+    def standing(self, t: float) -> tuple[float, float] | None:
+        """(since when, how deep in s) the newest reports have come back late."""
+        base = self.base_rtt
+        if base is None or not self._reports or t - self._reports[-1][0] > self.fresh_s:
+            return None
+        run: list[tuple[float, float]] = []
+        for at, rtt in reversed(self._reports):
+            if rtt <= base + self.over_s:
+                break
+            run.append((at, rtt))
+        if len(run) < 2:
+            return None
+        oldest_at, oldest_rtt = run[-1]
+        return oldest_at - oldest_rtt, run[0][1] - base

@@ -37,6 +37,7 @@ log = logging.getLogger("relay.cluster")
 PREFIX = "relay:"
 EVENTS = PREFIX + "events"
 SHARES = PREFIX + "shares"
+MARKERS = PREFIX + "markers"  # id -> the last change of each marker (a removal stays, as a tombstone)
 
 # Take the claim if it is free or ours (and refresh it), else name its owner.
 CLAIM = """

@@ -29,9 +29,10 @@ import psutil
 from ..cascade import WhepPull
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
+from ..markers import MarkerBook
 from ..registry import Entry, Registry, State
 from ..share import Share, ShareBook
-from .directory import EVENTS, FAULTS, SHARES, Directory, DirectoryDown, client
+from .directory import EVENTS, FAULTS, MARKERS, SHARES, Directory, DirectoryDown, client
 from .edge import EDGE_KIND, Edges
 
 __all__ = ["Cluster"]
@@ -54,6 +55,7 @@ class Cluster:
         self.me = self.directory.me
         self.edges = Edges(registry, config, self.directory, pulls, viewers, ice)
         self.lost_publishers = 0
+        self.markers: MarkerBook | None = None  # the incident's markers, shared by every node
         # Ends the sessions opened through a share link (set by the app: the WHEP egress's).
         self.end_share: Callable[[str], Awaitable[int]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,6 +64,7 @@ class Cluster:
         d = self.directory
         d.record, d.wanted, d.on_lost, d.on_refreshed = self.record, self.wanted, self._lost, self._adopt
         d.on_rejoin.append(lambda: self._spawn(self.sync_shares()))
+        d.on_rejoin.append(lambda: self._spawn(self.sync_markers()))
         registry.guard = self.guard
         shares.listeners.append(self._share_changed)
 
@@ -234,6 +237,53 @@ class Cluster:
             total += n if isinstance(n, int) else 0
         return total
 
+    # ------------------------------------------------------------------ markers
+
+    def share_markers(self, book: MarkerBook) -> None:
+        """The incident's markers on every node: each change made here goes to the cluster's
+        book and as an event; the others' changes are merged here (and into this node's
+        signed log, marked with the node they came from)."""
+        self.markers = book
+        book.changes.append(lambda op, doc, t: self._spawn(self._publish_marker(op, doc, t)))
+
+    async def _publish_marker(self, op: str, doc: dict[str, Any], t: float) -> None:
+        try:
+            redis = self.directory.redis
+            await redis.hset(MARKERS, doc["id"], json.dumps({"op": op, "m": doc, "t": t, "node": self.me}))
+            await redis.publish(EVENTS, json.dumps({"type": "marker", "id": doc["id"], "node": self.me}))
+        except FAULTS as exc:  # (the rejoin's sync pushes what the cluster has not got)
+            log.warning("marker change not yet in the cluster's book", extra={"marker": doc.get("id"),
+                                                                              "error": str(exc)})
+
+    def _merge_marker(self, raw: str | None) -> None:
+        if not raw or self.markers is None:
+            return
+        try:
+            ev = json.loads(raw)
+        except ValueError:
+            return
+        if isinstance(ev, dict) and isinstance(ev.get("t"), int | float):
+            self.markers.merge(str(ev.get("op")), ev.get("m"), float(ev["t"]), str(ev.get("node") or "?"))
+
+    async def sync_markers(self) -> None:
+        """On (re)joining: the cluster's changes merged here, ours it has not got pushed."""
+        book = self.markers
+        if book is None:
+            return
+        try:
+            redis = self.directory.redis
+            theirs = await redis.hgetall(MARKERS)
+            for raw in theirs.values():
+                self._merge_marker(str(raw))
+            for m in list(book.markers.values()):
+                known = _json_dict(theirs.get(m.id))
+                known_m = known.get("m") if known else None
+                if not isinstance(known_m, dict) or float(known_m.get("updated", 0)) < m.updated:
+                    await redis.hset(MARKERS, m.id, json.dumps({"op": "change", "m": m.doc(), "t": m.updated,
+                                                                "node": self.me}))
+        except FAULTS as exc:
+            log.warning("markers not synced with the cluster", extra={"error": str(exc)})
+
     # ------------------------------------------------------------------ shares
 
     def _share_changed(self, share: Share) -> None:
@@ -305,6 +355,7 @@ class Cluster:
                 pubsub = sub.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(EVENTS)
                 await self.sync_shares()  # what was said while we did not listen
+                await self.sync_markers()
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None or msg.get("type") != "message":
@@ -327,6 +378,9 @@ class Cluster:
         if ev.get("type") == "share" and isinstance(ev.get("id"), str):
             raw = await self.directory.redis.hget(SHARES, ev["id"])
             await self._apply_share(str(raw) if raw is not None else None)
+        elif ev.get("type") == "marker" and isinstance(ev.get("id"), str):
+            raw = await self.directory.redis.hget(MARKERS, ev["id"])
+            self._merge_marker(str(raw) if raw is not None else None)
 
     def require(self, what: str) -> None:
         try:
@@ -341,6 +395,14 @@ class Cluster:
                 "cluster_edge_pulls": float(len(self.edges.edges)),
                 "cluster_refresh_failures": float(d.failures),
                 "cluster_publishers_lost": float(self.lost_publishers)}
+
+
+def _json_dict(raw: Any) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _sent_bytes() -> int:

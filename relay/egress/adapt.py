@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from ..abr import AbrController, LinkEstimate, Sample, Switch
+from ..abr import AbrController, LinkEstimate, ReportQueue, Sample, Switch
 from ..media import now
 from ..stream import Reader, Stream
 from ..webrtc import can_pad
@@ -62,6 +62,8 @@ class Adapter:
         self.probe: asyncio.Task[None] | None = None
         self.watching = False
         self.plis = self.nacks_new = self.freezes = 0
+        self.reports = ReportQueue()  # the queue, for a viewer without the echo channel
+        self._rtt_at = 0.0  # the newest receiver report's round trip taken
 
     async def run(self) -> None:
         tap, ctl = self.viewer.tap, self.ctl
@@ -124,10 +126,13 @@ class Adapter:
 
     def _queue(self, t: float) -> tuple[float | None, float | None]:
         """A queue standing on the link (depth in ms) and, once receiver reports cover it,
-        the rate the full link delivered."""
-        echo = self.viewer.echo if self.queue_watch else None
-        if echo is None:
+        the rate the full link delivered. From the echo channel's round trips where the
+        viewer has one (the view page: ten a second), else from its receiver reports'."""
+        if not self.queue_watch:
             return None, None
+        echo = self.viewer.echo
+        if echo is None:
+            return self._report_queue(t)
         if not self.watching:
             self.watching = True
             self.viewer.session.spawn(watch_queue(echo, self.viewer.tap))
@@ -136,6 +141,18 @@ class Adapter:
             return None, None
         # (Receiver reports from before the last switch describe the old rung.)
         pps = self.viewer.tap.delivered_pps(max(standing[0], self.changed_at))
+        return standing[1] * 1000, None if pps is None else self.link.media_kbps(pps)
+
+    def _report_queue(self, t: float) -> tuple[float | None, float | None]:
+        tap = self.viewer.tap
+        for at, rtt in tap.report_rtts:
+            if at > self._rtt_at:
+                self.reports.report(at, rtt)
+                self._rtt_at = at
+        standing = self.reports.standing(now())
+        if standing is None:
+            return None, None
+        pps = tap.delivered_pps(max(standing[0], self.changed_at))
         return standing[1] * 1000, None if pps is None else self.link.media_kbps(pps)
 
     def _note(self, s: Sample) -> None:

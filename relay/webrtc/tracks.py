@@ -11,6 +11,7 @@ from typing import Any
 
 import av
 from aiortc import MediaStreamTrack, RTCRtpSender
+from aiortc.clock import current_ntp_time
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -204,6 +205,10 @@ class RtcpTap:
         # link delivered. Chromium puts one in every RTCP packet (no reduced-size RTCP), so
         # a lossy link, NACKing, reports many times a second.
         self.received: deque[tuple[float, int]] = deque(maxlen=256)
+        # (when, round trip in s) from each receiver report that answers one of our sender
+        # reports (RFC 3550 6.4.1: now - LSR - DLSR), unsmoothed: the sender report crossed
+        # the viewer's link, and its queue, on the way.
+        self.report_rtts: deque[tuple[float, float]] = deque(maxlen=64)
         self._ssrc = compat.sender_ssrc(sender)
 
         def handle(packet: Any) -> None:
@@ -225,6 +230,11 @@ class RtcpTap:
                         # Received = extended highest sequence number - cumulative lost
                         # (+ the first sequence number, which cancels out in differences).
                         self.received.append((now(), rep.highest_sequence - rep.packets_lost))
+                        if rep.lsr:
+                            mid = (current_ntp_time() >> 16) & 0xFFFFFFFF
+                            rtt = ((mid - rep.lsr - rep.dlsr) & 0xFFFFFFFF) / 65536.0
+                            if rtt < 10.0:
+                                self.report_rtts.append((now(), rtt))
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self.nacks += len(packet.lost)
                 for seq in packet.lost:

@@ -265,6 +265,7 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
 
             await intruders_get_nothing(a, b, c)
             await share_revoked_on_b_ends_session_on_c(b, c)
+            await markers_everyone_sees(a, b, c, page)
             # A desk behind the load balancer, which sends it to A for now (a browser of its own:
             # a second tab would be hidden, and Chromium holds a hidden tab's video back).
             cluster.balance_to("a")
@@ -321,6 +322,30 @@ async def wall_on_c_shows_a_stream_of_a(a: Node, c: Node, ctx: Any) -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, AssertionError):
             await sender
+
+
+async def markers_everyone_sees(a: Node, b: Node, c: Node, page: Any) -> None:
+    """A marker placed on B is in C's and A's books (and on the view page on C) at once;
+    removed on C, it is gone on B."""
+    auth = {"Authorization": f"Bearer {CONTROL}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{b.url}/api/markers", headers=auth, json={
+                "kind": "person", "label": "Zwei Personen auf dem Dach <b>", "lat": 50.1003, "lon": 8.6002}) as r:
+            assert r.status == 201, await r.text()
+            m = await r.json()
+        t0 = time.monotonic()
+
+        async def on(node: Node, present: bool) -> bool:
+            doc = await get(f"{node.url}/api/markers")
+            return doc is not None and any(x["id"] == m["id"] for x in doc["markers"]) == present
+        await wait_for(lambda: on(c, True), 5, "B's marker on C")
+        await wait_for(lambda: on(a, True), 5, "B's marker on A")
+        took = time.monotonic() - t0
+        await page.wait_for_function(f"window.__marks && window.__marks.set.byId.has({m['id']!r})", timeout=5_000)
+        async with s.delete(f"{c.url}/api/markers/{m['id']}", headers=auth) as r:
+            assert r.status == 200, await r.text()
+        await wait_for(lambda: on(b, False), 5, "the marker removed on C gone on B")
+        print(f"a marker placed on B: on C and A after {took * 1000:.0f} ms; removed on C, gone on B")
 
 
 async def intruders_get_nothing(a: Node, b: Node, c: Node) -> None:
