@@ -10,6 +10,11 @@ the benchmark's own namespace, a router, and one namespace per weak viewer. Each
 downlink is shaped with ``tc tbf`` (20 KB bucket, 150 ms queue) and loses a share of its
 UDP by ``nft ... numgen random`` (this kernel has no netem). Everything is deleted at the end.
 
+A third viewer is a WHEP player we did not write: aiortc decoding every frame, on "auto",
+without the view page's data channels (bench/loadviewer.py --player), behind a link of its
+own: its fps over the measured window, its first frame after the answer, and its gaps over
+a second (freezes) are printed in a line of their own (``--runs N`` repeats each profile).
+
 Per profile and viewer it prints decoded fps, freezes (> 200 ms) per minute, glass-to-glass
 p95 (drone capture -> presented, from the RTP timestamp map), the renditions seen, the time
 to adapt down (to a rung that fits) and up (back to "high"): from the link's change to
@@ -208,6 +213,7 @@ def player_row(log: str, warm: float, total: float) -> dict[str, Any]:
     return {"fps": sum(window) / len(window) if window else 0.0, "min_fps": min(window) if window else 0,
             "freezes_min": len([g for _, g in last.get("gaps", [])]) / (total / 60),
             "first_frame_s": first, "gaps_over_1s": len(long_gaps), "worst_gap_s": worst,
+            "gaps": [g for g in last.get("gaps", []) if g[1] > 0.5],
             "p95_ms": None, "renditions": {}, "down_s": [], "up_s": []}
 
 
@@ -267,11 +273,13 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"clean viewer alone: {base_kf:.2f} keyframes/s", flush=True)
         results = {}
         for n in names:
-            print(f"-- {n}", flush=True)
-            results[n] = await run_profile(lab, router, devs, relay, n, PROFILES[n], args.seconds,
-                                           clean, base_kf)
-            print(results[n], flush=True)
-            await asyncio.sleep(3)
+            for run in range(args.runs):
+                key = n if args.runs == 1 else f"{n} #{run + 1}"
+                print(f"-- {key}", flush=True)
+                results[key] = await run_profile(lab, router, devs, relay, n, PROFILES[n], args.seconds,
+                                                 clean, base_kf)
+                print(results[key], flush=True)
+                await asyncio.sleep(3)
         await clean.close()
         print("\n| link | viewer | fps | freezes/min | p95 ms | renditions | down s | up s "
               "| clean kf ratio |")
@@ -306,6 +314,7 @@ def main() -> None:
     ap.add_argument("--fixed", default="high", help="the fixed viewer's rendition (today's default: high)")
     ap.add_argument("--keyframe-interval", type=float, default=2.0, help="media.keyframe_interval_s")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per static profile")
+    ap.add_argument("--runs", type=int, default=1, help="each profile this many times (default 1)")
     ap.add_argument("--no-queue-watch", action="store_true",
                     help="abr.queue_watch = false: step down on the estimate, loss and freezes only")
     args = ap.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -474,3 +475,37 @@ def test_report_queue_stands_on_two_late_receiver_reports() -> None:
     assert q.standing(14.0) is None  # no report for 3 s: nothing fresh to judge by
     q.report(14.1, 0.045)  # drained
     assert q.standing(14.2) is None
+
+
+def test_a_viewer_without_the_echo_channel_probes_a_lossy_link_seldom() -> None:
+    """A WHEP player we did not write: its padding probe cannot be stopped at the first sign
+    (no echo channel), and on a lossy link each costs it a freeze. It waits lossy_hold_s
+    before the first probe, and each failure doubles the wait (up to max_hold_s); on a
+    clean link it climbs as the page does."""
+    def first_probe(ctl: AbrController, t0: float, t1: float, loss: float) -> Any:
+        for smp in steady(t0, t1, remb_kbps=1300, loss=loss, nacks=int(60 * loss), sent=60):
+            sw = ctl.feed(smp)
+            if sw is not None:
+                return sw
+        return None
+
+    page = AbrController(LADDER, "mid", hold_s=4, padding=True)
+    player = AbrController(LADDER, "mid", hold_s=4, padding=True)
+    player.timed = False
+    p_page, p_player = first_probe(page, 0, 60, 0.05), first_probe(player, 0, 60, 0.05)
+    assert p_page is not None and p_page.t < 6, p_page
+    assert p_player is not None and p_player.probe and p_player.t >= 20, p_player
+    waits = []
+    t = p_player.t
+    for _ in range(3):
+        res, _sw = player.probe_result(t + 1.3, 20, 60)
+        assert not res.ok
+        nxt = first_probe(player, t + 1.5, t + 200, 0.05)
+        assert nxt is not None
+        waits.append(nxt.t - (t + 1.3))
+        t = nxt.t
+    assert waits[0] >= 20 and waits[1] >= 40 and 60 <= waits[2] <= 62, waits  # doubling, to max_hold_s
+    clean = AbrController(LADDER, "mid", hold_s=4, padding=True)
+    clean.timed = False
+    p_clean = first_probe(clean, 0, 60, 0.0)
+    assert p_clean is not None and p_clean.t < 6, p_clean  # a clean link: no reason to wait

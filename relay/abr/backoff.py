@@ -28,12 +28,16 @@ class Backoff:
         self.blocked[rung] = t + self.hold
         self.fail_base = probe_base
 
-    def pad_failed(self, rung: str, t: float, tune: Tuning) -> None:
+    def pad_failed(self, rung: str, t: float, tune: Tuning, cheap: bool = True) -> None:
         """A padding probe found the rung too big. Cheap (no keyframe was spent, the padding
         stopped at the first sign): try again soon, so a link that grows is used within
-        seconds; a little later each time, up to pad_max_hold_s."""
-        self.pad_fails[rung] = self.pad_fails.get(rung, 0) + 1
-        self.blocked[rung] = t + min(tune.pad_hold_s + 2.0 * (self.pad_fails[rung] - 1), tune.pad_max_hold_s)
+        seconds; a little later each time, up to pad_max_hold_s. Not cheap (the viewer has
+        no echo channel: the padding ran its course before RTCP told): lossy_hold_s,
+        doubling each time, up to max_hold_s."""
+        n = self.pad_fails[rung] = self.pad_fails.get(rung, 0) + 1
+        hold = (min(tune.pad_hold_s + 2.0 * (n - 1), tune.pad_max_hold_s) if cheap
+                else min(tune.lossy_hold_s * 2 ** (n - 1), tune.max_hold_s))
+        self.blocked[rung] = t + hold
 
     def is_blocked(self, rung: str, t: float) -> bool:
         return t < self.blocked.get(rung, 0.0)

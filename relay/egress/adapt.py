@@ -81,6 +81,7 @@ class Adapter:
             sample = self._sample(t, period)
             self._note(sample)
             ctl.padding = can_pad(self.viewer.sender)
+            ctl.timed = self.viewer.echo is not None
             sw = ctl.feed(sample)
             if self.probe is not None and ctl.probing is None and not self.probe.done():
                 self.probe.cancel()
