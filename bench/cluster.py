@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PY, ROOT, LoadGroup, cpu_seconds, free_port, get_json, wait_until
+from bench.common import PY, ROOT, LoadGroup, cpu_seconds, free_port, get_json, stop_processes, wait_until
 from relay.webrtc import use_host_addresses
 from tests.helpers import Drone, WhepViewer, wait_for
 
@@ -97,14 +97,7 @@ class Bench:
                        30, f"node {n} in the cluster")
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -127,15 +127,21 @@ class LoadGroup:
         return total
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
         self.procs.clear()
         self.last.clear()
+
+
+def stop_processes(procs: list[Any]) -> None:
+    """SIGTERM to each still running, then up to 5 s each to end before SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def cpu_seconds(pid: int) -> float:

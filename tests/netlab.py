@@ -51,18 +51,25 @@ class Lab:
 
     def link(self, a: str | None, a_addr: str, b: str | None, b_addr: str) -> tuple[str, str]:
         """A veth pair between hosts ``a`` and ``b`` (None: the test's own), addresses in CIDR."""
-        self._pairs = getattr(self, "_pairs", 0) + 1
-        n = self._pairs
-        ea, eb = f"v{self.tag}a{n}"[:15], f"v{self.tag}b{n}"[:15]
-        sh("ip", "link", "add", ea, "type", "veth", "peer", "name", eb)
-        for end, host, addr in ((ea, a, a_addr), (eb, b, b_addr)):
-            if host is not None:
-                sh("ip", "link", "set", end, "netns", host)
-            else:
-                self.links.append(end)
-            sh("ip", "addr", "add", addr, "dev", end, ns=host)
-            sh("ip", "link", "set", end, "up", ns=host)
+        ea, eb = self._veth("a", "b")
+        self._plug(ea, a, a_addr)
+        self._plug(eb, b, b_addr)
         return ea, eb
+
+    def _veth(self, x: str, y: str) -> tuple[str, str]:
+        self._pairs = getattr(self, "_pairs", 0) + 1
+        ea, eb = f"v{self.tag}{x}{self._pairs}"[:15], f"v{self.tag}{y}{self._pairs}"[:15]
+        sh("ip", "link", "add", ea, "type", "veth", "peer", "name", eb)
+        return ea, eb
+
+    def _plug(self, end: str, host: str | None, addr: str) -> None:
+        """One end of a pair into ``host`` (None: the test's own), with ``addr``, up."""
+        if host is not None:
+            sh("ip", "link", "set", end, "netns", host)
+        else:
+            self.links.append(end)
+        sh("ip", "addr", "add", addr, "dev", end, ns=host)
+        sh("ip", "link", "set", end, "up", ns=host)
 
     def lan(self, members: dict[str | None, str]) -> str:
         """One Ethernet segment joining ``members`` (host -> address in CIDR; None: the test's
@@ -71,18 +78,11 @@ class Lab:
         sh("ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", ns=switch)
         sh("ip", "link", "set", "br0", "up", ns=switch)
         for host, addr in members.items():
-            self._pairs = getattr(self, "_pairs", 0) + 1
-            port, end = f"v{self.tag}s{self._pairs}"[:15], f"v{self.tag}h{self._pairs}"[:15]
-            sh("ip", "link", "add", port, "type", "veth", "peer", "name", end)
+            port, end = self._veth("s", "h")
             sh("ip", "link", "set", port, "netns", switch)
             sh("ip", "link", "set", port, "master", "br0", ns=switch)
             sh("ip", "link", "set", port, "up", ns=switch)
-            if host is not None:
-                sh("ip", "link", "set", end, "netns", host)
-            else:
-                self.links.append(end)
-            sh("ip", "addr", "add", addr, "dev", end, ns=host)
-            sh("ip", "link", "set", end, "up", ns=host)
+            self._plug(end, host, addr)
         return switch
 
     def route(self, host: str | None, dest: str, via: str) -> None:

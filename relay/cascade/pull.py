@@ -74,21 +74,27 @@ class WhepPull:
         async with aiohttp.ClientSession() as http:
             while True:
                 started = time.monotonic()
-                try:
-                    self.state = "connecting"
-                    reason = await self._session(http)
+                outcome = await self.attempt(http)
+                if outcome == "waiting":  # it worked, then ended: again at once if it lasted
                     delay = 0.2 if time.monotonic() - started > 10 else network.take()
                     refused.reset()
-                    self.state, self.last_error = "waiting", reason
-                except (Refused, RelayError) as exc:
-                    self.refusals += 1
-                    self.state, self.last_error = "refused", f"{exc.status}: {exc.reason}"
-                    self._told.refused(Refused(exc.status, exc.reason), stream=self.sc.name, url=self.url)
-                    delay = refused.take()
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
-                    delay = network.take()
+                else:
+                    delay = refused.take() if outcome == "refused" else network.take()
                 await asyncio.sleep(delay)
+
+    async def attempt(self, http: aiohttp.ClientSession) -> str:
+        """One session, to its end: the state after it — "waiting" (it ended; why in
+        ``last_error``), "refused" (said once per reason) or "unreachable"."""
+        try:
+            self.state = "connecting"
+            self.state, self.last_error = "waiting", await self._session(http)
+        except (Refused, RelayError) as exc:
+            self.refusals += 1
+            self.state, self.last_error = "refused", f"{exc.status}: {exc.reason}"
+            self._told.refused(Refused(exc.status, exc.reason), stream=self.entry.name, url=self.url)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
+        return self.state
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
         entry = self.entry

@@ -22,9 +22,8 @@ import aiohttp
 
 from ..auth import mint_token
 from ..cascade import WhepPull
-from ..cascade.forward import Backoff, Refused
+from ..cascade.forward import Backoff
 from ..config import Config, StreamConfig
-from ..errors import RelayError
 from ..registry import Entry, Registry
 from .directory import Directory
 
@@ -57,21 +56,10 @@ class EdgePull(WhepPull):
                     await asyncio.sleep(WAIT_S)
                     continue
                 self._aim(owner)
-                try:
-                    self.state = "connecting"
-                    self.last_error = await self._session(http)
-                    self.state = "waiting"
+                if await self.attempt(http) == "waiting":  # ended (the stream moved): at once
                     backoff.reset()
-                    delay = 0.0
-                except (Refused, RelayError) as exc:
-                    self.refusals += 1
-                    self.state, self.last_error = "refused", f"{exc.status}: {exc.reason}"
-                    self._told.refused(Refused(exc.status, exc.reason), stream=self.entry.name, url=self.url)
-                    delay = backoff.take()
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
-                    delay = backoff.take()
-                await asyncio.sleep(delay)
+                    continue
+                await asyncio.sleep(backoff.take())
 
     def _aim(self, owner: dict[str, Any]) -> None:
         """The owner's WHEP URL for the stream (its own H.264 where the owner forwards it:
