@@ -107,9 +107,9 @@ def _cluster(services: Services) -> Cluster:
 
     cluster = Cluster(config, services.registry, services.shares, services.pulls, whep.count,
                       lambda: len(whep.sessions), share_sessions, lambda: ice_servers_for(config, "relay"))
-    cluster.end_share = end_share
+    cluster.book.end_share = end_share
     if services.markers is not None:
-        cluster.share_markers(services.markers)
+        cluster.book.share_markers(services.markers)
     return cluster
 
 

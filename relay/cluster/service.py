@@ -8,31 +8,28 @@ What it adds to a node (``[cluster] redis = ...``; without it nothing here runs)
 - **any node serves any stream**: a viewer of a stream owned elsewhere is served from an
   edge pull (or sent to the owner with 307 in ``viewers = "redirect"`` mode);
 - **one picture**: the node's record carries its streams, so every node lists all;
-- **share links and their revocation** cluster-wide: the book is mirrored in a Redis hash,
-  each change is an event every node applies at once (a revoked link's sessions end).
+- **share links and markers** cluster-wide: :class:`~relay.cluster.book.SharedBook`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import jwt
 import psutil
 
 from ..cascade import WhepPull
 from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
-from ..markers import MarkerBook
 from ..registry import Entry, Registry, State
-from ..share import Share, ShareBook
-from .directory import EVENTS, FAULTS, MARKERS, SHARES, Directory, DirectoryDown, client
+from ..share import ShareBook
+from .book import SharedBook
+from .directory import Directory, DirectoryDown
 from .edge import EDGE_KIND, Edges
 
 __all__ = ["Cluster"]
@@ -55,18 +52,13 @@ class Cluster:
         self.me = self.directory.me
         self.edges = Edges(registry, config, self.directory, pulls, viewers, ice)
         self.lost_publishers = 0
-        self.markers: MarkerBook | None = None  # the incident's markers, shared by every node
-        # Ends the sessions opened through a share link (set by the app: the WHEP egress's).
-        self.end_share: Callable[[str], Awaitable[int]] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._proc = psutil.Process(os.getpid())
         self._net = (time.monotonic(), _sent_bytes())
         d = self.directory
         d.record, d.wanted, d.on_lost, d.on_refreshed = self.record, self.wanted, self._lost, self._adopt
-        d.on_rejoin.append(lambda: self._spawn(self.sync_shares()))
-        d.on_rejoin.append(lambda: self._spawn(self.sync_markers()))
         registry.guard = self.guard
-        shares.listeners.append(self._share_changed)
+        self.book = SharedBook(config, d, shares, self._spawn)
 
     # ------------------------------------------------------------------ life
 
@@ -74,7 +66,7 @@ class Cluster:
         self._proc.cpu_percent()
         self._spawn(self.directory.run())
         self._spawn(self.edges.janitor())
-        self._spawn(self._events())
+        self._spawn(self.book.listen())
         log.info("cluster node", extra={"node": self.me, "url": self.directory.url,
                                         "redis": self.directory.where})
 
@@ -117,11 +109,7 @@ class Cluster:
         self.lost_publishers += 1
         log.warning("stream is owned by another node: the publisher here is ended",
                     extra={"stream": stream, "owner": owner, "node": self.me})
-        holder = entry.slot.holder
-        evict = entry.slot._evict
-        entry.release(holder)
-        if evict is not None:
-            evict(holder)
+        entry.end_publisher()
 
     # ------------------------------------------------------------------ viewers
 
@@ -237,151 +225,6 @@ class Cluster:
             total += n if isinstance(n, int) else 0
         return total
 
-    # ------------------------------------------------------------------ markers
-
-    def share_markers(self, book: MarkerBook) -> None:
-        """The incident's markers on every node: each change made here goes to the cluster's
-        book and as an event; the others' changes are merged here (and into this node's
-        signed log, marked with the node they came from)."""
-        self.markers = book
-        book.changes.append(lambda op, doc, t: self._spawn(self._publish_marker(op, doc, t)))
-
-    async def _publish_marker(self, op: str, doc: dict[str, Any], t: float) -> None:
-        try:
-            redis = self.directory.redis
-            await redis.hset(MARKERS, doc["id"], json.dumps({"op": op, "m": doc, "t": t, "node": self.me}))
-            await redis.publish(EVENTS, json.dumps({"type": "marker", "id": doc["id"], "node": self.me}))
-        except FAULTS as exc:  # (the rejoin's sync pushes what the cluster has not got)
-            log.warning("marker change not yet in the cluster's book", extra={"marker": doc.get("id"),
-                                                                              "error": str(exc)})
-
-    def _merge_marker(self, raw: str | None) -> None:
-        if not raw or self.markers is None:
-            return
-        try:
-            ev = json.loads(raw)
-        except ValueError:
-            return
-        if isinstance(ev, dict) and isinstance(ev.get("t"), int | float):
-            self.markers.merge(str(ev.get("op")), ev.get("m"), float(ev["t"]), str(ev.get("node") or "?"))
-
-    async def sync_markers(self) -> None:
-        """On (re)joining: the cluster's changes merged here, ours it has not got pushed."""
-        book = self.markers
-        if book is None:
-            return
-        try:
-            redis = self.directory.redis
-            theirs = await redis.hgetall(MARKERS)
-            for raw in theirs.values():
-                self._merge_marker(str(raw))
-            for m in list(book.markers.values()):
-                known = _json_dict(theirs.get(m.id))
-                known_m = known.get("m") if known else None
-                if not isinstance(known_m, dict) or float(known_m.get("updated", 0)) < m.updated:
-                    await redis.hset(MARKERS, m.id, json.dumps({"op": "change", "m": m.doc(), "t": m.updated,
-                                                                "node": self.me}))
-        except FAULTS as exc:
-            log.warning("markers not synced with the cluster", extra={"error": str(exc)})
-
-    # ------------------------------------------------------------------ shares
-
-    def _share_changed(self, share: Share) -> None:
-        self._spawn(self._publish_share(share))
-
-    async def _publish_share(self, share: Share) -> None:
-        try:
-            redis = self.directory.redis
-            await redis.hset(SHARES, share.id, json.dumps(share.doc()))
-            await redis.publish(EVENTS, json.dumps({"type": "share", "id": share.id, "node": self.me}))
-        except FAULTS as exc:  # (the rejoin's sync pushes it: a revocation is never lost)
-            log.warning("share link change not yet in the cluster's book",
-                        extra={"share": share.id, "error": str(exc)})
-
-    async def sync_shares(self) -> None:
-        """Both ways, on (re)joining: links made or revoked on either side meet."""
-        try:
-            redis = self.directory.redis
-            theirs = await redis.hgetall(SHARES)
-            for raw in theirs.values():
-                await self._apply_share(str(raw))
-            for share in list(self.shares.shares.values()):
-                mine = theirs.get(share.id)
-                doc = json.loads(mine) if mine else None
-                if doc is None or (share.revoked is not None and doc.get("revoked") is None):
-                    await redis.hset(SHARES, share.id, json.dumps(share.doc()))
-        except FAULTS as exc:
-            log.warning("share links not synced with the cluster", extra={"error": str(exc)})
-
-    async def learn_share(self, token: str | None) -> None:
-        """A share link's token this node has not heard of yet (made on another node a
-        moment ago): its entry is read from the cluster's book before the token is judged.
-        The signature is checked by the decision that follows, as for every token."""
-        if not token or len(token) > 4096 or token.count(".") != 2:
-            return
-        try:
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            return
-        jti = claims.get("jti") if isinstance(claims, dict) and claims.get("share") else None
-        if not isinstance(jti, str) or self.shares.get(jti) is not None or not self.directory.up:
-            return
-        with contextlib.suppress(*FAULTS):
-            raw = await asyncio.wait_for(self.directory.redis.hget(SHARES, jti), 1.0)
-            await self._apply_share(str(raw) if raw is not None else None)
-
-    async def _apply_share(self, raw: str | None) -> None:
-        if not raw:
-            return
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            return
-        if not isinstance(doc, dict):
-            return
-        known = self.shares.get(str(doc.get("id")))
-        was_revoked = known is not None and known.revoked is not None
-        share = self.shares.merge(doc)
-        if share is not None and share.revoked is not None and not was_revoked and self.end_share is not None:
-            ended = await self.end_share(share.id)
-            log.info("share link revoked on another node", extra={"share": share.id, "ended": ended})
-
-    async def _events(self) -> None:
-        """The cluster's events (a share link made or revoked on another node)."""
-        while True:
-            pubsub = None
-            try:
-                sub = client(self.config, timeout=None)
-                pubsub = sub.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(EVENTS)
-                await self.sync_shares()  # what was said while we did not listen
-                await self.sync_markers()
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    await self._event(msg.get("data"))
-            except FAULTS:
-                await asyncio.sleep(1.0)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(*FAULTS):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    async def _event(self, data: Any) -> None:
-        try:
-            ev = json.loads(data) if isinstance(data, str) else None
-        except ValueError:
-            return
-        if not isinstance(ev, dict) or ev.get("node") == self.me:
-            return
-        if ev.get("type") == "share" and isinstance(ev.get("id"), str):
-            raw = await self.directory.redis.hget(SHARES, ev["id"])
-            await self._apply_share(str(raw) if raw is not None else None)
-        elif ev.get("type") == "marker" and isinstance(ev.get("id"), str):
-            raw = await self.directory.redis.hget(MARKERS, ev["id"])
-            self._merge_marker(str(raw) if raw is not None else None)
-
     def require(self, what: str) -> None:
         try:
             self.directory.require(what)
@@ -395,14 +238,6 @@ class Cluster:
                 "cluster_edge_pulls": float(len(self.edges.edges)),
                 "cluster_refresh_failures": float(d.failures),
                 "cluster_publishers_lost": float(self.lost_publishers)}
-
-
-def _json_dict(raw: Any) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _sent_bytes() -> int:

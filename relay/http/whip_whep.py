@@ -85,7 +85,7 @@ async def _offered(request: web.Request, action: Action) -> tuple[str, Decision,
     stream = request.match_info["stream"]
     svc = services_of(request)
     if svc.cluster is not None:  # a share link made on another node a moment ago
-        await svc.cluster.learn_share(token_of(request))
+        await svc.cluster.book.learn_share(token_of(request))
     decision = authorize(request, action, stream)
     offer = await read_offer(request)
     admit_offer(request)

@@ -88,6 +88,17 @@ class Entry:
             self.guard(self, kind)
         self.slot.claim(session_id, kind, remote, self.liveness, evict)
 
+    def end_publisher(self) -> bool:
+        """End the current publisher, whoever it is (its session is told to close, as a
+        takeover does); False if there is none."""
+        holder, evict = self.slot.holder, self.slot.evictor
+        if holder is None:
+            return False
+        self.release(holder)
+        if evict is not None:
+            evict(holder)
+        return True
+
     def release(self, session_id: str) -> None:
         if self.slot.release(session_id):
             self.source_info.set_problem("")  # it was this publisher's

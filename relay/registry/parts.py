@@ -150,6 +150,11 @@ class PublisherSlot:
         self.since = time.monotonic()
         self._evict = evict
 
+    @property
+    def evictor(self) -> Callable[[str], None] | None:
+        """How the current publisher is ended (its session closed), if it can be."""
+        return self._evict
+
     def announce_packets(self, keyframe_upstream: Callable[[], None] | None = None) -> None:
         self.forwards_packets = True
         if keyframe_upstream is not None:
