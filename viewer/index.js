@@ -10,9 +10,10 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // The snapshot is fetched with the token in a header (an <img src> cannot send one).
-async function snapshot(img, name) {
+// A stream of another node of a cluster: its picture from that node (`base`).
+async function snapshot(img, name, base = "") {
   try {
-    const r = await authFetch(`/api/streams/${encodeURIComponent(name)}/snapshot.jpg`);
+    const r = await authFetch(`${base}/api/streams/${encodeURIComponent(name)}/snapshot.jpg`);
     if (!r.ok) return;
     const url = URL.createObjectURL(await r.blob());
     const old = img.src;
@@ -49,7 +50,7 @@ async function refresh() {
       st.className = `state ${s.state}`;
       card.querySelector(".info").textContent = s.width ? `${s.width}x${s.height} · ${s.fps.toFixed(0)} fps · ${s.source_codec}` : "no picture yet";
       card.querySelector(".viewers").textContent = `${s.viewers} watching` + (clustered && s.node ? ` · node ${s.node}` : "");
-      if (s.width) snapshot(card.querySelector("img"), s.name);
+      if (s.width) snapshot(card.querySelector("img"), s.name, s.remote && s.node_url ? s.node_url : "");
     }
     for (const c of [...cards.children]) if (!seen.has(c.dataset.name)) c.remove();
   } catch (e) {

@@ -77,8 +77,14 @@ def add_headers(request: web.Request, headers: Any) -> None:
     if request.path.startswith(("/whip", "/whep", "/api")):
         headers.update(CORS)
     headers.update(SECURITY_HEADERS)
-    tiles = tile_origin(services_of(request).config)
+    svc = services_of(request)
+    csp = CSP
+    tiles = tile_origin(svc.config)
     if tiles:  # the map's images may come from the configured tile server, nothing else
-        headers["Content-Security-Policy"] = CSP.replace("img-src 'self'", f"img-src 'self' {tiles}")
+        csp = csp.replace("img-src 'self'", f"img-src 'self' {tiles}")
+    if svc.cluster is not None:  # the other nodes: a 307 to the owner, a session's DELETE
+        nodes = " ".join(svc.cluster.origins())
+        csp = csp.replace("connect-src 'self'", f"connect-src 'self' {nodes}")
+    headers["Content-Security-Policy"] = csp
     if services_of(request).config.tls_cert:
         headers["Strict-Transport-Security"] = "max-age=31536000"

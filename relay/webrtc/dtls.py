@@ -76,9 +76,9 @@ async def _start(self: RTCDtlsTransport, remoteParameters: Any) -> None:
             task.cancel()
     if self._state == State.FAILED and ice.state not in ("closed", "failed"):
         # (a session closed or a path lost mid-handshake is not the peer's fault: said elsewhere)
-        log.warning("DTLS handshake failed: the peer's certificate or parameters were refused "
-                    "(FFmpeg's GnuTLS build makes a P-224 certificate, which this relay's OpenSSL "
-                    "cannot take: give it a P-256 certificate with -cert_file/-key_file)")
+        log.warning("DTLS handshake failed (if the peer is FFmpeg's GnuTLS build: its P-224 "
+                    "certificate, which this relay's OpenSSL cannot take; give it a P-256 one with "
+                    "-cert_file/-key_file)")
 
 
 def install() -> None:

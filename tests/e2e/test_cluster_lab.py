@@ -447,11 +447,16 @@ async def test_redis_lost_and_back_and_a_node_cut_off_gives_up_its_claim() -> No
         await viewer.start()
         await wait_for(lambda: viewer.seen.frames > 30, 30, "frames on B")
 
-        # Redirect mode: C answers 307 to A, Chromium follows it and plays from A.
-        async with chromium(executable=lab.wrapper(c.ns, CHROMIUM)) as ctx:
+        # Redirect mode: C answers 307 to A, Chromium follows it and plays from A — with the
+        # pages' Content-Security-Policy enforced (connect-src names the cluster's nodes).
+        async with chromium(executable=lab.wrapper(c.ns, CHROMIUM), bypass_csp=False) as ctx:
             page = await ctx.new_page()
-            await page.goto(f"{c.url}/view/drone1")
-            await page.wait_for_function("window.__player && window.__player.stats.fps > 10", timeout=30_000)
+            resp = await page.goto(f"{c.url}/view/drone1")
+            assert resp is not None and a.url in (await resp.all_headers())["content-security-policy"]
+            deadline = time.monotonic() + 30
+            while not await page.evaluate("() => Boolean(window.__player && window.__player.stats.fps > 10)"):
+                assert time.monotonic() < deadline, "the redirected page never played"
+                await asyncio.sleep(0.2)
             doc = await get(f"{c.url}/api/streams/drone1", None)
             assert doc is None or doc.get("viewers", 0) == 0, doc  # nothing served by C itself
             at_a = await get(f"{a.url}/api/streams/drone1/stats", None)
