@@ -200,3 +200,22 @@ def test_a_cluster_with_auth_needs_the_shared_signing_secret() -> None:
         parse({"auth": {"enabled": True, "publish_token": "p" * 12, "view_token": "v" * 12},
                "cluster": {"redis": "redis://127.0.0.1:6379", "url": "http://a:8080"}})
     assert err.value.key == "auth.jwt_secret"
+
+
+@pytest.mark.parametrize(("url", "origin"), [
+    ("https://relay-2.brigade.example:8443", "https://relay-2.brigade.example:8443"),
+    ("http://10.0.0.12:8480/whep/x?y", "http://10.0.0.12:8480"),
+    ("http://[fd00::12]:8480", "http://[fd00::12]:8480"),
+    ("https://evil.example 'unsafe-inline' 'unsafe-eval'", None),
+    ("https://evil.example;script-src *", None),
+    ("javascript:alert(1)", None),
+    ("data:text/html,x", None),
+    (["not", "text"], None),
+    ("https://a.example:99999", None),
+])
+def test_node_origins_for_the_pages_policy_are_rebuilt_from_parsed_urls(url: Any, origin: str | None) -> None:
+    """A node's URL comes from its record in Redis and goes into every page's
+    Content-Security-Policy: only a plain scheme://host:port gets in, never a policy token."""
+    from relay.cluster.service import _origin
+
+    assert _origin(url) == origin
