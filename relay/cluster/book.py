@@ -20,7 +20,7 @@ import jwt
 from ..config import Config
 from ..markers import MarkerBook
 from ..share import Share, ShareBook
-from .directory import EVENTS, FAULTS, MARKERS, SHARES, Directory, client
+from .directory import EVENTS, FAULTS, MARKERS, SHARES, Directory, client, json_dict
 
 __all__ = ["SharedBook"]
 
@@ -66,11 +66,8 @@ class SharedBook:
     def _merge_marker(self, raw: str | None) -> None:
         if not raw or self.markers is None:
             return
-        try:
-            ev = json.loads(raw)
-        except ValueError:
-            return
-        if isinstance(ev, dict) and isinstance(ev.get("t"), int | float):
+        ev = json_dict(raw)
+        if ev is not None and isinstance(ev.get("t"), int | float):
             self.markers.merge(str(ev.get("op")), ev.get("m"), float(ev["t"]), str(ev.get("node") or "?"))
 
     async def sync_markers(self) -> None:
@@ -84,7 +81,7 @@ class SharedBook:
             for raw in theirs.values():
                 self._merge_marker(str(raw))
             for m in list(book.markers.values()):
-                known = _json_dict(theirs.get(m.id))
+                known = json_dict(theirs.get(m.id))
                 known_m = known.get("m") if known else None
                 if not isinstance(known_m, dict) or float(known_m.get("updated", 0)) < m.updated:
                     await redis.hset(MARKERS, m.id, json.dumps({"op": "change", "m": m.doc(), "t": m.updated,
@@ -115,7 +112,7 @@ class SharedBook:
                 await self._apply_share(str(raw))
             for share in list(self.shares.shares.values()):
                 mine = theirs.get(share.id)
-                doc = json.loads(mine) if mine else None
+                doc = json_dict(mine)
                 if doc is None or (share.revoked is not None and doc.get("revoked") is None):
                     await redis.hset(SHARES, share.id, json.dumps(share.doc()))
         except FAULTS as exc:
@@ -141,11 +138,8 @@ class SharedBook:
     async def _apply_share(self, raw: str | None) -> None:
         if not raw:
             return
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            return
-        if not isinstance(doc, dict):
+        doc = json_dict(raw)
+        if doc is None:
             return
         known = self.shares.get(str(doc.get("id")))
         was_revoked = known is not None and known.revoked is not None
@@ -181,11 +175,8 @@ class SharedBook:
                         await sub.aclose()
 
     async def _event(self, data: Any) -> None:
-        try:
-            ev = json.loads(data) if isinstance(data, str) else None
-        except ValueError:
-            return
-        if not isinstance(ev, dict) or ev.get("node") == self.me:
+        ev = json_dict(data)
+        if ev is None or ev.get("node") == self.me:
             return
         if ev.get("type") == "share" and isinstance(ev.get("id"), str):
             raw = await self.directory.redis.hget(SHARES, ev["id"])
@@ -193,11 +184,3 @@ class SharedBook:
         elif ev.get("type") == "marker" and isinstance(ev.get("id"), str):
             raw = await self.directory.redis.hget(MARKERS, ev["id"])
             self._merge_marker(str(raw) if raw is not None else None)
-
-
-def _json_dict(raw: Any) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None

@@ -22,16 +22,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..config import Config, redact_url
 
-__all__ = ["PREFIX", "Directory", "DirectoryDown"]
+__all__ = ["PREFIX", "Directory", "DirectoryDown", "json_dict", "node_origin"]
 
 log = logging.getLogger("relay.cluster")
 PREFIX = "relay:"
@@ -141,7 +143,7 @@ class Directory:
         results = await pipe.execute()
         nodes = await self._read("node:")
         claims = await self._read("claim:")
-        self.nodes = {n: d for n, d in ((k, _json(v)) for k, v in nodes.items()) if d is not None}
+        self.nodes = {n: d for n, d in ((k, json_dict(v)) for k, v in nodes.items()) if d is not None}
         self.claims = {k: v for k, v in claims.items() if v}
         rejoined = not self.up
         self.up, self.last_ok = True, time.monotonic()
@@ -201,9 +203,30 @@ class Directory:
             await self.redis.aclose()
 
 
-def _json(value: str) -> dict[str, Any] | None:
+def node_origin(url: Any) -> str | None:
+    """A node's ``scheme://host[:port]`` rebuilt from its URL (which comes from Redis), or
+    None: nothing but a plain origin gets into a request or a page's policy."""
+    if not isinstance(url, str) or len(url) > 300:
+        return None
     try:
-        doc = json.loads(value)
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:]{2,39}")
+
+
+def json_dict(raw: Any) -> dict[str, Any] | None:
+    """A JSON object read from Redis, or None (anything else is not believed)."""
+    try:
+        doc = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

@@ -25,7 +25,7 @@ from ..cascade import WhepPull
 from ..cascade.forward import Backoff
 from ..config import Config, StreamConfig
 from ..registry import Entry, Registry
-from .directory import Directory
+from .directory import Directory, node_origin
 
 __all__ = ["EDGE_KIND", "EdgePull", "Edges"]
 
@@ -55,24 +55,33 @@ class EdgePull(WhepPull):
                     self.state, self.owner = "waiting", None
                     await asyncio.sleep(WAIT_S)
                     continue
-                self._aim(owner)
-                if await self.attempt(http) == "waiting":  # ended (the stream moved): at once
+                if not self._aim(owner):
+                    await asyncio.sleep(backoff.take())
+                    continue
+                if await self.attempt(http) == "waiting":  # ended (the stream moved): again soon
                     backoff.reset()
+                    await asyncio.sleep(WAIT_S)
                     continue
                 await asyncio.sleep(backoff.take())
 
-    def _aim(self, owner: dict[str, Any]) -> None:
+    def _aim(self, owner: dict[str, Any]) -> bool:
         """The owner's WHEP URL for the stream (its own H.264 where the owner forwards it:
-        no encode there for us, no added delay), and a fresh token for it."""
+        no encode there for us, no added delay), and a fresh token for it; False when the
+        owner's record has no usable URL (it comes from Redis: only an origin is taken)."""
         name = self.entry.name
         self.owner = str(owner.get("name"))
+        base = node_origin(owner.get("url"))
+        if base is None:
+            self.state, self.last_error = "refused", f"node {self.owner} has no usable URL"
+            return False
         doc: dict[str, Any] = next((s for s in owner.get("streams", []) if s.get("name") == name), {})
         query = "?rendition=source" if doc.get("passthrough") else ""
-        self.url = f"{owner.get('url')}/whep/{name}{query}"
+        self.url = f"{base}/whep/{name}{query}"
         token = None
         if self.config.auth.enabled:
             token, _, _ = mint_token(self.config, "viewer", [name], 300.0, label=f"node {self.directory.me}")
         self.sc = dataclasses.replace(self.sc, source_token=token)
+        return True
 
     def moved(self) -> str | None:
         owner = self.directory.owner(self.entry.name)

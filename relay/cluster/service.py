@@ -17,11 +17,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 
@@ -31,7 +29,7 @@ from ..errors import RelayError
 from ..registry import Entry, Registry, State
 from ..share import ShareBook
 from .book import SharedBook
-from .directory import Directory, DirectoryDown
+from .directory import Directory, DirectoryDown, node_origin
 from .edge import EDGE_KIND, Edges
 
 __all__ = ["Cluster"]
@@ -223,8 +221,8 @@ class Cluster:
         """The nodes' origins (scheme://host:port), for the pages' Content-Security-Policy: a
         redirect to the owner, a session's DELETE at its node, a snapshot from another node.
         Each is rebuilt from a parsed URL (records come from Redis: nothing else gets in)."""
-        out = {o for o in (_origin(d.get("url")) for d in self.directory.nodes.values()) if o}
-        own = _origin(self.directory.url)
+        out = {o for o in (node_origin(d.get("url")) for d in self.directory.nodes.values()) if o}
+        own = node_origin(self.directory.url)
         if own:
             out.add(own)
         return sorted(out)
@@ -250,24 +248,6 @@ class Cluster:
                 "cluster_edge_pulls": float(len(self.edges.edges)),
                 "cluster_refresh_failures": float(d.failures),
                 "cluster_publishers_lost": float(self.lost_publishers)}
-
-
-def _origin(url: Any) -> str | None:
-    if not isinstance(url, str) or len(url) > 300:
-        return None
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host):
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-
-
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:]{2,39}")
 
 
 def _sent_bytes() -> int:
