@@ -33,7 +33,7 @@ from tests.browser import CHROMIUM, chromium
 from tests.helpers import Drone, WhepViewer, wait_for
 from tests.netlab import Lab, need_lab, sh
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab")]
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netlab"), pytest.mark.quiet]  # heavy (3 relays, 2 browsers) and timed: alone
 NET = "10.213.0"
 ME, REDIS, LB = f"{NET}.2", f"{NET}.10", f"{NET}.100"
 PUB, VIEW, CONTROL = "drone-publish-token", "viewer-token-12345", "lagezentrum-control-token"
