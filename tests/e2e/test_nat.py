@@ -82,17 +82,29 @@ table ip nat {{
                 except Exception:
                     print(lab.log("coturn.log")[-3000:])
                     raise
-                pair = await page.evaluate("""async () => {
-                    const stats = await window.__player.pc.getStats();
-                    let pair = null; const cands = {};
-                    stats.forEach((s) => {
-                      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s;
-                      if (s.type === "local-candidate") cands[s.id] = s;
-                    });
-                    const local = pair && cands[pair.localCandidateId];
-                    return local && { type: local.candidateType, proto: local.relayProtocol,
-                                      servers: window.__player.iceServers.map((s) => s.urls) };
-                }""")
+                # The pair in use: the transport's selected one (a stats snapshot taken while
+                # Chromium renominates can show none: asked again, for up to 5 s).
+                pair = None
+                for _ in range(25):
+                    pair = await page.evaluate("""async () => {
+                        const stats = await window.__player.pc.getStats();
+                        let pair = null, selected = null; const cands = {}, pairs = {};
+                        stats.forEach((s) => {
+                          if (s.type === "transport" && s.selectedCandidatePairId) selected = s.selectedCandidatePairId;
+                          if (s.type === "candidate-pair") {
+                            pairs[s.id] = s;
+                            if (s.nominated && s.state === "succeeded") pair = s;
+                          }
+                          if (s.type === "local-candidate") cands[s.id] = s;
+                        });
+                        if (selected && pairs[selected]) pair = pairs[selected];
+                        const local = pair && cands[pair.localCandidateId];
+                        return local && { type: local.candidateType, proto: local.relayProtocol,
+                                          servers: window.__player.iceServers.map((s) => s.urls) };
+                    }""")
+                    if pair is not None:
+                        break
+                    await asyncio.sleep(0.2)
             assert pair is not None and pair["type"] == "relay" and pair["proto"] == "tcp", pair
             assert pair["servers"] == ["turn:10.202.2.2:3478?transport=tcp"]
             # The firewall really dropped UDP (Chromium tried its host candidates first).
