@@ -366,7 +366,8 @@ async def intruders_get_nothing(a: Node, b: Node, c: Node) -> None:
 
 async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{b.url}/api/shares", json={"stream": "drone1", "label": "Nachbarwehr Ost", "ttl_s": 600},
+        async with s.post(f"{b.url}/api/shares", json={"stream": "drone1", "label": "Nachbarwehr Ost", "ttl_s": 600,
+                                                       "max_viewers": 1},
                           headers={"Authorization": f"Bearer {CONTROL}"}) as r:
             assert r.status == 201, await r.text()
             share = await r.json()
@@ -375,6 +376,11 @@ async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
             await guest.start()
             await wait_for(lambda: guest.seen.frames > 10, 20, "the share link's viewer on C")
             assert any(v["who"] == "Nachbarwehr Ost" for v in await viewers_at(c))
+            # Its cap (one viewer) counts the cluster: a second session on B is refused once
+            # C's record (refreshed every second) says it has one.
+            await asyncio.sleep(2.5)
+            status, reason = await offer_status(f"{b.url}/whep/drone1", share["token"])
+            assert status == 429 and "1 viewer" in reason, (status, reason)
             async with s.delete(f"{b.url}/api/shares/{share['id']}",
                                 headers={"Authorization": f"Bearer {CONTROL}"}) as r:
                 assert r.status == 200, await r.text()
