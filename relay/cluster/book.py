@@ -52,16 +52,20 @@ class SharedBook:
         book and as an event; the others' changes are merged here (and into this node's
         signed log, marked with the node they came from)."""
         self.markers = book
-        book.changes.append(lambda op, doc, t: self.spawn(self._publish_marker(op, doc, t)))
+        book.changes.append(lambda op, doc, t: self.spawn(self._announce(
+            MARKERS, "marker", doc["id"], {"op": op, "m": doc, "t": t, "node": self.me})))
 
-    async def _publish_marker(self, op: str, doc: dict[str, Any], t: float) -> None:
+    async def _announce(self, book: str, kind: str, item_id: str, state: dict[str, Any]) -> None:
+        """A change made here: into the cluster's book (``book``: the hash), then an event
+        every node hears. Redis away: the rejoin's sync pushes it (a revocation, a marker
+        change are never lost)."""
         try:
             redis = self.directory.redis
-            await redis.hset(MARKERS, doc["id"], json.dumps({"op": op, "m": doc, "t": t, "node": self.me}))
-            await redis.publish(EVENTS, json.dumps({"type": "marker", "id": doc["id"], "node": self.me}))
-        except FAULTS as exc:  # (the rejoin's sync pushes what the cluster has not got)
-            log.warning("marker change not yet in the cluster's book", extra={"marker": doc.get("id"),
-                                                                              "error": str(exc)})
+            await redis.hset(book, item_id, json.dumps(state))
+            await redis.publish(EVENTS, json.dumps({"type": kind, "id": item_id, "node": self.me}))
+        except FAULTS as exc:
+            log.warning("change not yet in the cluster's book", extra={"kind": kind, "id": item_id,
+                                                                       "error": str(exc)})
 
     def _merge_marker(self, raw: str | None) -> None:
         if not raw or self.markers is None:
@@ -92,16 +96,7 @@ class SharedBook:
     # ------------------------------------------------------------------ shares
 
     def _share_changed(self, share: Share) -> None:
-        self.spawn(self._publish_share(share))
-
-    async def _publish_share(self, share: Share) -> None:
-        try:
-            redis = self.directory.redis
-            await redis.hset(SHARES, share.id, json.dumps(share.doc()))
-            await redis.publish(EVENTS, json.dumps({"type": "share", "id": share.id, "node": self.me}))
-        except FAULTS as exc:  # (the rejoin's sync pushes it: a revocation is never lost)
-            log.warning("share link change not yet in the cluster's book",
-                        extra={"share": share.id, "error": str(exc)})
+        self.spawn(self._announce(SHARES, "share", share.id, share.doc()))
 
     async def sync_shares(self) -> None:
         """Both ways, on (re)joining: links made or revoked on either side meet."""
