@@ -56,12 +56,15 @@ def relay_config(extra: str = "") -> str:
             "viewers_per_stream = 1000\nviewers_total = 1000\n" + extra)
 
 
-def start_relay(config_text: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_relay(config_text: str, on_start: Any = None) -> tuple[subprocess.Popen[bytes], str]:
+    """The relay on a free port; ``on_start(pid)`` runs at once (e.g. to put it in a cgroup)."""
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="bench-relay-")) / "relay.toml"
     cfg.write_text(config_text.replace("{port}", str(port)))
     proc = subprocess.Popen([PY, "-m", "relay", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if on_start is not None:
+        on_start(proc.pid)
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get_json(base + "/healthz")["ok"], 20, "relay up")
     return proc, base

@@ -22,6 +22,7 @@ from .limits import Limiter
 from .logs import quiet_malformed_requests
 from .markers import MarkerBook, RateBook
 from .metrics import metrics_renderer
+from .overload import Governor, watch_loop
 from .pipeline import Pipeline
 from .record import RecordService
 from .registry import Entry, Registry, State
@@ -80,6 +81,7 @@ def _services(config: Config) -> Services:
     record = RecordService(config, registry) if recording else None
     whep = WhepEgress(registry, config, limiter=limiter, ice=ice, sessions=table)
     return Services(
+        governor=Governor(config.overload.shed if config.overload.enabled else ()),
         config=config, registry=registry, limiter=limiter, pipelines=pipelines,
         whip=WhipIngest(registry, config, ice=ice, sessions=table, limiter=limiter),
         whep=whep, markers=_markers(config, record, whep), marker_rate=RateBook(config.markers.rate_per_min),
@@ -129,8 +131,12 @@ def _wire_streams(services: Services) -> None:
     """A stream that comes into being gets its pipeline (and recorder); one that goes, loses them."""
     record = services.record
 
+    governor = services.governor
+
     def on_created(entry: Entry) -> None:
-        pipeline = Pipeline(entry, services.config)
+        for stream in entry.all_streams():  # every skip for age is lateness the governor hears
+            stream.on_stale = governor.skipped
+        pipeline = Pipeline(entry, services.config, governor)
         services.pipelines[entry.name] = pipeline
         pipeline.start()
         if record is not None:
@@ -218,6 +224,10 @@ def _counters(services: Services, sources: ConfiguredSources) -> dict[str, float
         "whep_sessions": len(whep.sessions),
         "publisher_takeovers": sum(e.takeovers for e in registry.entries.values()),
         "refused_unconfigured_streams": registry.refused,
+        "overload_level": float(services.governor.level),
+        "overloaded": 1.0 if services.governor.level else 0.0,
+        "overload_changes": float(services.governor.changes),
+        "skipped_for_age": float(services.governor.skipped_total),
     }
     assert services.limiter is not None
     for what in ("offers_per_client", "sessions_per_client", "viewers_per_stream",
@@ -260,6 +270,7 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
     _service(app, "whep sessions", None, lambda: services.whep.close_all())
     _service(app, "whip sessions", None, lambda: services.whip.close_all())
     _task_service(app, "liveness watchdog", registry.watch)
+    _task_service(app, "overload governor", lambda: watch_loop(services.governor))
     _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, services.whep.count))
     _task_service(app, "session janitor", lambda: _end_expired(app))
     _service(app, "sources", sources.start, sources.stop)

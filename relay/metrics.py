@@ -12,7 +12,11 @@ from .config import PASSTHROUGH
 from .egress import ViewerInfo
 from .registry import Registry
 
-__all__ = ["metrics_renderer"]
+__all__ = ["GAUGES", "metrics_renderer"]
+
+# Values among the relay's counters that go up and down: exported as gauges (no _total).
+GAUGES = frozenset({"cluster_redis_up", "cluster_nodes", "cluster_claims_held", "cluster_edge_pulls",
+                    "whip_sessions", "whep_sessions", "overload_level", "overloaded"})
 
 
 class _RelayCollector:
@@ -82,7 +86,7 @@ class _RelayCollector:
         yield from (up, fps, frames, viewers, encoders, relay_ms, stage_ms, viewer_ms,
                     viewer_fps, viewer_loss, dropped)
         for name, value in self.counters().items():
-            family = GaugeMetricFamily if name.endswith("_paused") else CounterMetricFamily
+            family = GaugeMetricFamily if name in GAUGES or name.endswith("_paused") else CounterMetricFamily
             c = family(f"relay_{name}", name.replace("_", " "))
             c.add_metric([], value)
             yield c

@@ -4,6 +4,15 @@ A reader that falls behind never slows the publisher or the other readers. For e
 streams (``gop=True``) an overflowing reader drops everything queued and skips to the next
 keyframe (a dropped inter frame would corrupt the picture until then) and asks for one;
 for raw frame streams the oldest frame is dropped.
+
+A queue is bounded in **age** too, not only in count (at a lower frame rate, or with a
+consumer short of CPU, the same count is older): a reader with ``max_age`` looks at the unit
+it is about to hand out, and if that unit arrived at the relay longer ago than ``max_age``
+it does not hand it out late. A raw-frame reader skips to the newest frame queued; an
+encoded reader jumps to the newest keyframe queued, or drops all and waits for the next
+keyframe, asking for one (within its budget). Such drops are counted (``stale``) and
+reported once per burst through ``Stream.on_stale``. Units replayed from the GOP cache to
+a joining reader are exempt (they are old by design and make the first picture).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .media import Unit
+from .media import Unit, now
 
 __all__ = ["Reader", "Stream", "StreamClosed"]
 
@@ -28,10 +37,15 @@ class StreamClosed(Exception):
 class Reader:
     """A consumer's view of a :class:`Stream`: a bounded queue with drop counters."""
 
-    def __init__(self, stream: Stream, maxlen: int, label: str = "", viewer: bool = True) -> None:
+    def __init__(self, stream: Stream, maxlen: int, label: str = "", viewer: bool = True,
+                 max_age: float | None = None) -> None:
         self.stream = stream
         self.viewer = viewer  # False: the record, not a person watching
         self.maxlen = maxlen
+        self.max_age = max_age  # seconds since arrival; None: every unit, however late (the record)
+        self.stale = 0  # units not handed out because they were older than max_age
+        self.stale_skips = 0  # times this reader skipped forward for age
+        self._replayed = 0  # GOP-cache units still queued (exempt from the age bound)
         self.label = label
         self._queue: deque[Unit] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -76,6 +90,7 @@ class Reader:
             if self.stream.gop:
                 self.dropped += len(self._queue)
                 self._queue.clear()
+                self._replayed = 0
                 if not unit.keyframe:
                     self.dropped += 1
                     self.waiting_for_keyframe = True
@@ -103,6 +118,7 @@ class Reader:
         n = len(self._queue)
         self.dropped += n
         self._queue.clear()
+        self._replayed = 0
         if self.stream.gop:
             self.waiting_for_keyframe = True
             self.request_keyframe(reason)
@@ -119,12 +135,51 @@ class Reader:
                 self._waiter = None
 
     async def get(self) -> Unit:
-        """The next unit; raises :class:`StreamClosed` once closed (and drained)."""
-        await self.wait_ready()
-        if not self._queue:
-            raise StreamClosed(self.stream.name)
-        self.delivered += 1
-        return self._queue.popleft()
+        """The next unit that is not too old; raises :class:`StreamClosed` once closed."""
+        while True:
+            await self.wait_ready()
+            if not self._queue:
+                raise StreamClosed(self.stream.name)
+            if self._replayed == 0 and self.max_age is not None:
+                self._drop_stale(now() - self.max_age)
+                if not self._queue:
+                    continue
+            self.delivered += 1
+            self._replayed = max(0, self._replayed - 1)
+            return self._queue.popleft()
+
+    def _drop_stale(self, limit: float) -> None:
+        """Never hand out late: skip forward past units that arrived before ``limit``."""
+        q = self._queue
+        if q[0].timeline.get("arrival", limit) >= limit:
+            return
+        if not self.stream.gop:
+            n = 0
+            while len(q) > 1 and q[0].timeline.get("arrival", limit) < limit:
+                self.stream.stale_unit(q.popleft())
+                n += 1
+            self._count_stale(n)
+            return
+        key = next((i for i in range(len(q) - 1, -1, -1) if q[i].keyframe), None)
+        if key == 0:
+            return  # a late keyframe with nothing newer to jump to: it makes the picture
+        if key is not None:
+            for _ in range(key):
+                q.popleft()
+            self._count_stale(key)
+            return
+        n = len(q)
+        q.clear()
+        self._count_stale(n)
+        self.waiting_for_keyframe = True
+        self.request_keyframe("queue too old")
+
+    def _count_stale(self, n: int) -> None:
+        if n:
+            self.stale += n
+            self.dropped += n
+            self.stale_skips += 1
+            self.stream.note_stale(n)
 
     def close(self) -> None:
         if self.closed:
@@ -151,8 +206,15 @@ class Stream:
         gop_cache: bool = False,
         gop_cache_max: int = 300,
         viewer_keyframe_interval: float = 0.0,
+        max_age: float | None = None,
     ) -> None:
         self.name = name
+        self.max_age = max_age  # each viewer reader's age bound (see the module's doc)
+        self.stale = 0  # units readers skipped for age, all readers together
+        # Told of each skip forward for age (units skipped): the overload governor.
+        self.on_stale: Callable[[int], None] | None = None
+        # Told of each raw unit skipped for age (its arrival still counts: frames in).
+        self.on_stale_unit: Callable[[Unit], None] | None = None
         # Units since the last keyframe, so a joining reader starts with a picture at once
         # (for sources nobody can ask for a keyframe: RTMP, RTSP, UDP passthrough).
         self.gop_cache_enabled = gop_cache
@@ -172,7 +234,9 @@ class Stream:
         self._pending: asyncio.TimerHandle | None = None
 
     def subscribe(self, label: str = "", maxlen: int | None = None, viewer: bool = True) -> Reader:
-        reader = Reader(self, maxlen or self.reader_maxlen, label, viewer)
+        # Only people watching (and forwards) are held to the age bound; the record takes all.
+        reader = Reader(self, maxlen or self.reader_maxlen, label, viewer,
+                        self.max_age if viewer else None)
         # The cache always starts at a keyframe; a GOP longer than the reader's queue could
         # not be replayed whole (its keyframe would be dropped), so the reader waits instead.
         if self._gop and len(self._gop) <= reader.maxlen:
@@ -180,6 +244,7 @@ class Stream:
                 # A replay is not relay latency: keep it out of the histograms.
                 unit.timeline.setdefault("replayed", 1.0)
                 reader.offer(unit)
+            reader._replayed = len(reader)
         self.readers.add(reader)
         if self.on_readers_changed is not None:
             self.on_readers_changed(self)
@@ -197,6 +262,16 @@ class Stream:
             self.readers.discard(reader)
             if self.on_readers_changed is not None:
                 self.on_readers_changed(self)
+
+    def note_stale(self, n: int) -> None:
+        """``n`` units of this stream were skipped for age (by a reader, or before publishing)."""
+        self.stale += n
+        if self.on_stale is not None:
+            self.on_stale(n)
+
+    def stale_unit(self, unit: Unit) -> None:
+        if self.on_stale_unit is not None:
+            self.on_stale_unit(unit)
 
     def publish(self, unit: Unit) -> None:
         self.published += 1

@@ -113,7 +113,7 @@ def test_cli_refuses_bad_config(tmp_path: Path) -> None:
 FULL = {
     "server": {"host": "0.0.0.0", "port": 9443, "log_level": "debug", "log_format": "json", "name": "centre-1"},
     "renditions": [{"name": "top", "height": 1080, "bitrate_kbps": 6000, "codec": "vp8", "max_fps": 25.0}],
-    "media": {"viewer_queue_packets": 99, "source_queue_frames": 7, "keyframe_interval_s": 1.5,
+    "media": {"viewer_queue_packets": 99, "source_queue_frames": 7, "source_max_age_ms": 150, "max_age_ms": 400, "keyframe_interval_s": 1.5,
               "keyframe_min_interval_s": 0.5, "viewer_keyframe_interval_s": 4.0, "signal_lost_after_s": 2.5,
               "slate_fps": 2.0, "overlay": False, "relay_stamp": True, "stream_expire_s": 77.0,
               "default_mode": "passthrough", "gop_cache": False},
@@ -150,6 +150,7 @@ FULL = {
     "cluster": {"redis": "rediss://:pw@redis.example:6380/1", "node": "node-2",
                 "url": "https://node-2.example:8443", "viewers": "redirect", "refresh_s": 0.5, "ttl_s": 2.0, "linger_s": 30.0},
     "srt": {"enabled": True, "host": "10.0.0.3", "port": 9000, "latency_ms": 400},
+    "overload": {"enabled": False, "shed": ["overlay", "fps_half"]},
 }
 
 

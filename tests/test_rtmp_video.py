@@ -56,7 +56,7 @@ async def test_undecodable_video_is_lost_and_recovers() -> None:
                   configured=True)
     assert entry.passthrough is not None and entry.wants_frames()
     entry.claim("s1", "rtmp", "drone")
-    reader = entry.passthrough.subscribe("test")
+    reader = entry.passthrough.subscribe("test", viewer=False)  # every unit, however old
     pub = RtmpPublisher(entry, "s1", asyncio.get_running_loop())
     header, tags = _flv_stream(60)
     ts = 0

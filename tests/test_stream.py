@@ -113,3 +113,62 @@ async def test_gop_longer_than_the_queue_is_not_replayed() -> None:
     assert not any("replayed" in u.timeline for u in s._gop)  # live units stay measurable
     s.publish(unit(True, 6))
     assert (await late.get()).payload == 6
+
+
+# ---- bounded age: a unit older than the reader's max_age is never handed out
+
+
+def aged(key: bool, n: int, age: float) -> Unit:
+    from relay.media import now
+
+    return Unit(payload=n, keyframe=key, timeline={"arrival": now() - age})
+
+
+async def test_encoded_reader_jumps_to_the_newest_keyframe_past_late_units() -> None:
+    s = Stream("s", gop=True, reader_maxlen=100, max_age=0.2)
+    skipped: list[int] = []
+    s.on_stale = skipped.append
+    r = s.subscribe("viewer")
+    for i, (key, age) in enumerate([(True, 0.9), (False, 0.8), (True, 0.5), (False, 0.4), (False, 0.1)]):
+        s.publish(aged(key, i, age))
+    # The newest keyframe (2) is late too, but it is the newest place a picture can start.
+    assert (await r.get()).payload == 2
+    assert r.stale == 2 and skipped == [2] and s.stale == 2
+    # 3 is late and no keyframe is queued after it: 3 and 4 (which needs 3) go, the reader
+    # asks for a keyframe and waits for it.
+    asked: list[str] = []
+    s.on_keyframe_request = asked.append
+    got = asyncio.ensure_future(r.get())
+    await asyncio.sleep(0)
+    assert not got.done() and r.waiting_for_keyframe and len(r) == 0
+    assert asked and "too old" in asked[0]
+    s.publish(aged(False, 5, 0.0))  # not a place to start
+    s.publish(aged(True, 6, 0.0))
+    assert (await got).payload == 6
+    assert r.stale == 4 and skipped == [2, 2]
+
+
+async def test_raw_reader_takes_the_newest_frame_and_counts_the_late_ones() -> None:
+    s = Stream("raw", gop=False, reader_maxlen=10, max_age=0.1)
+    late: list[int] = []
+    s.on_stale_unit = lambda u: late.append(u.payload)
+    r = s.subscribe("pipeline")
+    for i, age in enumerate([0.5, 0.4, 0.3, 0.05]):
+        s.publish(aged(False, i, age))
+    assert (await r.get()).payload == 3
+    assert late == [0, 1, 2] and r.stale == 3
+    # Only late frames: the newest is still handed out (the freshest there is).
+    s.publish(aged(False, 9, 1.0))
+    assert (await r.get()).payload == 9
+
+
+async def test_the_record_and_a_joining_replay_are_not_held_to_the_age() -> None:
+    s = Stream("s", gop=True, reader_maxlen=100, max_age=0.1, gop_cache=True)
+    for i, key in enumerate([True, False, False]):
+        s.publish(aged(key, i, 1.0 - i * 0.1))
+    record = s.subscribe("record", viewer=False)
+    joining = s.subscribe("viewer")
+    s.publish(aged(False, 3, 0.0))
+    assert [(await record.get()).payload for _ in range(4)] == [0, 1, 2, 3]
+    assert [(await joining.get()).payload for _ in range(4)] == [0, 1, 2, 3]
+    assert record.stale == 0 and joining.stale == 0

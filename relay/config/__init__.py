@@ -8,6 +8,7 @@ refuses to start on one.
 from .checks import PASSTHROUGH, ROLES
 from .fields import STREAM_NAME, ConfigError
 from .load import load, parse, redact_url
+from .overload import OverloadConfig
 from .schema import (
     AbrConfig,
     AuthConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "LimitsConfig",
     "MarkersConfig",
     "MediaConfig",
+    "OverloadConfig",
     "RecordConfig",
     "Rendition",
     "RtmpConfig",

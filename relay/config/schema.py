@@ -45,6 +45,7 @@ from .fields import (
     tables,
     text,
 )
+from .overload import OverloadConfig
 
 __all__ = ["CODECS", "DEFAULT_LADDER", "MODES", "AbrConfig", "AuthConfig", "ClusterConfig", "Config",
            "IceServer",
@@ -182,6 +183,12 @@ class LimitsConfig:
 class MediaConfig:
     viewer_queue_packets: int = integer(120, 2, 10000)  # per-viewer bound, in encoded frames
     source_queue_frames: int = integer(4, 1, 300)  # decoded frames waiting for the pipeline
+    # Bounded age, not only count: a decoded frame older than this (since it arrived) is not
+    # processed while a newer one waits; the pipeline takes the newest instead.
+    source_max_age_ms: int = integer(100, 10, 60000)
+    # A viewer's (or a forward's) packet older than this since it arrived is not sent: the
+    # viewer jumps to the newest keyframe queued, or waits for the next (asking for one).
+    max_age_ms: int = integer(250, 20, 60000)
     keyframe_interval_s: float = number(2.0, 0.2, 60)
     keyframe_min_interval_s: float = number(0.3, 0.0, 10)  # requested keyframes, per rendition
     # Per viewer: at most one keyframe request (PLI/FIR, overflow) this often; more wait for
@@ -299,6 +306,7 @@ class Config:
     telemetry: TelemetryConfig = section(TelemetryConfig)
     markers: MarkersConfig = section(MarkersConfig)
     cluster: ClusterConfig = section(ClusterConfig)
+    overload: OverloadConfig = section(OverloadConfig)
     vehicles: tuple[VehicleConfig, ...] = tables(VehicleConfig, "must be an array of tables ([[vehicles]])")
 
     @property

@@ -21,6 +21,7 @@ from ..egress import WhepEgress
 from ..errors import RelayError
 from ..limits import Limiter
 from ..markers import MarkerBook, RateBook
+from ..overload import Governor
 from ..pipeline import Pipeline
 from ..record import RecordService
 from ..registry import Registry
@@ -67,6 +68,7 @@ class Services:
     markers: MarkerBook | None = None  # None: markers.enabled = false
     cluster: Cluster | None = None  # None: one node ([cluster] redis unset)
     marker_rate: RateBook = field(default_factory=lambda: RateBook(30))
+    governor: Governor = field(default_factory=Governor)  # what the relay sheds when short of CPU
 
 
 SERVICES = web.AppKey("services", Services)

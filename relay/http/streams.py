@@ -48,6 +48,9 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{info.width}x{info.height}" if info.width else None, "passthrough": True,
         })
     doc["viewers"] = svc.whep.count(entry.name)
+    # Short of CPU: what the relay sheds for every stream, and what this stream skipped for age.
+    doc["overload"] = svc.governor.doc()
+    doc["skipped_for_age"] = sum(s.stale for s in entry.all_streams())
     pull = svc.pulls.get(entry.name)
     if pull is not None:
         doc["pull"] = pull.status()
@@ -66,6 +69,7 @@ async def api_streams(request: web.Request) -> web.Response:
         config, token = svc.config, token_of(request)
         docs = svc.cluster.listing(docs, lambda name: authenticate(config, "view", name, token).allowed)
     return web.json_response({"streams": docs, "server_time": time.time(), "map": map_doc(svc.config),
+                              "overload": svc.governor.doc(),
                               "node": svc.cluster.me if svc.cluster is not None else svc.config.name,
                               "nodes": svc.cluster.nodes() if svc.cluster is not None else [],
                               "markers": svc.markers.listing() if svc.markers is not None else [],

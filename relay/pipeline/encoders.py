@@ -62,17 +62,21 @@ class EncoderPool:
 
     # ------------------------------------------------------------------ worker thread
 
+    def due(self, renditions: list[Rendition], media_t: float, keys: set[str],
+            divisor: int = 1) -> list[Rendition]:
+        """The renditions this source frame is for: each capped at max_fps / ``divisor`` by
+        media time (the overload governor's divisor); a wished keyframe is served at once."""
+        return [r for r in renditions if self._rate_ok(r, media_t, divisor) or r.name in keys]
+
     def encode(self, img: Image, size: tuple[int, int], renditions: list[Rendition], keys: set[str],
-               media_t: float | None, pts: int, timeline: dict[str, float], wall_ms: int,
+               pts: int, timeline: dict[str, float], wall_ms: int,
                capture_ms: int | None) -> dict[str, list[Unit]]:
-        """Encode one picture for each rendition (``media_t`` None: the slate, never capped)."""
+        """Encode one picture for each rendition given (chosen by :meth:`due`, or the slate)."""
         w, h = size
         processed = now()
         out_frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
         result: dict[str, list[Unit]] = {}
         for r in renditions:
-            if media_t is not None and not self._rate_ok(r, media_t):
-                continue
             ow, oh = output_size(w, h, r)
             enc = self.encoders.get(r.name)
             key = r.name in keys
@@ -96,10 +100,10 @@ class EncoderPool:
             result[r.name] = units
         return result
 
-    def _rate_ok(self, r: Rendition, t: float) -> bool:
+    def _rate_ok(self, r: Rendition, t: float, divisor: int = 1) -> bool:
         """Cap a rendition at max_fps by media time; a source at or below it passes whole."""
         last = self._last_encoded.get(r.name)
-        if last is not None and 0 <= t - last < 0.75 / r.max_fps:
+        if last is not None and 0 <= t - last < 0.75 * divisor / r.max_fps:
             return False
         self._last_encoded[r.name] = t
         return True

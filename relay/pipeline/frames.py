@@ -32,8 +32,9 @@ class FrameProcessor:
         self.last_size = WAITING_SIZE
         self.count = 0  # frames prepared (the relay stamp's frame counter)
 
-    def prepare(self, frame: av.VideoFrame, wall_ms: int) -> tuple[Image, int | None]:
-        """The picture to encode and the drone's capture time (None: no stamp in it)."""
+    def prepare(self, frame: av.VideoFrame, wall_ms: int, overlay: bool = True) -> tuple[Image, int | None]:
+        """The picture to encode and the drone's capture time (None: no stamp in it);
+        ``overlay`` False: the overload governor shed it (nothing drawn)."""
         w, h = frame.width & ~1, frame.height & ~1
         if frame.format.name != "yuv420p" or (w, h) != (frame.width, frame.height):
             # 4:4:4, NV12, odd sizes...: browsers want 4:2:0 with even sizes.
@@ -46,9 +47,9 @@ class FrameProcessor:
         self.last_size = (w, h)
         y, u, v = planes(img, w, h)
         stamp = read_drone_stamp(y)  # before the overlay can touch it
-        if self.media.overlay:
+        if self.media.overlay and overlay:
             draw_overlay(img, w, h, self.name, wall_ms / 1000)
-        if self.telemetry is not None:
+        if self.telemetry is not None and overlay:
             state, stale = self.telemetry()
             if state:
                 draw_telemetry(img, w, h, state, stale)

@@ -24,6 +24,7 @@ import av
 
 from ..config import PASSTHROUGH, Config, Rendition
 from ..media import Unit, now
+from ..overload import Governor
 from ..registry import Entry, State
 from ..stream import Reader, StreamClosed
 from .encoder import TIME_BASE
@@ -38,9 +39,11 @@ log = logging.getLogger("relay.pipeline")
 
 
 class Pipeline:
-    def __init__(self, entry: Entry, config: Config) -> None:
+    def __init__(self, entry: Entry, config: Config, governor: Governor | None = None) -> None:
         self.entry = entry
         self.config = config
+        # Hears the stale frames this pipeline and the stream's viewers skip; says what to shed.
+        self.governor = governor or Governor(())
         self.media = config.media
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pipe-{entry.name}")
         self.pool = EncoderPool(config.media)
@@ -56,7 +59,13 @@ class Pipeline:
         self._reader: Reader | None = None
         self._stopping = False
         self.frames_processed = 0
+        self.frames_shed = 0  # source frames no rendition took (frame-rate caps, shed)
         entry.listeners.append(self._on_state)
+        entry.source.on_stale_unit = self._skipped  # a frame skipped for age still arrived
+
+    def _skipped(self, unit: Unit) -> None:
+        frame = unit.payload
+        self.entry.source_info.frame(frame.width, frame.height, unit.arrival)
 
     @property
     def slate_frames(self) -> int:
@@ -130,8 +139,10 @@ class Pipeline:
             renditions = self._watched()
             self.slate.serve_passthrough(renditions)
             keys = self.pool.take_keys(renditions)
+            gov = self.governor
             try:
-                out = await loop.run_in_executor(self._executor, self._process, unit, renditions, keys)
+                out = await loop.run_in_executor(self._executor, self._process, unit, renditions, keys,
+                                                 gov.fps_divisor(), gov.overlay())
             except Exception:
                 log.exception("frame processing failed", extra={"stream": self.entry.name})
                 continue
@@ -164,24 +175,29 @@ class Pipeline:
     def _pts(self) -> int:
         return int((now() - self._t0) * TIME_BASE.denominator)
 
-    def _process(self, unit: Unit, renditions: list[Rendition], keys: set[str]) -> dict[str, list[Unit]]:
+    def _process(self, unit: Unit, renditions: list[Rendition], keys: set[str], divisor: int = 1,
+                 overlay: bool = True) -> dict[str, list[Unit]]:
         frame: av.VideoFrame = unit.payload
-        img, capture_ms = self.frames.prepare(frame, unit.arrival_wall_ms)
-        if capture_ms is None:
-            capture_ms = unit.capture_wall_ms  # known upstream (another relay forwarded it)
-        self.entry.source_info.note_capture(unit.arrival_wall_ms, capture_ms)
-        unit.timeline.setdefault("decoded", unit.timeline["arrival"])
         # Capture spacing where the source gives it; otherwise network arrival (never the
         # processing time: a decoder thread that catches up would bunch frames together).
         media_t = unit.timeline["arrival"]
         if frame.pts is not None and frame.time_base:
             media_t = float(frame.pts * frame.time_base)
-        return self.pool.encode(img, self.frames.last_size, renditions, keys, media_t, self._pts(),
+        due = self.pool.due(renditions, media_t, keys, divisor)
+        if not due and (divisor > 1 or renditions):
+            self.frames_shed += 1  # no rendition takes this frame: no picture made
+            return {}
+        img, capture_ms = self.frames.prepare(frame, unit.arrival_wall_ms, overlay)
+        if capture_ms is None:
+            capture_ms = unit.capture_wall_ms  # known upstream (another relay forwarded it)
+        self.entry.source_info.note_capture(unit.arrival_wall_ms, capture_ms)
+        unit.timeline.setdefault("decoded", unit.timeline["arrival"])
+        return self.pool.encode(img, self.frames.last_size, due, keys, self._pts(),
                                 unit.timeline, unit.arrival_wall_ms, capture_ms)
 
     def _process_slate(self, renditions: list[Rendition], keys: set[str]) -> dict[str, list[Unit]]:
         img, size = self.slate.image(self.frames)
-        return self.pool.encode(img, size, renditions, keys, None, self._pts(),
+        return self.pool.encode(img, size, renditions, keys, self._pts(),
                                 {"arrival": now()}, int(time.time() * 1000), None)
 
     async def snapshot(self, width: int = 320) -> bytes | None:

@@ -43,7 +43,8 @@ class Entry:
         tc = config.telemetry
         self.telemetry = Telemetry(name, tc.stale_after_s, tc.track_minutes * 60.0)
         media = config.media
-        self.source = Stream(f"{name}/source", gop=False, reader_maxlen=media.source_queue_frames)
+        self.source = Stream(f"{name}/source", gop=False, reader_maxlen=media.source_queue_frames,
+                             max_age=media.source_max_age_ms / 1000)
         # The keyframe callbacks are given here, once: nobody sets them later.
         self.renditions: dict[str, Stream] = {
             r.name: Stream(
@@ -52,6 +53,7 @@ class Entry:
                 reader_maxlen=media.viewer_queue_packets,
                 keyframe_min_interval=media.keyframe_min_interval_s,
                 viewer_keyframe_interval=media.viewer_keyframe_interval_s,
+                max_age=media.max_age_ms / 1000,
                 on_keyframe_request=functools.partial(keyframes, name, r.name) if keyframes else None,
             )
             for r in config.renditions
@@ -65,6 +67,7 @@ class Entry:
                 gop=True,
                 reader_maxlen=media.viewer_queue_packets,
                 gop_cache=media.gop_cache,
+                max_age=media.max_age_ms / 1000,
                 keyframe_min_interval=media.keyframe_min_interval_s,
                 viewer_keyframe_interval=media.viewer_keyframe_interval_s,
                 # (a WebRTC publisher is asked itself; for others the GOP cache serves)
@@ -148,6 +151,11 @@ class Entry:
         if self.mode != "passthrough":
             return True
         return any(s.readers for s in self.renditions.values())
+
+    def all_streams(self) -> list[Stream]:
+        """The source's frames, every rendition's packets and the passthrough's."""
+        out = [self.source, *self.renditions.values()]
+        return [*out, self.passthrough] if self.passthrough is not None else out
 
     def rendition_stream(self, name: str) -> Stream | None:
         if name == PASSTHROUGH:

@@ -29,6 +29,8 @@ log = logging.getLogger("relay.rtmp")
 FLV_TIME_BASE = fractions.Fraction(1, 1000)
 MSG_VIDEO, MSG_AMF3_COMMAND, MSG_AGGREGATE = 9, 17, 22  # RTMP message type ids
 FLV_TAG_HEADER = 11
+DECODE_MAX_AGE_S = 0.5  # a frame that waited this long for the decoder: skip to the next keyframe
+DECODE_MAX_PENDING = 30
 
 
 def aggregate_video(payload: bytes, timestamp: int) -> list[tuple[bytes, int]]:
@@ -70,6 +72,9 @@ class RtmpPublisher:
         self.unsupported = 0
         self.on_unsupported: Callable[[], None] | None = None  # counted for /metrics
         self.pending = 0
+        self.skipping = False  # the decoder fell behind: frames dropped until the next keyframe
+        self.skipped = 0
+        self._late = False  # the worker's: a frame waited too long, decoding resumes at a keyframe
         self.conn: _Conn | None = None
         self.hevc: HvcToAnnexB | None = None  # the publisher sends H.265
         self.decodable = Decodability()
@@ -83,8 +88,8 @@ class RtmpPublisher:
             if got is not None:
                 if self._decodable():
                     self.entry.touch()
-                au, _key, cts = got
-                self._submit(au, arrived, timestamp, timestamp + cts)
+                au, key, cts = got
+                self._submit(au, arrived, timestamp, timestamp + cts, key)
             return
         parsed = self.parser.feed(body)
         if parsed is None:
@@ -129,16 +134,32 @@ class RtmpPublisher:
             self.entry.passthrough.publish(
                 self.clock.unit(data, key, ts / 1000, self.parser.sps_pps, arrived))
         if self.entry.wants_frames():
-            self._submit(data, arrived, ts, ts)
+            self._submit(data, arrived, ts, ts, key)
 
-    def _submit(self, data: bytes, arrived: float, ts: int, pts: int) -> None:
-        if self.pending > 30:  # decoder far behind: drop rather than queue without bound
-            self.errors += 1
+    def _submit(self, data: bytes, arrived: float, ts: int, pts: int, key: bool = True) -> None:
+        if self.pending > DECODE_MAX_PENDING and not key:
+            self.skipping = True  # far behind: no unbounded queue (decoding resumes at a keyframe)
+        if self.skipping and not key:
+            self._skip()
             return
+        self.skipping = False
         self.pending += 1
-        self.executor.submit(self._decode, data, arrived, ts, pts)
+        self.executor.submit(self._decode, data, arrived, ts, pts, key)
 
-    def _decode(self, data: bytes, arrived: float, ts: int, pts: int) -> None:
+    def _skip(self) -> None:
+        """A frame not decoded: the decoder is behind (its picture would be late) — the next
+        keyframe restarts it on a fresh picture. Said to the stream (the overload governor)."""
+        self.skipped += 1
+        self.entry.source.note_stale(1)
+
+    def _decode(self, data: bytes, arrived: float, ts: int, pts: int, key: bool = True) -> None:
+        # (the worker's own flag: the loop's is for what it has not submitted yet)
+        if not key and (self._late or now() - arrived > DECODE_MAX_AGE_S):
+            self._late = True
+            self.pending -= 1
+            self.loop.call_soon_threadsafe(self._skip)
+            return
+        self._late = False
         # The FLV timestamp (ms) becomes the frame's pts (plus H.265's composition offset):
         # the rendition frame-rate cap then spaces frames by capture time, not by when the
         # decoder thread got to them.

@@ -1,0 +1,156 @@
+"""The overload governor: lateness heard from every stage, one decision, a declared order.
+
+Short of CPU, a live relay must drop work, not let pictures age. Each stage already keeps
+its own queue fresh (``Reader.max_age``: a frame or packet older than its bound is skipped,
+never played late); what those skips say — and the event loop's own lag — comes here, to
+one place, which sheds work in the configured order (``[overload] shed``) until the skips
+stop, and gives it back one step at a time when the load goes (the calm it waits for doubles
+after a step back that proved too early). What it sheds, since when and why is in
+``doc()``: ``/api/streams``, ``/metrics``, the view page's HUD, one log line per change.
+
+Steps (each cheaper for the CPU than the one before it was):
+
+- ``fps_half``: transcoded renditions at half their frame rate (the source's own packets
+  untouched: they cost no encoder);
+- ``overlay``: the relay's overlay (name, time, telemetry) not drawn;
+- ``fps_third``: transcoded renditions at a third of their frame rate.
+
+Pure: the time is passed in; the event-loop probe is :func:`watch_loop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SHED_STEPS", "Governor", "watch_loop"]
+
+log = logging.getLogger("relay.overload")
+
+SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
+    "fps_half": "transcoded renditions at half frame rate",
+    "overlay": "overlay not drawn",
+    "fps_third": "transcoded renditions at a third of their frame rate",
+}
+LOOP_LAG_S = 0.1  # an event-loop tick this late is lateness
+SKIPS_LATE = 3  # frames or packets skipped for age in one tick that count as late
+LATE_TICKS = 2  # consecutive late ticks before one more step is shed
+CALM_S = 8.0  # calm this long before one step is given back (doubles after a failed one)
+MAX_CALM_S = 64.0
+
+
+class Governor:
+    def __init__(self, order: tuple[str, ...] = tuple(SHED_STEPS)) -> None:
+        self.order = order
+        self.level = 0
+        self.since: float | None = None  # wall time the relay became overloaded
+        self.changes = 0
+        self.calm_needed = CALM_S
+        self._skips = 0
+        self._lag = 0.0
+        self._late_ticks = 0
+        self._calm_from: float | None = None
+        self._stepped_down_at: float | None = None
+        self.evidence: dict[str, float] = {"skipped": 0, "loop_lag_ms": 0.0}
+        self.skipped_total = 0
+        self.on_change: list[Callable[[Governor], None]] = []
+
+    # ---------------------------------------------------------------- what stages report
+
+    def skipped(self, n: int = 1) -> None:
+        """A stage skipped ``n`` frames or packets for age (it would have played them late)."""
+        self._skips += n
+        self.skipped_total += n
+
+    def loop_lag(self, lag_s: float) -> None:
+        self._lag = max(self._lag, lag_s)
+
+    # ---------------------------------------------------------------- what stages ask
+
+    @property
+    def shed(self) -> tuple[str, ...]:
+        return self.order[:self.level]
+
+    def fps_divisor(self) -> int:
+        shed = self.shed
+        return 3 if "fps_third" in shed else 2 if "fps_half" in shed else 1
+
+    def overlay(self) -> bool:
+        return "overlay" not in self.shed
+
+    # ---------------------------------------------------------------- the decision
+
+    def tick(self, t: float, wall: float | None = None) -> None:
+        """Once a second: more shed after sustained lateness, one step back after calm."""
+        late = self._skips >= SKIPS_LATE or self._lag >= LOOP_LAG_S
+        self.evidence = {"skipped": self._skips, "loop_lag_ms": round(self._lag * 1000, 1)}
+        self._skips, self._lag = 0, 0.0
+        if late:
+            self._calm_from = None
+            self._late_ticks += 1
+            if self._stepped_down_at is not None and t - self._stepped_down_at < self.calm_needed:
+                self.calm_needed = min(MAX_CALM_S, self.calm_needed * 2)  # gave back too soon
+                self._stepped_down_at = None
+            if self._late_ticks >= LATE_TICKS and self.level < len(self.order):
+                self._late_ticks = 0
+                self._set(self.level + 1, wall)
+            return
+        self._late_ticks = 0
+        if self.level == 0:
+            return
+        if self._calm_from is None:
+            self._calm_from = t
+        elif t - self._calm_from >= self.calm_needed:
+            self._calm_from = t
+            self._stepped_down_at = t
+            self._set(self.level - 1, wall)
+
+    def _set(self, level: int, wall: float | None) -> None:
+        before = self.level
+        self.level = level
+        self.changes += 1
+        if before == 0:
+            self.since = time.time() if wall is None else wall
+        extra = {"level": level, "shed": list(self.shed), **self.evidence}
+        if level > before:
+            log.warning("relay overloaded: shedding %s", self.order[level - 1], extra=extra)
+        elif level == 0:
+            log.warning("relay no longer overloaded", extra=extra)
+            self.since = None
+            self.calm_needed = CALM_S if self._stepped_down_at is None else self.calm_needed
+        else:
+            log.info("relay load easing: %s restored", self.order[level], extra=extra)
+        for cb in tuple(self.on_change):
+            cb(self)
+
+    def doc(self) -> dict[str, Any]:
+        """What /api/streams, /metrics and the HUD say."""
+        return {
+            "overloaded": self.level > 0,
+            "since": self.since,
+            "level": self.level,
+            "shed": [SHED_STEPS[s] for s in self.shed],
+            "shed_steps": list(self.shed),
+            "evidence": dict(self.evidence),
+            "skipped_total": self.skipped_total,
+        }
+
+
+async def watch_loop(governor: Governor, interval: float = 0.05) -> None:
+    """The event loop's own lag (how late a short sleep wakes) and the governor's tick."""
+    loop = asyncio.get_running_loop()
+    next_tick = loop.time() + 1.0
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(interval)
+        t1 = loop.time()
+        governor.loop_lag(max(0.0, t1 - t0 - interval))
+        if t1 >= next_tick:
+            next_tick = t1 + 1.0
+            try:
+                governor.tick(t1)
+            except Exception:  # never let the governor's bookkeeping end its own watch
+                log.exception("overload governor tick failed")

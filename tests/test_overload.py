@@ -1,0 +1,67 @@
+"""The overload governor alone, on a fake clock: sheds in the declared order after sustained
+lateness, gives back one step after calm, waits longer after a step back that came too soon."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from relay.overload import CALM_S, Governor
+
+
+def late_tick(g: Governor, t: float) -> None:
+    g.skipped(5)
+    g.tick(t)
+
+
+def test_sheds_in_order_and_recovers_step_by_step(caplog: pytest.LogCaptureFixture) -> None:
+    g = Governor(("fps_half", "overlay", "fps_third"))
+    caplog.set_level(logging.INFO, "relay.overload")
+    g.tick(0.0)
+    assert g.level == 0 and g.fps_divisor() == 1 and g.overlay()
+    late_tick(g, 1.0)
+    assert g.level == 0  # one late second is not yet overload
+    late_tick(g, 2.0)
+    assert g.level == 1 and g.fps_divisor() == 2 and g.overlay() and g.since is not None
+    assert g.doc()["shed"] == ["transcoded renditions at half frame rate"] and g.doc()["overloaded"]
+    late_tick(g, 3.0)
+    late_tick(g, 4.0)
+    assert g.level == 2 and not g.overlay()
+    g.loop_lag(0.3)  # the event loop's own lag is lateness too
+    g.tick(5.0)
+    g.loop_lag(0.3)
+    g.tick(6.0)
+    assert g.level == 3 and g.fps_divisor() == 3
+    late_tick(g, 7.0)
+    late_tick(g, 8.0)
+    assert g.level == 3  # nothing more to shed
+    t = 9.0
+    while g.level and t < 200:
+        g.tick(t)
+        t += 1.0
+    assert g.level == 0 and g.since is None and g.fps_divisor() == 1
+    assert t >= 9.0 + 3 * CALM_S  # one step back per calm period
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs[0] == "relay overloaded: shedding fps_half" and msgs[-1] == "relay no longer overloaded"
+
+
+def test_a_step_back_too_soon_doubles_the_calm_needed() -> None:
+    g = Governor(("fps_half",))
+    late_tick(g, 0.0)
+    late_tick(g, 1.0)
+    assert g.level == 1
+    t = 2.0
+    while g.level:
+        g.tick(t)
+        t += 1.0
+    late_tick(g, t)
+    late_tick(g, t + 1)
+    assert g.level == 1 and g.calm_needed == 2 * CALM_S
+
+
+def test_an_empty_order_never_sheds() -> None:
+    g = Governor(())
+    for t in range(10):
+        late_tick(g, float(t))
+    assert g.level == 0 and g.skipped_total == 50 and not g.doc()["overloaded"]
