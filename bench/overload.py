@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,17 @@ class CpuLimit:
             self.dir.rmdir()
 
 
+def clip() -> Path:
+    """20 s of 1280x720 at 30 fps, H.264 as a drone sends it (2.5 Mbit/s, a keyframe every 2 s)."""
+    path = Path(tempfile.gettempdir()) / "bench-overload-720p30.flv"
+    if not path.exists():
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=1280x720:rate=30", "-t", "20", "-c:v", "libx264", "-preset",
+                        "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "60",
+                        "-b:v", "2500k", "-f", "flv", str(path)], check=True)
+    return path
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -71,9 +83,10 @@ def pct(values: list[float], q: float) -> float | None:
     return v[min(len(v) - 1, int(q / 100 * len(v)))]
 
 
-def run(n: int, seconds: float, cores: float | None) -> dict[str, Any]:
+def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
+        extra: str = "") -> dict[str, Any]:
     rtmp = free_port()
-    text = relay_config(LADDER + f"[rtmp]\nenabled = true\nport = {rtmp}\n")
+    text = relay_config(LADDER + f"[rtmp]\nenabled = true\nport = {rtmp}\n" + extra)
     text = text.replace('log_level = "warning"', 'log_level = "warning"\nname = "bench"')
     limit = CpuLimit(cores) if cores else None
     procs: list[Any] = []
@@ -82,11 +95,11 @@ def run(n: int, seconds: float, cores: float | None) -> dict[str, Any]:
     try:
         procs.append(subprocess.Popen([PY, "-m", "drone_sim", "--whip", f"{base}/whip/probe"],
                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for i in range(n):
+        for i in range(n):  # a pre-encoded 720p30 clip, copied: the drones cost almost no CPU
             procs.append(subprocess.Popen(
-                [PY, "-m", "drone_sim", "--protocol", "rtmp", "--to",
-                 f"rtmp://127.0.0.1:{rtmp}/live/d{i}"],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip()),
+                 "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{rtmp}/live/d{i}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         names = ["probe"] + [f"d{i}" for i in range(n)]
         wait_until(lambda: all(s["state"] == "live" for s in get_json(base + "/api/streams")["streams"]
                                if s["name"] in names)
@@ -98,13 +111,22 @@ def run(n: int, seconds: float, cores: float | None) -> dict[str, Any]:
         procs.append(probe)
         for i in range(n):
             group.spawn(["--whep", f"{base}/whep/d{i}?rendition=mid"], 1)
-        time.sleep(6)  # joined, encoders started, settled
+        wait_until(lambda: len(group.counts()) == n and _probe_doc(probe).get("stamps"), 60, "viewers")
+        time.sleep(5)  # joined, encoders started, settled
+        if profile:  # where the relay's CPU goes (py-spy, every thread, native frames)
+            procs.append(subprocess.Popen(
+                ["py-spy", "record", "-p", str(relay.pid), "-o", profile, "-d", str(int(seconds)),
+                 "-f", "raw", "--nonblocking", "--threads"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        others = [p.pid for p in procs] + [p.pid for p in group.procs]
+        o0 = sum(_cpu(pid) for pid in others)
         c0, t0 = cpu_seconds(relay.pid), time.monotonic()
         counts0 = group.counts()
         stamps0 = _probe_doc(probe)
         time.sleep(seconds)
         dt = time.monotonic() - t0
         cpu = (cpu_seconds(relay.pid) - c0) / dt
+        others_cpu = (sum(_cpu(pid) for pid in others) - o0) / dt
         counts1 = group.counts()
         doc = _probe_doc(probe)
         streams = {s["name"]: s for s in get_json(base + "/api/streams")["streams"]}
@@ -116,18 +138,30 @@ def run(n: int, seconds: float, cores: float | None) -> dict[str, Any]:
             limit.remove()
     fresh = max(1, doc.get("stamps", 0) - stamps0.get("stamps", 0))
     ages = doc.get("ages", [])[-fresh:]
-    drone_p95 = [((stats[nm]["relay_latency"].get("mid") or {}).get("relay_ms") or {}).get("p95")
-                 for nm in names[1:]]
+    relay_p95 = [((stats[nm]["relay_latency"].get("mid") or {}).get("relay_ms") or {}).get("p95")
+                 for nm in names]
+    drone_p95 = relay_p95[1:]
     delivered = [(b - a) / dt for a, b in zip(counts0, counts1, strict=False)]
     gov = streams.get("probe", {}).get("overload") or {}
     return {
-        "drones": n, "cores": cores, "relay_cpu": round(cpu, 2),
-        "probe_age_p50": pct(ages, 50), "probe_age_p95": pct(ages, 95),
+        "drones": n, "cores": cores, "relay_cpu": round(cpu, 2), "others_cpu": round(others_cpu, 2),
+        "probe_age_p50": pct(ages, 50), "probe_age_p95": pct(ages, 95), "probe_relay_p95": relay_p95[0],
+        "stages": {nm: {st: v.get("p95") for st, v in
+                        ((stats[nm]["relay_latency"].get("mid") or {}).get("stages_ms") or {}).items()}
+                   for nm in names[:2]},
+        "probe_skipped": streams.get("probe", {}).get("skipped_for_age"),
         "probe_fps": round((doc.get("stamps", 0) - stamps0.get("stamps", 0)) / dt, 1),
         "drones_relay_p95_worst": max((p for p in drone_p95 if p is not None), default=None),
         "drones_fps": [round(f, 1) for f in delivered],
         "overload": gov,
     }
+
+
+def _cpu(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except Exception:
+        return 0.0
 
 
 def _probe_doc(p: subprocess.Popen[str]) -> dict[str, Any]:
@@ -145,22 +179,40 @@ def _probe_doc(p: subprocess.Popen[str]) -> dict[str, Any]:
     return last
 
 
+def _settings(pairs: list[str]) -> str:
+    tables: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        table, _, name = key.partition(".")
+        tables.setdefault(table, []).append(f"{name} = {value}")
+    return "".join(f"[{t}]\n" + "\n".join(lines) + "\n" for t, lines in tables.items())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--drones", default="0,2,4,6", help="comma-separated N")
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--cores", type=float, default=1.0, help="the relay's CPU limit")
     p.add_argument("--demand", action="store_true", help="also run each N without a limit")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="a relay setting (TOML value), e.g. overload.worker_nice=0; may repeat")
+    p.add_argument("--stages", action="store_true", help="also print the relay's stage p95s")
+    p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
     args = p.parse_args()
-    print(f"{'N':>2} {'limit':>5} {'relay cores':>11} {'probe p50/p95 ms':>17} {'probe fps':>9} "
-          f"{'drones relay p95':>16}  drones fps / overload")
+    print(f"{'N':>2} {'limit':>5} {'relay cores':>11} {'probe p50/p95 ms':>17} {'probe relay p95':>15} "
+          f"{'probe fps':>9} {'drones relay p95':>16}  drones fps / shed")
     for n in (int(x) for x in args.drones.split(",")):
         for cores in ([None] if args.demand else []) + [args.cores]:
-            r = run(n, args.seconds, cores)
+            r = run(n, args.seconds, cores, args.profile, _settings(args.set))
             ages = f"{r['probe_age_p50']}/{r['probe_age_p95']}"
-            print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_fps']:>9} "
-                  f"{r['drones_relay_p95_worst']!s:>16}  {r['drones_fps']} {json.dumps(r['overload'])}",
+            gov = r["overload"]
+            print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "
+                  f"{r['probe_fps']:>9} {r['drones_relay_p95_worst']!s:>16}  {r['drones_fps']} "
+                  f"{gov.get('shed_steps')} skipped {gov.get('skipped_total')} "
+                  f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']})",
                   flush=True)
+            if args.stages:
+                print(f"   stage p95 ms (probe, d0): {json.dumps(r['stages'])}", flush=True)
 
 
 if __name__ == "__main__":

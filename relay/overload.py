@@ -13,7 +13,8 @@ Steps (each cheaper for the CPU than the one before it was):
 - ``fps_half``: transcoded renditions at half their frame rate (the source's own packets
   untouched: they cost no encoder);
 - ``overlay``: the relay's overlay (name, time, telemetry) not drawn;
-- ``fps_third``: transcoded renditions at a third of their frame rate.
+- ``fps_third``: transcoded renditions at a third of their frame rate;
+- ``fps_sixth``: at a sixth (5 fps of 30: a fresh picture, seldom).
 
 Pure: the time is passed in; the event-loop probe is :func:`watch_loop`.
 """
@@ -34,6 +35,7 @@ SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
     "fps_half": "transcoded renditions at half frame rate",
     "overlay": "overlay not drawn",
     "fps_third": "transcoded renditions at a third of their frame rate",
+    "fps_sixth": "transcoded renditions at a sixth of their frame rate",
 }
 LOOP_LAG_S = 0.1  # an event-loop tick this late is lateness
 SKIPS_LATE = 3  # frames or packets skipped for age in one tick that count as late
@@ -76,7 +78,10 @@ class Governor:
 
     def fps_divisor(self) -> int:
         shed = self.shed
-        return 3 if "fps_third" in shed else 2 if "fps_half" in shed else 1
+        for name, divisor in (("fps_sixth", 6), ("fps_third", 3), ("fps_half", 2)):
+            if name in shed:
+                return divisor
+        return 1
 
     def overlay(self) -> bool:
         return "overlay" not in self.shed

@@ -63,3 +63,28 @@ def test_a_peer_outside_any_relay_keeps_the_process_choice() -> None:
         assert _host_addresses(True, False) == ["127.0.0.3"]
     finally:
         use_host_addresses(["127.0.0.1"])
+
+
+async def test_a_relay_ice_socket_reads_every_waiting_datagram_at_once() -> None:
+    """asyncio reads one datagram per loop iteration; a busy relay then fell behind a
+    publisher's packet rate. A relay's ICE sockets read what is waiting (up to a batch) in
+    one go."""
+    import asyncio
+    import socket
+
+    from aioice.ice import Connection
+
+    conn = Connection(ice_controlling=False)
+    with gathering_with(IcePolicy(("127.0.0.1",))):
+        await conn.gather_candidates()
+    try:
+        protocol = conn._protocols[0]
+        port = protocol.local_candidate.port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for i in range(40):  # on loopback: in the relay's socket before the next line
+                tx.sendto(b"media %d" % i, ("127.0.0.1", port))
+        for _ in range(3):  # three loop iterations: asyncio's own transport reads three
+            await asyncio.sleep(0)
+        assert conn._queue.qsize() == 40
+    finally:
+        await conn.close()

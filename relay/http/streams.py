@@ -50,7 +50,7 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
     doc["viewers"] = svc.whep.count(entry.name)
     # Short of CPU: what the relay sheds for every stream, and what this stream skipped for age.
     doc["overload"] = svc.governor.doc()
-    doc["skipped_for_age"] = sum(s.stale for s in entry.all_streams())
+    doc["skipped_for_age"] = {s.name.rsplit("/", 1)[-1]: s.stale for s in entry.all_streams()}
     pull = svc.pulls.get(entry.name)
     if pull is not None:
         doc["pull"] = pull.status()

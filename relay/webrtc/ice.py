@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import random
 import re
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,18 +143,18 @@ def gathering_with(policy: IcePolicy) -> Iterator[None]:
 
 async def _ranged_component_candidates(self: Any, *args: Any, **kwargs: Any) -> Any:
     policy = _policy.get()
-    if policy is None or not policy.port_min:
+    if policy is None:
         return await compat.original_component_candidates(self, *args, **kwargs)
     _patch_loop(asyncio.get_running_loop())
-    token = _gathering.set((policy.port_min, policy.port_max))
+    token = _gathering.set(policy)
     try:
         return await compat.original_component_candidates(self, *args, **kwargs)
     finally:
         _gathering.reset(token)
 
 
-_gathering: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
-    "relay_ice_port_range", default=None)
+_gathering: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
+    "relay_ice_gathering", default=None)
 
 
 def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -163,16 +164,19 @@ def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
 
     async def create_datagram_endpoint(protocol_factory: Any, local_addr: Any = None,
                                        remote_addr: Any = None, **kw: Any) -> Any:
-        span = _gathering.get()
-        if span is None or local_addr is None or local_addr[1] != 0 or remote_addr is not None:
+        policy = _gathering.get()
+        if policy is None or local_addr is None or remote_addr is not None:
             return await original(protocol_factory, local_addr=local_addr,
                                   remote_addr=remote_addr, **kw)
-        lo, hi = span
+        if not policy.port_min or local_addr[1] != 0:
+            return _batched(await original(protocol_factory, local_addr=local_addr, **kw), policy)
+        lo, hi = policy.port_min, policy.port_max
         ports = list(range(lo, hi + 1))
         start = random.randrange(len(ports))
         for port in ports[start:] + ports[:start]:
             try:
-                return await original(protocol_factory, local_addr=(local_addr[0], port), **kw)
+                return _batched(await original(protocol_factory, local_addr=(local_addr[0], port), **kw),
+                              policy)
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:
                     raise
@@ -180,6 +184,50 @@ def _patch_loop(loop: asyncio.AbstractEventLoop) -> None:
 
     loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
     loop._relay_port_range = True  # type: ignore[attr-defined]
+
+
+def _batched(endpoint: Any, policy: IcePolicy) -> Any:
+    """The relay's ICE socket, read in batches (aioice sizes its kernel buffers itself)."""
+    transport = endpoint[0]
+    raw = getattr(transport, "_sock", None)  # (asyncio's hands out a wrapper without recvfrom)
+    if isinstance(raw, socket.socket):
+        _read_in_batches(transport, raw)
+    return endpoint
+
+
+READ_BATCH = 64  # datagrams read per readiness event of one ICE socket
+
+
+def _read_in_batches(transport: Any, sock: socket.socket) -> None:
+    """asyncio's datagram transport reads one datagram each time the loop finds the socket
+    readable: one per loop iteration. When the relay is short of CPU its iterations slow
+    (measured: tens of ms with a dozen busy worker threads), a publisher's 250 packets a
+    second then queue in the kernel — its picture grew seconds old before the relay saw it,
+    and the overflow cost retransmissions and keyframes. Read what is waiting, up to
+    ``READ_BATCH``, at each event."""
+    loop = asyncio.get_running_loop()
+    protocol = transport.get_protocol()
+    fd = sock.fileno()
+
+    def read_ready() -> None:
+        for _ in range(READ_BATCH):
+            if transport.is_closing():
+                return
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            protocol.datagram_received(data, addr)
+
+    # (the selector loop's own registration of a transport's socket: the public add_reader
+    # refuses a socket a transport owns; another loop keeps its one-at-a-time reads)
+    add, remove = getattr(loop, "_add_reader", None), getattr(loop, "_remove_reader", None)
+    if add is not None and remove is not None:
+        remove(fd)
+        add(fd, read_ready)
 
 
 _CANDIDATE = re.compile(
