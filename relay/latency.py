@@ -66,7 +66,7 @@ class LatencyBook:
         """Record a frame's timeline once it is sent (times in seconds, monotonic)."""
         start = timeline.get("arrival")
         sent = timeline.get("sent")
-        if start is None or sent is None or "replayed" in timeline:
+        if start is None or sent is None or "replayed" in timeline or "slate" in timeline:
             return
         self.total.setdefault(rendition, Window()).add((sent - start) * 1000.0)
         stages = self.stages.setdefault(rendition, {})

@@ -57,3 +57,21 @@ def test_stamp_survives_codec_and_scaling(codec: str, size: tuple[int, int]) -> 
     assert len(drone_ok) == len(got) and len(relay_ok) == len(got)
     assert all(s.capture_ms == sent[s.frame] for s in drone_ok)
     assert all(r.capture_ms == sent[r.frame] + 5 for r in relay_ok)
+
+
+def test_slate_text_has_its_dark_edge_only_around_its_letters() -> None:
+    """OpenCV's fonts widen with thickness: a thicker dark copy under the light text ran past
+    it and the slate read "no picture for 5 s s". The edge ends where the letters end."""
+    import numpy as np
+
+    from relay.pipeline.overlay import draw_slate
+
+    w, h = 1280, 720
+    out = draw_slate(np.full((h * 3 // 2, w), 128, np.uint8), w, h, "d1", "SIGNAL LOST",
+                     "d1: no picture for 5 s")
+    band = out[h // 2 + 10:h // 2 + 90]  # the detail line, under the title
+    light = np.nonzero((band > 200).any(axis=0))[0]
+    dark = np.nonzero((band < 60).any(axis=0))[0]
+    assert light.size and dark.size
+    assert dark.max() <= light.max() + 4 and dark.min() >= light.min() - 4, (light.min(), light.max(),
+                                                                           dark.min(), dark.max())

@@ -1,4 +1,4 @@
-import { WhepPlayer, levelOf } from "./whep.js";
+import { WhepPlayer, formatAge, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
 import { Replay } from "./replay.js";
 import { DroneMap } from "./map.js";
@@ -21,14 +21,20 @@ const player = new WhepPlayer($("video"), stream, {
     else { b.textContent = s === "retrying" ? `Reconnecting… ${detail}` : "Connecting…"; b.classList.add("show"); }
   },
   onUpdate: (st, th) => {
-    const lvl = levelOf(st.p95 ?? st.latency, th);
+    // The big figure is the age of the picture on screen: its measured latency while live;
+    // frozen or lost, the time since the last live picture (amber, then red), never the
+    // last good figure.
+    const live = st.picture === "live";
     const lat = $("lat");
-    lat.textContent = st.latency === null ? "— ms" : `${Math.round(st.latency)} ms`;
-    lat.className = `big lvl-${levelOf(st.latency, th)}`;
+    lat.textContent = st.age === null ? "— ms" : formatAge(st.age);
+    lat.className = `big lvl-${levelOf(st.age, th)}`;
     $("lat-mini").textContent = lat.textContent;
-    $("lat-mini").className = `mini lvl-${levelOf(st.latency, th)}`;
-    $("kind").textContent = st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone capture time)" : "relay → screen (no capture time)") : "latency unknown";
-    $("kind").className = `lvl-${lvl}`;
+    $("lat-mini").className = `mini lvl-${levelOf(st.age, th)}`;
+    if (st.state === "playing") $("state").textContent = live || st.picture === "waiting" ? "playing" : st.picture;
+    $("kind").textContent = !live && st.picture !== "waiting"
+      ? (st.picture === "signal lost" ? "SIGNAL LOST: no live picture since" : "FROZEN: no new picture since")
+      : st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone capture time)" : "relay → screen (no capture time)") : "latency unknown";
+    $("kind").className = `lvl-${live ? levelOf(st.p95 ?? st.latency, th) : levelOf(st.age, th)}`;
     $("p95").textContent = st.p95 === null ? "—" : `${Math.round(st.p95)} ms`;
     $("fps").textContent = st.fps.toFixed(0);
     $("kbps").textContent = st.kbps.toFixed(0);
@@ -162,15 +168,23 @@ function showPath(doc) {
   el.textContent = `path: ${parts.join(" → ")}`;
   el.hidden = false;
 }
+// The relay short of CPU: it says what it sheds (frame rate, overlay), in the HUD's top lines
+// (folded or not), so a lower frame rate is never mistaken for the link.
+function showOverload(doc) {
+  const el = $("overload"), o = doc && doc.overload;
+  el.hidden = !(o && o.overloaded);
+  if (!el.hidden) el.textContent = `relay overloaded: ${o.shed.join(", ") || "shedding work"}`;
+}
+function showDoc(doc) { showPath(doc); showOverload(doc); }
 setInterval(() => {
   authFetch(`/api/streams/${encodeURIComponent(stream)}`)
-    .then((r) => (r.ok ? r.json() : null)).then(showPath).catch(() => {});
+    .then((r) => (r.ok ? r.json() : null)).then(showDoc).catch(() => {});
 }, 3000);
 
 authFetch(`/api/streams/${encodeURIComponent(stream)}`)
   .then((r) => (r.ok ? r.json() : null))
   .then((doc) => {
-    showPath(doc);
+    showDoc(doc);
     const sel = $("rendition");
     if (!doc) { sel.hidden = true; return; }
     const chosen = params.get("rendition") || "auto";

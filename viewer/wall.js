@@ -1,4 +1,4 @@
-import { WhepPlayer, levelOf } from "./whep.js";
+import { WhepPlayer, formatAge, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
 import { DroneMap } from "./map.js";
 import { MarkerSet, PictureMarks } from "./markers.js";
@@ -26,10 +26,15 @@ function tile(doc) {
   const player = new WhepPlayer(el.querySelector("video"), doc.name, {
     rendition, onAuth: askForToken,
     onUpdate: (st, th) => {
+      // The age of the picture in the tile: while live its latency; frozen or lost, the
+      // time since the last live picture (amber, then red) — never the last good figure.
       const age = el.querySelector(".age");
-      age.textContent = st.latency === null ? "age —" : `age ${Math.round(st.latency)} ms${st.kind === "glass-to-glass" ? "" : "*"}`;
-      age.title = st.kind || "";
-      age.className = `age lvl-${levelOf(st.latency, th)}`;
+      const live = st.picture === "live" || st.picture === "waiting";
+      age.textContent = st.age === null ? "age —"
+        : live ? `age ${formatAge(st.age)}${st.kind === "glass-to-glass" ? "" : "*"}`
+          : `${st.picture === "signal lost" ? "LOST" : "FROZEN"} · ${formatAge(st.age)}`;
+      age.title = live ? st.kind || "" : "no live picture: the time since the last one";
+      age.className = `age lvl-${levelOf(st.age, th)}`;
     },
   });
   player.onMarkers = (msg) => markers.apply(msg);
@@ -163,11 +168,13 @@ async function refresh() {
   try {
     const r = await authFetch("/api/streams");
     if (!r.ok) throw new Error(`${r.status}`);
-    const { streams, map, markers: all, markers_version: n, nodes } = await r.json();
+    const { streams, map, markers: all, markers_version: n, nodes, overload } = await r.json();
     const clustered = (nodes || []).length > 1;  // say which node each stream lives on
     mapCfg = map;
     if (all) markers.apply({ type: "markers", all, n });
-    document.getElementById("status").textContent = "";
+    // Short of CPU, the relay says what it sheds: a lower frame rate is not the drone's link.
+    document.getElementById("status").textContent = overload && overload.overloaded
+      ? `relay overloaded since ${new Date(overload.since * 1000).toLocaleTimeString()}: ${overload.shed.join(", ")}` : "";
     document.getElementById("empty").hidden = streams.length > 0;
     const names = new Set(streams.map((s) => s.name));
     for (const s of streams) {
@@ -178,7 +185,7 @@ async function refresh() {
       const health = s.problem ? `NO PICTURE: ${s.problem}`  // an unsupported codec: said, not silent
         : s.state === "live"
         ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
-        : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - s.state_since)} s ago`
+        : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - (s.last_frame_at || s.state_since))} s ago`
         : "waiting for drone";
       const rec = s.record || {};
       const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";

@@ -33,7 +33,7 @@ export class WhepPlayer {
     // nothing else gives a capture time.
     this.verify = Boolean(opts.verify);
     this.verifyLog = [];
-    this.frameTimes = new Map();   // RTP timestamp -> [arrival ms, capture ms | null] (relay clock)
+    this.frameTimes = new Map();   // RTP timestamp -> [arrival ms, capture ms | null, slate] (relay clock)
     this.unmatched = [];           // presented frames whose times have not arrived yet
     this._pixelMisses = 0;
     this.relayOnly = Boolean(opts.relayOnly);  // force TURN (a test, or a firewall that needs it)
@@ -41,7 +41,13 @@ export class WhepPlayer {
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
                    stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, heightAt: null, freezes: 0,
-                   rendition: null, auto: false, renditionReason: "" };
+                   rendition: null, auto: false, renditionReason: "",
+                   // What is on screen: "live", "frozen" (no new frame for a second) or
+                   // "signal lost" (the relay's slate), and how old that picture is (ms):
+                   // during a loss, the time since the last live picture, growing.
+                   picture: "waiting", age: null };
+    this._lastLiveAt = null;   // performance.now() of the last live frame presented
+    this._lastSlateAt = null;  // ... of the last slate frame presented
     this._lastFrameAt = null;
     this._renditionN = 0;  // the last rendition change shown (they come on two channels)
     this._pendingRendition = null;  // a change announced, its first frame not yet presented
@@ -85,6 +91,9 @@ export class WhepPlayer {
   async start() {
     this._endOnPageHide();
     this._frameLoop();
+    // The age shown follows the picture on screen even while no stats come (a loss, a
+    // reconnect): it never stays on the last good figure.
+    setInterval(() => { this._picture(); this.onUpdate(this.stats, this.thresholds); }, 500);
     while (!this.stopped) {
       try {
         await this._connectOnce();
@@ -215,7 +224,7 @@ export class WhepPlayer {
       this.stats.renditionReason = msg.reason || "";
     } else if (msg.type === "frames") {
       // Which arrival/capture time belongs to which RTP timestamp on this viewer's wire.
-      for (const [rtp, arr, cap] of msg.f || []) this.frameTimes.set(rtp, [arr, cap]);
+      for (const [rtp, arr, cap, slate] of msg.f || []) this.frameTimes.set(rtp, [arr, cap, slate === 1]);
       while (this.frameTimes.size > 600) this.frameTimes.delete(this.frameTimes.keys().next().value);
       const still = [];
       for (const p of this.unmatched) {
@@ -311,8 +320,14 @@ export class WhepPlayer {
   // A presented frame whose times the relay sent: capture time where the relay read the
   // drone's stamp at ingest; otherwise, where the picture carries one the relay could not
   // read (passthrough), the pixels; otherwise the relay's arrival time.
-  _fromRtp(relayNow, [arr, cap], px) {
+  _fromRtp(relayNow, [arr, cap, slate], px) {
     this.stats.rtpMatched++;
+    if (slate) {  // the relay's "signal lost" card: it carries the last live picture's times
+      this._lastSlateAt = performance.now();
+      this.shownCaptureMs = cap ?? arr;
+      return;
+    }
+    this._lastLiveAt = performance.now();
     if (cap !== null && cap !== undefined) {
       this._record(relayNow - cap, "glass-to-glass", "rtp", relayNow);
       if (this.verify) {
@@ -336,6 +351,21 @@ export class WhepPlayer {
     this.stats.latency = lat; this.stats.kind = kind; this.stats.source = source;
     this.window.add(lat);
     this.stats.p95 = this.window.pct(95);
+  }
+
+  // What is on screen and its age: a live picture's measured latency; otherwise (frozen, or
+  // the slate) the time since the last live picture was captured, on the relay's clock.
+  _picture() {
+    const st = this.stats, t = performance.now();
+    const lastFrame = this._lastFrameAt;  // (requestVideoFrameCallback's clock: performance.now)
+    if (this._lastSlateAt !== null && (this._lastLiveAt === null || this._lastSlateAt > this._lastLiveAt)) st.picture = "signal lost";
+    else if (lastFrame === null) st.picture = "waiting";
+    else if (t - lastFrame > 1000 || st.state !== "playing") st.picture = "frozen";
+    else st.picture = "live";
+    if (st.picture === "live") st.age = st.latency === null ? null : Math.max(0, st.latency);
+    else if (this.shownCaptureMs !== null && st.offset !== null) {
+      st.age = Math.max(0, performance.timeOrigin + t + st.offset - this.shownCaptureMs);
+    } else st.age = null;
   }
 
   async _collect() {
@@ -366,6 +396,7 @@ export class WhepPlayer {
       this._lastInbound = inbound;
     }
     this._report();
+    this._picture();
     this.onUpdate(this.stats, this.thresholds);
   }
 
@@ -380,6 +411,14 @@ export class WhepPlayer {
     if (s.jitterBufferMs !== null && s.jitterBufferMs !== undefined) r.jitter_buffer_ms = s.jitterBufferMs;
     this.channel.send(JSON.stringify({ type: "report", report: r }));
   }
+}
+
+// An age for people: "85 ms", "4.2 s", "3 min".
+export function formatAge(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.round(ms / 60000)} min`;
 }
 
 export function levelOf(ms, th) {

@@ -33,7 +33,13 @@ def planes(img: Image, width: int, height: int) -> tuple[Image, Image, Image]:
 
 
 def _text(y: Image, text: str, org: tuple[int, int], scale: float, thick: int) -> None:
-    cv2.putText(y, text, org, FONT, scale, 16, thick + 3, cv2.LINE_AA)
+    """Light text on a dark edge. The edge is the same text at the same weight, shifted:
+    OpenCV's current fonts widen with thickness, so a thicker dark copy ran past the light
+    one and doubled its last letters ("for 5 s s" on the slate)."""
+    x, y0 = org
+    d = max(1, (thick + 1) // 2)
+    for dx, dy in ((-d, -d), (d, -d), (-d, d), (d, d)):
+        cv2.putText(y, text, (x + dx, y0 + dy), FONT, scale, 16, thick, cv2.LINE_AA)
     cv2.putText(y, text, org, FONT, scale, 235, thick, cv2.LINE_AA)
 
 

@@ -49,8 +49,9 @@ class Slate:
         e = self.entry
         if e.source_info.problem and e.publisher is not None:
             return "UNSUPPORTED VIDEO", f"{e.name}: {e.source_info.problem}"
-        if e.state is State.LOST:
-            return "SIGNAL LOST", f"{e.name}: no picture for {time.time() - e.state_since:.0f} s"
+        if e.state is State.LOST:  # since the last picture, not since it was called lost
+            since = e.source_info.last_frame_time or e.state_since
+            return "SIGNAL LOST", f"{e.name}: no picture for {time.time() - since:.0f} s"
         return "WAITING FOR DRONE", f"{e.name}: no publisher yet"
 
     def image(self, frames: FrameProcessor) -> tuple[Image, tuple[int, int]]:

@@ -60,6 +60,9 @@ class Pipeline:
         self._stopping = False
         self.frames_processed = 0
         self.frames_shed = 0  # source frames no rendition took (frame-rate caps, shed)
+        # The last live picture's arrival and capture (wall ms): the slate carries them, so a
+        # viewer's age figure during a loss is the age of the last live picture, growing.
+        self._last_live: tuple[int, int | None] = (0, None)
         entry.listeners.append(self._on_state)
         entry.source.on_stale_unit = self._skipped  # a frame skipped for age still arrived
 
@@ -191,14 +194,17 @@ class Pipeline:
         if capture_ms is None:
             capture_ms = unit.capture_wall_ms  # known upstream (another relay forwarded it)
         self.entry.source_info.note_capture(unit.arrival_wall_ms, capture_ms)
+        self._last_live = (unit.arrival_wall_ms, capture_ms)
         unit.timeline.setdefault("decoded", unit.timeline["arrival"])
         return self.pool.encode(img, self.frames.last_size, due, keys, self._pts(),
                                 unit.timeline, unit.arrival_wall_ms, capture_ms)
 
     def _process_slate(self, renditions: list[Rendition], keys: set[str]) -> dict[str, list[Unit]]:
         img, size = self.slate.image(self.frames)
-        return self.pool.encode(img, size, renditions, keys, self._pts(),
-                                {"arrival": now()}, int(time.time() * 1000), None)
+        arrival_ms, capture_ms = self._last_live
+        # "slate": not a live picture (kept out of the latency figures; viewers told so)
+        return self.pool.encode(img, size, renditions, keys, self._pts(), {"arrival": now(), "slate": 1.0},
+                                arrival_ms or int(time.time() * 1000), capture_ms)
 
     async def snapshot(self, width: int = 320) -> bytes | None:
         """A small JPEG of the latest picture (for lists and walls), made in the worker."""

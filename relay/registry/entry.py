@@ -180,6 +180,7 @@ class Entry:
             "frames_in": info.frames_in,
             "last_frame_age_s": (round(time.time() - info.last_frame_time, 3)
                                  if info.last_frame_time else None),
+            "last_frame_at": info.last_frame_time or None,  # wall clock: a loss counts from it
             "encoders": len(self.encoders),
             "telemetry": self.telemetry.summary(),
             "path": info.path or None,

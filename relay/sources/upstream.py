@@ -96,7 +96,9 @@ class Upstream:
 
     def _frames_msg(self, msg: dict[str, Any]) -> None:
         for item in msg["f"][:512]:
-            rtp, arrival, capture = item
+            if not isinstance(item, list) or len(item) not in (3, 4):
+                raise ValueError("bad frame time")
+            rtp, arrival, capture = item[:3]  # (a fourth: the slate, not a live picture)
             if not isinstance(rtp, int) or not 0 <= rtp < 2**32 or _ms(arrival) is None:
                 raise ValueError("bad frame time")
             cap = _ms(capture)

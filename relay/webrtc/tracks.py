@@ -73,7 +73,8 @@ class PacketTrack(MediaStreamTrack):
         self.sender: RTCRtpSender | None = None  # set by the egress, to learn the RTP origin
         self.rtp_origin: int | None = None
         self._last_rtp: int | None = None
-        self.frame_times: deque[tuple[int, int, int | None]] = deque(maxlen=256)
+        # (RTP timestamp, arrival ms, capture ms | None, 1 for the slate: not a live picture)
+        self.frame_times: deque[tuple[int, int, int | None, int]] = deque(maxlen=256)
 
     def switch(self, subscribe: Callable[[], Reader], done: Callable[[], None] | None = None) -> None:
         """Change over to ``subscribe()``'s stream at its next keyframe."""
@@ -140,8 +141,8 @@ class PacketTrack(MediaStreamTrack):
                     self.rtp_origin = (wire - self._last_rtp) & 0xFFFFFFFF
             self._last_pts, self._last_rtp = pts, rtp
             if self.rtp_origin is not None and rtp is not None:
-                self.frame_times.append(((self.rtp_origin + rtp) & 0xFFFFFFFF,
-                                         unit.arrival_wall_ms, unit.capture_wall_ms))
+                self.frame_times.append(((self.rtp_origin + rtp) & 0xFFFFFFFF, unit.arrival_wall_ms,
+                                         unit.capture_wall_ms, 1 if "slate" in unit.timeline else 0))
         return packet
 
     def stop(self) -> None:
