@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
+from .wire import Refused, finite, safe_text
+
 __all__ = ["KINDS", "MAX_LABEL", "Marker", "MarkerBook", "MarkerError", "RateBook", "clean_fields",
            "geojson", "kml"]
 
@@ -74,6 +76,10 @@ def clean_label(raw: Any) -> str:
         raise MarkerError(422, f"label is longer than {MAX_LABEL} characters")
     if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in raw):
         raise MarkerError(422, "label must not contain control characters")
+    try:  # (lone surrogates, U+FFFE/U+FFFF: no XML — the KML export — can hold them)
+        safe_text(raw, MAX_LABEL, "label")
+    except Refused:
+        raise MarkerError(422, "label must be plain text (no surrogates or non-characters)") from None
     return raw.strip()
 
 
@@ -165,7 +171,7 @@ class MarkerBook:
                 change(op, doc, t)
         return doc
 
-    def merge(self, op: str, raw: Any, t: float, via: str) -> bool:
+    def merge(self, op: str, raw: Any, t: Any, via: str) -> bool:
         """A change made on another node of the cluster (``via``), applied here as it was
         made there — its id, author and times — unless this book already has it or newer
         (copies cross; a node rejoining replays the cluster's book). Checked as a change
@@ -175,6 +181,8 @@ class MarkerBook:
         with self._lock:
             ours = self.markers.get(raw["id"])
             try:
+                late = time.time() + 86400  # a time from another node: finite, not far ahead
+                t = finite(t, 0, late, "t")
                 if op == "remove":
                     if ours is None:
                         return False
@@ -183,10 +191,12 @@ class MarkerBook:
                 if op not in ("add", "change"):
                     return False
                 fields = clean_fields({k: raw.get(k) for k in ("kind", "label", "lat", "lon")}, partial=False)
-                m = Marker(id=raw["id"], by=clean_label(raw.get("by", "")), placed=float(raw["placed"]),
-                           updated=float(raw["updated"]), stream=clean_label(raw.get("stream", "")),
+                m = Marker(id=raw["id"], by=clean_label(raw.get("by", "")),
+                           placed=finite(raw["placed"], 0, late, "placed"),
+                           updated=finite(raw["updated"], 0, late, "updated"),
+                           stream=clean_label(raw.get("stream", "")),
                            changed_by=clean_label(raw.get("changed_by", "")), **fields)
-            except (MarkerError, KeyError, TypeError, ValueError):
+            except (MarkerError, KeyError, TypeError, ValueError):  # (Refused is a ValueError)
                 return False
             if ours is not None and ours.updated >= m.updated:
                 return False

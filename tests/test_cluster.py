@@ -219,3 +219,112 @@ def test_node_origins_for_the_pages_policy_are_rebuilt_from_parsed_urls(url: Any
     from relay.cluster.directory import node_origin
 
     assert node_origin(url) == origin
+
+
+# ---- whoever can write Redis: what they get (nothing) and what they cannot break
+
+
+def _record(name: str, url: str, **extra: Any) -> str:
+    import json
+
+    return json.dumps({"name": name, "url": url, "t": time.time(), "load": {}, "streams": [],
+                       "share_sessions": {}, **extra})
+
+
+async def test_a_forged_node_url_is_believed_only_as_an_allowed_origin(redis: Redis) -> None:
+    """A record pointing at another host: with cluster.peers it is not believed at all; its
+    URL is never passed on as written (credentials, paths, other schemes dropped)."""
+    redis.cli("SET", "relay:node:evil", _record("evil", "https://attacker.example:443/x?y"))
+    redis.cli("SET", "relay:node:mallory", _record("mallory", "javascript:alert(1)//"))
+    redis.cli("SET", "relay:node:z", _record("z", "http://user:pw@z.example:8080/path"))
+    async with node(redis, "y", set(), peers=["http://z.example:8080"]) as (y, _):
+        await until(lambda: y.refreshes > 1)
+        assert set(y.nodes) == {"y", "z"}, y.nodes
+        assert y.nodes["z"]["url"] == "http://z.example:8080"
+        assert y.refused >= 2
+    async with node(redis, "w", set()) as (w, _):  # no allow-list: origins only
+        await until(lambda: w.refreshes > 1)
+        assert w.nodes["evil"]["url"] == "https://attacker.example:443"
+        assert "mallory" not in w.nodes
+
+
+async def test_a_claim_in_the_name_of_no_node_does_not_end_a_live_publisher(redis: Redis) -> None:
+    async with node(redis, "a", {"drone1"}) as (a, lost):
+        await until(lambda: "drone1" in a.holding)
+        redis.cli("SET", "relay:claim:drone1", "nosuchnode", "PX", "60000")
+        refreshes = a.refreshes
+        await until(lambda: a.refreshes > refreshes + 2)
+        assert "drone1" in a.holding and lost == []
+        assert redis.cli("GET", "relay:claim:drone1") == "a"
+
+
+async def test_oversized_and_ill_typed_records_are_not_read(redis: Redis) -> None:
+    """32 MB of record is never fetched (its size is asked first); streams of the wrong
+    type, non-finite numbers and bad states refuse the record, not the node."""
+    big = _record("big", "http://big.example:8080", streams=[{"name": f"s{i}", "state": "live"}
+                                                             for i in range(5)], pad="x" * (32 << 20))
+    path = "/tmp/relay-test-big-record.json"
+    with open(path, "w") as f:
+        f.write(big)
+    subprocess.run(f"redis-cli -p {redis.port} -x SET relay:node:big < {path}", shell=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    for i, bad in enumerate([{"streams": [1, 2]}, {"streams": "abc"}, {"streams": None},
+                             {"t": float("inf")}, {"streams": [{"name": "s", "state": "??"}]},
+                             {"streams": [{"name": "s", "state": "live", "fps": 1e308}]},
+                             {"streams": [{"name": "s", "state": "live", "title": "\ud800"}]}]):
+        raw = _record(f"n{i}", f"http://n{i}.example:8080", **bad).replace("Infinity", "1e999")
+        redis.cli("SET", f"relay:node:n{i}", raw)
+    async with node(redis, "y", set()) as (y, _):
+        await until(lambda: y.refreshes > 1)
+        assert set(y.nodes) == {"y"}, sorted(y.nodes)
+        assert y.refused >= 8
+
+
+async def test_hostile_marker_events_are_refused_and_the_listener_goes_on(redis: Redis) -> None:
+    """Events with times past any float, labels no XML can hold, Infinity: each is refused
+    (and said, throttled); a genuine change right after them still arrives."""
+    import json
+
+    from relay.cluster.book import SharedBook
+    from relay.markers import MarkerBook, kml
+    from relay.share import ShareBook
+
+    def marker(i: int, **bad: Any) -> dict[str, Any]:
+        m = {"id": f"m{i}", "kind": "person", "label": f"roof {i}", "lat": 52.5, "lon": 13.4, "by": "x",
+             "placed": time.time(), "updated": time.time(), "stream": "", "changed_by": ""}
+        return {**m, **bad}
+
+    hostile = [
+        ('{"op": "add", "m": %s, "t": 1e300, "node": "x"}' % json.dumps(marker(1))),
+        ('{"op": "add", "m": %s, "t": 1%s, "node": "x"}' % (json.dumps(marker(2)), "0" * 400)),
+        ('{"op": "add", "m": %s, "t": 1e11, "node": "x"}' % json.dumps(marker(3))),
+        json.dumps({"op": "add", "m": marker(4, placed=float("inf")), "t": time.time(), "node": "x"}),
+        json.dumps({"op": "add", "m": marker(5, label="\ud800"), "t": time.time(), "node": "x"}),
+        json.dumps({"op": "add", "m": marker(6, label="a\ufffeb"), "t": time.time(), "node": "x"}),
+    ]
+    async with node(redis, "y", set()) as (d, _):
+        tasks: list[Any] = []
+        book = SharedBook(config(redis, "y"), d, ShareBook(), lambda aw: tasks.append(asyncio.ensure_future(aw)))
+        markers = MarkerBook(None, 50)
+        book.share_markers(markers)
+        listener = asyncio.ensure_future(book.listen())
+        try:
+            await until(lambda: d.refreshes > 1)
+            await asyncio.sleep(0.3)  # subscribed
+            for i, raw in enumerate(hostile, start=1):
+                redis.cli("HSET", "relay:markers", f"m{i}", raw)
+                redis.cli("PUBLISH", "relay:events", json.dumps({"type": "marker", "id": f"m{i}", "node": "x"}))
+            good = json.dumps({"op": "add", "m": marker(9), "t": time.time(), "node": "x"})
+            redis.cli("HSET", "relay:markers", "m9", good)
+            redis.cli("PUBLISH", "relay:events", json.dumps({"type": "marker", "id": "m9", "node": "x"}))
+            await until(lambda: "m9" in markers.markers)
+            assert set(markers.markers) == {"m9"}, sorted(markers.markers)
+            assert not listener.done()
+            import xml.etree.ElementTree as ET
+
+            assert "roof 9" in ET.tostring(ET.fromstring(kml([m.doc() for m in markers.markers.values()], "x")),
+                                           encoding="unicode")
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener

@@ -148,7 +148,8 @@ FULL = {
                   "tile_attribution": "© tiles", "overlay": True},
     "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50},
     "cluster": {"redis": "rediss://:pw@redis.example:6380/1", "node": "node-2",
-                "url": "https://node-2.example:8443", "viewers": "redirect", "refresh_s": 0.5, "ttl_s": 2.0, "linger_s": 30.0},
+                "url": "https://node-2.example:8443", "viewers": "redirect", "refresh_s": 0.5, "ttl_s": 2.0, "linger_s": 30.0,
+                "peers": ["https://node-1.example:8443"]},
     "srt": {"enabled": True, "host": "10.0.0.3", "port": 9000, "latency_ms": 400},
     "overload": {"enabled": False, "shed": ["overlay", "fps_half"]},
 }

@@ -17,7 +17,8 @@ from typing import Any
 
 import jwt
 
-from ..config import Config
+from ..config import STREAM_NAME, Config
+from ..logs import Throttled
 from ..markers import MarkerBook
 from ..share import Share, ShareBook
 from .directory import EVENTS, FAULTS, MARKERS, SHARES, Directory, client, json_dict
@@ -40,6 +41,8 @@ class SharedBook:
         self.end_share: Callable[[str], Awaitable[int]] | None = None
         shares.listeners.append(self._share_changed)
         directory.on_rejoin.append(lambda: spawn(self.sync()))
+        self.bad_events = 0  # events that could not be applied (the listener went on)
+        self._bad = Throttled(log, 60.0)
 
     async def sync(self) -> None:
         await self.sync_shares()
@@ -71,8 +74,9 @@ class SharedBook:
         if not raw or self.markers is None:
             return
         ev = json_dict(raw)
-        if ev is not None and isinstance(ev.get("t"), int | float):
-            self.markers.merge(str(ev.get("op")), ev.get("m"), float(ev["t"]), str(ev.get("node") or "?"))
+        node = ev.get("node") if ev is not None else None
+        if ev is not None and isinstance(node, str) and STREAM_NAME.match(node):
+            self.markers.merge(str(ev.get("op")), ev.get("m"), ev.get("t"), node)  # (merge checks t)
 
     async def sync_markers(self) -> None:
         """On (re)joining: the cluster's changes merged here, ours it has not got pushed."""
@@ -158,7 +162,14 @@ class SharedBook:
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None or msg.get("type") != "message":
                         continue
-                    await self._event(msg.get("data"))
+                    try:
+                        await self._event(msg.get("data"))
+                    except FAULTS:
+                        raise
+                    except Exception as exc:  # one bad event: said, and the listener goes on
+                        self.bad_events += 1
+                        self._bad.warn(type(exc).__name__, "cluster event not applied",
+                                       error=f"{type(exc).__name__}: {exc}"[:200])
             except FAULTS:
                 await asyncio.sleep(1.0)
             finally:

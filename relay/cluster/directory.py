@@ -22,16 +22,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..config import Config, redact_url
+from ..config import STREAM_NAME, Config, redact_url
+from ..logs import Throttled
+from ..wire import MAX_RECORD_BYTES, Refused, origin, parse_node
 
 __all__ = ["PREFIX", "Directory", "DirectoryDown", "json_dict", "node_origin"]
 
@@ -41,10 +41,12 @@ EVENTS = PREFIX + "events"
 SHARES = PREFIX + "shares"
 MARKERS = PREFIX + "markers"  # id -> the last change of each marker (a removal stays, as a tombstone)
 
-# Take the claim if it is free or ours (and refresh it), else name its owner.
+# Take the claim if it is free or ours (and refresh it), or if the node it names has no
+# record (dead, or never was: a claim anyone could write must not end a live publisher);
+# else name its owner.
 CLAIM = """
 local v = redis.call('GET', KEYS[1])
-if (not v) or v == ARGV[1] then
+if (not v) or v == ARGV[1] or redis.call('EXISTS', ARGV[3] .. v) == 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return ARGV[1]
 end
@@ -96,6 +98,12 @@ class Directory:
         self.on_refreshed: Callable[[], None] = lambda: None
         self._kick = asyncio.Event()
         self._said_down = False
+        # The origins other nodes may have (cluster.peers, and ours); empty: any.
+        peers = tuple(o for o in (origin(u) for u in cc.peers) if o)
+        own = origin(cc.url)
+        self.allowed = (*peers, own) if peers and own else peers
+        self.refused = 0  # records and values not believed
+        self._refusals = Throttled(log, 60.0)
 
     # ------------------------------------------------------------------ reading
 
@@ -136,15 +144,16 @@ class Directory:
         pipe.set(f"{PREFIX}node:{self.me}", json.dumps(record), px=ttl_ms)
         order = sorted(wanted)
         for stream in order:
-            await self._claim(keys=[f"{PREFIX}claim:{stream}"], args=[self.me, ttl_ms], client=pipe)
+            await self._claim(keys=[f"{PREFIX}claim:{stream}"], args=[self.me, ttl_ms, f"{PREFIX}node:"],
+                              client=pipe)
         gone = sorted(self.holding - wanted)
         for stream in gone:
             await self._release(keys=[f"{PREFIX}claim:{stream}"], args=[self.me], client=pipe)
         results = await pipe.execute()
-        nodes = await self._read("node:")
-        claims = await self._read("claim:")
-        self.nodes = {n: d for n, d in ((k, json_dict(v)) for k, v in nodes.items()) if d is not None}
-        self.claims = {k: v for k, v in claims.items() if v}
+        nodes = await self._read("node:", MAX_RECORD_BYTES)
+        claims = await self._read("claim:", 64)
+        self.nodes = self._believed(nodes)
+        self.claims = {k: v for k, v in claims.items() if v and STREAM_NAME.match(k) and STREAM_NAME.match(v)}
         rejoined = not self.up
         self.up, self.last_ok = True, time.monotonic()
         self.refreshes += 1
@@ -164,8 +173,35 @@ class Directory:
             for cb in tuple(self.on_rejoin):
                 cb()
 
-    async def _read(self, kind: str) -> dict[str, str]:
+    def _believed(self, raw: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Each node's record through the one strict reader (relay.wire): a record that is
+        not believed is left out, with one throttled line per reason."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in raw.items():
+            try:
+                out[name] = parse_node(name, value, self.allowed).doc()
+            except Refused as exc:
+                self.refused += 1
+                self._refusals.warn(str(exc), "cluster directory: a node record not believed",
+                                    node=name[:64], reason=str(exc))
+        return out
+
+    async def _read(self, kind: str, limit: int) -> dict[str, str]:
+        """Every key of ``kind`` whose value is at most ``limit`` bytes (asked before it is
+        fetched: a record of 32 MB is never read into this process)."""
         keys = [k async for k in self.redis.scan_iter(match=f"{PREFIX}{kind}*", count=500)]
+        if not keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.strlen(k)
+        sizes = await pipe.execute()
+        big = [str(k) for k, n in zip(keys, sizes, strict=True) if not isinstance(n, int) or n > limit]
+        for k in big:
+            self.refused += 1
+            self._refusals.warn(f"big {kind}", "cluster directory: a value over its size limit ignored",
+                                key=k[:100], limit=limit)
+        keys = [k for k, n in zip(keys, sizes, strict=True) if isinstance(n, int) and n <= limit]
         if not keys:
             return {}
         values = await self.redis.mget(keys)
@@ -203,24 +239,7 @@ class Directory:
             await self.redis.aclose()
 
 
-def node_origin(url: Any) -> str | None:
-    """A node's ``scheme://host[:port]`` rebuilt from its URL (which comes from Redis), or
-    None: nothing but a plain origin gets into a request or a page's policy."""
-    if not isinstance(url, str) or len(url) > 300:
-        return None
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host):
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-
-
-_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:]{2,39}")
+node_origin = origin  # (the one origin rule: relay.wire)
 
 
 def json_dict(raw: Any) -> dict[str, Any] | None:

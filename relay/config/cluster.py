@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .checks import node_name
-from .fields import ConfigError, Ctx, choice, number, path_or_none, secret, text
+from .fields import ConfigError, Ctx, choice, number, path_or_none, secret, strings, text
 
 __all__ = ["ClusterConfig"]
 
@@ -21,6 +21,10 @@ def _node_url(key: str, url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
         raise ConfigError(key, f"must be this node's base URL (https://relay-2.example:8443), got {url!r}")
     return url.rstrip("/")
+
+
+def _peer(key: str, url: str) -> None:
+    _node_url(key, url)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class ClusterConfig:
     ttl_s: float = number(3.0, 0.6, 60)  # a node (and its claims) not refreshed this long is gone
     linger_s: float = number(10.0, 0, 3600)  # an edge pull nobody watches is let go after this
     peer_ca: str | None = path_or_none()  # the CA of the other nodes' HTTPS (else the system's)
+    # The other nodes' URLs (their origins): a node record in Redis with any other URL is not
+    # believed, so whoever can write Redis cannot point viewers' pages, redirects or this
+    # node's pulls (with their minted tokens) at a host of theirs. Empty: any http(s) URL.
+    peers: tuple[str, ...] = strings(item=lambda k, v: _peer(k, v))
 
     @property
     def enabled(self) -> bool:
