@@ -263,11 +263,8 @@ async def test_oversized_and_ill_typed_records_are_not_read(redis: Redis) -> Non
     type, non-finite numbers and bad states refuse the record, not the node."""
     big = _record("big", "http://big.example:8080", streams=[{"name": f"s{i}", "state": "live"}
                                                              for i in range(5)], pad="x" * (32 << 20))
-    path = "/tmp/relay-test-big-record.json"
-    with open(path, "w") as f:
-        f.write(big)
-    subprocess.run(f"redis-cli -p {redis.port} -x SET relay:node:big < {path}", shell=True, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["redis-cli", "-p", str(redis.port), "-x", "SET", "relay:node:big"], input=big.encode(),
+                   check=True, stdout=subprocess.DEVNULL)
     for i, bad in enumerate([{"streams": [1, 2]}, {"streams": "abc"}, {"streams": None},
                              {"t": float("inf")}, {"streams": [{"name": "s", "state": "??"}]},
                              {"streams": [{"name": "s", "state": "live", "fps": 1e308}]},
@@ -295,9 +292,9 @@ async def test_hostile_marker_events_are_refused_and_the_listener_goes_on(redis:
         return {**m, **bad}
 
     hostile = [
-        ('{"op": "add", "m": %s, "t": 1e300, "node": "x"}' % json.dumps(marker(1))),
-        ('{"op": "add", "m": %s, "t": 1%s, "node": "x"}' % (json.dumps(marker(2)), "0" * 400)),
-        ('{"op": "add", "m": %s, "t": 1e11, "node": "x"}' % json.dumps(marker(3))),
+        '{"op": "add", "m": ' + json.dumps(marker(1)) + ', "t": 1e300, "node": "x"}',
+        '{"op": "add", "m": ' + json.dumps(marker(2)) + ', "t": 1' + "0" * 400 + ', "node": "x"}',
+        '{"op": "add", "m": ' + json.dumps(marker(3)) + ', "t": 1e11, "node": "x"}',
         json.dumps({"op": "add", "m": marker(4, placed=float("inf")), "t": time.time(), "node": "x"}),
         json.dumps({"op": "add", "m": marker(5, label="\ud800"), "t": time.time(), "node": "x"}),
         json.dumps({"op": "add", "m": marker(6, label="a\ufffeb"), "t": time.time(), "node": "x"}),
