@@ -30,7 +30,8 @@ from ..config import StreamConfig
 from ..record import RecordService
 from ..record.chain import read_lines
 from ..record.layout import MANIFEST
-from .forward import Backoff, Forwarder, Refused, SaidOnce, ssl_for
+from .forward import Forwarder
+from .peerhttp import Backoff, Refused, SaidOnce, read_json, read_text, ssl_for
 
 __all__ = ["Backfill"]
 
@@ -84,6 +85,9 @@ class Backfill:
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
                     await asyncio.sleep(network.take())
+                except Exception as exc:  # anything else: said once per kind, and tried again
+                    self._refused(Refused(0, f"unexpected {type(exc).__name__}: {exc}"[:200]))
+                    await asyncio.sleep(refused.take())
 
     def _refused(self, exc: Refused) -> None:
         self.state, self.last_error = "refused", str(exc)
@@ -96,8 +100,12 @@ class Backfill:
         async with http.get(self.base, headers=self.headers, ssl=ssl_for(self.sc),
                             timeout=aiohttp.ClientTimeout(total=10)) as resp:
             if resp.status != 200:
-                raise Refused(resp.status, (await resp.text()).strip()[:200])
-            self.centre_seq = int((await resp.json())["seq"])
+                raise Refused(resp.status, (await read_text(resp, 4096)).strip()[:200])
+            doc = await read_json(resp, 4096)
+            seq = doc.get("seq") if isinstance(doc, dict) else None
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+                raise Refused(502, "the centre's answer has no seq")
+            self.centre_seq = seq
         todo = [ln for ln in lines if ln.doc is not None and int(ln.doc.get("seq", 0)) > self.centre_seq]
         if not todo:
             if self.state != "idle":
@@ -124,7 +132,7 @@ class Backfill:
                             ssl=ssl_for(self.sc),
                             timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as resp:
             if resp.status not in (200, 201):
-                raise Refused(resp.status, (await resp.text()).strip()[:200])
+                raise Refused(resp.status, (await read_text(resp, 4096)).strip()[:200])
         self.centre_seq = seq
         self.lines_sent += 1
         self.bytes_sent += len(body)

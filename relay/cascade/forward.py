@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -48,76 +47,13 @@ from ..webrtc import (
     new_peer,
     prefer_codec,
 )
+from .peerhttp import Backoff, Refused, SaidOnce, post_offer, same_origin, ssl_for
 
 __all__ = ["Backoff", "Forwarder", "Refused", "SaidOnce", "post_offer", "ssl_for"]
 
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.1  # frame times, batched: ~10 messages a second (every 20 ms cost ~60 kbit/s of SCTP)
 CONNECT_S = 10.0
-POST_TIMEOUT = aiohttp.ClientTimeout(total=8.0, connect=4.0)
-
-
-class Refused(Exception):
-    """The other relay answered the offer with an error status."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}" if status else reason)  # 0: refused by TLS
-        self.status = status
-        self.reason = reason
-
-
-class SaidOnce:
-    """A refusal said once per reason: one retried for hours is one log line, not one a minute."""
-
-    def __init__(self, logger: logging.Logger, message: str) -> None:
-        self.logger, self.message = logger, message
-        self._said: set[str] = set()
-
-    def refused(self, exc: Refused, **extra: Any) -> None:
-        key = f"{exc.status} {exc.reason}"
-        if key not in self._said:
-            self._said.add(key)
-            self.logger.warning(self.message, extra={**extra, "status": exc.status, "reason": exc.reason})
-
-
-class Backoff:
-    """Growing delays: short while the link is down (it comes back; the centre's viewers
-    wait), long when the other relay refuses (a wrong token does not fix itself)."""
-
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap = first, cap
-        self.next = first
-
-    def take(self) -> float:
-        delay = self.next
-        self.next = min(self.cap, self.next * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.next = self.first
-
-
-async def post_offer(http: aiohttp.ClientSession, url: str, offer: str, auth: str | None, sc: StreamConfig,
-                     redirects: bool = False) -> tuple[str, str]:
-    """POST an SDP offer (WHIP or WHEP, RFC 9725): the answer and the session's URL, or
-    :class:`Refused` with the status and the first line of the other side's reason."""
-    headers = {"Content-Type": "application/sdp", **({"Authorization": auth} if auth else {})}
-    async with http.post(url, data=offer, headers=headers, ssl=ssl_for(sc), timeout=POST_TIMEOUT,
-                         allow_redirects=redirects) as resp:
-        body = await resp.text()
-        if resp.status != 201:
-            first = body.strip().splitlines()[0][:200] if body.strip() else resp.reason or ""
-            raise Refused(resp.status, first)
-        return body, urljoin(str(resp.url), resp.headers.get("Location", ""))
-
-
-def ssl_for(sc: StreamConfig) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
-    """How the other relay's certificate is trusted: pinned, a brigade CA, or the system's."""
-    if sc.peer_pin:
-        return aiohttp.Fingerprint(bytes.fromhex(sc.peer_pin))
-    if sc.peer_ca:
-        return ssl.create_default_context(cafile=sc.peer_ca)
-    return True
 
 
 class Forwarder:
@@ -171,6 +107,11 @@ class Forwarder:
                 except (aiohttp.ClientError, OSError, TimeoutError, RelayError) as exc:
                     delay = network.take()
                     self._unreachable(f"{type(exc).__name__}: {exc}"[:200])
+                except Exception as exc:  # anything else: said (once per kind), and dialled again
+                    delay = refused.take()
+                    self._set("error", f"{type(exc).__name__}: {exc}"[:200])
+                    self._told.refused(Refused(0, f"unexpected {type(exc).__name__}"), stream=self.sc.name,
+                                       url=self.url, error=str(exc)[:200])
                 await asyncio.sleep(delay)
 
     async def _live_entry(self) -> Entry:
@@ -289,6 +230,10 @@ class Forwarder:
         return await post_offer(http, self.url, offer, f"Bearer {self.sc.forward_token}", self.sc)
 
     async def _delete(self, http: aiohttp.ClientSession, location: str) -> None:
+        if not same_origin(location, self.url):  # our token goes only where it was given for
+            self._told.refused(Refused(0, "the session's Location is on another host: no DELETE sent"),
+                               stream=self.sc.name, url=self.url)
+            return
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             async with http.delete(location, headers={"Authorization": f"Bearer {self.sc.forward_token}"},
                                    ssl=ssl_for(self.sc), timeout=aiohttp.ClientTimeout(total=2)):

@@ -32,7 +32,8 @@ from ..webrtc import (
     new_session_id,
     transceiver_codecs,
 )
-from .forward import CONNECT_S, Backoff, Refused, SaidOnce, post_offer, ssl_for
+from .forward import CONNECT_S
+from .peerhttp import Backoff, Refused, SaidOnce, post_offer, same_origin, ssl_for
 
 __all__ = ["WhepPull"]
 
@@ -94,6 +95,11 @@ class WhepPull:
             self._told.refused(Refused(exc.status, exc.reason), stream=self.entry.name, url=self.url)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self.state, self.last_error = "unreachable", f"{type(exc).__name__}: {exc}"[:200]
+        except Exception as exc:  # anything else: said once per kind, and dialled again (refused)
+            self.refusals += 1
+            self.state, self.last_error = "refused", f"{type(exc).__name__}: {exc}"[:200]
+            self._told.refused(Refused(0, f"unexpected {type(exc).__name__}"), stream=self.entry.name,
+                               url=self.url, error=str(exc)[:200])
         return self.state
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
@@ -135,7 +141,7 @@ class WhepPull:
             return "session ended"
         finally:
             self.upstream = None
-            if location is not None:
+            if location is not None and same_origin(location, self.url):  # (our token: only there)
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with http.delete(location, headers=self._auth(), ssl=ssl_for(self.sc),
                                            timeout=aiohttp.ClientTimeout(total=2)):

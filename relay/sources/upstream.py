@@ -25,6 +25,7 @@ from typing import Any
 from ..media import Unit, now
 from ..registry import Entry
 from ..telemetry import TelemetryError, clean_update
+from ..wire import finite, wall_ms
 
 __all__ = ["MAX_MESSAGE_BYTES", "Upstream", "echo_back"]
 
@@ -88,20 +89,23 @@ class Upstream:
                        "source": self._source_msg, "pong": self._pong_msg}.get(kind)
             if handler is not None:
                 handler(msg)
-        except (ValueError, AttributeError, TypeError, KeyError):
+        except (ValueError, AttributeError, TypeError, KeyError, OverflowError):  # (Refused: ValueError)
             self.bad += 1
             if self.bad in (1, 100, 10_000):
                 log.info("bad message from forwarding relay", extra={"stream": self.entry.name,
                                                                      "count": self.bad})
 
     def _frames_msg(self, msg: dict[str, Any]) -> None:
+        now_ms = time.time() * 1000 + self.offset_ms  # (their clock)
         for item in msg["f"][:512]:
             if not isinstance(item, list) or len(item) not in (3, 4):
                 raise ValueError("bad frame time")
             rtp, arrival, capture = item[:3]  # (a fourth: the slate, not a live picture)
             if not isinstance(rtp, int) or not 0 <= rtp < 2**32 or _ms(arrival) is None:
                 raise ValueError("bad frame time")
-            cap = _ms(capture)
+            # Times within a day of now (their clock): 2^53-1 or 1 would show ages of ±10^15 ms.
+            arrival = wall_ms(arrival, "arrival", now_ms)
+            cap = None if capture is None else wall_ms(capture, "capture", now_ms)
             times = (round(arrival - self.offset_ms), None if cap is None else round(cap - self.offset_ms))
             ours = self._decoded.pop(rtp, None)
             if ours is not None:  # the frame came first (usual: the channel is a few ms behind)
@@ -128,7 +132,8 @@ class Upstream:
             except TelemetryError:
                 self.entry.telemetry.bad("relay")
                 continue
-            self.entry.telemetry.update("relay", clean, t=float(raw["t"]) - self.offset_ms / 1000.0)
+            t = wall_ms(float(raw["t"]) * 1000, "telemetry t", time.time() * 1000 + self.offset_ms) / 1000
+            self.entry.telemetry.update("relay", clean, t=t - self.offset_ms / 1000.0)
 
     def _source_msg(self, msg: dict[str, Any]) -> None:
         path = msg.get("path")
@@ -147,9 +152,10 @@ class Upstream:
 
     def _pong_msg(self, msg: dict[str, Any]) -> None:
         t3 = time.time() * 1000.0
-        t0, t1, t2 = (float(msg[k]) for k in ("t0", "t1", "t2"))
-        if not 0 <= t3 - t0 < 60_000:
-            raise ValueError("pong for no ping of ours")
+        t0 = finite(msg.get("t0"), t3 - 60_000, t3, "t0")  # a ping of ours, within a minute
+        t1, t2 = (wall_ms(msg.get(k), k, t3) for k in ("t1", "t2"))  # their clock: within a day
+        if not 0 <= t2 - t1 < 60_000:
+            raise ValueError("pong: t2 before t1, or a minute after")
         self._clock.append((max(0.0, (t3 - t0) - (t2 - t1)), ((t1 - t0) + (t2 - t3)) / 2))
         del self._clock[:-8]
         self.clock_rtt_ms, self.offset_ms = min(self._clock)  # the least-queued sample
