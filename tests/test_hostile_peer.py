@@ -7,6 +7,7 @@ past its bound; the pull's task keeps going; our token goes to no other host."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -155,11 +156,11 @@ def test_peer_channel_times_out_of_range_are_refused() -> None:
 
     up = Upstream(entry, Channel(), "centre")
     now_ms = int(time.time() * 1000)
-    up._on_message('{"type":"frames","f":[[1,%d,%d],[2,%d,1]]}' % (now_ms, 2**53 - 1, now_ms))
-    up._on_message('{"type":"frames","f":[[3,%d,%d,1]]}' % (now_ms, now_ms - 40))
+    up._on_message(json.dumps({"type": "frames", "f": [[1, now_ms, 2**53 - 1], [2, now_ms, 1]]}))
+    up._on_message(json.dumps({"type": "frames", "f": [[3, now_ms, now_ms - 40, 1]]}))
     assert 1 not in up.times and 2 not in up.times and up.times[3] == (now_ms, now_ms - 40)
     for t1 in ("1e308", "Infinity", "-1e308", "1" + "0" * 400):
-        up._on_message('{"type":"pong","t0":%d,"t1":%s,"t2":%s}' % (now_ms, t1, t1))
+        up._on_message(f'{{"type":"pong","t0":{now_ms},"t1":{t1},"t2":{t1}}}')
     assert up.offset_ms == 0.0 and up.bad >= 5
     up._on_message('{"type":"telemetry","s":[{"t":1e300,"lat":52.5,"lon":13.4}]}')
     assert entry.telemetry.state == {} or entry.telemetry.state.get("lat") is None
