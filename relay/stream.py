@@ -99,7 +99,7 @@ class Reader:
                     return
                 self._log_overflow()
             else:
-                self._queue.popleft()
+                self.stream.stale_unit(self._queue.popleft())  # (it still arrived: counted there)
                 self.dropped += 1
         self._queue.append(unit)
         if self._waiter is not None and not self._waiter.done():
@@ -213,7 +213,7 @@ class Stream:
         self.stale = 0  # units readers skipped for age, all readers together
         # Told of each skip forward for age (units skipped): the overload governor.
         self.on_stale: Callable[[int], None] | None = None
-        # Told of each raw unit skipped for age (its arrival still counts: frames in).
+        # Told of each raw unit a reader skips, for age or overflow (it still arrived: frames in).
         self.on_stale_unit: Callable[[Unit], None] | None = None
         # Units since the last keyframe, so a joining reader starts with a picture at once
         # (for sources nobody can ask for a keyframe: RTMP, RTSP, UDP passthrough).

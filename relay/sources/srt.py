@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import logging
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,7 +88,16 @@ def _set(lib: Any, sock: int, opt: int, value: int | bytes) -> None:
         raise RuntimeError(f"SRT option {opt}: {lib.srt_getlasterror_str().decode()}")
 
 
-def pump(lib: Any, ns: int, port: int, stop: threading.Event) -> None:
+def shown_id(sid: str) -> str:
+    """A stream id as the log may show it: its stream and mode, and of a token only a
+    fingerprint (a valid publish token in a log is a key left in a door)."""
+    stream, mode, token = parse_stream_id(sid)
+    fp = f",s=sha256:{hashlib.sha256(token.encode()).hexdigest()[:8]}" if token else ""
+    return f"r={stream[:64]!r},m={mode[:16]!r}{fp}"
+
+
+def pump(lib: Any, ns: int, port: int, stop: threading.Event,
+         on_data: Callable[[], None] = lambda: None) -> None:
     """An SRT connection's datagrams (7 TS packets each) to a loopback UDP port, until the
     connection breaks, goes quiet for 10 s, or ``stop`` is set."""
     _set(lib, ns, SRTO_RCVTIMEO, 500)
@@ -96,6 +108,7 @@ def pump(lib: Any, ns: int, port: int, stop: threading.Event) -> None:
             n = lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
             if n > 0:
                 quiet = 0
+                on_data()
                 udp.sendto(buf.raw[:n], ("127.0.0.1", port))
                 continue
             quiet += 1  # a timeout (500 ms) or the connection's end
@@ -110,6 +123,8 @@ class SrtIngest:
         self.lib = load_libsrt()
         self.listener = -1
         self.active: dict[str, int] = {}  # stream -> the accepted SRT socket pumping it
+        self.last_data: dict[str, float] = {}  # stream -> when its publisher last sent (monotonic)
+        self.pump_errors = 0
         self.rejected: dict[str, int] = {}  # why -> count (/metrics, tests)
         self._said = Throttled(log)  # one WARNING line per reason per 10 s
         self._lock = threading.Lock()
@@ -158,7 +173,7 @@ class SrtIngest:
     def _reject(self, ns: int, code: int, why: str, sid: str) -> int:
         self.lib.srt_setrejectreason(ns, code)
         self.rejected[why] = self.rejected.get(why, 0) + 1
-        self._said.warn(why, "SRT caller rejected", reason=why, streamid=sid[:80])
+        self._said.warn(why, "SRT caller rejected", reason=why, streamid=shown_id(sid))
         return -1
 
     def _on_caller(self, _opaque: Any, ns: int, _hsversion: int, _peer: Any, streamid: bytes | None) -> int:
@@ -173,8 +188,12 @@ class SrtIngest:
             if self.config.auth.enabled and not authenticate(self.config, "publish", stream, token).allowed:
                 return self._reject(ns, REJ_UNAUTHORIZED, "publish token missing or wrong", sid)
             with self._lock:
-                if stream in self.active:
+                if stream in self.active and not self._silent(stream):
                     return self._reject(ns, REJ_CONFLICT, "the stream has an SRT publisher", sid)
+                old = self.active.pop(stream, None)
+            if old is not None:  # a publisher gone quiet (a dead link): the new one takes over
+                log.info("SRT publisher replaced: the old one sent nothing", extra={"stream": stream})
+                self.lib.srt_close(old)
             sc = self.config.stream(stream)
             if sc is not None and sc.srt_passphrase:
                 self._set(ns, SRTO_PASSPHRASE, sc.srt_passphrase.encode())
@@ -182,6 +201,11 @@ class SrtIngest:
         except Exception:  # never raise into libsrt
             log.exception("SRT listen callback failed")
             return -1
+
+    def _silent(self, stream: str) -> bool:
+        """The stream's publisher sent nothing for signal_lost_after_s (RTMP's rule too)."""
+        quiet = time.monotonic() - self.last_data.get(stream, 0.0)
+        return quiet > self.config.media.signal_lost_after_s
 
     def _accept(self) -> None:
         buf = ctypes.create_string_buffer(512)
@@ -205,11 +229,21 @@ class SrtIngest:
 
     def _pump(self, ns: int, stream: str) -> None:
         log.info("SRT publisher connected", extra={"stream": stream})
-        pump(self.lib, ns, self.targets[stream], self._stop)
-        with self._lock:
-            if self.active.get(stream) == ns:
-                del self.active[stream]
-        self.lib.srt_close(ns)
+        self.last_data[stream] = time.monotonic()
+
+        def data() -> None:
+            self.last_data[stream] = time.monotonic()
+        try:
+            pump(self.lib, ns, self.targets[stream], self._stop, data)
+        except Exception as exc:  # a caller gone mid-handshake ("Connection was broken"): its end
+            self.pump_errors += 1
+            self._said.warn(f"pump {type(exc).__name__}", "SRT publisher's connection failed",
+                            stream=stream, error=str(exc)[:200])
+        finally:  # whatever happened, the stream is free for the next publisher
+            with self._lock:
+                if self.active.get(stream) == ns:
+                    del self.active[stream]
+            self.lib.srt_close(ns)
         log.info("SRT publisher left", extra={"stream": stream})
 
 

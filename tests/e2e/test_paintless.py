@@ -29,7 +29,8 @@ async def test_frame_times_match_the_drone_stamp_of_the_same_rtp_frame(live: Rel
         sent: dict[int, int | None] = {}
         for m in viewer.messages:
             if m.get("type") == "frames":
-                for rtp, arrival, capture in m["f"]:
+                for rtp, arrival, capture, slate in m["f"]:
+                    assert slate == 0, m  # a live picture, not the slate
                     assert arrival > 1.7e12, m  # wall-clock ms
                     sent[rtp] = capture
         assert len(seen) >= 60, len(seen)
