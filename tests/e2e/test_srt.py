@@ -5,6 +5,8 @@ with the stream's passphrase (AES). A wrong token and a wrong passphrase never g
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import subprocess
 import sys
 import time
@@ -84,7 +86,9 @@ async def test_ffmpeg_and_gstreamer_publish_over_srt(relay_factory: Any) -> None
         gst.wait(5)
 
 
-async def test_srt_wrong_token_passphrase_stream_and_a_second_publisher(relay_factory: Any) -> None:
+async def test_srt_wrong_token_passphrase_stream_and_a_second_publisher(
+        relay_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "relay")
     port = free_port()
     relay = await relay_factory(srt_config(port))
     bad = [StampedSrt(port, "#!::r=d1,m=publish,s=wrong-token", PASS),
@@ -118,6 +122,40 @@ async def test_srt_wrong_token_passphrase_stream_and_a_second_publisher(relay_fa
         assert relay.entry("d1").state.value == "live"
     finally:
         good.kill()
+    # Every refusal was said, and no publish token ever reached the log (a fingerprint only).
+    said = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "SRT caller rejected" in said and "sha256:" in said
+    assert TOKEN not in said
+
+
+async def test_srt_callers_gone_at_once_and_a_silent_publisher_do_not_hold_the_stream(
+        relay_factory: Any) -> None:
+    """Publishers whose connection ends right after the handshake (an LTE drop) never take
+    the stream out of service; a publisher whose media stopped (its process frozen: a dead
+    link that libsrt has not noticed yet) is replaced by the next caller, as RTMP does."""
+    port = free_port()
+    relay = await relay_factory(srt_config(port))
+    url = (f"srt://127.0.0.1:{port}?streamid={quote(f'publish:d1:{TOKEN}', safe='')}"
+           f"&passphrase={quote(PASS, safe='')}&pbkeylen=16")
+    for _ in range(4):  # connect, a few packets, gone
+        subprocess.run([ffmpeg9(), "-nostdin", "-loglevel", "quiet", "-f", "lavfi", "-i",
+                        "testsrc=size=64x64:rate=5", "-frames:v", "1", "-c:v", "libx264", "-f", "mpegts", url],
+                       timeout=20, check=False)
+    first = StampedSrt(port, f"publish:d1:{TOKEN}", PASS)
+    second = None
+    try:
+        await wait_for(lambda: relay.entry("d1").state.value == "live", 20, "live after the quick callers")
+        first.ff.send_signal(signal.SIGSTOP)  # nothing more from it; its socket stays open
+        await wait_for(lambda: relay.entry("d1").state.value == "lost", 10, "lost while it is silent")
+        frames = relay.entry("d1").frames_in
+        second = StampedSrt(port, f"#!::r=d1,m=publish,s={TOKEN}", PASS)
+        await wait_for(lambda: relay.entry("d1").state.value == "live"
+                       and relay.entry("d1").frames_in > frames + 30, 20, "the next publisher live")
+    finally:
+        first.ff.send_signal(signal.SIGCONT)
+        first.kill()
+        if second is not None:
+            second.kill()
 
 
 async def test_srt_caller_pulls_from_an_encoder_in_listener_mode(relay_factory: Any) -> None:
