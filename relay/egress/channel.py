@@ -29,6 +29,11 @@ log = logging.getLogger("relay.whep")
 FRAME_TIMES_PERIOD_S = 0.2
 TELEMETRY_BATCH = 50  # samples in one data-channel message at most (~12 KB)
 MAX_REPORT_BYTES = 4096
+MAX_BUFFERED = 256 * 1024  # bytes queued on a channel (SCTP not acknowledging): send no more
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e16
 # A viewer's report: each field's type and the range (or the values) it may take. Anything
 # else is dropped; a number out of range is dropped, not clamped (it would be a lie).
 REPORT_NUMBERS: dict[str, tuple[type, float, float]] = {
@@ -98,11 +103,16 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
             msg = json.loads(message)
             kind = msg.get("type")
         except (ValueError, AttributeError):
-            log.info("bad data channel message", extra={"viewer": info.public_id})
+            info.bad_messages += 1
+            if info.bad_messages in (1, 100, 10_000):  # a flood is three lines, not thousands
+                log.info("bad data channel message", extra={"viewer": info.public_id,
+                                                            "count": info.bad_messages})
             return
         if kind == "ping":
-            ch.send(json.dumps({"type": "pong", "id": msg.get("id"), "t0": msg.get("t0"),
-                                "t1": t1, "t2": time.time() * 1000.0}))
+            pid, t0 = msg.get("id"), msg.get("t0")
+            if not _number(pid) or not _number(t0) or ch.bufferedAmount > MAX_BUFFERED:
+                return  # only numbers come back, and nothing while the viewer does not read
+            ch.send(json.dumps({"type": "pong", "id": pid, "t0": t0, "t1": t1, "t2": time.time() * 1000.0}))
         elif kind == "report":
             try:
                 info.report = clean_report(msg.get("report"))

@@ -166,10 +166,19 @@ class WhepEgress:
 
         @pc.on("datachannel")
         def on_channel(channel: Any) -> None:
-            if channel.label == "echo":
+            # The page's two channels, once each; any more is closed at once (each would get
+            # the hello and every marker: a flood of channels was a flood of snapshots).
+            if channel.label == "echo" and viewer.echo is None:
                 viewer.echo = Echoes(channel)
-            else:
+            elif channel.label != "echo" and viewer.channel is None:
                 serve(viewer, channel, self.config.latency, lambda: self._reported(viewer), self.greetings)
+            else:
+                info.channels_refused += 1
+                if info.channels_refused in (1, 100):
+                    log.info("data channel refused: a viewer opens the page's two only",
+                             extra={"stream": entry.name, "viewer": info.public_id,
+                                    "refused": info.channels_refused})
+                channel.close()
 
         self.table.add(session)
         session.on_close.append(self._closed)

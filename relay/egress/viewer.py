@@ -44,6 +44,8 @@ class ViewerInfo:
     report_time: float = 0.0
     rtt_ms: float | None = None
     creep_resets: int = 0
+    bad_messages: int = 0  # data-channel messages that were not JSON
+    channels_refused: int = 0  # data channels past the page's two (closed at once)
     last_creep: float = 0.0
     auto: bool = False  # the relay picks the rendition from the viewer's link
     rendition_reason: str = ""
