@@ -10,6 +10,7 @@ from aiohttp import web
 from ..auth import Decision, may_mint, mint_token
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
+from ..wire import Refused, safe_text
 from .common import Services, authorize, json_object, services_of
 
 __all__ = ["api_tokens", "mark_grant", "mint_request", "token_label", "token_ttl"]
@@ -25,9 +26,12 @@ def token_ttl(config: Config, ttl: Any) -> float:
 
 
 def token_label(label: Any) -> str:
-    if not isinstance(label, str) or len(label) > 80:
-        raise RelayError(422, "label must be a string of at most 80 characters")
-    return label
+    """A minted token's or share link's label: plain text (it reaches pages, the record's
+    audit log and KML as the author of markers)."""
+    try:
+        return safe_text(label, 80, "label")
+    except Refused as exc:
+        raise RelayError(422, f"label must be plain text of at most 80 characters ({exc})") from None
 
 
 def mark_grant(request: web.Request, doc: dict[str, Any]) -> bool:

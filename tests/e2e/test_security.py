@@ -139,6 +139,12 @@ async def test_minted_tokens_are_bounded_by_role(relay_factory: Any) -> None:
     assert claims["role"] == "viewer" and claims["streams"] == ["alpha"] and claims["exp"] - claims["iat"] == 120
     status, _, _ = await request("GET", relay.url + "/api/streams/bravo", minted["token"])
     assert status == 403  # scoped to alpha
+    # A label that no XML (the KML export, where it names a marker's author) or log can hold:
+    # refused precisely, nothing minted.
+    for label in ("a\x01b", "\ud800", "x\ufffe"):
+        body = json.dumps({"role": "viewer", "streams": ["alpha"], "ttl_s": 120, "label": label})
+        status, text, _ = await request("POST", url, TOKENS["control"], body, "application/json")
+        assert status == 422 and "label must be plain text" in text, (label, status, text)
 
 
 async def test_sessions_belong_to_their_viewer(relay_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
