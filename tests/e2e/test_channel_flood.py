@@ -27,8 +27,9 @@ async def test_a_channel_flood_is_bounded(live: RelayHandle, caplog: pytest.LogC
     got: dict[str, list[str]] = {}
     extra = [pc.createDataChannel(f"x{i}") for i in range(12)] + [pc.createDataChannel("relay")]
     for ch in [relay_ch, *extra]:
-        got[ch.label + str(id(ch))] = []
-        ch.on("message", lambda m, key=ch.label + str(id(ch)): got[key].append(m))
+        key = ch.label + str(id(ch))
+        got[key] = []
+        ch.on("message", got[key].append)
     await pc.setLocalDescription(await pc.createOffer())
     try:
         async with aiohttp.ClientSession() as http, http.post(
