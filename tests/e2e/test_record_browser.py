@@ -61,11 +61,16 @@ async def test_replay_timeline_clip_and_snapshot_in_chromium(relay_factory: Any,
             await page.wait_for_function(f"window.__player.stats.frames > {live_frames + 15}", timeout=10000)
 
             # Drag the timeline to 5 s ago: the replay jumps there.
-            await page.evaluate("""() => { const t = document.getElementById('timeline');
-                t.value = '-5'; t.dispatchEvent(new Event('change')); }""")
+            dragged = await page.evaluate("""() => { const t = document.getElementById('timeline');
+                t.value = '-5'; t.dispatchEvent(new Event('change')); return Date.now(); }""")
             await page.wait_for_function("window.__replay.log.length >= 2", timeout=15000)
             second = await page.evaluate("window.__replay.log[1]")
-            assert second["asked"] - 6500 < second["asked"] and second["end"] > second["start"]
+            # It asked for 5 s before the drag, and the clip it plays starts there (at the
+            # keyframe at or before it: within a GOP) — not at the live edge, not at the start.
+            assert abs(second["asked"] - (dragged - 5000)) < 1000, (second, dragged)
+            clip_start = dt.datetime.fromisoformat(second["start"].replace("Z", "+00:00")).timestamp() * 1000
+            assert second["asked"] - 2500 <= clip_start <= second["asked"] + 500, (second, clip_start)
+            assert second["end"] > second["start"]
 
             # One click back to live.
             await page.click("#live")
