@@ -307,10 +307,18 @@ class Stream:
         self.request_keyframe(reason)
 
     def reset(self) -> None:
-        """The producer restarted (new encoder, new SPS/PPS): everyone resumes at a keyframe."""
+        """The producer restarted (new encoder, new SPS/PPS): everyone resumes at a keyframe,
+        asked for once by the stream — not by each reader out of its own budget (a viewer
+        that asked in the last 10 s would otherwise wait for the next regular keyframe: the
+        second freeze after a failover)."""
         self._gop = []
         for reader in self.readers:
-            reader.skip_to_live("producer restarted")
+            reader.dropped += len(reader)
+            reader._queue.clear()
+            reader._replayed = 0
+            reader.waiting_for_keyframe = self.gop
+        if self.gop and self.readers:
+            self.request_keyframe("producer restarted")
 
     def close(self) -> None:
         self._gop = []

@@ -172,3 +172,21 @@ async def test_the_record_and_a_joining_replay_are_not_held_to_the_age() -> None
     assert [(await record.get()).payload for _ in range(4)] == [0, 1, 2, 3]
     assert [(await joining.get()).payload for _ in range(4)] == [0, 1, 2, 3]
     assert record.stale == 0 and joining.stale == 0
+
+
+async def test_a_producer_restart_asks_for_one_keyframe_whatever_the_readers_asked_before() -> None:
+    """After a failover every reader resumes at the next keyframe, and that keyframe is asked
+    for at once — not refused because a reader used its own budget a moment ago."""
+    asked: list[str] = []
+    s = Stream("s", gop=True, reader_maxlen=10, keyframe_min_interval=0.0, viewer_keyframe_interval=10.0,
+               on_keyframe_request=asked.append)
+    r = s.subscribe("edge")
+    s.publish(unit(True, 1))
+    assert r.request_keyframe("PLI") is True and r.request_keyframe("PLI") is False  # its budget: used
+    asked.clear()
+    s.publish(unit(False, 2))
+    s.reset()
+    assert asked == ["producer restarted"] and len(r) == 0 and r.waiting_for_keyframe
+    s.publish(unit(False, 3))
+    s.publish(unit(True, 4))
+    assert (await r.get()).payload == 4
