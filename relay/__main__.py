@@ -14,6 +14,7 @@ from .app import create_app
 from .config import Config, ConfigError, load
 from .logs import setup_logging
 
+SHUTDOWN_GRACE_S = 1.0
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
 
 
@@ -98,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                                        "renditions": ",".join(r.name for r in config.renditions),
                                        "auth": config.auth.enabled})
     try:
+        # shutdown_timeout: aiohttp waits this long for requests in flight (a record upload,
+        # a slow client) before the cleanup steps; its default, 60 s, kept a restarting
+        # centre deaf for a minute with its port already closed. Uploads resume by seq.
         web.run_app(create_app(config), host=config.host, port=config.port, print=None,
-                    access_log=None, handler_cancellation=True, ssl_context=ssl_context)
+                    access_log=None, handler_cancellation=True, ssl_context=ssl_context,
+                    shutdown_timeout=SHUTDOWN_GRACE_S)
     except OSError as exc:  # a port in use: say which, in one line
         log.error("cannot start: %s", exc.strerror or exc)
         return 1
