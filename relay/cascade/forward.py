@@ -54,6 +54,7 @@ __all__ = ["Backoff", "Forwarder", "Refused", "SaidOnce", "post_offer", "ssl_for
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.1  # frame times, batched: ~10 messages a second (every 20 ms cost ~60 kbit/s of SCTP)
 CONNECT_S = 10.0
+CENTRE_SILENT_S = 2.5
 
 
 class Forwarder:
@@ -213,7 +214,9 @@ class Forwarder:
                                                "down_s": round(time.monotonic() - self._down_since, 1)})
             self._down_since = None
         session.spawn(send_times_and_telemetry(viewer, FRAME_TIMES_S, me=self.config.name))
-        session.spawn(viewer.watch_silence())
+        # The centre's receiver reports come every 0.5-1.5 s (aiortc): 2.5 s without one is
+        # a centre gone (a crash, a restart) — redial at once rather than after 6 s.
+        session.spawn(viewer.watch_silence(CENTRE_SILENT_S))
         if ladder:
             ctl = AbrController(ladder, viewer.info.rendition, hold_s=self.config.abr.hold_s,
                                 max_hold_s=self.config.abr.max_hold_s)
