@@ -108,8 +108,12 @@ async def test_record_segments_clip_audit_and_tamper_evidence(relay_factory: Any
     for e in entries:
         frames, duration = ffprobe(root / e["file"])
         assert frames == e["frames"], (e["file"], frames, e["frames"])
-        # ~30 fps: the file's duration is what its frames span
-        assert abs(duration - frames / 30) < 0.5, (e["file"], duration, frames)
+        # The file's duration is what its frames span (the manifest's times, from the same
+        # timestamps), at a frame rate a drone sends (a wrong time base is off by 10x or
+        # more). Not "frames / 30": a publisher starved by the other lanes sends fewer.
+        span = (e["end_ms"] - e["start_ms"]) / 1000
+        assert abs(duration - span) < 0.2, (e["file"], duration, span)
+        assert frames == 1 or 1 <= frames / duration <= 40, (e["file"], duration, frames)
         assert e["start"].endswith("Z") and Path(e["file"]).name.startswith(e["start"][:4])
     # Clean segments around the drop: no file spans the gap.
     gap = [b["start_ms"] - a["end_ms"] for a, b in itertools.pairwise(entries)]
