@@ -72,6 +72,9 @@ bitrate_kbps = 300
 [media]
 default_mode = "both"
 
+[overload]
+enabled = false  # the lab counts frames and times failovers; the governor is test_overload.py's
+
 [webrtc]
 ice_addresses = ["{ip}"]
 {auth_part}
