@@ -47,6 +47,7 @@ async def test_frame_times_match_the_drone_stamp_of_the_same_rtp_frame(live: Rel
 
 @pytest.mark.browser
 @pytest.mark.usefixtures("chromium_required")
+@pytest.mark.quiet  # compares each painted frame's stamp with its RTP time: paint timing, alone
 async def test_chromium_latency_from_rtp_timestamps_equals_the_pixel_stamp(live: RelayHandle) -> None:
     async with chromium() as ctx:
         page = await ctx.new_page()
