@@ -325,3 +325,27 @@ async def test_hostile_marker_events_are_refused_and_the_listener_goes_on(redis:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+
+async def test_our_own_record_passes_the_strict_reader_whatever_the_title(redis: Redis) -> None:
+    """A configured title TOML allows (long, with a control character) must not make the
+    other nodes refuse this node's record — and with it every stream it holds."""
+    from relay.cluster.service import Cluster
+    from relay.registry import Registry
+    from relay.share import ShareBook
+    from relay.wire import parse_node
+
+    cfg = parse({"server": {"name": "a"}, "streams": {"drone1": {"title": "Dach\x07 " + "x" * 400}},
+                 "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0", "url": "http://a.example:8080"}})
+    registry = Registry(cfg)
+    registry.start()
+    entry = registry.get("drone1")
+    assert entry is not None
+    entry.claim("s1", "whip", "drone")
+    cluster = Cluster(cfg, registry, ShareBook(), {}, lambda _n: 0, lambda: 0, dict, list)
+    import json
+
+    raw = json.dumps({**cluster.record(), "name": "a", "url": "http://a.example:8080", "t": time.time()})
+    rec = parse_node("a", raw)
+    assert [s["name"] for s in rec.streams] == ["drone1"] and len(rec.streams[0]["title"]) == 200
+    await cluster.directory.redis.aclose()

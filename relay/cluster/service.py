@@ -28,6 +28,7 @@ from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..registry import Entry, Registry, State
 from ..share import ShareBook
+from ..wire import clean_text
 from .book import SharedBook
 from .directory import Directory, DirectoryDown, node_origin
 from .edge import EDGE_KIND, Edges
@@ -171,7 +172,10 @@ class Cluster:
         sc = self.config.stream(e.name)
         info = e.source_info
         return {"name": e.name, "state": e.state.value, "state_since": e.state_since,
-                "title": (sc.title if sc else "") or info.upstream_title, "problem": info.problem or None,
+                # (as the other nodes' strict reader takes it: a record it refused would hide
+                # this node's every stream)
+                "title": clean_text((sc.title if sc else "") or info.upstream_title, 200),
+                "problem": clean_text(info.problem, 300) or None,
                 "fps": round(e.fps, 1), "width": e.width, "height": e.height, "source_codec": info.codec,
                 "viewers": self.viewers(e.name), "publisher": e.slot.kind,
                 "passthrough": (e.passthrough is not None and e.mode != "transcode"

@@ -8,7 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Refused", "finite", "origin", "safe_text", "wall_ms"]
+__all__ = ["Refused", "clean_text", "finite", "origin", "safe_text", "wall_ms"]
 
 # Characters XML 1.0 cannot hold (and that have no business in a label): C0 controls but
 # tab/newline/CR, surrogates (lone ones cannot even be encoded), U+FFFE and U+FFFF.
@@ -43,6 +43,12 @@ def safe_text(value: Any, limit: int, what: str) -> str:
     if _UNSAFE.search(value):
         raise Refused(f"{what}: control or non-character code points")
     return value
+
+
+def clean_text(value: str, limit: int) -> str:
+    """Our own text made what :func:`safe_text` accepts (a configured title may hold anything
+    TOML allows): unsafe characters dropped, cut to ``limit``."""
+    return _UNSAFE.sub("", value)[:limit]
 
 
 def wall_ms(value: Any, what: str, now_ms: float | None = None, slack_ms: float = DAY_MS) -> int:
