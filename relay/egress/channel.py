@@ -20,6 +20,7 @@ from typing import Any
 from ..config import LatencyConfig
 from ..media import now
 from ..registry import Entry
+from ..wire import Refused, finite
 from .viewer import Viewer
 
 __all__ = ["MAX_REPORT_BYTES", "REPORT_ENUMS", "REPORT_NUMBERS", "clean_report", "route_message",
@@ -30,10 +31,6 @@ FRAME_TIMES_PERIOD_S = 0.2
 TELEMETRY_BATCH = 50  # samples in one data-channel message at most (~12 KB)
 MAX_REPORT_BYTES = 4096
 MAX_BUFFERED = 256 * 1024  # bytes queued on a channel (SCTP not acknowledging): send no more
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e16
 # A viewer's report: each field's type and the range (or the values) it may take. Anything
 # else is dropped; a number out of range is dropped, not clamped (it would be a lie).
 REPORT_NUMBERS: dict[str, tuple[type, float, float]] = {
@@ -73,6 +70,15 @@ def clean_report(raw: Any) -> dict[str, Any]:
         # Printable ASCII only: a user agent is shown to the control centre (as text).
         out["user_agent"] = "".join(c for c in ua[:UA_MAX] if 32 <= ord(c) < 127)
     return out
+
+
+def _number(v: Any) -> bool:
+    """A ping's field as the one rule for outside numbers takes it (finite, bounded)."""
+    try:
+        finite(v, -1e16, 1e16, "ping")
+    except Refused:
+        return False
+    return True
 
 
 def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[], None],
