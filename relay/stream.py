@@ -113,15 +113,17 @@ class Reader:
                        "dropped": self.dropped, "overflows": self.overflows},
             )
 
-    def skip_to_live(self, reason: str) -> int:
-        """Drop everything queued and resume at the next keyframe; returns frames dropped."""
+    def skip_to_live(self, reason: str, ask: bool = True) -> int:
+        """Drop everything queued and resume at the next keyframe, asking for one out of this
+        reader's budget unless ``ask`` is False (the stream asks); returns frames dropped."""
         n = len(self._queue)
         self.dropped += n
         self._queue.clear()
         self._replayed = 0
         if self.stream.gop:
             self.waiting_for_keyframe = True
-            self.request_keyframe(reason)
+            if ask:
+                self.request_keyframe(reason)
         return n
 
     async def wait_ready(self) -> None:
@@ -158,6 +160,7 @@ class Reader:
             while len(q) > 1 and q[0].timeline.get("arrival", limit) < limit:
                 self.stream.stale_unit(q.popleft())
                 n += 1
+            self.dropped += n
             self._count_stale(n)
             return
         key = next((i for i in range(len(q) - 1, -1, -1) if q[i].keyframe), None)
@@ -166,18 +169,15 @@ class Reader:
         if key is not None:
             for _ in range(key):
                 q.popleft()
+            self.dropped += key
             self._count_stale(key)
             return
-        n = len(q)
-        q.clear()
-        self._count_stale(n)
-        self.waiting_for_keyframe = True
-        self.request_keyframe("queue too old")
+        self._count_stale(self.skip_to_live("queue too old"))
 
     def _count_stale(self, n: int) -> None:
+        """``n`` units skipped for age (already counted as dropped by the caller)."""
         if n:
             self.stale += n
-            self.dropped += n
             self.stale_skips += 1
             self.stream.note_stale(n)
 
@@ -313,10 +313,7 @@ class Stream:
         second freeze after a failover)."""
         self._gop = []
         for reader in self.readers:
-            reader.dropped += len(reader)
-            reader._queue.clear()
-            reader._replayed = 0
-            reader.waiting_for_keyframe = self.gop
+            reader.skip_to_live("producer restarted", ask=False)
         if self.gop and self.readers:
             self.request_keyframe("producer restarted")
 

@@ -216,7 +216,7 @@ def test_a_cluster_with_auth_needs_the_shared_signing_secret() -> None:
 def test_node_origins_for_the_pages_policy_are_rebuilt_from_parsed_urls(url: Any, origin: str | None) -> None:
     """A node's URL comes from its record in Redis and goes into every page's
     Content-Security-Policy: only a plain scheme://host:port gets in, never a policy token."""
-    from relay.cluster.directory import node_origin
+    from relay.wire import origin as node_origin
 
     assert node_origin(url) == origin
 

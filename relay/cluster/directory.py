@@ -33,7 +33,7 @@ from ..config import STREAM_NAME, Config, redact_url
 from ..logs import Throttled
 from ..wire import MAX_RECORD_BYTES, Refused, origin, parse_node
 
-__all__ = ["PREFIX", "Directory", "DirectoryDown", "json_dict", "node_origin"]
+__all__ = ["PREFIX", "Directory", "DirectoryDown", "json_dict"]
 
 log = logging.getLogger("relay.cluster")
 PREFIX = "relay:"
@@ -237,9 +237,6 @@ class Directory:
         self.holding.clear()
         with contextlib.suppress(*FAULTS):
             await self.redis.aclose()
-
-
-node_origin = origin  # (the one origin rule: relay.wire)
 
 
 def json_dict(raw: Any) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ from ..cascade import WhepPull
 from ..cascade.forward import Backoff
 from ..config import Config, StreamConfig
 from ..registry import Entry, Registry
-from .directory import Directory, node_origin
+from ..wire import origin
+from .directory import Directory
 
 __all__ = ["EDGE_KIND", "EdgePull", "Edges"]
 
@@ -70,7 +71,7 @@ class EdgePull(WhepPull):
         owner's record has no usable URL (it comes from Redis: only an origin is taken)."""
         name = self.entry.name
         self.owner = str(owner.get("name"))
-        base = node_origin(owner.get("url"))
+        base = origin(owner.get("url"))
         if base is None:
             self.state, self.last_error = "refused", f"node {self.owner} has no usable URL"
             return False

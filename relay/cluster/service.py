@@ -28,9 +28,9 @@ from ..config import PASSTHROUGH, Config
 from ..errors import RelayError
 from ..registry import Entry, Registry, State
 from ..share import ShareBook
-from ..wire import clean_text
+from ..wire import clean_text, origin
 from .book import SharedBook
-from .directory import Directory, DirectoryDown, node_origin
+from .directory import Directory, DirectoryDown
 from .edge import EDGE_KIND, Edges
 
 __all__ = ["Cluster"]
@@ -225,8 +225,8 @@ class Cluster:
         """The nodes' origins (scheme://host:port), for the pages' Content-Security-Policy: a
         redirect to the owner, a session's DELETE at its node, a snapshot from another node.
         Each is rebuilt from a parsed URL (records come from Redis: nothing else gets in)."""
-        out = {o for o in (node_origin(d.get("url")) for d in self.directory.nodes.values()) if o}
-        own = node_origin(self.directory.url)
+        out = {o for o in (origin(d.get("url")) for d in self.directory.nodes.values()) if o}
+        own = origin(self.directory.url)
         if own:
             out.add(own)
         return sorted(out)
