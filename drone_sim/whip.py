@@ -256,6 +256,7 @@ async def publish_whip(
         log.warning("publish ended, retrying", extra={"reason": reason, "in_s": backoff, "url": url})
         if attempt % len(urls):  # the next address at once; the backoff after the whole round
             continue
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), backoff)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(backoff):  # (not wait_for: on 3.11 it can lose a cancel)
+                await stop.wait()
         backoff = min(backoff * 2, 10.0)

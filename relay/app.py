@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .aio import within
 from .auth import ice_servers_for
 from .cascade import Forwards, WhepPull
 from .cluster import Cluster
@@ -318,7 +319,7 @@ def _task_service(app: web.Application, name: str, work: Callable[[], Awaitable[
 async def _bounded(step: str, work: Awaitable[Any], timeout: float = 10.0) -> None:
     """One shutdown step, given ``timeout`` seconds; a step that hangs is named in the log."""
     try:
-        await asyncio.wait_for(work, timeout)
+        await within(timeout, work)
     except TimeoutError:
         log.error("shutdown step timed out", extra={"step": step, "timeout_s": timeout})
 

@@ -74,6 +74,7 @@ class Principal:
     share: bool = False  # from a share link: honoured only while the link is in the share book
     vehicle: bool = False  # a [[vehicles]] token: may also send that vehicle's record ("mirror")
     mark: bool = False  # granted: may place, move and remove markers whatever its role
+    node: str = ""  # a cluster node's pull (signed by the cluster): a relay, not a person
 
     def covers(self, stream: str | None) -> bool:
         if stream is None or self.role in _ALL_STREAMS_ROLES:
@@ -178,11 +179,15 @@ def _verify_jwt(config: Config, token: str) -> Principal | Decision:
     if exp - iat > config.auth.jwt_max_ttl_s + 5:
         return Decision(False, 403, "signed token lives longer than auth.jwt_max_ttl_s allows")
     share = claims.get("share") is True
+    node = claims.get("node", "")
+    if not isinstance(node, str) or len(node) > 64 or (node and (role != "viewer" or share)):
+        return Decision(False, 403, "signed token: a node claim names a cluster node's viewer pull")
     if share and (role != "viewer" or len(streams) != 1 or not claims.get("jti")):
         return Decision(False, 403, "signed token: a share link is a viewer of one stream")
     return Principal(role, tuple(streams), str(claims.get("sub", "jwt")), exp,
                      str(claims.get("jti")) if claims.get("jti") else None,
-                     playback=claims.get("playback") is True, share=share, mark=claims.get("mark") is True)
+                     playback=claims.get("playback") is True, share=share, mark=claims.get("mark") is True,
+                     node=node)
 
 
 def authenticate(
@@ -240,9 +245,10 @@ def share_has_room(who: Principal | None, shares: ShareBook, sessions: int) -> D
 
 def mint_token(
     config: Config, role: str, streams: Iterable[str], ttl_s: float, label: str = "",
-    now: float | None = None, share: bool = False, mark: bool = False,
+    now: float | None = None, share: bool = False, mark: bool = False, node: str = "",
 ) -> tuple[str, float, str]:
-    """A signed token (JWT, HS256); returns (token, expiry, jti)."""
+    """A signed token (JWT, HS256); returns (token, expiry, jti). ``node``: minted by this
+    cluster node for its own pull (never through the HTTP API)."""
     secret = config.auth.jwt_secret
     if not secret:
         raise ValueError("auth.jwt_secret is not configured")
@@ -257,6 +263,8 @@ def mint_token(
         claims["share"] = True
     if mark:
         claims["mark"] = True
+    if node:
+        claims["node"] = node
     return jwt.encode(claims, secret, algorithm="HS256"), int(t + ttl), jti
 
 

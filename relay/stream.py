@@ -59,6 +59,9 @@ class Reader:
         # A viewer on a lossy link must not make every other viewer pay for keyframes;
         # refused requests wait for the encoder's regular keyframe.
         self._last_key_request = -1e9
+        # Another relay reads (a cluster edge, the centre of a forward): it asks for keyframes
+        # on behalf of all its viewers and after a failover; only the stream's limit applies.
+        self.relay = False
         self.keyframe_requests = 0
         self.keyframe_requests_refused = 0
 
@@ -66,7 +69,7 @@ class Reader:
         """Pass a keyframe request to the stream if this reader's budget allows; True if so."""
         t = time.monotonic()
         self.keyframe_requests += 1
-        if t - self._last_key_request < self.stream.viewer_keyframe_interval:
+        if not self.relay and t - self._last_key_request < self.stream.viewer_keyframe_interval:
             self.keyframe_requests_refused += 1
             return False
         self._last_key_request = t
@@ -233,10 +236,12 @@ class Stream:
         self._last_request = -1e9
         self._pending: asyncio.TimerHandle | None = None
 
-    def subscribe(self, label: str = "", maxlen: int | None = None, viewer: bool = True) -> Reader:
+    def subscribe(self, label: str = "", maxlen: int | None = None, viewer: bool = True,
+                  relay: bool = False) -> Reader:
         # Only people watching (and forwards) are held to the age bound; the record takes all.
         reader = Reader(self, maxlen or self.reader_maxlen, label, viewer,
                         self.max_age if viewer else None)
+        reader.relay = relay
         # The cache always starts at a keyframe; a GOP longer than the reader's queue could
         # not be replayed whole (its keyframe would be dropped), so the reader waits instead.
         if self._gop and len(self._gop) <= reader.maxlen:

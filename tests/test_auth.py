@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from relay.auth import authenticate, bearer_token
+from relay.auth import Decision, authenticate, bearer_token
 from relay.config import parse
 
 CFG = parse({"auth": {"enabled": True, "view_token": "global-view"},
@@ -52,6 +52,28 @@ def test_roles_jwt_and_turn_credentials() -> None:
                                            "Einsatzleiter Nord <x>", now=1000)
     assert user == "1060:Einsatzleiter-Nord-x"
     assert password == base64.b64encode(hmac.new(b"k", user.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_a_node_claim_is_a_cluster_nodes_viewer_pull_only() -> None:
+    """``node`` (a cluster node's pull: keyframes outside a viewer's budget) is honoured on
+    a viewer token the cluster's secret signed; on any other role, or a share link, refused."""
+    import time
+
+    import jwt
+
+    from relay.auth import identify, mint_token
+
+    cfg = parse({"auth": {"enabled": True, "jwt_secret": "s" * 40}, "streams": {"d1": {}}}, env={})
+    tok, _, _ = mint_token(cfg, "viewer", ["d1"], 60, node="b")
+    who = identify(cfg, tok)
+    assert not isinstance(who, Decision) and who.node == "b" and who.role == "viewer"
+    t = int(time.time())
+    for extra in ({"role": "control", "node": "b"}, {"role": "viewer", "node": ["b"]},
+                  {"role": "viewer", "node": "b", "share": True, "jti": "j"}):
+        forged = jwt.encode({"role": "viewer", "streams": ["d1"], "iat": t, "exp": t + 60, **extra},
+                            "s" * 40, algorithm="HS256")
+        d = authenticate(cfg, "view", "d1", forged)
+        assert not d.allowed and d.status == 403, extra
 
 
 def test_a_signed_token_must_name_its_streams() -> None:

@@ -349,3 +349,63 @@ async def test_our_own_record_passes_the_strict_reader_whatever_the_title(redis:
     rec = parse_node("a", raw)
     assert [s["name"] for s in rec.streams] == ["drone1"] and len(rec.streams[0]["title"]) == 200
     await cluster.directory.redis.aclose()
+
+
+async def test_an_edge_pull_keeps_flowing_frames_across_an_empty_redis_and_takes_the_source(
+        redis: Redis) -> None:
+    """What ends an edge's working pull: the stream moving to another node, the owner gone
+    *and* its frames stopped, the owner forwarding the drone's own H.264 (a pull that began on
+    a re-encoded rung switches to it). A Redis that restarted empty is none of these."""
+    from relay.cluster.edge import EdgePull
+    from relay.registry import Registry
+
+    def owner_record(passthrough: bool) -> None:
+        stream = {"name": "drone1", "state": "live", "passthrough": passthrough}
+        redis.cli("SET", "relay:node:a", _record("a", "http://127.0.0.1:9", streams=[stream]), "PX", "60000")
+        redis.cli("SET", "relay:claim:drone1", "a", "PX", "60000")
+
+    owner_record(passthrough=False)
+    async with node(redis, "c", set()) as (c, _):
+        await until(lambda: c.owner("drone1") is not None)
+        cfg = config(redis, "c")
+        pull = EdgePull(Registry(cfg).get_or_create("drone1"), cfg, c, lambda: [])
+        assert pull._aim(c.owner("drone1") or {}) and not pull.source
+        assert pull.url == "http://127.0.0.1:9/whep/drone1"  # a re-encoded rung: no source yet
+        assert pull.moved(flowing=True) is None
+
+        redis.cli("FLUSHALL")  # Redis restarted empty: the owner has not written again yet
+        refreshes = c.refreshes
+        await until(lambda: c.refreshes > refreshes + 1)
+        assert "a" not in c.nodes and c.up
+        assert pull.moved(flowing=True) is None  # frames flow: the pull stays
+        assert pull.moved(flowing=False) == "node a left the cluster"
+
+        owner_record(passthrough=True)  # the owner is back and knows the codec now
+        refreshes = c.refreshes
+        await until(lambda: c.refreshes > refreshes + 1)
+        assert pull.moved(flowing=True) == "node a forwards the drone's own picture now"
+        assert pull._aim(c.owner("drone1") or {}) and pull.source
+        assert pull.url == "http://127.0.0.1:9/whep/drone1?rendition=source"
+        assert pull.moved(flowing=True) is None
+
+        redis.cli("SET", "relay:node:b", _record("b", "http://127.0.0.1:8"), "PX", "60000")
+        redis.cli("SET", "relay:claim:drone1", "b", "PX", "60000")
+        refreshes = c.refreshes
+        await until(lambda: c.refreshes > refreshes + 1)
+        assert pull.moved(flowing=True) == "the stream moved to node b"
+
+
+async def test_a_publisher_is_not_refused_on_a_dead_nodes_claim_the_cache_still_holds(redis: Redis) -> None:
+    """The cached view is up to refresh_s old: before refusing a publisher for another node's
+    claim, the node asks Redis (a drone redialling after its node died is taken at once).
+    A claim and node that still stand stay believed."""
+    redis.cli("SET", "relay:node:a", _record("a", "http://127.0.0.1:9"), "PX", "60000")
+    redis.cli("SET", "relay:claim:drone1", "a", "PX", "60000")
+    async with node(redis, "c", set(), refresh_s=5.0, ttl_s=10.0) as (c, _):
+        await until(lambda: c.claims.get("drone1") == "a" and "a" in c.nodes)
+        await c.confirm("drone1")  # both stand: nothing changes
+        assert c.claims.get("drone1") == "a" and "a" in c.nodes
+        redis.cli("DEL", "relay:node:a")  # a died; c's next refresh is seconds away
+        refreshes = c.refreshes
+        await c.confirm("drone1")
+        assert "a" not in c.nodes and c.refreshes <= refreshes + 1  # (not waiting for a refresh)

@@ -190,3 +190,16 @@ async def test_a_producer_restart_asks_for_one_keyframe_whatever_the_readers_ask
     s.publish(unit(False, 3))
     s.publish(unit(True, 4))
     assert (await r.get()).payload == 4
+
+
+async def test_another_relay_reading_asks_for_keyframes_outside_a_viewers_budget() -> None:
+    """A cluster edge or a forward's centre asks on behalf of all its viewers: only the
+    stream's own limit applies to it, while a person's reader keeps its budget."""
+    asked: list[str] = []
+    s = Stream("s", gop=True, reader_maxlen=10, keyframe_min_interval=0.0, viewer_keyframe_interval=10.0,
+               on_keyframe_request=asked.append)
+    person, edge = s.subscribe("viewer"), s.subscribe("edge", relay=True)
+    asked.clear()
+    assert person.request_keyframe("PLI") is True and person.request_keyframe("PLI") is False
+    assert edge.request_keyframe("PLI") is True and edge.request_keyframe("PLI") is True
+    assert len(asked) == 3 and edge.keyframe_requests_refused == 0 and person.keyframe_requests_refused == 1

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..abr import AbrController, Rung
+from ..aio import within
 from ..config import PASSTHROUGH, Config, StreamConfig
 from ..egress import (
     AUTO,
@@ -166,7 +167,7 @@ class Forwarder:
                     why.append("the stream here is no longer live")
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), 0.2)
+                    await within(0.2, ended.wait())
             return why[0] if why else "session ended"
         finally:
             self.viewer = self.adapter = None
@@ -197,10 +198,10 @@ class Forwarder:
         transceiver = pc.addTransceiver("video", direction="sendonly")
         prefer_codec(transceiver, "h264")
         info = ViewerInfo(session=session.id, rendition=name, remote=self.url, who="forward", auto=auto,
-                          rendition_reason="auto: start" if auto else "configured")
+                          rendition_reason="auto: start" if auto else "configured", relay=True)
 
         viewer = Viewer.sending(session, entry, info, transceiver,
-                                lambda: out.subscribe(label=f"forward {session.public}"))
+                                lambda: out.subscribe(label=f"forward {session.public}", relay=True))
         serve(viewer, pc.createDataChannel("relay"), self.config.latency, lambda: None)
         viewer.echo = Echoes(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
         return viewer

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from ..aio import within
 from ..config import Config, StreamConfig
 from ..errors import RelayError
 from ..registry import Entry
@@ -39,6 +40,7 @@ __all__ = ["WhepPull"]
 
 log = logging.getLogger("relay.pull")
 SILENT_S = 10.0  # no frame this long: the session is dead, dial again
+FLOWING_S = 1.0  # a frame this recent: the session works, whatever a directory says
 
 
 class WhepPull:
@@ -131,11 +133,11 @@ class WhepPull:
             started = time.monotonic()
             while not ended.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), 1.0)
+                    await within(1.0, ended.wait())
                 last = max([started, *(v.last_frame for v in videos)])
                 if time.monotonic() - last > SILENT_S:
                     return f"no picture for {SILENT_S:.0f} s"
-                moved = self.moved()
+                moved = self.moved(flowing=time.monotonic() - last < FLOWING_S)
                 if moved:
                     return moved
             return "session ended"
@@ -149,9 +151,10 @@ class WhepPull:
             await session.close("pull ended")
             entry.release(session_id)
 
-    def moved(self) -> str | None:
+    def moved(self, flowing: bool) -> str | None:
         """Why this session should end now although it works (a cluster edge: the stream
-        lives on another node now); None: it should not."""
+        lives on another node now); None: it should not. ``flowing``: frames arrived in the
+        last ``FLOWING_S``."""
         return None
 
     def _on_track(self, pc: Any, session: PeerSession, videos: list[InboundVideo]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from ..aio import within
 from ..config import STREAM_NAME, Config
 from ..logs import Throttled
 from ..markers import MarkerBook
@@ -131,7 +132,7 @@ class SharedBook:
         if not isinstance(jti, str) or self.shares.get(jti) is not None or not self.directory.up:
             return
         with contextlib.suppress(*FAULTS):
-            raw = await asyncio.wait_for(self.directory.redis.hget(SHARES, jti), 1.0)
+            raw = await within(1.0, self.directory.redis.hget(SHARES, jti))
             await self._apply_share(str(raw) if raw is not None else None)
 
     async def _apply_share(self, raw: str | None) -> None:

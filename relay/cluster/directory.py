@@ -29,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..aio import within
 from ..config import STREAM_NAME, Config, redact_url
 from ..logs import Throttled
 from ..wire import MAX_RECORD_BYTES, Refused, origin, parse_node
@@ -120,6 +121,31 @@ class Directory:
         if not self.up:
             raise DirectoryDown(f"the cluster's directory (Redis) is unreachable: {what} cannot be done now")
 
+    async def confirm(self, stream: str) -> None:
+        """Before a publisher here is refused because another node owns ``stream``: ask Redis
+        now whether that claim and its node still stand (the cached view is up to
+        ``refresh_s`` old; a drone redialling after its node died would be refused until the
+        next refresh, and then wait out its own backoff). Only ever clears what the cache
+        believed; a Redis that does not answer in 0.5 s leaves the cache's word standing."""
+        owner = self.claims.get(stream)
+        if owner is None or owner == self.me or owner not in self.nodes or not self.up:
+            return
+        try:
+            async with asyncio.timeout(0.5):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.getrange(f"{PREFIX}claim:{stream}", 0, 63)
+                pipe.exists(f"{PREFIX}node:{owner}")
+                claim, alive = await pipe.execute()
+        except FAULTS:
+            return
+        if claim != owner:
+            self.claims.pop(stream, None)
+        if alive != 1:
+            self.nodes.pop(owner, None)
+        if claim != owner or alive != 1:
+            log.info("a claim the cache held has gone", extra={"stream": stream, "owner": owner})
+            self.kick()
+
     def kick(self) -> None:
         """Refresh now (a publisher just claimed a stream here)."""
         self._kick.set()
@@ -129,11 +155,11 @@ class Directory:
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.refresh(), self.refresh_s * 2)
+                await within(self.refresh_s * 2, self.refresh())
             except FAULTS as exc:
                 self._failed(exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.refresh_s)
+                await within(self.refresh_s, self._kick.wait())
             self._kick.clear()
 
     async def refresh(self) -> None:
@@ -233,7 +259,7 @@ class Directory:
             for stream in sorted(self.holding):
                 await self._release(keys=[f"{PREFIX}claim:{stream}"], args=[self.me], client=pipe)
             pipe.delete(f"{PREFIX}node:{self.me}")
-            await asyncio.wait_for(pipe.execute(), 2.0)
+            await within(2.0, pipe.execute())
         self.holding.clear()
         with contextlib.suppress(*FAULTS):
             await self.redis.aclose()

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from ..aio import within
 from ..auth import mint_token
 from ..cascade import WhepPull
 from ..cascade.forward import Backoff
@@ -46,6 +47,7 @@ class EdgePull(WhepPull):
         self.directory = directory
         self.owner: str | None = None
         self.state = "waiting"
+        self.source = False  # pulling the owner's own H.264 (no encode there for us)
 
     async def run(self) -> None:
         backoff = Backoff(0.25, 3.0)
@@ -75,21 +77,33 @@ class EdgePull(WhepPull):
         if base is None:
             self.state, self.last_error = "refused", f"node {self.owner} has no usable URL"
             return False
-        doc: dict[str, Any] = next((s for s in owner.get("streams", []) if s.get("name") == name), {})
-        query = "?rendition=source" if doc.get("passthrough") else ""
+        self.source = self._doc(owner).get("passthrough") is True
+        query = "?rendition=source" if self.source else ""
         self.url = f"{base}/whep/{name}{query}"
         token = None
         if self.config.auth.enabled:
-            token, _, _ = mint_token(self.config, "viewer", [name], 300.0, label=f"node {self.directory.me}")
+            token, _, _ = mint_token(self.config, "viewer", [name], 300.0, label=f"node {self.directory.me}",
+                                     node=self.directory.me)
         self.sc = dataclasses.replace(self.sc, source_token=token)
         return True
 
-    def moved(self) -> str | None:
+    def _doc(self, owner: dict[str, Any]) -> dict[str, Any]:
+        """The owner's record of this stream ({} if it has none)."""
+        return next((s for s in owner.get("streams", []) if s.get("name") == self.entry.name), {})
+
+    def moved(self, flowing: bool) -> str | None:
+        """A pull whose frames flow is kept while the directory has no word on its owner (a
+        Redis restarted empty: the owner writes its record again within a heartbeat); it ends
+        when the stream moved to another node, when the owner left and its frames stopped, and
+        to take the owner's own H.264 once the owner forwards it (a pull that started before
+        the codec was known took a re-encoded rung: an encode at the owner and its delay)."""
         owner = self.directory.owner(self.entry.name)
-        if self.owner not in self.directory.nodes and self.directory.up:
-            return f"node {self.owner} left the cluster"
         if owner is not None and owner.get("name") != self.owner:
             return f"the stream moved to node {owner.get('name')}"
+        if not flowing and self.owner not in self.directory.nodes and self.directory.up:
+            return f"node {self.owner} left the cluster"
+        if owner is not None and not self.source and self._doc(owner).get("passthrough") is True:
+            return f"node {self.owner} forwards the drone's own picture now"
         return None
 
     def status(self) -> dict[str, Any]:
@@ -155,5 +169,5 @@ class Edges:
         for stream, pull in tuple(self.edges.items()):
             self.pulls.pop(stream, None)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pull.stop(), 5.0)
+                await within(5.0, pull.stop())
         self.edges.clear()

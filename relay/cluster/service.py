@@ -58,7 +58,7 @@ class Cluster:
         self._net = (time.monotonic(), _sent_bytes())
         d = self.directory
         d.record, d.wanted, d.on_lost, d.on_refreshed = self.record, self.wanted, self._lost, self._adopt
-        registry.guard = self.guard
+        registry.guard, registry.confirm = self.guard, self.directory.confirm
         self.book = SharedBook(config, d, shares, self._spawn)
 
     # ------------------------------------------------------------------ life
@@ -178,8 +178,11 @@ class Cluster:
                 "problem": clean_text(info.problem, 300) or None,
                 "fps": round(e.fps, 1), "width": e.width, "height": e.height, "source_codec": info.codec,
                 "viewers": self.viewers(e.name), "publisher": e.slot.kind,
+                # A source rung is served (an edge pulls it: no encode here for it). Before the
+                # codec is known too: an edge that pulled a re-encoded rung then would switch
+                # later, a gap on its screens; until the drone's packets flow the rung is ours.
                 "passthrough": (e.passthrough is not None and e.mode != "transcode"
-                                and info.codec.lower() == "h264")}
+                                and info.codec.lower() != "hevc")}
 
     def listing(self, local: list[dict[str, Any]], visible: Callable[[str], bool]) -> list[dict[str, Any]]:
         """/api/streams on any node: this node's streams and every other node's, each with

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ..abr import AbrController, LinkEstimate, ReportQueue, Sample, Switch
+from ..aio import within
 from ..media import now
 from ..stream import Reader, Stream
 from ..webrtc import can_pad
@@ -73,7 +74,7 @@ class Adapter:
             # that fell: every half second there counts).
             tap.remb_alarm_bps = ctl.remb_collapse * ctl.sent_kbps * 1000
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tap.alarm.wait(), max(0.05, t + ABR_PERIOD_S - time.monotonic()))
+                await within(max(0.05, t + ABR_PERIOD_S - time.monotonic()), tap.alarm.wait())
             tap.alarm.clear()
             period = max(0.05, time.monotonic() - t)
             t = time.monotonic()
@@ -213,6 +214,6 @@ class Adapter:
                                         "n": self.changes, "after_rtp": after_rtp}))
 
         def subscribe(target: Stream = target) -> Reader:
-            return target.subscribe(label=viewer.session.public)
+            return target.subscribe(label=viewer.session.public, relay=viewer.info.relay)
 
         viewer.track.switch(subscribe, switched)

@@ -154,13 +154,14 @@ class WhepEgress:
         prefer_codec(transceiver, codec)
         info = ViewerInfo(session=session.id, rendition=name, remote=remote,
                           who=principal.name if principal is not None else "", auto=auto,
-                          rendition_reason="auto: start" if auto else "chosen")
+                          rendition_reason="auto: start" if auto else "chosen",
+                          relay=principal is not None and bool(principal.node))
 
         def on_sent(unit: Unit) -> None:
             entry.latency.record(info.rendition, unit.timeline)
 
         viewer = Viewer.sending(session, entry, info, transceiver,
-                                lambda: out.subscribe(label=session.public), on_sent)
+                                lambda: out.subscribe(label=session.public, relay=info.relay), on_sent)
         session.spawn(send_times_and_telemetry(viewer, me=self.config.name))
         session.spawn(viewer.watch_silence())
 

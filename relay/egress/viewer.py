@@ -48,6 +48,7 @@ class ViewerInfo:
     channels_refused: int = 0  # data channels past the page's two (closed at once)
     last_creep: float = 0.0
     auto: bool = False  # the relay picks the rendition from the viewer's link
+    relay: bool = False  # another relay (a cluster edge, a forward's centre): keyframes unbudgeted
     rendition_reason: str = ""
     estimate_kbps: float | None = None
     switches: list[dict[str, Any]] = field(default_factory=list)

@@ -112,6 +112,7 @@ async def api_stats(request: web.Request) -> web.Response:
             "report_age_s": round(now - v.report_time, 2) if v.report_time else None,
             "creep_resets": v.creep_resets,
             "auto": v.auto,
+            "relay": v.relay,  # another relay pulling (a cluster edge): keyframes outside a viewer budget
             "rendition_reason": v.rendition_reason,
             "estimate_kbps": v.estimate_kbps,
             "switches": v.switches[-10:],

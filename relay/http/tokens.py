@@ -55,9 +55,15 @@ async def mint_request(request: web.Request, things: str,
     return decision, svc, await json_object(request, body)
 
 
+TOKEN_FIELDS = frozenset({"role", "streams", "ttl_s", "label", "mark"})
+
+
 async def api_tokens(request: web.Request) -> web.Response:
     """Mint a signed, short-lived token (a share link's credential). Control: viewer tokens."""
     decision, svc, doc = await mint_request(request, "signed tokens", "token request")
+    unknown = sorted(set(doc) - TOKEN_FIELDS)
+    if unknown:  # (a "node" claim, say: only a cluster node mints that, for its own pull)
+        raise RelayError(422, f"token request: unknown field {unknown[0][:40]!r}")
     role = doc.get("role", "viewer")
     streams = doc.get("streams")
     if not isinstance(streams, list) or not streams or not all(

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..aio import within
 from ..registry import Entry, State
 from ..stream import Reader, Stream
 from .writer import SegmentWriter
@@ -60,7 +61,7 @@ class StreamRecorder:
             while not self.should_record():
                 self.changed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait(), timeout=1.0)
+                    await within(1.0, self.changed.wait())
             choice = self.choose()
             if choice is None:
                 log.warning("nothing to record (no H.264 rendition)", extra={"stream": self.entry.name})
@@ -88,7 +89,7 @@ class StreamRecorder:
             if self.entry.publisher != publisher:
                 return "publisher changed"
             try:
-                unit = await asyncio.wait_for(reader.get(), timeout=0.5)
+                unit = await within(0.5, reader.get())
             except TimeoutError:
                 continue
             packet = unit.payload

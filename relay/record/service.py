@@ -19,6 +19,7 @@ from typing import Any
 
 import av
 
+from ..aio import within
 from ..config import Config
 from ..registry import Entry, Registry
 from .chain import Chain, Signer, load_public_key
@@ -256,7 +257,7 @@ class RecordService:
     async def _housekeeping(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                await within(5.0, self._wake.wait())
             self._wake.clear()
             self.collect_telemetry()
             try:

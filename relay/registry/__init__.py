@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ..config import Config
 from ..errors import RelayError
@@ -28,6 +28,8 @@ class Registry:
         self.on_removed: list[Callable[[Entry], None]] = []
         self.refused = 0  # streams not created because of limits.unconfigured_streams
         self.guard: Callable[[Entry, str], None] | None = None  # every entry's (a cluster's claims)
+        # Awaited before a publisher claims a stream (a cluster: its view of the claim, fresh).
+        self.confirm: Callable[[str], Awaitable[None]] | None = None
 
     def start(self) -> None:
         for s in self.config.streams:
@@ -41,6 +43,12 @@ class Registry:
             for entry in tuple(self.entries.values()):
                 if entry.state is State.LIVE:
                     entry.liveness.check()
+
+    async def ready_to_claim(self, name: str) -> Entry:
+        """The entry a publisher is about to claim, with the cluster's view of it fresh."""
+        if self.confirm is not None:
+            await self.confirm(name)
+        return self.get_or_create(name)
 
     def get(self, name: str) -> Entry | None:
         return self.entries.get(name)

@@ -33,6 +33,7 @@ from pyrtmp.messages.protocol_control import SetChunkSize, SetPeerBandwidth, Win
 from pyrtmp.messages.user_control import StreamBegin
 from pyrtmp.session_manager import SessionManager
 
+from ..aio import within
 from ..auth import authenticate
 from ..config import STREAM_NAME, Config
 from ..errors import RelayError
@@ -197,7 +198,7 @@ class RtmpIngest:
         if self.server is not None:
             self.server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+                await within(2, self.server.wait_closed())
         for pub in tuple(self.publishers.values()):
             pub.close()
 
@@ -233,7 +234,7 @@ class RtmpIngest:
         client = _Client(remote, conn)
         reason = "publisher disconnected"
         try:
-            await asyncio.wait_for(session.handshake(), 10)
+            await within(10, session.handshake())
             async for chunk in session.read_chunks_from_stream():
                 await self._message(session, chunk, client)
         except RelayError as exc:
@@ -287,7 +288,7 @@ class RtmpIngest:
             _send(session, message.create_response())  # the new stream's id: STREAM_ID
             await session.drain()
         elif isinstance(message, NSPublish):
-            client.publisher = self._publish(client.app, client.tc_query, str(message.publishing_name),
+            client.publisher = await self._publish(client.app, client.tc_query, str(message.publishing_name),
                                              client.remote, client.conn)
             client.conn.published = True
             _send(session, StreamBegin(stream_id=STREAM_ID))
@@ -319,7 +320,7 @@ class RtmpIngest:
         elif client.conn.closed_because:
             log.info("RTMP connection closed", extra={"remote": client.remote, "reason": reason})
 
-    def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str,
+    async def _publish(self, app: str, tc_query: dict[str, list[str]], name: str, remote: str,
                  conn: _Conn) -> RtmpPublisher:
         if app.strip("/") != self.config.rtmp.app:
             raise RelayError(404, f"unknown RTMP app {app!r} (use /{self.config.rtmp.app}/<stream>)")
@@ -329,7 +330,7 @@ class RtmpIngest:
         decision = authenticate(self.config, "publish", stream, token)
         if not decision.allowed:
             raise RelayError(decision.status, decision.reason)
-        entry = self.registry.get_or_create(stream)
+        entry = await self.registry.ready_to_claim(stream)
         session_id = f"rtmp-{secrets.token_urlsafe(8)}"
         # A frozen publisher (LTE drop, no FIN) is evicted when this one is authorised.
         entry.claim(session_id, "rtmp", remote,

@@ -47,7 +47,7 @@ class WhipIngest:
         """Start a publishing session; returns (session id, SDP answer)."""
         codecs = check_offer(offer_sdp, "publish")
         self.table.admit_client(remote)
-        entry = self.registry.get_or_create(stream)
+        entry = await self.registry.ready_to_claim(stream)
         session_id = new_session_id()
         # 409 while another publisher's media flows; a stale one is evicted.
         entry.claim(session_id, "whip", remote, evict=self._evict)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription
 
+from ..aio import within
 from ..errors import RelayError
 from .ice import IcePolicy, announce_candidates, gathering_with
 
@@ -132,7 +132,7 @@ async def answer_offer(
         except Exception as exc:  # ValueError, KeyError, aiortc's InvalidAccessError, ...
             raise RelayError(422, f"SDP offer rejected: {type(exc).__name__}: {exc}"[:300]) from None
         try:
-            await asyncio.wait_for(pc.setLocalDescription(answer), gather_s)
+            await within(gather_s, pc.setLocalDescription(answer))
         except OSError as exc:
             log.warning("ICE could not bind", extra={"error": str(exc)})
             raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None
@@ -145,7 +145,7 @@ async def make_offer(pc: RTCPeerConnection, ice: IcePolicy | None = None, gather
     ice = ice or IcePolicy()
     with gathering_with(ice):
         try:
-            await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), gather_s)
+            await within(gather_s, pc.setLocalDescription(await pc.createOffer()))
         except OSError as exc:
             log.warning("ICE could not bind", extra={"error": str(exc)})
             raise RelayError(503, f"no ICE port available: {exc.strerror or exc}") from None

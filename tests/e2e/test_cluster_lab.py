@@ -245,9 +245,15 @@ async def test_a_stream_is_watched_on_every_node_and_survives_its_node() -> None
             viewers.append(v)
             await v.start()
         await wait_for(lambda: all(v.seen.frames > 30 for v in viewers), 30, "frames on B and C")
+
+        async def pulls_on_source() -> bool:  # (a pull begun before A knew the codec switches to it)
+            return sorted((v["who"], v["rendition"]) for v in await viewers_at(a)) == [
+                ("node b", "source"), ("node c", "source")]
+        await wait_for(pulls_on_source, 15, "both nodes pulling A's source")
         at_a = await viewers_at(a)
         print(f"\nviewers at the origin: {[v['who'] for v in at_a]}")
         assert sorted(v["who"] for v in at_a) == ["node b", "node c"], at_a
+        assert all(v["relay"] for v in at_a), at_a  # a node's pull: keyframes outside a viewer's budget
         listed = await stream_on(b)
         assert listed is not None and listed["node"] == "a" and listed["edge"] and listed["state"] == "live", listed
 

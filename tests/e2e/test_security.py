@@ -145,6 +145,11 @@ async def test_minted_tokens_are_bounded_by_role(relay_factory: Any) -> None:
         body = json.dumps({"role": "viewer", "streams": ["alpha"], "ttl_s": 120, "label": label})
         status, text, _ = await request("POST", url, TOKENS["control"], body, "application/json")
         assert status == 422 and "label must be plain text" in text, (label, status, text)
+    # A cluster node's claim (its pull's keyframe requests are not held to a viewer's budget)
+    # is not for minting over HTTP: refused by name, nothing minted.
+    body = json.dumps({"role": "viewer", "streams": ["alpha"], "ttl_s": 120, "node": "b"})
+    status, text, _ = await request("POST", url, TOKENS["control"], body, "application/json")
+    assert status == 422 and "unknown field 'node'" in text
 
 
 async def test_sessions_belong_to_their_viewer(relay_factory: Any, caplog: pytest.LogCaptureFixture) -> None:

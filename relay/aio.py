@@ -1,0 +1,24 @@
+"""asyncio helpers every part uses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+__all__ = ["within"]
+
+T = TypeVar("T")
+
+
+async def within(seconds: float, aw: Awaitable[T]) -> T:
+    """``aw``'s result, or TimeoutError after ``seconds`` (``aw`` cancelled).
+
+    Not ``asyncio.wait_for``: on Python 3.11, when the awaited thing completes in the same
+    loop step as the caller is cancelled, ``wait_for`` returns the result and the cancellation
+    is lost (CPython gh-86296) — a task told to stop runs on and whoever awaits it waits for
+    ever (seen: the cluster directory's loop, cancelled just after a kick). ``asyncio.timeout``
+    keeps the cancellation.
+    """
+    async with asyncio.timeout(seconds):
+        return await aw

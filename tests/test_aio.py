@@ -1,0 +1,41 @@
+"""relay.aio.within: a timeout that never loses its caller's cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from relay.aio import within
+
+
+async def _loop(kick: asyncio.Event, wait: object) -> None:
+    while True:  # the shape of every long-running loop: wait for a kick or a period
+        with contextlib.suppress(TimeoutError):
+            await wait(kick)  # type: ignore[operator]
+        kick.clear()
+
+
+async def _stop_right_after_a_kick(wait: object) -> bool:
+    """True if the loop ended when it was cancelled the moment its kick came."""
+    kick = asyncio.Event()
+    task = asyncio.ensure_future(_loop(kick, wait))
+    await asyncio.sleep(0.01)
+    kick.set()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=1.0)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    return bool(done)
+
+
+async def test_a_loop_cancelled_the_moment_its_kick_comes_ends() -> None:
+    assert await _stop_right_after_a_kick(lambda kick: within(5.0, kick.wait()))
+
+
+async def test_within_times_out_and_returns() -> None:
+    assert await within(1.0, asyncio.sleep(0, "x")) == "x"
+    with pytest.raises(TimeoutError):
+        await within(0.01, asyncio.Event().wait())
