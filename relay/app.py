@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from .record import RecordService
 from .registry import Entry, Registry, State
 from .share import ShareBook
 from .sources import AvPullSource, MavlinkSource, RtmpIngest, SrtCaller, SrtIngest, WhipIngest
-from .sources.gate import free_udp_port
+from .sources.feed import Feed
 from .webrtc import SessionTable, install_dtls, self_check
 
 __all__ = ["create_app"]
@@ -168,19 +167,23 @@ class ConfiguredSources:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        srt_ports: dict[str, int] = {}
+        srt_feeds: dict[str, Feed] = {}
         for sc in self.config.streams:
             entry = self.registry.get(sc.name)
-            if sc.srt and entry is not None:  # SRT callers' datagrams come in on a loopback port
-                srt_ports[sc.name] = free_udp_port()
-                sc = dataclasses.replace(sc, source=f"udp://127.0.0.1:{srt_ports[sc.name]}")
-            elif sc.source and sc.source.startswith("srt://") and entry is not None:  # we call
-                port = free_udp_port()
-                caller = SrtCaller(sc.source, port)
-                caller.start()
-                self.srt_callers.append(caller)
-                sc = dataclasses.replace(sc, source=f"udp://127.0.0.1:{port}")
-            if sc.source and sc.source.startswith("whep+") and entry is not None:
+            feed = None
+            if entry is not None and (sc.srt or (sc.source or "").startswith("srt://")):
+                feed = Feed(sc.name)  # SRT's datagrams, publisher by publisher, to the demuxer
+                if sc.srt:  # callers publish to our listener
+                    srt_feeds[sc.name] = feed
+                else:  # we call
+                    caller = SrtCaller(sc.source or "", feed)
+                    caller.start()
+                    self.srt_callers.append(caller)
+            if feed is not None and entry is not None:
+                pull = AvPullSource(entry, sc, loop, feed)
+                await pull.start()
+                self.pulls.append(pull)
+            elif sc.source and sc.source.startswith("whep+") and entry is not None:
                 self.whep[sc.name] = WhepPull(entry, sc, self.config,
                                               lambda: ice_servers_for(self.config, "relay"))
                 await self.whep[sc.name].start()
@@ -193,8 +196,8 @@ class ConfiguredSources:
                                     self.config.media.signal_lost_after_s)
                 await mav.start()
                 self.mavlinks.append(mav)
-        if self.config.srt.enabled and srt_ports:
-            self.srt = SrtIngest(self.config, srt_ports)
+        if self.config.srt.enabled and srt_feeds:
+            self.srt = SrtIngest(self.config, srt_feeds)
             self.srt.start()
 
     async def stop(self) -> None:

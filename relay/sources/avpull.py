@@ -26,6 +26,7 @@ from ..media import Unit
 from ..registry import Entry
 from ..telemetry import TelemetryError, clean_update
 from .decodable import Decodability
+from .feed import Feed, FeedReader
 from .gate import TcpGate, UdpGate, free_tcp_port, free_udp_port
 from .h264 import PassthroughClock, annexb_config
 from .klv import KlvError, fields_from_klv
@@ -49,6 +50,9 @@ def _rtp_sdp(host: str, port: int, codec: str = "h264") -> str:
     )
 
 
+LOW_DELAY = {"analyzeduration": "500000", "probesize": "500000", "fflags": "discardcorrupt"}
+
+
 def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, dict[str, str], str]:
     """(url or file, format, options, kind) for FFmpeg, from a stream's ``source``.
 
@@ -57,7 +61,7 @@ def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, di
     """
     assert sc.source is not None
     u = urlsplit(sc.source)
-    low = {"analyzeduration": "500000", "probesize": "500000", "fflags": "discardcorrupt"}
+    low = dict(LOW_DELAY)
     if u.scheme in ("rtsp", "rtsps"):
         if sc.rtsp_listen:  # the drone pushes to us (ANNOUNCE/RECORD)
             opts = {**low, "rtsp_flags": "listen", "listen_timeout": str(int(LISTEN_S)),
@@ -83,18 +87,25 @@ def input_for(sc: StreamConfig, gate_port: int = 0) -> tuple[str, str | None, di
 
 
 class AvPullSource:
-    def __init__(self, entry: Entry, sc: StreamConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, entry: Entry, sc: StreamConfig, loop: asyncio.AbstractEventLoop,
+                 feed: Feed | None = None) -> None:
         self.entry = entry
         self.sc = sc
         self.loop = loop
-        scheme = urlsplit(sc.source or "").scheme
+        self.feed = feed  # SRT: MPEG-TS from an in-process ingest, publisher by publisher
+        scheme = urlsplit(sc.source or "").scheme if feed is None else "srt"
         self.gate: UdpGate | None = None
         self.tcp_gate: TcpGate | None = None
         gate_port = free_udp_port(pair=scheme == "rtp") if scheme in ("udp", "rtp") else 0
         if sc.rtsp_listen and sc.allow_senders:
             gate_port = free_tcp_port()
             self.tcp_gate = TcpGate(sc.name, sc.allow_senders, gate_port)
-        self.url, self.format, self.options, self.kind = input_for(sc, gate_port)
+        self.url: str
+        self.format: str | None
+        if feed is not None:
+            self.url, self.format, self.options, self.kind = "", "mpegts", dict(LOW_DELAY), "srt"
+        else:
+            self.url, self.format, self.options, self.kind = input_for(sc, gate_port)
         self.shown = redact_url(sc.source or "")  # never the credentials, in the API or logs
         if gate_port and self.tcp_gate is None:
             self.gate = UdpGate(sc.name, sc.allow_senders, ("127.0.0.1", gate_port),
@@ -125,6 +136,8 @@ class AvPullSource:
             if gate is not None:
                 gate.close()
         self._stop.set()
+        if self.feed is not None:
+            self.feed.close()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
         if self.kind == "rtp":
             with contextlib.suppress(OSError):
@@ -156,8 +169,9 @@ class AvPullSource:
                                            "attempts": self.failures})
             finally:
                 self._call(self.entry.release, self.session_id)
-            if self.kind == "rtsp-push" and time.monotonic() - started > 1.0:
-                backoff = 0.0  # (a publisher that left without an error, likewise)
+            if self.feed is not None or (self.kind == "rtsp-push" and time.monotonic() - started > 1.0):
+                backoff = 0.0  # (a publisher that left without an error, likewise; SRT: the
+                # next publisher's bytes wait in the feed, its reader blocks until they come)
             elif time.monotonic() - started > 10:
                 backoff = 0.5
             self._stop.wait(backoff)
@@ -167,8 +181,12 @@ class AvPullSource:
 
     def _read_once(self) -> None:
         open_s = LISTEN_S + 2 if self.kind == "rtsp-push" else OPEN_TIMEOUT_S
-        container: Any = av.open(self.url, format=self.format, options=self.options,
-                                 timeout=(open_s, READ_TIMEOUT_S))
+        container: Any
+        if self.feed is not None:
+            container = av.open(FeedReader(self.feed, self._stop), format=self.format, options=self.options)
+        else:
+            container = av.open(self.url, format=self.format, options=self.options,
+                                timeout=(open_s, READ_TIMEOUT_S))
         try:
             video = next((s for s in container.streams if s.type == "video"), None)
             if video is None:
@@ -218,12 +236,13 @@ class AvPullSource:
         try:
             frames = packet.decode()
             self.decodable.decoded(len(frames), error=False)
-        except av.FFmpegError:
+        except av.FFmpegError as exc:
             self.decodable.decoded(0, error=True)
             self.decode_errors += 1
             if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
                 log.warning("corrupt packet skipped",
-                            extra={"stream": self.sc.name, "errors": self.decode_errors})
+                            extra={"stream": self.sc.name, "errors": self.decode_errors,
+                                   "error": str(exc)[:200]})
             return
         for frame in frames:
             self._call(self._publish, Unit.decoded(frame, arrived), codec)

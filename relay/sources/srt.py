@@ -11,9 +11,10 @@ control code, and a stream's passphrase (AES) is set on that caller's socket onl
 
 Stream ids: ``#!::r=drone1,m=publish,s=TOKEN`` (the SRT access-control convention MediaMTX
 and SRS use; ``s`` carries the publish token) or ``publish:drone1:TOKEN``. Each accepted
-caller's datagrams (7 TS packets each) go to the stream's own loopback UDP port, where an
-:class:`~relay.sources.avpull.AvPullSource` reads them like any MPEG-TS/UDP input (claim,
-liveness, decodability, passthrough, KLV).
+caller's datagrams (7 TS packets each) go into the stream's :class:`~relay.sources.feed.Feed`,
+which an :class:`~relay.sources.avpull.AvPullSource` reads like any MPEG-TS input (claim,
+liveness, decodability, passthrough, KLV), publisher by publisher: a new caller's stream is
+read afresh from its first byte (another encoder's stream ids are shown at once).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..auth import authenticate
 from ..config import Config
 from ..logs import Throttled
+from .feed import Feed
 
 __all__ = ["SrtCaller", "SrtIngest", "load_libsrt", "parse_stream_id"]
 
@@ -96,30 +98,30 @@ def shown_id(sid: str) -> str:
     return f"r={stream[:64]!r},m={mode[:16]!r}{fp}"
 
 
-def pump(lib: Any, ns: int, port: int, stop: threading.Event,
+def pump(lib: Any, ns: int, feed: Feed, stop: threading.Event,
          on_data: Callable[[], None] = lambda: None) -> None:
-    """An SRT connection's datagrams (7 TS packets each) to a loopback UDP port, until the
-    connection breaks, goes quiet for 10 s, or ``stop`` is set."""
+    """An SRT connection's datagrams (7 TS packets each) into ``feed`` as a new publisher's,
+    until the connection breaks, goes quiet for 10 s, or ``stop`` is set."""
     _set(lib, ns, SRTO_RCVTIMEO, 500)
     buf = ctypes.create_string_buffer(MAX_PAYLOAD)
     quiet = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        while not stop.is_set():
-            n = lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
-            if n > 0:
-                quiet = 0
-                on_data()
-                udp.sendto(buf.raw[:n], ("127.0.0.1", port))
-                continue
-            quiet += 1  # a timeout (500 ms) or the connection's end
-            if lib.srt_getsockstate(ns) >= 6 or quiet > 20:  # SRTS_BROKEN and after
-                return
+    feed.new_publisher()
+    while not stop.is_set():
+        n = lib.srt_recvmsg(ns, buf, MAX_PAYLOAD)
+        if n > 0:
+            quiet = 0
+            on_data()
+            feed.push(buf.raw[:n])
+            continue
+        quiet += 1  # a timeout (500 ms) or the connection's end
+        if lib.srt_getsockstate(ns) >= 6 or quiet > 20:  # SRTS_BROKEN and after
+            return
 
 
 class SrtIngest:
-    def __init__(self, config: Config, targets: dict[str, int]) -> None:
+    def __init__(self, config: Config, targets: dict[str, Feed]) -> None:
         self.config = config
-        self.targets = targets  # stream -> its loopback UDP port (an AvPullSource reads it)
+        self.targets = targets  # stream -> its feed (an AvPullSource reads it)
         self.lib = load_libsrt()
         self.listener = -1
         self.active: dict[str, int] = {}  # stream -> the accepted SRT socket pumping it
@@ -252,7 +254,7 @@ class SrtCaller:
     calls an encoder (or another server) in SRT listener mode, and calls again after a drop
     (1 s, growing to 5 s; a refusal said once per reason)."""
 
-    def __init__(self, url: str, port: int) -> None:
+    def __init__(self, url: str, feed: Feed) -> None:
         parts = urlsplit(url)
         q = parse_qs(parts.query)
         self.host = socket.gethostbyname(parts.hostname or "127.0.0.1")
@@ -260,7 +262,7 @@ class SrtCaller:
         self.stream_id = (q.get("streamid") or [""])[0]
         self.passphrase = (q.get("passphrase") or [""])[0]
         self.latency_ms = int((q.get("latency") or ["120"])[0])
-        self.target = port  # the stream's loopback UDP port
+        self.target = feed  # the stream's feed (an AvPullSource reads it)
         self.shown = f"srt://{parts.hostname}:{parts.port}"
         self.lib = load_libsrt()
         self.sock = -1

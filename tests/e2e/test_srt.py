@@ -64,7 +64,7 @@ async def test_ffmpeg_and_gstreamer_publish_over_srt(relay_factory: Any) -> None
     ff = StampedSrt(port, f"#!::r=d1,m=publish,s={TOKEN}", PASS)
     gst = subprocess.Popen(
         ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!", "video/x-raw,width=320,height=180,framerate=30/1",
-         "!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=30", "!", "mpegtsmux", "!",
+         "!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=30", "!", "mpegtsmux", "alignment=7", "!",
          "srtsink", f"uri=srt://127.0.0.1:{port}?mode=caller", f"streamid=publish:d2:{TOKEN}",
          f"passphrase={PASS}", "pbkeylen=16"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -245,3 +245,31 @@ table inet lossy {
             await viewer.close()
     finally:
         lab.close()
+
+
+async def test_a_different_encoder_right_after_a_clean_leave_is_shown(relay_factory: Any) -> None:
+    """FFmpeg publishes and leaves; GStreamer (other MPEG-TS stream ids) dials 0.3 s later:
+    its picture is shown (the open reader kept FFmpeg's stream ids and showed nothing)."""
+    port = free_port()
+    relay = await relay_factory(srt_config(port))
+    ff = StampedSrt(port, f"publish:d1:{TOKEN}", PASS)
+    gst = None
+    try:
+        await wait_for(lambda: relay.entry("d1").state.value == "live", 20, "FFmpeg's SRT stream live")
+        ff.sim.kill()  # the end of its input: FFmpeg ends the stream and closes the connection
+        ff.ff.wait(10)
+        await asyncio.sleep(0.3)
+        frames = relay.entry("d1").frames_in
+        gst = subprocess.Popen(
+            ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!",
+             "video/x-raw,width=320,height=180,framerate=30/1", "!", "x264enc", "tune=zerolatency",
+             "speed-preset=ultrafast", "key-int-max=30", "!", "mpegtsmux", "alignment=7", "!", "srtsink",
+             f"uri=srt://127.0.0.1:{port}?mode=caller", f"streamid=publish:d1:{TOKEN}",
+             f"passphrase={PASS}", "pbkeylen=16"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await wait_for(lambda: relay.entry("d1").frames_in > frames + 60, 20, "GStreamer's picture on d1")
+        assert relay.entry("d1").width == 320, relay.entry("d1").width  # GStreamer's, not FFmpeg's 640
+    finally:
+        ff.kill()
+        if gst is not None:
+            gst.kill()
+            gst.wait(5)
