@@ -123,7 +123,13 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         c0, t0 = cpu_seconds(relay.pid), time.monotonic()
         counts0 = group.counts()
         stamps0 = _probe_doc(probe)
-        time.sleep(seconds)
+        deepest: list[str] = []  # the most the governor shed at any second of the window
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1.0)
+            listed = get_json(base + "/api/streams")["streams"]
+            gov_now = next((s.get("overload") or {} for s in listed if s["name"] == "probe"), {})
+            steps = gov_now.get("shed_steps") or []
+            deepest = steps if len(steps) > len(deepest) else deepest
         dt = time.monotonic() - t0
         cpu = (cpu_seconds(relay.pid) - c0) / dt
         others_cpu = (sum(_cpu(pid) for pid in others) - o0) / dt
@@ -154,6 +160,7 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         "drones_relay_p95_worst": max((p for p in drone_p95 if p is not None), default=None),
         "drones_fps": [round(f, 1) for f in delivered],
         "overload": gov,
+        "deepest": deepest,
     }
 
 
@@ -208,7 +215,7 @@ def main() -> None:
             gov = r["overload"]
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "
                   f"{r['probe_fps']:>9} {r['drones_relay_p95_worst']!s:>16}  {r['drones_fps']} "
-                  f"{gov.get('shed_steps')} skipped {gov.get('skipped_total')} "
+                  f"{gov.get('shed_steps')} (deepest {r['deepest']}) skipped {gov.get('skipped_total')} "
                   f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']})",
                   flush=True)
             if args.stages:

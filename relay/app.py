@@ -136,6 +136,7 @@ def _wire_streams(services: Services) -> None:
     def on_created(entry: Entry) -> None:
         for stream in entry.all_streams():  # every skip for age is lateness the governor hears
             stream.on_stale = governor.skipped
+        entry.keyframes_only = governor.keyframes_only
         pipeline = Pipeline(entry, services.config, governor)
         services.pipelines[entry.name] = pipeline
         pipeline.start()

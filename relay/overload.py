@@ -36,9 +36,12 @@ SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
     "overlay": "overlay not drawn",
     "fps_third": "transcoded renditions at a third of their frame rate",
     "fps_sixth": "transcoded renditions at a sixth of their frame rate",
+    "keyframes": "drones with regular keyframes decoded at their keyframes only",
 }
 LOOP_LAG_S = 0.1  # an event-loop tick this late is lateness
 SKIPS_LATE = 3  # frames or packets skipped for age in one tick that count as late
+LATE_FRAME_S = 0.1  # a frame this long from arrival to encoded is late (before it is skipped)
+LATE_SHARE = 0.1  # a tick is late when this share of its encoded frames (two at least) were late
 LATE_TICKS = 2  # consecutive late ticks before one more step is shed
 CALM_S = 8.0  # calm this long before one step is given back (doubles after a failed one)
 MAX_CALM_S = 64.0
@@ -52,11 +55,13 @@ class Governor:
         self.changes = 0
         self.calm_needed = CALM_S
         self._skips = 0
+        self._late_frames = 0
+        self._encoded = 0
         self._lag = 0.0
         self._late_ticks = 0
         self._calm_from: float | None = None
         self._stepped_down_at: float | None = None
-        self.evidence: dict[str, float] = {"skipped": 0, "loop_lag_ms": 0.0}
+        self.evidence: dict[str, float] = {"skipped": 0, "late_frames": 0, "loop_lag_ms": 0.0}
         self.skipped_total = 0
         self.on_change: list[Callable[[Governor], None]] = []
 
@@ -66,6 +71,13 @@ class Governor:
         """A stage skipped ``n`` frames or packets for age (it would have played them late)."""
         self._skips += n
         self.skipped_total += n
+
+    def encoded(self, age_s: float) -> None:
+        """A frame left the encoders ``age_s`` after it arrived: over LATE_FRAME_S it is late
+        although no queue skipped it yet (the picture ages inside the budget, then jumps)."""
+        self._encoded += 1
+        if age_s > LATE_FRAME_S:
+            self._late_frames += 1
 
     def loop_lag(self, lag_s: float) -> None:
         self._lag = max(self._lag, lag_s)
@@ -86,13 +98,21 @@ class Governor:
     def overlay(self) -> bool:
         return "overlay" not in self.shed
 
+    def keyframes_only(self) -> bool:
+        """Decode only keyframes where a source can (its keyframes come regularly): its
+        transcoded rungs show a fresh picture per keyframe; its own packets (the source
+        rung, the record) are untouched."""
+        return "keyframes" in self.shed
+
     # ---------------------------------------------------------------- the decision
 
     def tick(self, t: float, wall: float | None = None) -> None:
         """Once a second: more shed after sustained lateness, one step back after calm."""
-        late = self._skips >= SKIPS_LATE or self._lag >= LOOP_LAG_S
-        self.evidence = {"skipped": self._skips, "loop_lag_ms": round(self._lag * 1000, 1)}
-        self._skips, self._lag = 0, 0.0
+        late_frames = self._late_frames >= max(2, LATE_SHARE * self._encoded)
+        late = self._skips >= SKIPS_LATE or late_frames or self._lag >= LOOP_LAG_S
+        self.evidence = {"skipped": self._skips, "late_frames": self._late_frames,
+                         "loop_lag_ms": round(self._lag * 1000, 1)}
+        self._skips, self._late_frames, self._encoded, self._lag = 0, 0, 0, 0.0
         if late:
             self._calm_from = None
             self._late_ticks += 1

@@ -206,7 +206,8 @@ def test_vehicles_are_checked(tmp_path: Path) -> None:
         ({"auth": auth, "vehicles": [{**good, "public_key": str(tmp_path / "none.pem")}]},
          "vehicles[0].public_key", "cannot read"),
         ({"auth": auth, "vehicles": [{**good, "public_key": ""}]}, "vehicles[0].public_key", "required"),
-        ({"auth": auth, "vehicles": [good, good]}, "vehicles[1].name", "duplicate"),
+        ({"auth": auth, "vehicles": [good, {**good, "token": "vehicle-token-2"}]}, "vehicles[1].name", "duplicate"),
+        ({"auth": auth, "vehicles": [good, {**good, "name": "v2"}]}, "vehicles[1].token", "same token"),
         ({"vehicles": [good]}, "vehicles", "auth"),
         ({"auth": auth, "vehicles": [{k: v for k, v in good.items() if k != "token"}]}, "vehicles[0].token",
          "required"),
@@ -307,3 +308,20 @@ def test_the_cluster_node_example_loads(tmp_path: Path) -> None:
     names = {ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
              if ln and not ln.startswith("#")}
     assert set(env) <= names
+
+
+def test_one_token_in_two_places_is_refused_without_showing_it() -> None:
+    """Two streams with the same publish token: the second's drone would publish the first
+    stream (the first holder found wins). Refused at load (and at --check), naming both keys."""
+    shared = "the-same-publish-token"
+    doc = {"auth": {"enabled": True, "view_token": "view-token-123"},
+           "streams": {"d1": {"publish_token": shared}, "d2": {"publish_token": shared}}}
+    with pytest.raises(ConfigError) as err:
+        parse(doc, env={})
+    msg = str(err.value)
+    assert "streams.d2.publish_token" in msg and "streams.d1.publish_token" in msg and shared not in msg
+    doc["streams"]["d2"]["publish_token"] = "view-token-123"  # nor a view token as a publish token
+    with pytest.raises(ConfigError, match=r"auth\.view_token"):
+        parse(doc, env={})
+    doc["streams"]["d2"]["publish_token"] = "another-publish-token"
+    assert parse(doc, env={}).stream("d2") is not None

@@ -3,11 +3,15 @@ lateness, gives back one step after calm, waits longer after a step back that ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
+from relay.config import parse
 from relay.overload import CALM_S, Governor
+from relay.registry import Registry
+from relay.sources.rtmp_video import RtmpPublisher
 
 
 def late_tick(g: Governor, t: float) -> None:
@@ -65,3 +69,47 @@ def test_an_empty_order_never_sheds() -> None:
     for t in range(10):
         late_tick(g, float(t))
     assert g.level == 0 and g.skipped_total == 50 and not g.doc()["overloaded"]
+
+
+def test_frames_encoded_late_are_lateness_when_they_are_a_share_of_the_tick() -> None:
+    """Before any queue skips, frames leaving the encoders over LATE_FRAME_S after arrival are
+    lateness, once they are a fifth of the tick's frames (a lone slow frame is not)."""
+    from relay.overload import LATE_FRAME_S
+
+    g = Governor(("fps_half",))
+    for t in (0.0, 1.0, 2.0):
+        for i in range(30):
+            g.encoded(LATE_FRAME_S * (2 if i == 0 else 0.5))  # one late frame in 30
+        g.tick(t)
+    assert g.level == 0
+    for t in (3.0, 4.0):
+        for i in range(30):
+            g.encoded(LATE_FRAME_S * (2 if i < 8 else 0.5))  # 8 in 30
+        g.tick(t)
+    assert g.level == 1 and g.evidence["late_frames"] == 8
+
+
+def _publisher(keys_only: bool) -> RtmpPublisher:
+    entry = Registry(parse({}, env={})).get_or_create("d1")
+    entry.keyframes_only = lambda: keys_only
+    return RtmpPublisher(entry, "s", asyncio.new_event_loop())
+
+
+@pytest.mark.parametrize("interval,shed", [(2.0, True), (10.0, False), (None, False)])
+def test_decoding_shed_to_keyframes_only_where_keyframes_come_regularly(interval: float | None,
+                                                                          shed: bool) -> None:
+    """The governor's last step: a drone whose keyframes come at least every 2.5 s is decoded
+    at its keyframes only (its inter frames need what was skipped); an intra-refresh drone
+    (no regular keyframes) never is. After the shed, decoding resumes at a keyframe."""
+    pub = _publisher(True)
+    try:
+        pub.key_interval_s = interval
+        assert pub._shed(True) is False  # keyframes always decode
+        assert pub._shed(False) is shed
+        pub.entry.keyframes_only = lambda: False  # the shed ends...
+        assert pub._shed(False) is shed  # ...and decoding resumes at a keyframe
+        assert pub._shed(True) is False and pub._shed(False) is False
+        assert pub.shed == (2 if shed else 0)
+    finally:
+        pub.close()
+        pub.loop.close()

@@ -3,12 +3,14 @@ forward here, the auth switches, and who may place markers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .checks import ROLES, ed25519_public_pem, grant, public_url, vehicle_name
 from .fields import ConfigError, Ctx, flag, integer, number, required, secret, strings, tables, text
 
-__all__ = ["AuthConfig", "MarkersConfig", "TokenConfig", "VehicleConfig"]
+__all__ = ["AuthConfig", "MarkersConfig", "TokenConfig", "VehicleConfig", "check_tokens_unique"]
 
 
 def _role(key: str, role: str) -> str:
@@ -82,3 +84,22 @@ class MarkersConfig:
                                      what="must be an array of roles")
     rate_per_min: int = integer(30, 1, 10000)  # changes a minute per token
     max: int = integer(500, 1, 100000)  # markers at once
+
+
+def check_tokens_unique(auth: AuthConfig, vehicles: Iterable[VehicleConfig], streams: Iterable[Any]) -> None:
+    """A static token names one holder: the same token in two places would be taken as the
+    first everywhere (a second stream's publish token publishing the first stream)."""
+    places: list[tuple[str, str | None]] = [("auth.publish_token", auth.publish_token),
+                                            ("auth.view_token", auth.view_token)]
+    places += [(f"auth.tokens[{i}].token", t.token) for i, t in enumerate(auth.tokens)]
+    places += [(f"vehicles[{i}].token", v.token) for i, v in enumerate(vehicles)]
+    for s in streams:
+        places += [(f"streams.{s.name}.publish_token", s.publish_token),
+                   (f"streams.{s.name}.view_token", s.view_token)]
+    seen: dict[str, str] = {}
+    for key, token in places:
+        if token is None:
+            continue
+        if token in seen:  # (the message never shows the token)
+            raise ConfigError(key, f"is the same token as {seen[token]}: each token names one holder")
+        seen[token] = key

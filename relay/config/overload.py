@@ -8,7 +8,8 @@ from .fields import ConfigError, flag, strings
 
 __all__ = ["SHED_NAMES", "OverloadConfig"]
 
-SHED_NAMES = ("fps_half", "overlay", "fps_third", "fps_sixth")  # relay/overload.py says what each does
+# relay/overload.py says what each does
+SHED_NAMES = ("fps_half", "overlay", "fps_third", "fps_sixth", "keyframes")
 
 
 def _step(key: str, value: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .access import AuthConfig, MarkersConfig, TokenConfig, VehicleConfig
+from .access import AuthConfig, MarkersConfig, TokenConfig, VehicleConfig, check_tokens_unique
 from .checks import (
     PASSTHROUGH,
     TURN_URLS,
@@ -372,6 +372,7 @@ class Config:
         if not viewers and missing is not None:
             raise ConfigError(f"streams.{missing}.view_token",
                               "auth is enabled but neither this nor auth.view_token is set")
+        check_tokens_unique(self.auth, self.vehicles, self.streams)
 
     def with_overrides(self, *, host: str | None = None, port: int | None = None) -> Config:
         from .fields import as_int

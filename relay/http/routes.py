@@ -20,6 +20,10 @@ __all__ = ["build_routes"]
 LEAFLET_DIR = Path(xstatic.pkg.leaflet.BASE_DIR)
 
 
+async def api_preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 def build_routes(app: web.Application, services: Services) -> None:
     app[SERVICES] = services
     app.middlewares.append(errors_and_cors)
@@ -43,6 +47,10 @@ def build_routes(app: web.Application, services: Services) -> None:
     mirror.add_routes(r)
     share.add_routes(r)
     markers.add_routes(r)
+    # A browser's CORS pre-flight for any API call with a token from another origin (the
+    # stream list of another cluster node fetches that node's snapshots): 204 with the CORS
+    # headers. Added last: a path's own routes answer first, every other method stays 405.
+    r.add_route("OPTIONS", "/api/{tail:.*}", api_preflight)
     r.add_get("/", page("index.html"))
     r.add_get("/wall", page("wall.html"))
     r.add_get(f"/view/{S}", page("view.html"))

@@ -150,6 +150,8 @@ class Pipeline:
                 log.exception("frame processing failed", extra={"stream": self.entry.name})
                 continue
             self.frames_processed += 1
+            if any(out.values()):  # (a frame no rendition took is not an encode's age)
+                gov.encoded(now() - unit.timeline.get("arrival", now()))
             self._publish(out)
 
     def _publish(self, out: dict[str, list[Unit]]) -> None:

@@ -38,6 +38,8 @@ class Entry:
         self.source_info = SourceInfo()
         self.liveness = Liveness(name, config.media.signal_lost_after_s, self._changed)
         self.listeners: list[Callable[[Entry], None]] = []  # told of every change of state
+        # The overload governor's word to a decoding source: decode only keyframes (shed).
+        self.keyframes_only: Callable[[], bool] = lambda: False
         self.latency = LatencyBook()
         self.encoders: dict[str, object] = {}  # rendition -> live encoder (the pipeline's)
         tc = config.telemetry

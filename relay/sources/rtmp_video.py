@@ -31,6 +31,7 @@ MSG_VIDEO, MSG_AMF3_COMMAND, MSG_AGGREGATE = 9, 17, 22  # RTMP message type ids
 FLV_TAG_HEADER = 11
 DECODE_MAX_AGE_S = 0.5  # a frame that waited this long for the decoder: skip to the next keyframe
 DECODE_MAX_PENDING = 30
+KEYS_SHED_MAX_S = 2.5  # keyframes at least this often: decoding may be shed to keyframes only
 
 
 def aggregate_video(payload: bytes, timestamp: int) -> list[tuple[bytes, int]]:
@@ -74,6 +75,10 @@ class RtmpPublisher:
         self.pending = 0
         self.skipping = False  # the decoder fell behind: frames dropped until the next keyframe
         self.skipped = 0
+        self.shed = 0  # frames not decoded because the governor shed decoding to keyframes
+        self._shedding = False  # (until the next keyframe after the shed ends, likewise)
+        self._last_key: float | None = None
+        self.key_interval_s: float | None = None  # between the drone's last two keyframes
         self._late = False  # the worker's: a frame waited too long, decoding resumes at a keyframe
         self.conn: _Conn | None = None
         self.hevc: HvcToAnnexB | None = None  # the publisher sends H.265
@@ -104,7 +109,9 @@ class RtmpPublisher:
 
     def _decodable(self) -> bool:
         """Whether this publisher's media makes a picture (:mod:`.decodable`)."""
-        return self.decodable.ok(self.entry.wants_frames())
+        # (while decoding is shed to keyframes, a clean frame comes once per keyframe: media
+        # is what there is to go by, as for a passthrough-only stream)
+        return self.decodable.ok(self.entry.wants_frames() and not self._shedding)
 
     def _unsupported(self, codec: str) -> None:
         """Never silent: the stream says why there is no picture (API, wall, slate), once in
@@ -133,8 +140,26 @@ class RtmpPublisher:
             # captured it, not as the network delivered it.
             self.entry.passthrough.publish(
                 self.clock.unit(data, key, ts / 1000, self.parser.sps_pps, arrived))
-        if self.entry.wants_frames():
+        if key:
+            if self._last_key is not None:
+                self.key_interval_s = arrived - self._last_key
+            self._last_key = arrived
+        if self.entry.wants_frames() and not self._shed(key):
             self._submit(data, arrived, ts, ts, key)
+
+    def _shed(self, key: bool) -> bool:
+        """Not decoded because the relay sheds decoding to keyframes (short of CPU), for a
+        drone whose keyframes come at least every KEYS_SHED_MAX_S (an intra-refresh stream has
+        none to resume at: never shed); after the shed, decoding resumes at a keyframe."""
+        if key:
+            self._shedding = False
+            return False
+        regular = self.key_interval_s is not None and self.key_interval_s <= KEYS_SHED_MAX_S
+        if self._shedding or (regular and self.entry.keyframes_only()):
+            self._shedding = True
+            self.shed += 1
+            return True
+        return False
 
     def _submit(self, data: bytes, arrived: float, ts: int, pts: int, key: bool = True) -> None:
         if self.pending > DECODE_MAX_PENDING and not key:

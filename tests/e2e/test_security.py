@@ -208,6 +208,20 @@ async def test_security_headers_on_pages_and_api(relay_factory: Any) -> None:
     # A token in the query string is not accepted: it would land in logs and Referer headers.
     status, _, _ = await request("GET", f"{relay.url}/api/streams?token={TOKENS['control']}", None)
     assert status == 401
+    # A browser's pre-flight before another origin's call with a token (the stream list of
+    # another cluster node fetching this node's snapshots): 204 with the CORS headers, no
+    # body; it opens nothing — the call itself is authorised as ever, other methods stay 405.
+    preflight = {"Origin": "http://node-b.example:8080", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "authorization"}
+    async with aiohttp.ClientSession() as s, s.options(f"{relay.url}/api/streams/alpha/snapshot.jpg",
+                                                       headers=preflight) as r:
+        assert r.status == 204 and await r.read() == b"", r.status
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+    status, _, _ = await request("GET", f"{relay.url}/api/streams/alpha/snapshot.jpg", None)
+    assert status == 401
+    status, _, _ = await request("DELETE", f"{relay.url}/api/streams/alpha/snapshot.jpg", TOKENS["admin"])
+    assert status == 405
 
 
 async def test_limits_answer_429_503_and_are_counted(relay_factory: Any) -> None:
