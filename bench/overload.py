@@ -84,7 +84,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
-        extra: str = "") -> dict[str, Any]:
+        extra: str = "", verbose: bool = False) -> dict[str, Any]:
     rtmp = free_port()
     text = relay_config(LADDER + f"[rtmp]\nenabled = true\nport = {rtmp}\n" + extra)
     text = text.replace('log_level = "warning"', 'log_level = "warning"\nname = "bench"')
@@ -129,6 +129,9 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
             listed = get_json(base + "/api/streams")["streams"]
             gov_now = next((s.get("overload") or {} for s in listed if s["name"] == "probe"), {})
             steps = gov_now.get("shed_steps") or []
+            if verbose:
+                print(f"   t+{time.monotonic() - t0:4.1f} s level {gov_now.get('level')} "
+                      f"evidence {gov_now.get('evidence')}", flush=True)
             deepest = steps if len(steps) > len(deepest) else deepest
         dt = time.monotonic() - t0
         cpu = (cpu_seconds(relay.pid) - c0) / dt
@@ -204,13 +207,14 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="a relay setting (TOML value), e.g. overload.worker_nice=0; may repeat")
     p.add_argument("--stages", action="store_true", help="also print the relay's stage p95s")
+    p.add_argument("--verbose", action="store_true", help="the governor's level and evidence each second")
     p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
     args = p.parse_args()
     print(f"{'N':>2} {'limit':>5} {'relay cores':>11} {'probe p50/p95 ms':>17} {'probe relay p95':>15} "
           f"{'probe fps':>9} {'drones relay p95':>16}  drones fps / shed")
     for n in (int(x) for x in args.drones.split(",")):
         for cores in ([None] if args.demand else []) + [args.cores]:
-            r = run(n, args.seconds, cores, args.profile, _settings(args.set))
+            r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose)
             ages = f"{r['probe_age_p50']}/{r['probe_age_p95']}"
             gov = r["overload"]
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "

@@ -14,9 +14,16 @@ Steps (each cheaper for the CPU than the one before it was):
   untouched: they cost no encoder);
 - ``overlay``: the relay's overlay (name, time, telemetry) not drawn;
 - ``fps_third``: transcoded renditions at a third of their frame rate;
-- ``fps_sixth``: at a sixth (5 fps of 30: a fresh picture, seldom).
+- ``fps_sixth``: at a sixth (5 fps of 30: a fresh picture, seldom);
+- ``keyframes``: RTMP drones with regular keyframes decoded at their keyframes only.
 
-Pure: the time is passed in; the event-loop probe is :func:`watch_loop`.
+Lateness also comes from outside the queues: frames leaving the encoders over
+``LATE_FRAME_S`` after arrival, and the CPU the kernel withheld — a relay held to a share of
+the machine (a cgroup's ``cpu.max`` / ``cfs_quota_us``, a container's CPU limit) is stopped
+whole when its share is spent, packets wait in the kernel and no stamp inside the relay sees
+it; its cgroup's ``throttled`` time does (:class:`Throttling`).
+
+Pure: the time is passed in; the probes are :func:`watch_loop`.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["SHED_STEPS", "Governor", "watch_loop"]
+__all__ = ["SHED_STEPS", "Governor", "Throttling", "watch_loop"]
 
 log = logging.getLogger("relay.overload")
 
@@ -41,6 +49,7 @@ SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
 LOOP_LAG_S = 0.1  # an event-loop tick this late is lateness
 SKIPS_LATE = 3  # frames or packets skipped for age in one tick that count as late
 LATE_FRAME_S = 0.1  # a frame this long from arrival to encoded is late (before it is skipped)
+THROTTLED_LATE = 0.05  # a second in which the kernel withheld the CPU this share of it is late
 LATE_SHARE = 0.1  # a tick is late when this share of its encoded frames (two at least) were late
 LATE_TICKS = 2  # consecutive late ticks before one more step is shed
 CALM_S = 8.0  # calm this long before one step is given back (doubles after a failed one)
@@ -57,11 +66,13 @@ class Governor:
         self._skips = 0
         self._late_frames = 0
         self._encoded = 0
+        self._throttled = 0.0
         self._lag = 0.0
         self._late_ticks = 0
         self._calm_from: float | None = None
         self._stepped_down_at: float | None = None
-        self.evidence: dict[str, float] = {"skipped": 0, "late_frames": 0, "loop_lag_ms": 0.0}
+        self.evidence: dict[str, float] = {"skipped": 0, "late_frames": 0, "loop_lag_ms": 0.0,
+                                           "throttled": 0.0}
         self.skipped_total = 0
         self.on_change: list[Callable[[Governor], None]] = []
 
@@ -78,6 +89,10 @@ class Governor:
         self._encoded += 1
         if age_s > LATE_FRAME_S:
             self._late_frames += 1
+
+    def throttled(self, share: float) -> None:
+        """The share of the last second the kernel withheld the CPU (the cgroup's limit)."""
+        self._throttled = max(self._throttled, share)
 
     def loop_lag(self, lag_s: float) -> None:
         self._lag = max(self._lag, lag_s)
@@ -109,10 +124,12 @@ class Governor:
     def tick(self, t: float, wall: float | None = None) -> None:
         """Once a second: more shed after sustained lateness, one step back after calm."""
         late_frames = self._late_frames >= max(2, LATE_SHARE * self._encoded)
-        late = self._skips >= SKIPS_LATE or late_frames or self._lag >= LOOP_LAG_S
+        late = (self._skips >= SKIPS_LATE or late_frames or self._lag >= LOOP_LAG_S
+                or self._throttled >= THROTTLED_LATE)
         self.evidence = {"skipped": self._skips, "late_frames": self._late_frames,
-                         "loop_lag_ms": round(self._lag * 1000, 1)}
-        self._skips, self._late_frames, self._encoded, self._lag = 0, 0, 0, 0.0
+                         "loop_lag_ms": round(self._lag * 1000, 1),
+                         "throttled": round(self._throttled, 3)}
+        self._skips, self._late_frames, self._encoded, self._lag, self._throttled = 0, 0, 0, 0.0, 0.0
         if late:
             self._calm_from = None
             self._late_ticks += 1
@@ -164,9 +181,54 @@ class Governor:
         }
 
 
-async def watch_loop(governor: Governor, interval: float = 0.05) -> None:
-    """The event loop's own lag (how late a short sleep wakes) and the governor's tick."""
+class Throttling:
+    """The time the kernel withheld the CPU from this process's cgroup (cgroup v2
+    ``cpu.stat`` ``throttled_usec``, v1 ``throttled_time`` in ns); None where there is no
+    CPU limit to read."""
+
+    def __init__(self, cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> None:
+        self.path: Path | None = None
+        try:
+            lines = Path(cgroup).read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            hier, controllers, where = ([*line.split(":", 2), "", ""])[:3]
+            rel = where.lstrip("/")
+            if hier == "0" and controllers == "":
+                candidates = [Path(root) / rel / "cpu.stat"]
+            elif "cpu" in controllers.split(","):
+                candidates = [Path(root) / c / rel / "cpu.stat" for c in ("cpu", "cpu,cpuacct")]
+            else:
+                continue
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is not None:
+                self.path = found
+                return
+
+    def seconds(self) -> float | None:
+        if self.path is None:
+            return None
+        try:
+            text = self.path.read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "throttled_usec":
+                return int(value) / 1e6
+            if key == "throttled_time":
+                return int(value) / 1e9
+        return None
+
+
+async def watch_loop(governor: Governor, interval: float = 0.05,
+                     throttling: Throttling | None = None) -> None:
+    """The event loop's own lag (how late a short sleep wakes), the cgroup's throttling and
+    the governor's tick."""
     loop = asyncio.get_running_loop()
+    throttling = throttling or Throttling()
+    withheld = throttling.seconds()
     next_tick = loop.time() + 1.0
     while True:
         t0 = loop.time()
@@ -174,7 +236,12 @@ async def watch_loop(governor: Governor, interval: float = 0.05) -> None:
         t1 = loop.time()
         governor.loop_lag(max(0.0, t1 - t0 - interval))
         if t1 >= next_tick:
+            period = t1 - next_tick + 1.0
             next_tick = t1 + 1.0
+            now_withheld = throttling.seconds()
+            if withheld is not None and now_withheld is not None and period > 0:
+                governor.throttled(max(0.0, now_withheld - withheld) / period)
+            withheld = now_withheld
             try:
                 governor.tick(t1)
             except Exception:  # never let the governor's bookkeeping end its own watch

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,36 @@ def test_decoding_shed_to_keyframes_only_where_keyframes_come_regularly(interval
     finally:
         pub.close()
         pub.loop.close()
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_cpu_the_kernel_withheld_is_read_from_the_cgroup_and_is_lateness(tmp_path: Any,
+                                                                              version: str) -> None:
+    """A relay held to a CPU share is stopped whole when the share is spent: no stamp inside
+    it sees that, its cgroup's throttled time does (v1 ns, v2 µs); 5 % of a second is late."""
+    from relay.overload import THROTTLED_LATE, Throttling
+
+    if version == "v2":
+        (tmp_path / "proc").write_text("0::/relay.slice\n")
+        stat = tmp_path / "root" / "relay.slice" / "cpu.stat"
+        line = "throttled_usec {}\n"
+        scale = 1e6
+    else:
+        (tmp_path / "proc").write_text("5:memory:/x\n4:cpu,cpuacct:/relay\n")
+        stat = tmp_path / "root" / "cpu,cpuacct" / "relay" / "cpu.stat"
+        line = "throttled_time {}\n"
+        scale = 1e9
+    stat.parent.mkdir(parents=True)
+    stat.write_text("nr_periods 10\n" + line.format(int(0.25 * scale)))
+    t = Throttling(str(tmp_path / "proc"), str(tmp_path / "root"))
+    assert t.path == stat and t.seconds() == pytest.approx(0.25)
+    assert Throttling(str(tmp_path / "nothing")).seconds() is None  # no cgroup: no figure
+    g = Governor(("fps_half",))
+    for tick in (0.0, 1.0):
+        g.throttled(THROTTLED_LATE / 2)
+        g.tick(tick)
+    assert g.level == 0
+    for tick in (2.0, 3.0):
+        g.throttled(THROTTLED_LATE * 2)
+        g.tick(tick)
+    assert g.level == 1 and g.evidence["throttled"] == pytest.approx(THROTTLED_LATE * 2)
