@@ -2,7 +2,9 @@
 
 ``GET /api/mirror/<stream>``: how far this centre holds the calling vehicle's record of the
 stream (``seq``, ``prev``, the key it verifies with). ``PUT /api/mirror/<stream>/<seq>``:
-one manifest line (``X-Manifest-Line``, base64) and the file it seals as the body. Only a
+one manifest line (``X-Manifest-Line``, base64) and the file it seals as the body — the line
+verified before the body is read, the body streamed to disk, bounded by the size the line
+seals and by a stall timeout. Only a
 ``[[vehicles]]`` token may call them, for the streams it may publish; the vehicle is the
 token's, never a name the caller gives.
 """
@@ -12,19 +14,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import logging
+from pathlib import Path
 
 from aiohttp import web
 
+from ..aio import within
 from ..errors import RelayError
 from ..record import RecordService
-from ..record.mirror import Mirror, MirrorError
-from .common import S, authorize, read_body, remote_of, services_of
+from ..record.mirror import Arrival, Mirror, MirrorError
+from .common import S, authorize, remote_of, services_of
 
 __all__ = ["add_routes"]
 
 log = logging.getLogger("relay.http")
-MAX_FILE = 1 << 30  # a segment of a long recording at a high bitrate; refused beyond
+STALL_S = 30.0  # a body with nothing new this long: the vehicle's link is gone, the slot freed
 
 
 def _mirror(request: web.Request) -> tuple[RecordService, Mirror, str]:
@@ -56,18 +61,58 @@ async def api_mirror_put(request: web.Request) -> web.Response:
         raise RelayError(400, "needs a numeric seq and X-Manifest-Line: the line, base64") from None
     if not raw or f'"seq":{seq},'.encode() not in raw:
         raise RelayError(400, f"X-Manifest-Line is not line {seq}")
-    body = await read_body(request, MAX_FILE, "record file")
     gone = request.headers.get("X-File-Gone") == "1"
+    loop = asyncio.get_running_loop()
     try:
-        kept = await asyncio.get_running_loop().run_in_executor(None, mirror.accept, stream, raw, body, gone)
+        # The line first: nothing of the body is read for a line that does not verify.
+        arrival = await loop.run_in_executor(None, mirror.check, stream, raw, gone)
+        if arrival is None:
+            return web.json_response({"seq": seq, "kept": False}, status=200)
+        tmp, digest, size = await _receive(request, mirror, arrival)
+        kept = await loop.run_in_executor(None, mirror.commit, arrival, tmp, digest, size)
     except MirrorError as exc:
         log.warning("vehicle record refused", extra={"vehicle": mirror.vehicle, "stream": stream, "seq": seq,
                                                        "status": exc.status, "reason": exc.reason})
         raise RelayError(exc.status, exc.reason) from None
-    if kept and body:
-        rec.log_access(action="mirror", stream=stream, vehicle=mirror.vehicle, seq=seq, bytes=len(body),
+    if kept and size:
+        rec.log_access(action="mirror", stream=stream, vehicle=mirror.vehicle, seq=seq, bytes=size,
                        remote=remote_of(request))
     return web.json_response({"seq": seq, "kept": kept}, status=201 if kept else 200)
+
+
+async def _receive(request: web.Request, mirror: Mirror, arrival: Arrival) -> tuple[Path | None, str, int]:
+    """The body, streamed to a temporary file beside its place and hashed on the way: never
+    more than the line seals (413), never a stalled sender holding a slot for ever (408)."""
+    want = arrival.size if arrival.path is not None else 0
+    if request.content_length is not None and request.content_length != want:
+        raise MirrorError(422, f"line {arrival.seq} seals {want} bytes; "
+                               f"the body has {request.content_length}")
+    if arrival.path is None:
+        if await within(STALL_S, request.content.read(1)):
+            raise MirrorError(400, f"line {arrival.seq} ({arrival.doc.get('kind')}) seals no file, "
+                                   "but a body came with it")
+        return None, "", 0
+    tmp = mirror.part(arrival)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with tmp.open("wb") as f:
+            while True:
+                try:
+                    chunk = await within(STALL_S, request.content.readany())
+                except TimeoutError:
+                    raise MirrorError(408, f"line {arrival.seq}: the file stopped coming "
+                                           f"({size} of {want} bytes, nothing for {STALL_S:.0f} s)") from None
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > want:
+                    raise MirrorError(413, f"line {arrival.seq} seals {want} bytes; more came")
+                digest.update(chunk)
+                f.write(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest.hexdigest(), size
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

@@ -5,8 +5,11 @@ snapshot, a telemetry track) or none (a deletion by its retention). Each arrival
 before anything is kept: the line's signature with the vehicle's public key (configured at
 the centre, never taken from the vehicle), its place in the chain (the next ``seq``, the
 hash of the line before), and the file against the SHA-256 and size the line seals, at a
-path inside that stream's directory. Then the file is written (to a temporary name, synced,
-renamed) and the line appended verbatim. The mirror is a record root of its own::
+path inside that stream's directory — the line before a byte of the file is read, the file
+streamed to a temporary name as it arrives (hashed on the way, never whole in memory, never
+more than the line seals), then synced, renamed, and the line appended verbatim (it must be
+the canonical bytes that were signed). A file a line sealed is never replaced. The mirror
+is a record root of its own::
 
     <record dir>/vehicles/<vehicle>/signing-key.pub.pem   the key the centre was given
     <record dir>/vehicles/<vehicle>/<stream>/manifest.jsonl
@@ -22,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +34,15 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .chain import GENESIS, fingerprint, line_hash, read_lines, signature_ok
+from .chain import GENESIS, canonical, fingerprint, line_hash, read_lines, signature_ok
 from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME
 from .recorder import Segment
 
-__all__ = ["MIRRORS", "Mirror", "MirrorError", "Position"]
+__all__ = ["MAX_FILE", "MIRRORS", "Arrival", "Mirror", "MirrorError", "Position"]
 
 MIRRORS = "vehicles"
 MAX_LINE = 8192
+MAX_FILE = 1 << 30  # a segment of a long recording at a high bitrate; refused beyond
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TRACK = re.compile(r"^\d{8}T\d{6}\.\d{3}Z\.telemetry\.jsonl$")
 FILE_KINDS = ("segment", "snapshot", "telemetry")
@@ -50,6 +55,17 @@ class MirrorError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A manifest line that verified, and the file it seals (``path`` None: none)."""
+    stream: str
+    seq: int
+    raw: bytes
+    doc: dict[str, Any]
+    path: Path | None
+    size: int
 
 
 @dataclass(frozen=True)
@@ -108,24 +124,23 @@ class Mirror:
     def position(self, stream: str) -> Position:
         return self._pos.get(stream, Position(0, GENESIS))
 
-    def accept(self, stream: str, raw: bytes, body: bytes, gone: bool = False) -> bool:
-        """Keep one manifest line (and its file). True: kept now; False: already held.
-        ``gone``: the vehicle's retention deleted the file before it could be sent (the
-        line is kept; the deletion line that follows it balances it). Raises MirrorError
-        when it does not verify (nothing is kept then). Thread-safe."""
+    def check(self, stream: str, raw: bytes, gone: bool = False) -> Arrival | None:
+        """One manifest line, verified before a byte of its file is read: None when it is
+        held already (a resend: acknowledged, never kept twice); the file it seals (where,
+        how many bytes) otherwise. Raises MirrorError when it does not verify. Thread-safe."""
         with self._lock:
             try:
-                return self._accept(stream, raw, body, gone)
+                return self._check(stream, raw, gone)
             except MirrorError:
                 self.refused += 1
                 raise
 
-    def _accept(self, stream: str, raw: bytes, body: bytes, gone: bool) -> bool:
+    def _check(self, stream: str, raw: bytes, gone: bool) -> Arrival | None:
         doc = self._parse(raw)
         pos = self.position(stream)
         seq = doc["seq"]
         if seq <= pos.seq:
-            return False  # a resend of what is held: acknowledged, never kept twice
+            return None
         if seq != pos.seq + 1:
             raise MirrorError(409, f"expected manifest line {pos.seq + 1} of {stream!r}, got {seq}")
         if doc.get("key") != self.fingerprint:
@@ -135,24 +150,85 @@ class Mirror:
             raise MirrorError(403, f"line {seq} of {stream!r}: the signature does not verify")
         if doc.get("prev") != pos.prev:
             raise MirrorError(409, f"line {seq} of {stream!r} does not follow the line held before it")
-        kind, rel = doc.get("kind"), doc.get("file")
-        if kind in FILE_KINDS and not (gone and not body):
-            self._keep_file(stream, seq, rel, doc, body)
-        elif body:
-            raise MirrorError(400, f"line {seq} ({kind}) seals no file, but a body came with it")
+        if doc.get("kind") not in FILE_KINDS or gone:
+            return Arrival(stream, seq, raw, doc, None, 0)
+        rel, size = doc.get("file"), doc.get("size")
+        if not isinstance(rel, str) or not _file_ok(stream, rel):
+            raise MirrorError(400, f"line {seq} seals a file outside {stream!r}'s record: {str(rel)[:80]!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_FILE:
+            raise MirrorError(400, f"line {seq} seals a file of no valid size (at most {MAX_FILE} bytes)")
+        path = self.dir / rel
+        if path.exists():  # a sealed file is never replaced, whatever a later line says
+            raise MirrorError(409, f"line {seq} seals {rel!r}, which an earlier line sealed already")
+        return Arrival(stream, seq, raw, doc, path, size)
+
+    def commit(self, arrival: Arrival, tmp: Path | None, digest: str = "", size: int = 0) -> bool:
+        """Keep a checked line and the file received for it (``tmp``, its SHA-256 and size):
+        the file renamed into place (synced), the line appended verbatim. False when another
+        upload of the same line was kept meanwhile. Thread-safe; ``tmp`` is gone after."""
+        with self._lock:
+            try:
+                return self._commit(arrival, tmp, digest, size)
+            except MirrorError:
+                self.refused += 1
+                raise
+            finally:
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+
+    def _commit(self, arrival: Arrival, tmp: Path | None, digest: str, size: int) -> bool:
+        stream, seq, doc = arrival.stream, arrival.seq, arrival.doc
+        pos = self.position(stream)
+        if seq <= pos.seq:
+            return False
+        if seq != pos.seq + 1 or doc.get("prev") != pos.prev:
+            raise MirrorError(409, f"line {seq} of {stream!r} no longer follows the line held before it")
+        if arrival.path is not None:
+            if tmp is None or digest != doc.get("sha256") or size != arrival.size:
+                raise MirrorError(422, f"line {seq}: the file that came ({size} bytes, SHA-256 "
+                                       f"{digest[:16]}…) is not the one it seals")
+            if arrival.path.exists():
+                raise MirrorError(409, f"line {seq}: its file was sealed by an earlier line already")
+            with tmp.open("rb+") as f:
+                os.fsync(f.fileno())
+            tmp.replace(arrival.path)
+        elif tmp is not None and size:
+            raise MirrorError(400, f"line {seq} ({doc.get('kind')}) seals no file, but a body came with it")
         path = self.dir / stream / MANIFEST
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, raw + b"\n")
+            os.write(fd, arrival.raw + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._pos[stream] = Position(seq, line_hash(raw))
+        self._pos[stream] = Position(seq, line_hash(arrival.raw))
         held = {s.file.split("/", 2)[2]: s for s in self.index.get(stream, [])}
         self._index(stream, doc, held)
         self.index[stream] = sorted(held.values(), key=lambda s: s.start_ms)
         self.accepted += 1
         return True
+
+    def accept(self, stream: str, raw: bytes, body: bytes, gone: bool = False) -> bool:
+        """:meth:`check` and :meth:`commit` for a body already in memory (tests, tools)."""
+        arrival = self.check(stream, raw, gone)
+        if arrival is None:
+            return False
+        if arrival.path is None:
+            if body:
+                self.refused += 1
+                raise MirrorError(400, f"line {arrival.seq} ({arrival.doc.get('kind')}) seals no file, "
+                                       "but a body came with it")
+            return self.commit(arrival, None)
+        tmp = self.part(arrival)
+        tmp.write_bytes(body)
+        return self.commit(arrival, tmp, hashlib.sha256(body).hexdigest(), len(body))
+
+    def part(self, arrival: Arrival) -> Path:
+        """A fresh temporary file beside where the arrival's file goes."""
+        assert arrival.path is not None
+        arrival.path.parent.mkdir(parents=True, exist_ok=True)
+        return arrival.path.with_name(f".{arrival.path.name}.{secrets.token_hex(4)}.part")
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
@@ -164,23 +240,10 @@ class Mirror:
             raise MirrorError(400, "the manifest line is not JSON") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("seq"), int) or isinstance(doc["seq"], bool):
             raise MirrorError(400, "the manifest line has no seq")
+        if canonical(doc) != raw:  # what was verified must be exactly what is kept
+            raise MirrorError(400, "the manifest line is not in its canonical form (sorted keys, no "
+                                   "spaces, ASCII, no repeated key): it is kept byte for byte as signed")
         return doc
-
-    def _keep_file(self, stream: str, seq: int, rel: Any, doc: dict[str, Any], body: bytes) -> None:
-        if not isinstance(rel, str) or not _file_ok(stream, rel):
-            raise MirrorError(400, f"line {seq} seals a file outside {stream!r}'s record: {str(rel)[:80]!r}")
-        digest = hashlib.sha256(body).hexdigest()
-        if digest != doc.get("sha256") or len(body) != doc.get("size"):
-            raise MirrorError(422, f"line {seq}: the file that came ({len(body)} bytes, SHA-256 "
-                                   f"{digest[:16]}…) is not the one it seals")
-        path = self.dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        with tmp.open("wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
 
     def segments(self, stream: str) -> list[Segment]:
         return list(self.index.get(stream, []))

@@ -4,6 +4,7 @@ misplaced arrivals and callers that are not the vehicle are refused and change n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -103,9 +104,29 @@ async def test_the_record_follows_verified_and_replays_at_the_centre(relay_facto
     assert out.returncode == 0 and "vehicle vehicle-1: drone1:" in out.stdout, out.stdout + out.stderr
 
 
-async def test_arrivals_that_do_not_verify_change_nothing(relay_factory: Factory, tmp_path: Path) -> None:
+async def put_chunked(url: str, seq: int, raw: bytes, parts: list[bytes], pause_s: float) -> tuple[int, str]:
+    """A body without a length, in parts with a pause before the last (a vehicle's link that
+    stalls mid-file, or a sender that says nothing of its size)."""
+    async def body() -> Any:
+        for i, part in enumerate(parts):
+            if i == len(parts) - 1:
+                await asyncio.sleep(pause_s)
+            yield part
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Manifest-Line": base64.b64encode(raw).decode()}
+    async with aiohttp.ClientSession() as s, s.put(f"{url}/api/mirror/drone1/{seq}", data=body(),
+                                                   headers=headers) as r:
+        return r.status, await r.text()
+
+
+async def test_arrivals_that_do_not_verify_change_nothing(relay_factory: Factory, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The intruder: a viewer or a publisher that is not a vehicle; an altered line; a line
-    signed with another key; a file that is not the one sealed; a file outside the stream."""
+    signed with another key; a file that is not the one sealed; a file outside the stream;
+    a line not in the bytes that were signed; more bytes than sealed; a body that stalls; a
+    second line sealing a file held already."""
+    import relay.http.mirror as http_mirror
+
+    monkeypatch.setattr(http_mirror, "STALL_S", 1.0)
     centre, _vehicle = await pair(relay_factory, tmp_path, forward_backfill_kbps=50)
     mirror = centre.services.record.mirrors["vehicle-1"]
     signer = Signer.load(tmp_path / "vehicle-key.pem", generate=False)
@@ -129,18 +150,32 @@ async def test_arrivals_that_do_not_verify_change_nothing(relay_factory: Factory
         (TOKEN, line(1, before.prev, "drone1/../../etc/snap-20261129T101010.000Z.jpg", body), body, 400),
         (TOKEN, line(1, before.prev, "drone2/2026-11-29/snap-20261129T101010.000Z.jpg", body), body, 400),
         (TOKEN, line(2, before.prev, good_rel, body), body, 409),  # out of turn
+        # signed, but not the canonical bytes (a space): what is kept must be what was signed
+        (TOKEN, line(1, before.prev, good_rel, body).replace(b'{"end_ms"', b'{ "end_ms"', 1), body, 400),
     ]
     for token, raw, data, want in attempts:
         status, text = await put(centre.url, token, json.loads(raw)["seq"], raw, data)
         assert status == want, (want, status, text)
+    good = line(1, before.prev, good_rel, body)
+    status, text = await put_chunked(centre.url, 1, good, [body, b"more than sealed"], 0.0)
+    assert status == 413 and "more came" in text, (status, text)
+    status, text = await put_chunked(centre.url, 1, good, [body[:50], body[50:]], 2.5)  # stalls
+    assert status == 408 and "stopped coming" in text, (status, text)
     assert mirror.position("drone1") == before
     assert not list((mirror.dir).rglob("*.jpg")) and not (tmp_path / "etc").exists()
+    assert not list(mirror.dir.rglob("*.part"))  # nothing half-received is left behind
     # The real thing goes in, once; sent again it is acknowledged and not kept twice.
     raw = line(1, before.prev, good_rel, body)
     assert (await put(centre.url, TOKEN, 1, raw, body))[0] == 201
     assert (await put(centre.url, TOKEN, 1, raw, body))[0] == 200
     manifest = (mirror.dir / "drone1" / "manifest.jsonl").read_bytes().splitlines()
     assert manifest == [raw]
+    # A later line sealing the same file again (another body) never replaces it.
+    other = body[:-1] + b"\x01"
+    again = line(2, mirror.position("drone1").prev, good_rel, other)
+    status, text = await put(centre.url, TOKEN, 2, again, other)
+    assert status == 409 and "sealed" in text, (status, text)
+    assert (mirror.dir / good_rel).read_bytes() == body and mirror.position("drone1").seq == 1
 
 
 async def test_a_record_signed_with_another_key_is_refused_and_said_once(
