@@ -131,10 +131,14 @@ class Viewer:
         tab, a vanished laptop. End its session now rather than after ICE consent expires
         (~30 s): until then the relay would keep sending its rendition into a link that,
         after a page reload on LTE, is the same link the viewer's new session needs. A
-        forward passes a shorter ``silent_s``: a dead centre is redialled at once."""
+        forward passes a shorter ``silent_s``: a dead centre is redialled at once. Counted
+        from the connection if no RTCP ever came (a centre killed before its first report)."""
+        connected: float | None = None
         while True:
             await asyncio.sleep(min(1.0, silent_s / 4))
-            last = self.tap.last_rtcp
+            if connected is None and self.session.pc.connectionState == "connected":
+                connected = now()
+            last = self.tap.last_rtcp or connected
             if last is not None and now() - last > silent_s:
                 await self.session.close(f"viewer silent: no RTCP for {silent_s:g} s")
                 return

@@ -244,3 +244,64 @@ async def test_the_centre_serves_the_forwarded_packets_untouched(relay_factory: 
     finally:
         await viewer.close()
         await drone.stop()
+
+
+async def test_a_killed_centre_is_noticed_by_its_silence_and_redialled_when_it_is_back(
+        relay_factory: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The centre dies (SIGKILL: no BYE, no FIN for the media): the vehicle's forward hears no
+    more RTCP and ends the session after CENTRE_SILENT_S (not after the 6 s its reports took,
+    nor ICE's 30 s); the centre restarted on its port has the drone again without anyone
+    touching the vehicle. Times are printed (bench/cascade.py has the figures)."""
+    import signal
+    import subprocess
+    import sys
+
+    from relay.cascade.forward import CENTRE_SILENT_S
+    from relay.sources.gate import free_tcp_port
+
+    caplog.set_level(logging.INFO, logger="relay")
+    port = free_tcp_port()
+    cfg = tmp_path / "centre.toml"
+    cfg.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\nlog_level = "warning"\nname = "centre"\n'
+                   '[webrtc]\nice_addresses = ["127.0.0.1"]\n'
+                   f'[auth]\nenabled = true\npublish_token = "{VEHICLE_TOKEN}"\nview_token = "{VIEW}"\n'
+                   '[[renditions]]\nname = "low"\nheight = 180\nbitrate_kbps = 300\n')
+    centre_url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "relay", "--config", str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def live_at_centre() -> bool:
+        try:
+            doc = await api(centre_url, VIEW)
+        except (aiohttp.ClientError, AssertionError):
+            return False
+        return "drone1" in doc and doc["drone1"]["state"] == "live"
+
+    centre = start()
+    vehicle = await relay_factory({**SMALL, "server": {"name": "vehicle"},
+                                   "streams": {"drone1": {"forward": [f"{centre_url}/whip/drone1"],
+                                                          "forward_token": VEHICLE_TOKEN}}})
+    drone = Drone(f"{vehicle.url}/whip/drone1")
+    try:
+        await wait_for(live_at_centre, 30, "the drone at the centre")
+        sessions = (await api(vehicle.url))["drone1"]["forwards"][0]["sessions"]
+        centre.send_signal(signal.SIGKILL)
+        centre.wait(10)
+        t_kill = time.monotonic()
+        silent = f"viewer silent: no RTCP for {CENTRE_SILENT_S:g} s"
+        await wait_for(lambda: any(getattr(r, "reason", "") == silent for r in caplog.records), 20,
+                       "the forward to end on the centre's silence")
+        noticed = time.monotonic() - t_kill
+        centre = start()
+        t_back = time.monotonic()
+        await wait_for(live_at_centre, 30, "the drone at the restarted centre")
+        print(f"\ndead centre noticed after {noticed:.1f} s; picture at the restarted centre "
+              f"{time.monotonic() - t_back:.1f} s after its start")
+        fwd = (await api(vehicle.url))["drone1"]["forwards"][0]
+        assert fwd["sessions"] > sessions and fwd["state"] == "up", fwd
+    finally:
+        await drone.stop()
+        centre.kill()
+        centre.wait(10)
