@@ -15,6 +15,7 @@ what the relay's governor says (overloaded, what it shed). Figures only: nothing
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -84,7 +85,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
-        extra: str = "", verbose: bool = False) -> dict[str, Any]:
+        extra: str = "", verbose: bool = False, screenshots: str = "") -> dict[str, Any]:
     rtmp = free_port()
     text = relay_config(LADDER + f"[rtmp]\nenabled = true\nport = {rtmp}\n" + extra)
     text = text.replace('log_level = "warning"', 'log_level = "warning"\nname = "bench"')
@@ -140,6 +141,8 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         doc = _probe_doc(probe)
         streams = {s["name"]: s for s in get_json(base + "/api/streams")["streams"]}
         stats = {name: get_json(f"{base}/api/streams/{name}/stats") for name in names}
+        if screenshots:  # what a commander and the wall see now (after the window's figures)
+            asyncio.run(_screens(base, screenshots, n))
     finally:
         stop_processes([*procs, relay])
         group.stop()
@@ -165,6 +168,24 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         "overload": gov,
         "deepest": deepest,
     }
+
+
+async def _screens(base: str, prefix: str, n: int) -> None:
+    """The view page (phone-sized) and the wall (1920x1080) of the overloaded relay, as PNGs."""
+    from tests.browser import chromium
+
+    async with chromium() as ctx:
+        phone = await ctx.new_page()
+        await phone.set_viewport_size({"width": 390, "height": 844})
+        await phone.goto(f"{base}/view/probe")
+        await phone.wait_for_function("window.__player && window.__player.stats.fps > 0", timeout=30_000)
+        await asyncio.sleep(4)
+        await phone.screenshot(path=f"{prefix}-view-{n}.png")
+        wall = await ctx.new_page()
+        await wall.set_viewport_size({"width": 1920, "height": 1080})
+        await wall.goto(f"{base}/wall")
+        await asyncio.sleep(8)
+        await wall.screenshot(path=f"{prefix}-wall-{n}.png")
 
 
 def _cpu(pid: int) -> float:
@@ -207,6 +228,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="a relay setting (TOML value), e.g. overload.worker_nice=0; may repeat")
     p.add_argument("--stages", action="store_true", help="also print the relay's stage p95s")
+    p.add_argument("--screenshots", default="", metavar="PREFIX",
+                   help="after each window, PNGs of the view page (phone) and the wall: PREFIX-view-N.png")
     p.add_argument("--verbose", action="store_true", help="the governor's level and evidence each second")
     p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
     args = p.parse_args()
@@ -214,7 +237,7 @@ def main() -> None:
           f"{'probe fps':>9} {'drones relay p95':>16}  drones fps / shed")
     for n in (int(x) for x in args.drones.split(",")):
         for cores in ([None] if args.demand else []) + [args.cores]:
-            r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose)
+            r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose, args.screenshots)
             ages = f"{r['probe_age_p50']}/{r['probe_age_p95']}"
             gov = r["overload"]
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "

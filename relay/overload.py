@@ -168,6 +168,17 @@ class Governor:
         for cb in tuple(self.on_change):
             cb(self)
 
+    def summary(self) -> str:
+        """What is shed, in a few words (the HUD's line on a phone)."""
+        parts = []
+        if self.fps_divisor() > 1:
+            parts.append(f"frame rate cut to 1/{self.fps_divisor()}")
+        if not self.overlay():
+            parts.append("no overlay")
+        if self.keyframes_only():
+            parts.append("drones decoded at keyframes only")
+        return ", ".join(parts)
+
     def doc(self) -> dict[str, Any]:
         """What /api/streams, /metrics and the HUD say."""
         return {
@@ -176,6 +187,7 @@ class Governor:
             "level": self.level,
             "shed": [SHED_STEPS[s] for s in self.shed],
             "shed_steps": list(self.shed),
+            "summary": self.summary(),
             "evidence": dict(self.evidence),
             "skipped_total": self.skipped_total,
         }

@@ -147,3 +147,12 @@ def test_the_cpu_the_kernel_withheld_is_read_from_the_cgroup_and_is_lateness(tmp
         g.throttled(THROTTLED_LATE * 2)
         g.tick(tick)
     assert g.level == 1 and g.evidence["throttled"] == pytest.approx(THROTTLED_LATE * 2)
+
+
+def test_the_hud_line_says_what_is_shed_in_a_few_words() -> None:
+    g = Governor(("fps_half", "overlay", "fps_third", "fps_sixth", "keyframes"))
+    assert g.summary() == "" and g.doc()["summary"] == ""
+    for t in range(10):
+        late_tick(g, float(t))
+    assert g.level == 5
+    assert g.summary() == "frame rate cut to 1/6, no overlay, drones decoded at keyframes only"

@@ -173,7 +173,7 @@ function showPath(doc) {
 function showOverload(doc) {
   const el = $("overload"), o = doc && doc.overload;
   el.hidden = !(o && o.overloaded);
-  if (!el.hidden) el.textContent = `relay overloaded: ${o.shed.join(", ") || "shedding work"}`;
+  if (!el.hidden) el.textContent = `relay overloaded: ${o.summary || o.shed.join(", ") || "shedding work"}`;
 }
 function showDoc(doc) { showPath(doc); showOverload(doc); }
 setInterval(() => {

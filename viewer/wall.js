@@ -174,7 +174,7 @@ async function refresh() {
     if (all) markers.apply({ type: "markers", all, n });
     // Short of CPU, the relay says what it sheds: a lower frame rate is not the drone's link.
     document.getElementById("status").textContent = overload && overload.overloaded
-      ? `relay overloaded since ${new Date(overload.since * 1000).toLocaleTimeString()}: ${overload.shed.join(", ")}` : "";
+      ? `relay overloaded since ${new Date(overload.since * 1000).toLocaleTimeString()}: ${overload.summary || overload.shed.join(", ")}` : "";
     document.getElementById("empty").hidden = streams.length > 0;
     const names = new Set(streams.map((s) => s.name));
     for (const s of streams) {

@@ -27,6 +27,10 @@ class EncoderPool:
         self._idle_since: dict[str, float] = {}
         self._want_key: set[str] = set()
         self._last_encoded: dict[str, float] = {}
+        # When each rendition last made a keyframe: its GOP is counted in frames, and a frame
+        # rate cut by the overload governor would stretch it (a sixth of 30 fps: 12 s to a
+        # viewer's recovery after a loss); a keyframe is also due after keyframe_interval_s.
+        self._last_key_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ event loop
 
@@ -87,10 +91,14 @@ class EncoderPool:
                 enc = RenditionEncoder(r, ow, oh, gop)
                 self.encoders[r.name] = enc
                 key = True
+            if processed - self._last_key_at.get(r.name, processed) >= self.media.keyframe_interval_s:
+                key = True
             f = out_frame if (ow, oh) == (w, h) else out_frame.reformat(
                 width=ow, height=oh, interpolation="BILINEAR")
             packets = enc.encode(f, pts, key)
             encoded = now()
+            if any(p.is_keyframe for p in packets) or r.name not in self._last_key_at:
+                self._last_key_at[r.name] = encoded
             units = []
             for p in packets:
                 tl = dict(timeline)
