@@ -19,10 +19,12 @@ read afresh from its first byte (another encoder's stream ids are shown at once)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -52,7 +54,38 @@ class _SockaddrIn(ctypes.Structure):
                 ("zero", ctypes.c_char * 8)]
 
 
+_LOG_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                ctypes.c_char_p, ctypes.c_char_p)
+# "@<socket>:newConnection: connection rejected due to: ... ERROR:BADSECRET": the caller's
+# passphrase is not the stream's (libsrt decides it after the listen callback accepted).
+_BAD_SECRET = re.compile(rb"@(\d+):newConnection: connection rejected due to: .*BADSECRET")
+_listeners: list[Callable[[int], None]] = []  # told the socket of each caller with a wrong passphrase
+_lib: Any = None
+
+
+def _libsrt_said(_opaque: Any, level: int, _file: Any, _line: int, _area: Any, message: bytes | None) -> None:
+    """libsrt's own log lines (its threads): a wrong passphrase is told to the listeners; the
+    rest goes to our log at DEBUG (libsrt wrote to stderr, unstructured, before)."""
+    try:
+        text = message or b""
+        m = _BAD_SECRET.search(text)
+        if m is not None:
+            for listener in tuple(_listeners):
+                listener(int(m.group(1)))
+        elif level <= 3:
+            log.debug("libsrt", extra={"said": text.decode("utf-8", "replace").strip()[-300:]})
+    except Exception:  # never raise into libsrt
+        pass
+
+
+_log_handler = _LOG_HANDLER(_libsrt_said)  # kept referenced while libsrt holds it
+
+
 def load_libsrt() -> Any:
+    """libsrt, loaded once, its log routed to ours (warnings and up)."""
+    global _lib
+    if _lib is not None:
+        return _lib
     names = ["libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", ctypes.util.find_library("srt")]
     for name in names:
         if name:
@@ -61,6 +94,11 @@ def load_libsrt() -> Any:
             except OSError:
                 continue
             lib.srt_getlasterror_str.restype = ctypes.c_char_p
+            lib.srt_startup()
+            lib.srt_setloghandler(None, _log_handler)
+            lib.srt_setlogflags(0)
+            lib.srt_setloglevel(4)  # LOG_WARNING: a refused passphrase is a warning in libsrt
+            _lib = lib
             return lib
     raise RuntimeError("libsrt is missing: install libsrt1.5-gnutls (scripts/setup.sh does)")
 
@@ -132,6 +170,8 @@ class SrtIngest:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._callback = _CALLBACK(self._on_caller)  # kept referenced while libsrt holds it
+        # Callers handed a passphrase, until accepted: libsrt says later if theirs was wrong.
+        self._keyed: dict[int, tuple[str, str]] = {}
         self._thread: threading.Thread | None = None
         self.port = 0
 
@@ -143,8 +183,6 @@ class SrtIngest:
     def start(self) -> None:
         sc = self.config.srt
         lib = self.lib
-        lib.srt_startup()
-        lib.srt_setloglevel(2)  # libsrt's own log (stderr): critical only; the relay logs for it
         s = lib.srt_create_socket()
         self._set(s, SRTO_RCVSYN, 1)
         self._set(s, SRTO_LATENCY, sc.latency_ms)
@@ -154,6 +192,7 @@ class SrtIngest:
             lib.srt_close(s)
             raise RuntimeError(f"SRT listener on {sc.host}:{sc.port}: {err}")
         lib.srt_listen_callback(s, self._callback, None)
+        _listeners.append(self._bad_secret)
         self.listener = s
         self._thread = threading.Thread(target=self._accept, name="srt-accept", daemon=True)
         self._thread.start()
@@ -161,6 +200,8 @@ class SrtIngest:
 
     def stop(self) -> None:
         self._stop.set()
+        with contextlib.suppress(ValueError):
+            _listeners.remove(self._bad_secret)
         if self.listener >= 0:
             self.lib.srt_close(self.listener)  # srt_accept returns
         with self._lock:
@@ -199,10 +240,24 @@ class SrtIngest:
             sc = self.config.stream(stream)
             if sc is not None and sc.srt_passphrase:
                 self._set(ns, SRTO_PASSPHRASE, sc.srt_passphrase.encode())
+                with self._lock:
+                    if len(self._keyed) >= 256:  # callers that vanished mid-handshake
+                        self._keyed.pop(next(iter(self._keyed)))
+                    self._keyed[ns] = (stream, sid)
             return 0
         except Exception:  # never raise into libsrt
             log.exception("SRT listen callback failed")
             return -1
+
+    def _bad_secret(self, ns: int) -> None:
+        """libsrt refused a caller we had handed the stream's passphrase: its own was wrong."""
+        with self._lock:
+            caller = self._keyed.pop(ns, None)
+        if caller is not None:
+            stream, sid = caller
+            why = "wrong passphrase"
+            self.rejected[why] = self.rejected.get(why, 0) + 1
+            self._said.warn(why, "SRT caller rejected", reason=why, stream=stream, streamid=shown_id(sid))
 
     def _silent(self, stream: str) -> bool:
         """The stream's publisher sent nothing for signal_lost_after_s (RTMP's rule too)."""
@@ -219,6 +274,8 @@ class SrtIngest:
                     err = self.lib.srt_getlasterror_str().decode()
                     log.warning("SRT accept failed", extra={"error": err})
                 return
+            with self._lock:
+                self._keyed.pop(ns, None)
             size.value = 512
             self.lib.srt_getsockflag(ns, SRTO_STREAMID, buf, ctypes.byref(size))
             stream = parse_stream_id(buf.raw[:size.value].decode("utf-8", "replace"))[0]
@@ -272,8 +329,6 @@ class SrtCaller:
         self._thread = threading.Thread(target=self._run, name=f"srt-call-{self.shown}", daemon=True)
 
     def start(self) -> None:
-        self.lib.srt_startup()
-        self.lib.srt_setloglevel(2)
         self._thread.start()
 
     def stop(self) -> None:
