@@ -53,6 +53,14 @@ def test_chain_appends_verify_and_tampering_is_named(tmp_path: Path) -> None:
     found, _ = verify_chain(log, signer.public, "log")
     assert [f.what for f in found] == ["forged"]
     assert json.loads(lines[0])["prev"] == "0" * 64
+    # The last line with a key planted before the signed one: Python's JSON takes the last
+    # "file" (the signature holds), a reader that takes the first sees "planted", and no later
+    # line's hash covers it. Verified over the exact bytes, it is named.
+    planted = '{"file":"planted",' + lines[-1][1:]
+    assert json.loads(planted) == json.loads(lines[-1])
+    log.write_text("\n".join([*lines[:-1], planted]) + "\n")
+    found, _ = verify_chain(log, signer.public, "log")
+    assert [(f.what, f.where) for f in found] == [("forged", "log line 4")], found
 
 
 def test_playback_is_a_permission_of_its_own() -> None:

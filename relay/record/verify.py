@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .chain import GENESIS, ChainLine, line_hash, load_public_key, read_lines, signature_ok
+from .chain import GENESIS, ChainLine, canonical, line_hash, load_public_key, read_lines, signature_ok
 from .layout import MANIFEST, MARKERS, SEGMENT_NAME, SNAPSHOT_NAME
 from .mirror import MIRRORS
 from .writer import file_sha256
@@ -59,7 +59,12 @@ def verify_chain(path: Path, public: Ed25519PublicKey, label: str) -> tuple[list
             continue
         seq = doc.get("seq")
         sig_ok = signature_ok(public, doc)
-        if not sig_ok:
+        if sig_ok and canonical(doc) != line.raw:
+            # Signed over the canonical form, but these bytes differ (a repeated key, other
+            # spacing): what another reader takes from the line may not be what was signed.
+            findings.append(Finding("forged", where, f"entry seq {seq} is not in the exact form that "
+                                                     "was signed (re-encoded, or a key repeated)"))
+        elif not sig_ok:
             findings.append(Finding("forged", where,
                                     f"signature does not verify (entry seq {seq} was altered or "
                                     "written without the relay's key)"))
