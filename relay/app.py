@@ -171,8 +171,10 @@ class ConfiguredSources:
         srt_feeds: dict[str, Feed] = {}
         for sc in self.config.streams:
             entry = self.registry.get(sc.name)
+            if entry is None:
+                continue
             feed = None
-            if entry is not None and (sc.srt or (sc.source or "").startswith("srt://")):
+            if sc.srt or (sc.source or "").startswith("srt://"):
                 feed = Feed(sc.name)  # SRT's datagrams, publisher by publisher, to the demuxer
                 if sc.srt:  # callers publish to our listener
                     srt_feeds[sc.name] = feed
@@ -180,19 +182,15 @@ class ConfiguredSources:
                     caller = SrtCaller(sc.source or "", feed)
                     caller.start()
                     self.srt_callers.append(caller)
-            if feed is not None and entry is not None:
-                pull = AvPullSource(entry, sc, loop, feed)
-                await pull.start()
-                self.pulls.append(pull)
-            elif sc.source and sc.source.startswith("whep+") and entry is not None:
+            if sc.source and sc.source.startswith("whep+"):
                 self.whep[sc.name] = WhepPull(entry, sc, self.config,
                                               lambda: ice_servers_for(self.config, "relay"))
                 await self.whep[sc.name].start()
-            elif sc.source and entry is not None:
-                pull = AvPullSource(entry, sc, loop)
+            elif sc.source or feed is not None:
+                pull = AvPullSource(entry, sc, loop, feed)
                 await pull.start()
                 self.pulls.append(pull)
-            if sc.telemetry and entry is not None:
+            if sc.telemetry:
                 mav = MavlinkSource(entry, sc.telemetry, sc.allow_senders,
                                     self.config.media.signal_lost_after_s)
                 await mav.start()

@@ -201,7 +201,7 @@ class Forwarder:
                           rendition_reason="auto: start" if auto else "configured", relay=True)
 
         viewer = Viewer.sending(session, entry, info, transceiver,
-                                lambda: out.subscribe(label=f"forward {session.public}", relay=True))
+                                lambda: out.subscribe(label=f"forward {session.public}", relay=info.relay))
         serve(viewer, pc.createDataChannel("relay"), self.config.latency, lambda: None)
         viewer.echo = Echoes(pc.createDataChannel("echo", ordered=False, maxRetransmits=0))
         return viewer
