@@ -89,8 +89,7 @@ async def _receive(request: web.Request, mirror: Mirror, arrival: Arrival) -> tu
                                f"the body has {request.content_length}")
     if arrival.path is None:
         if await within(STALL_S, request.content.read(1)):
-            raise MirrorError(400, f"line {arrival.seq} ({arrival.doc.get('kind')}) seals no file, "
-                                   "but a body came with it")
+            raise arrival.stray_body()
         return None, "", 0
     tmp = mirror.part(arrival)
     digest, size = hashlib.sha256(), 0

@@ -67,6 +67,11 @@ class Arrival:
     path: Path | None
     size: int
 
+    def stray_body(self) -> MirrorError:
+        """The refusal of a body that came with a line sealing no file."""
+        return MirrorError(400, f"line {self.seq} ({self.doc.get('kind')}) seals no file, "
+                                "but a body came with it")
+
 
 @dataclass(frozen=True)
 class Position:
@@ -192,8 +197,6 @@ class Mirror:
             with tmp.open("rb+") as f:
                 os.fsync(f.fileno())
             tmp.replace(arrival.path)
-        elif tmp is not None and size:
-            raise MirrorError(400, f"line {seq} ({doc.get('kind')}) seals no file, but a body came with it")
         path = self.dir / stream / MANIFEST
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -217,8 +220,7 @@ class Mirror:
         if arrival.path is None:
             if body:
                 self.refused += 1
-                raise MirrorError(400, f"line {arrival.seq} ({arrival.doc.get('kind')}) seals no file, "
-                                       "but a body came with it")
+                raise arrival.stray_body()
             return self.commit(arrival, None)
         tmp = self.part(arrival)
         tmp.write_bytes(body)
