@@ -106,6 +106,13 @@ async def test_map_marker_footprint_click_and_stale(relay_factory: Any) -> None:
             wall = await ctx.new_page()
             await wall.goto(f"{relay.url}/wall")
             await wall.wait_for_function("window.__map && window.__map.drones.size === 2", timeout=15000)
+            # (d2 reported once: under load the wall may open after it went stale; report again)
+            async with aiohttp.ClientSession() as s, s.post(
+                f"{relay.url}/api/streams/d2/telemetry",
+                json={"lat": INCIDENT[0] + 0.002, "lon": INCIDENT[1], "rel_alt": 40, "battery": 55}) as r:
+                assert r.status == 204
+            await wall.wait_for_function("document.querySelector('#grid').textContent.includes('bat 55 %')",
+                                         timeout=10000)
             text = await wall.text_content("#grid")
             assert "bat 55 %" in text and "TELEMETRY STALE" in text
             assert not errors, errors
