@@ -4,6 +4,7 @@ KLV data stream (a muxer we did not write), and garbage KLV skipped without harm
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fractions
 import os
 import socket
@@ -76,13 +77,20 @@ async def test_klv_in_mpegts_reaches_the_viewer(relay_factory: Any, via_ffmpeg: 
             assert abs(s["rel_alt"] - 80) < 1 and abs(s["center_lat"] - 51.0504) < 1e-5, s
             assert abs(s["gimbal_pitch"] - (-33.69)) < 0.1 and s["hfov"] == pytest.approx(69, abs=0.01)
         # Stamped with the capture time of a frame: the KLV times are frames' stamp times.
-        caps = {st.capture_ms for st, _ in viewer.seen.stamps}
+        caps = sorted({st.capture_ms for st, _ in viewer.seen.stamps})
         assert caps, "no stamped frames read"
-        during = [s for s in got if min(caps) <= s["t"] * 1000 <= max(caps)]
+        # Judged where the viewer read the frames around the sample without a gap (two read
+        # frames at most 70 ms apart around it): there the sample's frame was read unless it was
+        # that one frame dropped, while a time that is not a capture time would fall within 1 ms
+        # of one about one time in 16. Under load the viewer reads gaps of seconds; they say
+        # nothing about the KLV.
+        def dense(t_ms: float) -> bool:
+            i = bisect.bisect_left(caps, t_ms - 1)
+            return 0 < i < len(caps) and caps[min(i + 1, len(caps) - 1)] - caps[i - 1] <= 70
+        during = [s for s in got if dense(s["t"] * 1000)]
         matched = [s for s in during if any(abs(s["t"] * 1000 - c) <= 1 for c in caps)]
-        # (a frame the viewer dropped under load leaves its KLV unmatched; a time that is
-        # not a capture time would match by chance about one time in 16)
-        assert during and len(matched) >= 0.5 * len(during), (during[-3:], sorted(caps)[-5:])
+        assert len(during) >= 3, (len(got), len(caps), caps[-5:])
+        assert len(matched) >= 0.8 * len(during), (during[-3:], caps[-5:])
     finally:
         await viewer.close()
         for p in procs:
