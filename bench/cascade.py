@@ -92,6 +92,7 @@ record = false
 name = "vehicle"
 token = "{TOKEN}"
 public_key = "{lab.dir}/vehicle-key.pub.pem"
+streams = ["d1"]
 """
 
 

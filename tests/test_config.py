@@ -197,9 +197,11 @@ def public_key(tmp: Path, private: bool = False) -> str:
 
 def test_vehicles_are_checked(tmp_path: Path) -> None:
     """A centre's [[vehicles]]: the key must be a public Ed25519 key (a private one given by
-    mistake is named), names are unique, and auth must be on (a vehicle is its token)."""
+    mistake is named), names are unique, auth must be on (a vehicle is its token), the streams
+    it forwards are named (no implicit "any") and a stream is named for one vehicle only."""
     auth = {"enabled": True, "view_token": "view-token-1"}
-    good = {"name": "v1", "token": "vehicle-token-1", "public_key": public_key(tmp_path)}
+    good = {"name": "v1", "token": "vehicle-token-1", "public_key": public_key(tmp_path), "streams": ["d1"]}
+    other = {**good, "name": "v2", "token": "vehicle-token-2"}
     cases = [
         ({"auth": auth, "vehicles": [{**good, "public_key": public_key(tmp_path, private=True)}]},
          "vehicles[0].public_key", "private key"),
@@ -211,12 +213,19 @@ def test_vehicles_are_checked(tmp_path: Path) -> None:
         ({"vehicles": [good]}, "vehicles", "auth"),
         ({"auth": auth, "vehicles": [{k: v for k, v in good.items() if k != "token"}]}, "vehicles[0].token",
          "required"),
+        ({"auth": auth, "vehicles": [{k: v for k, v in good.items() if k != "streams"}]}, "vehicles[0].streams",
+         "required"),
+        ({"auth": auth, "vehicles": [{**good, "streams": []}]}, "vehicles[0].streams", "required"),
+        ({"auth": auth, "vehicles": [good, {**other, "streams": ["d2", "d1"]}]}, "vehicles[1].streams",
+         "'d1' is named for vehicle 'v1' too"),
     ]
     for doc, key, words in cases:
         with pytest.raises(ConfigError) as err:
             parse(doc, env={})
         assert err.value.key == key and words in str(err.value), (key, str(err.value))
     assert parse({"auth": auth, "vehicles": [good]}, env={}).vehicles[0].name == "v1"
+    both = parse({"auth": auth, "vehicles": [good, {**other, "streams": ["*"]}]}, env={})
+    assert [v.streams for v in both.vehicles] == [("d1",), ("*",)]  # "*" written out is allowed
 
 
 def test_every_key_comes_back_out(tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ class TokenConfig:
 
     token: str = secret()  # required: check() refuses None
     role: str = text("", check=_role)
-    streams: tuple[str, ...] = strings(("*",), item=grant,
+    # Required: the streams this vehicle forwards (and sends the record of); "*" written out
+    # means any, never implied.
+    streams: tuple[str, ...] = strings((), item=grant,
                                        what="must be an array of stream names (or \"*\" for all)")
     name: str = text("", default_from=lambda ctx: f"{ctx.given['role']}-{ctx.given['index']}")
     playback: bool = flag(False)  # may list, replay and download the record (control/admin always may)
@@ -44,7 +46,9 @@ class VehicleConfig:
     name: str = required(vehicle_name)
     token: str = secret()  # required: check() refuses None
     public_key: str = text("", check=ed25519_public_pem)
-    streams: tuple[str, ...] = strings(("*",), item=grant,
+    # Required: the streams this vehicle forwards (and sends the record of); "*" written out
+    # means any, never implied.
+    streams: tuple[str, ...] = strings((), item=grant,
                                        what="must be an array of stream names (or \"*\" for all)")
 
     def check(self, path: str, ctx: Ctx) -> None:
@@ -53,6 +57,9 @@ class VehicleConfig:
         if not self.public_key:
             raise ConfigError(f"{path}public_key", "is required: the vehicle's record key "
                                                    "(its <record dir>/signing-key.pub.pem)")
+        if not self.streams:
+            raise ConfigError(f"{path}streams", "is required: the streams this vehicle forwards "
+                                                "(write [\"*\"] for any)")
 
 
 @dataclass(frozen=True)

@@ -345,6 +345,13 @@ class Config:
         if self.cluster.enabled and self.auth.enabled and not self.auth.jwt_secret:
             raise ConfigError("auth.jwt_secret", "a cluster with auth needs it (the same on every node): "
                                                  "nodes sign their pulls from each other with it")
+        named: dict[str, str] = {}
+        for i, v in enumerate(self.vehicles):
+            for s in v.streams:
+                if s != "*" and named.setdefault(s, v.name) != v.name:
+                    raise ConfigError(f"vehicles[{i}].streams",
+                                      f"{s!r} is named for vehicle {named[s]!r} too: "
+                                      "a stream's record comes from the one vehicle that forwards it")
         if self.vehicles and not self.auth.enabled:
             raise ConfigError("vehicles", "needs [auth] enabled: a vehicle is known by its token")
         for s in self.streams:

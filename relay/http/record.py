@@ -84,8 +84,8 @@ async def api_recordings(request: web.Request) -> web.Response:
             "snapshots": [{"file": Path(s.file).name, "time": iso(s.start_ms), "time_ms": s.start_ms,
                            "bytes": s.size} for s in rec.segments(name, lo, hi, kind="snapshot")],
             "status": rec.status(name),
-            # Vehicles whose record of this stream is kept here (verified on arrival).
-            "vehicles": [v for v, m in sorted(rec.mirrors.items()) if m.segments(name)],
+            # The vehicle whose record of this stream is its replay here (verified on arrival).
+            "vehicles": [m.vehicle for m in [rec.mirror_for(name)] if m is not None and m.segments(name)],
         })
     rec.log_access(action="list", stream=stream or "*", remote=remote_of(request), **_who(decision),
                    **({"from": iso(frm)} if frm else {}), **({"to": iso(to)} if to else {}))
