@@ -347,10 +347,10 @@ class Config:
                                                  "nodes sign their pulls from each other with it")
         named: dict[str, str] = {}
         for i, v in enumerate(self.vehicles):
-            for s in v.streams:
-                if s != "*" and named.setdefault(s, v.name) != v.name:
+            for n in v.streams:
+                if n != "*" and named.setdefault(n, v.name) != v.name:
                     raise ConfigError(f"vehicles[{i}].streams",
-                                      f"{s!r} is named for vehicle {named[s]!r} too: "
+                                      f"{n!r} is named for vehicle {named[n]!r} too: "
                                       "a stream's record comes from the one vehicle that forwards it")
         if self.vehicles and not self.auth.enabled:
             raise ConfigError("vehicles", "needs [auth] enabled: a vehicle is known by its token")
