@@ -18,6 +18,30 @@ SHUTDOWN_GRACE_S = 1.0
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.toml"
 
 
+def tls_files(config: Config) -> ssl.SSLContext | None:
+    """Every certificate file the config names, loaded as the relay will use it (a file that
+    exists but is not what its key says fails here, at --check, not at the first peer): the
+    HTTPS context from [server] tls_cert/tls_key (None for plain HTTP), each CA file."""
+    cc = config.cluster
+    cas = [(f"streams.{s.name}.peer_ca", s.peer_ca) for s in config.streams if s.peer_ca]
+    cas += [(f"cluster.{k}", v) for k, v in (("redis_ca", cc.redis_ca), ("peer_ca", cc.peer_ca))
+            if cc.enabled and v]
+    for key, cafile in cas:
+        try:
+            ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(key, f"cannot load {cafile!r} as PEM certificates: {exc}") from None
+    if not (config.tls_cert and config.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("server.tls_cert", f"cannot load it with server.tls_key: {exc}") from None
+    return context
+
+
 def verify_main(argv: list[str]) -> int:
     from .record import load_public_key, verify_record
 
@@ -80,21 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    try:  # the TLS files, read as the relay will use them: --check reads them too
+        ssl_context = tls_files(config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         print("config ok")
         return 0
     setup_logging(args.log_level or config.log_level, config.log_format)
     log = logging.getLogger("relay")
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    ssl_context = None
-    if config.tls_cert and config.tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            print(f"config error: server.tls_cert/tls_key: cannot load: {exc}", file=sys.stderr)
-            return 2
     log.info("relay listening", extra={"url": f"{config.scheme}://{shown}:{config.port}/",
                                        "renditions": ",".join(r.name for r in config.renditions),
                                        "auth": config.auth.enabled})

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, load, parse
+from tests.helpers import p256_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -334,3 +335,66 @@ def test_one_token_in_two_places_is_refused_without_showing_it() -> None:
         parse(doc, env={})
     doc["streams"]["d2"]["publish_token"] = "another-publish-token"
     assert parse(doc, env={}).stream("d2") is not None
+
+
+def header_list(text: str, label: str) -> list[str]:
+    """The words after ``# <label>:`` in a config's header, with its continuation lines."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"# {label}:"))
+    words = lines[start].split(":", 1)[1].split()
+    for ln in lines[start + 1:]:
+        if not ln.startswith("#   ") or ln.startswith("#   python"):
+            break
+        words += ln[1:].split()
+    return words
+
+
+@pytest.mark.parametrize("which", ["deployment", "vehicle", "centre", "cluster-node"])
+def test_each_example_names_every_secret_and_file_its_check_needs(tmp_path: Path, which: str) -> None:
+    """An example's header says how to --check it and lists the secrets and files it reads:
+    exactly the ones its keys name (a newcomer who sets them passes --check), each of them
+    needed (without any one --check fails naming its key), each secret in the env example."""
+    import re
+    import subprocess
+    import sys
+
+    from relay.__main__ import tls_files
+
+    text = (ROOT / f"configs/{which}.example.toml").read_text()
+    secrets, files = header_list(text, "Secrets it reads"), header_list(text, "Files it reads")
+    assert f"python -m relay --config configs/{which}.example.toml --check" in text
+    assert set(secrets) == set(re.findall(r'_env = "([A-Z0-9_]+)"', text)), secrets
+    assert set(files) == set(re.findall(r'"(/etc/drone-relay/[^"]+)"', text)), files
+    listed = {ln.split("=")[0] for ln in (ROOT / "deploy/drone-relay.env.example").read_text().splitlines()
+              if ln and not ln.startswith("#")}
+    assert set(secrets) <= listed
+    env = {s: ("rediss://:pw-0123456789@redis.example:6380/0" if s.endswith("_URL") else f"{s.lower()}-{'x' * 32}")
+           for s in secrets}
+    here = {f: tmp_path / f.replace("/", "_") for f in files}
+    cert, key = p256_cert(tmp_path)  # real PEM: --check loads the chain and every CA file
+    real = {"fullchain.pem": cert, "privkey.pem": key, "brigade-ca.pem": cert}
+    for f, p in here.items():
+        p.write_bytes(Path(public_key(tmp_path) if f.endswith(".pub.pem") else real[Path(f).name]).read_bytes())
+    copy = tmp_path / f"{which}.toml"
+    for f, p in here.items():
+        text = text.replace(f'"{f}"', f'"{p}"')
+    copy.write_text(text)
+    load(copy, env=env)
+    out = subprocess.run([sys.executable, "-m", "relay", "--config", str(copy), "--check"], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for p in here.values():  # a file that is there but not what its key says fails --check
+        saved = p.read_bytes()
+        p.write_text("not a certificate")
+        with pytest.raises(ConfigError):
+            tls_files(load(copy, env=env))
+        p.write_bytes(saved)
+    for s in secrets:
+        with pytest.raises(ConfigError):
+            load(copy, env={k: v for k, v in env.items() if k != s})
+    for p in here.values():
+        saved = p.read_bytes()
+        p.unlink()
+        with pytest.raises(ConfigError):
+            load(copy, env=env)
+        p.write_bytes(saved)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_ingest import ROOT
-from tests.helpers import WhepViewer, wait_for
+from tests.helpers import WhepViewer, p256_cert, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.quiet]  # timed: alone, not under the slow lane's load
 TOKEN = "ffmpeg-publish-secret"
@@ -63,28 +63,6 @@ def _config() -> dict[str, Any]:
     return {"renditions": [{"name": "low", "height": 360, "bitrate_kbps": 600}],
             "webrtc": {"ice_addresses": ["127.0.0.1"]},
             "auth": {"enabled": True, "publish_token": TOKEN, "view_token": "view-secret"}}
-
-
-def p256_cert(tmp_path: Path) -> tuple[str, str]:
-    """A self-signed P-256 certificate and key (PEM) for FFmpeg's -cert_file/-key_file."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ffmpeg-whip")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
-    c, k = tmp_path / "cert.pem", tmp_path / "key.pem"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                    serialization.NoEncryption()))
-    return str(c), str(k)
 
 
 @pytest.mark.parametrize("client", ["ffmpeg9-cli", "ffmpeg8-pyav-p256"])
