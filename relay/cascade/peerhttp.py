@@ -3,7 +3,6 @@ and answers read bounded and strictly — a peer relay may be broken, or not our
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 from typing import Any
@@ -12,7 +11,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from ..config import StreamConfig
-from ..wire import origin
+from ..wire import json_doc, origin
 
 __all__ = ["MAX_ANSWER", "POST_TIMEOUT", "Backoff", "Refused", "SaidOnce", "post_offer", "read_json",
            "read_text", "same_origin", "ssl_for"]
@@ -83,7 +82,7 @@ async def read_text(resp: aiohttp.ClientResponse, limit: int = MAX_ANSWER) -> st
 
 async def read_json(resp: aiohttp.ClientResponse, limit: int = MAX_ANSWER) -> Any:
     try:
-        return json.loads(await read_text(resp, limit))
+        return json_doc(await read_text(resp, limit), "answer")
     except ValueError:
         raise Refused(502, "the other relay's answer is not JSON") from None
 

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from ..aio import within
 from ..config import STREAM_NAME, Config, redact_url
 from ..logs import Throttled
-from ..wire import MAX_RECORD_BYTES, Refused, origin, parse_node
+from ..wire import MAX_RECORD_BYTES, Refused, json_doc, origin, parse_node
 
 __all__ = ["PREFIX", "Directory", "DirectoryDown", "json_dict"]
 
@@ -131,11 +131,10 @@ class Directory:
         if owner is None or owner == self.me or owner not in self.nodes or not self.up:
             return
         try:
-            async with asyncio.timeout(0.5):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.getrange(f"{PREFIX}claim:{stream}", 0, 63)
-                pipe.exists(f"{PREFIX}node:{owner}")
-                claim, alive = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.getrange(f"{PREFIX}claim:{stream}", 0, 63)
+            pipe.exists(f"{PREFIX}node:{owner}")
+            claim, alive = await within(0.5, pipe.execute())
         except FAULTS:
             return
         if claim != owner:
@@ -268,7 +267,7 @@ class Directory:
 def json_dict(raw: Any) -> dict[str, Any] | None:
     """A JSON object read from Redis, or None (anything else is not believed)."""
     try:
-        doc = json.loads(raw) if isinstance(raw, str) else None
+        doc = json_doc(raw, "redis value") if isinstance(raw, str) else None
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None

@@ -15,16 +15,17 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import LatencyConfig
 from ..media import now
 from ..registry import Entry
-from ..wire import Refused, finite
+from ..wire import finite, json_doc
 from .viewer import Viewer
 
-__all__ = ["MAX_REPORT_BYTES", "REPORT_ENUMS", "REPORT_NUMBERS", "clean_report", "route_message",
-           "send_times_and_telemetry", "serve"]
+__all__ = ["MAX_REPORT_BYTES", "REPORT_ENUMS", "REPORT_NUMBERS", "Ping", "clean_report",
+           "read_viewer_message", "route_message", "send_times_and_telemetry", "serve"]
 
 log = logging.getLogger("relay.whep")
 FRAME_TIMES_PERIOD_S = 0.2
@@ -72,13 +73,32 @@ def clean_report(raw: Any) -> dict[str, Any]:
     return out
 
 
-def _number(v: Any) -> bool:
-    """A ping's field as the one rule for outside numbers takes it (finite, bounded)."""
-    try:
-        finite(v, -1e16, 1e16, "ping")
-    except Refused:
-        return False
-    return True
+@dataclass(frozen=True)
+class Ping:
+    """A viewer's clock ping: its id and send time, finite numbers sent back as they came."""
+
+    id: float
+    t0: float
+
+
+def read_viewer_message(message: Any) -> Ping | dict[str, Any] | None:
+    """A message on a viewer's channel, read by the one rule for it: a :class:`Ping`, a
+    report (cleaned, :func:`clean_report`), or None for a kind the relay does not take.
+    ValueError for what is not a message: not text, over MAX_REPORT_BYTES, not a JSON
+    object, a ping whose fields are not finite numbers, a report that is not an object."""
+    if not isinstance(message, str) or len(message) > MAX_REPORT_BYTES:
+        raise ValueError("not a text message of at most 4 KB")
+    msg = json_doc(message, "viewer message")
+    if not isinstance(msg, dict):
+        raise ValueError("not a JSON object")
+    kind = msg.get("type")
+    if kind == "ping":
+        finite(msg.get("id"), -1e16, 1e16, "ping id")  # (Refused is a ValueError)
+        finite(msg.get("t0"), -1e16, 1e16, "ping t0")
+        return Ping(msg["id"], msg["t0"])
+    if kind == "report":
+        return clean_report(msg.get("report"))
+    return None
 
 
 def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[], None],
@@ -103,27 +123,21 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
     @ch.on("message")  # type: ignore[untyped-decorator]
     def on_message(message: Any) -> None:
         t1 = time.time() * 1000.0
-        if not isinstance(message, str) or len(message) > MAX_REPORT_BYTES:
-            return
         try:
-            msg = json.loads(message)
-            kind = msg.get("type")
-        except (ValueError, AttributeError):
+            msg = read_viewer_message(message)
+        except ValueError:
             info.bad_messages += 1
             if info.bad_messages in (1, 100, 10_000):  # a flood is three lines, not thousands
                 log.info("bad data channel message", extra={"viewer": info.public_id,
                                                             "count": info.bad_messages})
             return
-        if kind == "ping":
-            pid, t0 = msg.get("id"), msg.get("t0")
-            if not _number(pid) or not _number(t0) or ch.bufferedAmount > MAX_BUFFERED:
-                return  # only numbers come back, and nothing while the viewer does not read
-            ch.send(json.dumps({"type": "pong", "id": pid, "t0": t0, "t1": t1, "t2": time.time() * 1000.0}))
-        elif kind == "report":
-            try:
-                info.report = clean_report(msg.get("report"))
-            except ValueError:
-                return
+        if isinstance(msg, Ping):
+            if ch.bufferedAmount > MAX_BUFFERED:
+                return  # nothing more while the viewer does not read
+            t2 = time.time() * 1000.0
+            ch.send(json.dumps({"type": "pong", "id": msg.id, "t0": msg.t0, "t1": t1, "t2": t2}))
+        elif msg is not None:
+            info.report = msg
             info.report_time = time.time()
             on_report()
 

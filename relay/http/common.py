@@ -3,7 +3,6 @@ authorization step (every who-may-what decision is :mod:`relay.auth`'s), body re
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ..record import RecordService
 from ..registry import Registry
 from ..share import ShareBook
 from ..sources import RtmpIngest, WhipIngest
+from ..wire import json_doc
 
 __all__ = [
     "SERVICES",
@@ -121,7 +121,7 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
 async def json_object(request: web.Request, what: str, limit: int = 4096) -> dict[str, Any]:
     """The request's body as a JSON object, or a 400 naming what it should have been."""
     try:
-        doc = json.loads(await read_body(request, limit, what))
+        doc = json_doc(await read_body(request, limit, what), what)
     except ValueError:
         raise RelayError(400, f"{what} must be a JSON object") from None
     if not isinstance(doc, dict):

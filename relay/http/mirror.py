@@ -30,6 +30,7 @@ __all__ = ["add_routes"]
 
 log = logging.getLogger("relay.http")
 STALL_S = 30.0  # a body with nothing new this long: the vehicle's link is gone, the slot freed
+WRITE_BYTES = 1 << 20  # a body is written in pieces of this size, in a worker thread
 
 
 def _mirror(request: web.Request) -> tuple[RecordService, Mirror, str]:
@@ -93,6 +94,8 @@ async def _receive(request: web.Request, mirror: Mirror, arrival: Arrival) -> tu
         return None, "", 0
     tmp = mirror.part(arrival)
     digest, size = hashlib.sha256(), 0
+    loop = asyncio.get_running_loop()
+    held = bytearray()  # at most WRITE_BYTES before it goes to disk, off the event loop
     try:
         with tmp.open("wb") as f:
             while True:
@@ -101,13 +104,16 @@ async def _receive(request: web.Request, mirror: Mirror, arrival: Arrival) -> tu
                 except TimeoutError:
                     raise MirrorError(408, f"line {arrival.seq}: the file stopped coming "
                                            f"({size} of {want} bytes, nothing for {STALL_S:.0f} s)") from None
-                if not chunk:
-                    break
                 size += len(chunk)
                 if size > want:
                     raise MirrorError(413, f"line {arrival.seq} seals {want} bytes; more came")
                 digest.update(chunk)
-                f.write(chunk)
+                held += chunk
+                if held and (not chunk or len(held) >= WRITE_BYTES):
+                    await loop.run_in_executor(None, f.write, bytes(held))
+                    held.clear()
+                if not chunk:
+                    break
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

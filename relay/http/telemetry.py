@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from aiohttp import web
 
 from ..errors import RelayError
 from ..telemetry import TelemetryError, clean_update
+from ..wire import json_doc
 from .common import authorize, read_body, services_of
 from .streams import entry_of, map_doc
 
@@ -32,7 +32,7 @@ async def api_telemetry_post(request: web.Request) -> web.Response:
     body = await read_body(request, MAX_TELEMETRY_BYTES, "telemetry")
     now = time.time()
     try:
-        doc = json.loads(body)
+        doc = json_doc(body, "telemetry")
         items = doc if isinstance(doc, list) else [doc]
         if not 1 <= len(items) <= 50 or not all(isinstance(i, dict) for i in items):
             raise TelemetryError("send a JSON object or an array of 1 to 50 objects")

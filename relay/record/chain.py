@@ -23,6 +23,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ..wire import json_doc
+
 __all__ = ["GENESIS", "Chain", "ChainLine", "Signer", "canonical", "fingerprint", "line_hash",
            "load_public_key", "read_lines", "signature_ok"]
 
@@ -110,7 +112,7 @@ def read_lines(path: Path) -> list[ChainLine]:
         if not raw.strip():
             continue
         try:
-            doc = json.loads(raw)
+            doc = json_doc(raw, "line")
         except ValueError:
             doc = None
         out.append(ChainLine(i, raw, doc if isinstance(doc, dict) else None))

@@ -22,7 +22,6 @@ A line already held is acknowledged again and not kept twice (a resend after a d
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -34,6 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..wire import json_doc
 from .chain import GENESIS, canonical, fingerprint, line_hash, read_lines, signature_ok
 from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME
 from .recorder import Segment
@@ -237,7 +237,7 @@ class Mirror:
         if len(raw) > MAX_LINE or b"\n" in raw:
             raise MirrorError(400, "a manifest line is one JSON line of at most 8 KB")
         try:
-            doc = json.loads(raw)
+            doc = json_doc(raw, "manifest line")
         except ValueError:
             raise MirrorError(400, "the manifest line is not JSON") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("seq"), int) or isinstance(doc["seq"], bool):

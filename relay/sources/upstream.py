@@ -25,7 +25,7 @@ from typing import Any
 from ..media import Unit, now
 from ..registry import Entry
 from ..telemetry import TelemetryError, clean_update
-from ..wire import finite, wall_ms
+from ..wire import finite, json_doc, wall_ms
 
 __all__ = ["MAX_MESSAGE_BYTES", "Upstream", "echo_back"]
 
@@ -83,7 +83,7 @@ class Upstream:
             self.bad += 1
             return
         try:
-            msg = json.loads(message)
+            msg = json_doc(message, "relay message")
             kind = msg.get("type")
             handler = {"frames": self._frames_msg, "telemetry": self._telemetry_msg,
                        "source": self._source_msg, "pong": self._pong_msg}.get(kind)

@@ -7,7 +7,7 @@ says why it refused (:class:`Refused`), so its caller can log one throttled line
 """
 
 from .records import MAX_RECORD_BYTES, NodeRecord, parse_node
-from .values import Refused, clean_text, finite, origin, safe_text, wall_ms
+from .values import Refused, clean_text, finite, json_doc, origin, safe_text, wall_ms
 
-__all__ = ["MAX_RECORD_BYTES", "NodeRecord", "Refused", "clean_text", "finite", "origin", "parse_node",
-           "safe_text", "wall_ms"]
+__all__ = ["MAX_RECORD_BYTES", "NodeRecord", "Refused", "clean_text", "finite", "json_doc", "origin",
+           "parse_node", "safe_text", "wall_ms"]

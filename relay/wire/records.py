@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import STREAM_NAME
-from .values import Refused, finite, origin, safe_text
+from .values import Refused, finite, json_doc, origin, safe_text
 
 __all__ = ["MAX_RECORD_BYTES", "MAX_STREAMS", "NodeRecord", "parse_node"]
 
@@ -40,7 +39,7 @@ def parse_node(name: str, raw: Any, allowed: tuple[str, ...] = ()) -> NodeRecord
     if not STREAM_NAME.match(name):
         raise Refused("node record: bad node name")
     try:
-        doc = json.loads(raw)
+        doc = json_doc(raw, "node record")
     except ValueError:
         raise Refused("node record: not JSON") from None
     if not isinstance(doc, dict) or doc.get("name") != name:

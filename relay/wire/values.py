@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Refused", "clean_text", "finite", "origin", "safe_text", "wall_ms"]
+__all__ = ["Refused", "clean_text", "finite", "json_doc", "origin", "safe_text", "wall_ms"]
 
 # Characters XML 1.0 cannot hold (and that have no business in a label): C0 controls but
 # tab/newline/CR, surrogates (lone ones cannot even be encoded), U+FFFE and U+FFFF.
@@ -19,6 +20,23 @@ DAY_MS = 86_400_000
 
 class Refused(ValueError):
     """Input that is not what its reader accepts; the message says what is wrong (one line)."""
+
+
+def _constant(name: str) -> Any:
+    raise Refused(f"{name} is not a JSON number")
+
+
+def json_doc(raw: str | bytes | bytearray, what: str) -> Any:
+    """Text from outside as JSON, the one way every reader parses it: ``NaN``/``Infinity``
+    (not JSON; Python's parser takes them) refused, and so is nesting deeper than the
+    parser's stack (``[[[[…`` in a 4 KB message raises RecursionError, which no ``except
+    ValueError`` catches: it escaped a data channel's handler). Refused is a ValueError."""
+    try:
+        return json.loads(raw, parse_constant=_constant)
+    except RecursionError:
+        raise Refused(f"{what}: nested too deep") from None
+    except ValueError:  # (UnicodeDecodeError, and Refused from _constant, are ValueErrors)
+        raise Refused(f"{what}: not JSON") from None
 
 
 def finite(value: Any, lo: float, hi: float, what: str) -> float:

@@ -64,8 +64,11 @@ async def put(url: str, token: str, seq: int, raw: bytes, body: bytes) -> tuple[
         return r.status, await r.text()
 
 
-async def test_the_record_follows_verified_and_replays_at_the_centre(relay_factory: Factory,
-                                                                     tmp_path: Path) -> None:
+async def test_the_record_follows_verified_and_replays_at_the_centre(relay_factory: Factory, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import relay.http.mirror as http_mirror
+
+    monkeypatch.setattr(http_mirror, "WRITE_BYTES", 4096)  # each file written in many pieces
     centre, vehicle = await pair(relay_factory, tmp_path)
     drone = Drone(f"{vehicle.url}/whip/drone1")
     try:

@@ -131,6 +131,12 @@ async def test_minted_tokens_are_bounded_by_role(relay_factory: Any) -> None:
     assert status == 422 and "ttl_s" in text
     status, text, _ = await request("POST", url, TOKENS["control"], "{not json", "application/json")
     assert status == 400
+    # Nesting deeper than Python's parser (a RecursionError, not a ValueError: a 500 before)
+    # and NaN (not JSON): a 400 with its reason, at the token, marker and telemetry readers.
+    for body in ("[" * 2000, '{"role":"viewer","streams":["alpha"],"ttl_s":NaN}'):
+        for where in ("/api/tokens", "/api/markers", "/api/streams/alpha/telemetry"):
+            status, text, _ = await request("POST", relay.url + where, TOKENS["admin"], body, "application/json")
+            assert status == 400 and "JSON" in text, (where, body[:20], status, text)
     body = json.dumps({"role": "viewer", "streams": ["alpha"], "ttl_s": 120, "label": "Einsatzleiter Nord"})
     status, text, headers = await request("POST", url, TOKENS["control"], body, "application/json")
     assert status == 201 and headers["Cache-Control"] == "no-store"
