@@ -10,6 +10,10 @@ cpu.max). The demand is the relay's CPU over the same window in a run without a 
 rate; for the drones, the relay-held age of what was sent (arrival → sent, the relay's own
 histogram, p95 of the worst drone) and the frames delivered per second against the 30 sent;
 what the relay's governor says (overloaded, what it shed). Figures only: nothing is asserted.
+
+``--forward``: the relay is a command vehicle forwarding the probe to a second relay (the
+centre, not limited) over WHIP; a second stamped viewer watches the probe there, and its
+age (capture → decoded at the centre's viewer) is printed beside the vehicle's.
 """
 
 from __future__ import annotations
@@ -84,13 +88,20 @@ def pct(values: list[float], q: float) -> float | None:
     return v[min(len(v) - 1, int(q / 100 * len(v)))]
 
 
-def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
-        extra: str = "", verbose: bool = False, screenshots: str = "") -> dict[str, Any]:
+def run(n: int, seconds: float, cores: float | None, profile: str | None = None, extra: str = "",
+        verbose: bool = False, screenshots: str = "", forward: bool = False) -> dict[str, Any]:
     rtmp = free_port()
+    procs: list[Any] = []
+    centre_probe = None
+    if forward:  # the centre: not limited, as the control centre's box
+        quiet = 'log_level = "warning"'
+        centre, centre_base = start_relay(relay_config(LADDER).replace(quiet, quiet + '\nname = "centre"'))
+        procs.append(centre)
+        extra = (f'[streams.probe]\nforward = ["{centre_base}/whip/probe"]\nforward_token = "bench-forward"\n'
+                 + extra)
     text = relay_config(LADDER + f"[rtmp]\nenabled = true\nport = {rtmp}\n" + extra)
     text = text.replace('log_level = "warning"', 'log_level = "warning"\nname = "bench"')
     limit = CpuLimit(cores) if cores else None
-    procs: list[Any] = []
     group = LoadGroup()
     relay, base = start_relay(text, on_start=limit.add if limit else None)
     try:
@@ -106,10 +117,13 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
                                if s["name"] in names)
                    and len([s for s in get_json(base + "/api/streams")["streams"]
                             if s["name"] in names]) == len(names), 60, "all live")
-        probe = subprocess.Popen([PY, "-m", "bench.loadviewer", "--check", "--whep",
-                                  f"{base}/whep/probe?rendition=mid", "--count", "1"],
-                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        probe = _checker(f"{base}/whep/probe?rendition=mid")
         procs.append(probe)
+        if forward:
+            wait_until(lambda: any(st["name"] == "probe" and st["state"] == "live" for st in
+                                   get_json(centre_base + "/api/streams")["streams"]), 60, "forwarded")
+            centre_probe = _checker(f"{centre_base}/whep/probe?rendition=mid")
+            procs.append(centre_probe)
         for i in range(n):
             group.spawn(["--whep", f"{base}/whep/d{i}?rendition=mid"], 1)
         wait_until(lambda: len(group.counts()) == n and _probe_doc(probe).get("stamps"), 60, "viewers")
@@ -124,6 +138,7 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         c0, t0 = cpu_seconds(relay.pid), time.monotonic()
         counts0 = group.counts()
         stamps0 = _probe_doc(probe)
+        centre0 = _probe_doc(centre_probe) if centre_probe else {}
         deepest: list[str] = []  # the most the governor shed at any second of the window
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
@@ -139,6 +154,7 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         others_cpu = (sum(_cpu(pid) for pid in others) - o0) / dt
         counts1 = group.counts()
         doc = _probe_doc(probe)
+        centre_doc = _probe_doc(centre_probe) if centre_probe else {}
         streams = {s["name"]: s for s in get_json(base + "/api/streams")["streams"]}
         stats = {name: get_json(f"{base}/api/streams/{name}/stats") for name in names}
         if screenshots:  # what a commander and the wall see now (after the window's figures)
@@ -155,7 +171,10 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
     drone_p95 = relay_p95[1:]
     delivered = [(b - a) / dt for a, b in zip(counts0, counts1, strict=False)]
     gov = streams.get("probe", {}).get("overload") or {}
+    centre_n = centre_doc.get("stamps", 0) - centre0.get("stamps", 0)
     return {
+        "centre_age_p95": pct(centre_doc.get("ages", [])[-max(1, centre_n):], 95) if forward else None,
+        "centre_fps": round(centre_n / dt, 1) if forward else None,
         "drones": n, "cores": cores, "relay_cpu": round(cpu, 2), "others_cpu": round(others_cpu, 2),
         "probe_age_p50": pct(ages, 50), "probe_age_p95": pct(ages, 95), "probe_relay_p95": relay_p95[0],
         "stages": {nm: {st: v.get("p95") for st, v in
@@ -186,6 +205,12 @@ async def _screens(base: str, prefix: str, n: int) -> None:
         await wall.goto(f"{base}/wall")
         await asyncio.sleep(8)
         await wall.screenshot(path=f"{prefix}-wall-{n}.png")
+
+
+def _checker(url: str) -> subprocess.Popen[str]:
+    """A stamped viewer (decodes, reads each picture's capture stamp; one JSON line a second)."""
+    return subprocess.Popen([PY, "-m", "bench.loadviewer", "--check", "--whep", url, "--count", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def _cpu(pid: int) -> float:
@@ -231,13 +256,16 @@ def main() -> None:
     p.add_argument("--screenshots", default="", metavar="PREFIX",
                    help="after each window, PNGs of the view page (phone) and the wall: PREFIX-view-N.png")
     p.add_argument("--verbose", action="store_true", help="the governor's level and evidence each second")
+    p.add_argument("--forward", action="store_true",
+                   help="forward the probe to a second relay (not limited) and watch it there too")
     p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
     args = p.parse_args()
     print(f"{'N':>2} {'limit':>5} {'relay cores':>11} {'probe p50/p95 ms':>17} {'probe relay p95':>15} "
           f"{'probe fps':>9} {'drones relay p95':>16}  drones fps / shed")
     for n in (int(x) for x in args.drones.split(",")):
         for cores in ([None] if args.demand else []) + [args.cores]:
-            r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose, args.screenshots)
+            r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose, args.screenshots,
+                    args.forward)
             ages = f"{r['probe_age_p50']}/{r['probe_age_p95']}"
             gov = r["overload"]
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "
@@ -245,6 +273,9 @@ def main() -> None:
                   f"{gov.get('shed_steps')} (deepest {r['deepest']}) skipped {gov.get('skipped_total')} "
                   f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']})",
                   flush=True)
+            if args.forward:
+                print(f"   at the centre: probe p95 {r['centre_age_p95']} ms, {r['centre_fps']} fps",
+                      flush=True)
             if args.stages:
                 print(f"   stage p95 ms (probe, d0): {json.dumps(r['stages'])}", flush=True)
 
