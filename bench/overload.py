@@ -128,14 +128,16 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
             group.spawn(["--whep", f"{base}/whep/d{i}?rendition=mid"], 1)
         wait_until(lambda: len(group.counts()) == n and _probe_doc(probe).get("stamps"), 60, "viewers")
         time.sleep(5)  # joined, encoders started, settled
+        spy = None
         if profile:  # where the relay's CPU goes (py-spy, every thread, native frames)
-            procs.append(subprocess.Popen(
+            spy = subprocess.Popen(
                 ["py-spy", "record", "-p", str(relay.pid), "-o", profile, "-d", str(int(seconds)),
                  "-f", "raw", "--nonblocking", "--threads"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         others = [p.pid for p in procs] + [p.pid for p in group.procs]
         o0 = sum(_cpu(pid) for pid in others)
         c0, t0 = cpu_seconds(relay.pid), time.monotonic()
+        threads0 = thread_cpu(relay.pid)
         counts0 = group.counts()
         stamps0 = _probe_doc(probe)
         centre0 = _probe_doc(centre_probe) if centre_probe else {}
@@ -151,12 +153,17 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
             deepest = steps if len(steps) > len(deepest) else deepest
         dt = time.monotonic() - t0
         cpu = (cpu_seconds(relay.pid) - c0) / dt
+        threads1 = thread_cpu(relay.pid)
+        by_thread = {k: round((v - threads0.get(k, 0.0)) / dt, 3) for k, v in threads1.items()
+                     if v - threads0.get(k, 0.0) > 0.005 * dt}
         others_cpu = (sum(_cpu(pid) for pid in others) - o0) / dt
         counts1 = group.counts()
         doc = _probe_doc(probe)
         centre_doc = _probe_doc(centre_probe) if centre_probe else {}
         streams = {s["name"]: s for s in get_json(base + "/api/streams")["streams"]}
         stats = {name: get_json(f"{base}/api/streams/{name}/stats") for name in names}
+        if spy is not None:  # it writes the profile when its -d is over: before the relay stops
+            spy.wait(30)
         if screenshots:  # what a commander and the wall see now (after the window's figures)
             asyncio.run(_screens(base, screenshots, n))
     finally:
@@ -186,6 +193,7 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         "drones_fps": [round(f, 1) for f in delivered],
         "overload": gov,
         "deepest": deepest,
+        "threads": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -211,6 +219,23 @@ def _checker(url: str) -> subprocess.Popen[str]:
     """A stamped viewer (decodes, reads each picture's capture stamp; one JSON line a second)."""
     return subprocess.Popen([PY, "-m", "bench.loadviewer", "--check", "--whep", url, "--count", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread of a process (the name without its stream and number:
+    "pipe", "rtmp", "video-decoder", "MainThread"...), from /proc."""
+    import re
+
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            kind = re.sub(r"[-_].*$|\d+$", "", name) or name
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _cpu(pid: int) -> float:
@@ -278,6 +303,7 @@ def main() -> None:
                       flush=True)
             if args.stages:
                 print(f"   stage p95 ms (probe, d0): {json.dumps(r['stages'])}", flush=True)
+                print(f"   the relay's cores by thread: {json.dumps(r['threads'])}", flush=True)
 
 
 if __name__ == "__main__":

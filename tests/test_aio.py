@@ -39,3 +39,28 @@ async def test_within_times_out_and_returns() -> None:
     assert await within(1.0, asyncio.sleep(0, "x")) == "x"
     with pytest.raises(TimeoutError):
         await within(0.01, asyncio.Event().wait())
+
+
+def test_worker_threads_carry_their_names_into_the_kernel() -> None:
+    """``top -H`` and /proc show a relay thread's own name ("pipe-drone1_0"), cut to 15
+    bytes, not "python" for all: the CPU of each stream's worker is told apart."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from relay.osthread import name_os_thread, named_initializer
+
+    def comm() -> str:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="pipe-drone1", initializer=named_initializer) as pool:
+        assert pool.submit(comm).result() == "pipe-drone1_0"
+    got: list[str] = []
+
+    def run() -> None:
+        name_os_thread()
+        got.append(comm())
+    t = threading.Thread(target=run, name="record-a-very-long-stream-name")
+    t.start()
+    t.join()
+    assert got == ["record-a-very-l"]

@@ -24,6 +24,7 @@ import av
 
 from ..config import PASSTHROUGH, Config, Rendition
 from ..media import Unit, now
+from ..osthread import named_initializer
 from ..overload import Governor
 from ..registry import Entry, State
 from ..stream import Reader, StreamClosed
@@ -45,7 +46,8 @@ class Pipeline:
         # Hears the stale frames this pipeline and the stream's viewers skip; says what to shed.
         self.governor = governor or Governor(())
         self.media = config.media
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pipe-{entry.name}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pipe-{entry.name}",
+                                            initializer=named_initializer)
         self.pool = EncoderPool(config.media)
         tele = entry.telemetry
         # dict.copy() holds the GIL: a consistent state even while the loop merges an update.

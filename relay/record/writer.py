@@ -23,6 +23,7 @@ from typing import Any
 
 import av
 
+from ..osthread import name_os_thread
 from .layout import segment_path
 
 __all__ = ["Sealed", "SegmentWriter", "file_sha256", "nal_units", "parameter_sets", "picture_size"]
@@ -168,6 +169,7 @@ class SegmentWriter:
     # ------------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             item = self._queue.get()
             kind = item[0]

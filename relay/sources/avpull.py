@@ -23,6 +23,7 @@ import av
 from ..config import StreamConfig, redact_url
 from ..errors import RelayError
 from ..media import Unit
+from ..osthread import name_os_thread
 from ..registry import Entry
 from ..telemetry import TelemetryError, clean_update
 from .decodable import Decodability
@@ -150,6 +151,7 @@ class AvPullSource:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def _run(self) -> None:
+        name_os_thread()
         backoff = 0.5
         while not self._stop.is_set():
             started = time.monotonic()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import av
 
 from ..media import Unit, now
+from ..osthread import named_initializer
 from ..registry import Entry
 from .decodable import Decodability
 from .h264 import AvcToAnnexB, FrameAssembler, PassthroughClock
@@ -68,7 +69,8 @@ class RtmpPublisher:
         self.clock = PassthroughClock(entry.name)
         self.decoder: Any = av.CodecContext.create("h264", "r")
         self.decoder.thread_type = "SLICE"
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}")
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"rtmp-{entry.name}",
+                                           initializer=named_initializer)
         self.errors = 0
         self.unsupported = 0
         self.on_unsupported: Callable[[], None] | None = None  # counted for /metrics

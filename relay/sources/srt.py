@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..auth import authenticate
 from ..config import Config
 from ..logs import Throttled
+from ..osthread import name_os_thread
 from .feed import Feed
 
 __all__ = ["SrtCaller", "SrtIngest", "load_libsrt", "parse_stream_id"]
@@ -287,6 +288,7 @@ class SrtIngest:
             threading.Thread(target=self._pump, args=(ns, stream), name=f"srt-{stream}", daemon=True).start()
 
     def _pump(self, ns: int, stream: str) -> None:
+        name_os_thread()
         log.info("SRT publisher connected", extra={"stream": stream})
         self.last_data[stream] = time.monotonic()
 
@@ -338,6 +340,7 @@ class SrtCaller:
         self._thread.join(3)
 
     def _run(self) -> None:
+        name_os_thread()
         lib, backoff = self.lib, 1.0
         while not self._stop.is_set():
             s = self.sock = lib.srt_create_socket()
