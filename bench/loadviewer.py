@@ -23,6 +23,8 @@ import aiohttp
 import aiortc.rtcrtpreceiver as rtcrtpreceiver
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from relay.webrtc import use_marker_jitter_buffer
+
 COUNTERS: list[list[int]] = []
 
 
@@ -74,9 +76,16 @@ def player_doc(answered: float) -> dict[str, Any]:
             "since_answer_s": round(t - answered, 2)}
 
 
+MARKER = [True]  # release each frame on its RTP marker bit, as browsers do (not --aiortc-jitter-buffer)
+
+
 async def whep_viewer(http: aiohttp.ClientSession, url: str, channels: bool = False) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver("video", direction="recvonly")
+    transceiver = pc.addTransceiver("video", direction="recvonly")
+    if MARKER[0]:
+        # aiortc's own buffer hands a frame on when the next one's first packet comes: one
+        # frame interval more (33 ms at 30 fps, 200 ms at a shed 5 fps) than a browser shows.
+        use_marker_jitter_buffer(transceiver.receiver)
     if channels:  # as the view page opens them: frame times and telemetry in, echoes back
         pc.createDataChannel("relay")
         echo = pc.createDataChannel("echo", ordered=False, maxRetransmits=0)
@@ -142,11 +151,15 @@ async def main() -> None:
     p.add_argument("--ice-address", default="127.0.0.1")
     p.add_argument("--check", action="store_true", help="one decoding viewer that reads stamps")
     p.add_argument("--channels", action="store_true", help="open the view page's relay and echo channels")
+    p.add_argument("--aiortc-jitter-buffer", action="store_true",
+                   help="aiortc's own jitter buffer (a frame leaves when the next begins: one frame "
+                        "interval late) instead of releasing on the marker bit as browsers do")
     p.add_argument("--player", action="store_true",
                    help="one viewer that decodes every frame, no data channels (a WHEP player we did not "
                         "write): prints its fps, first frame and gaps")
     args = p.parse_args()
     fixed_ice(args.ice_address)
+    MARKER[0] = not args.aiortc_jitter_buffer
     if not args.check and not args.player:
         rtcrtpreceiver.get_decoder = lambda codec: CountingDecoder()
     answered = 0.0

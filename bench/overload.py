@@ -215,10 +215,16 @@ async def _screens(base: str, prefix: str, n: int) -> None:
         await wall.screenshot(path=f"{prefix}-wall-{n}.png")
 
 
+CHECKER_ARGS: list[str] = []  # --aiortc-jitter-buffer: the stamped viewers release frames late
+
+
 def _checker(url: str) -> subprocess.Popen[str]:
-    """A stamped viewer (decodes, reads each picture's capture stamp; one JSON line a second)."""
-    return subprocess.Popen([PY, "-m", "bench.loadviewer", "--check", "--whep", url, "--count", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    """A stamped viewer (decodes, reads each picture's capture stamp; one JSON line a second).
+    It releases each frame on its RTP marker bit, as a browser does (aiortc's own buffer waits
+    for the next frame's first packet: a frame interval more, 200 ms at a shed 5 fps)."""
+    return subprocess.Popen([PY, "-m", "bench.loadviewer", "--check", "--whep", url, "--count", "1",
+                             *CHECKER_ARGS], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -281,10 +287,14 @@ def main() -> None:
     p.add_argument("--screenshots", default="", metavar="PREFIX",
                    help="after each window, PNGs of the view page (phone) and the wall: PREFIX-view-N.png")
     p.add_argument("--verbose", action="store_true", help="the governor's level and evidence each second")
+    p.add_argument("--aiortc-jitter-buffer", action="store_true",
+                   help="the stamped viewers with aiortc's own jitter buffer (figures before 8 December)")
     p.add_argument("--forward", action="store_true",
                    help="forward the probe to a second relay (not limited) and watch it there too")
     p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
     args = p.parse_args()
+    if args.aiortc_jitter_buffer:
+        CHECKER_ARGS.append("--aiortc-jitter-buffer")
     print(f"{'N':>2} {'limit':>5} {'relay cores':>11} {'probe p50/p95 ms':>17} {'probe relay p95':>15} "
           f"{'probe fps':>9} {'drones relay p95':>16}  drones fps / shed")
     for n in (int(x) for x in args.drones.split(",")):

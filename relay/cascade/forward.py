@@ -55,7 +55,7 @@ __all__ = ["Backoff", "Forwarder", "Refused", "SaidOnce", "post_offer", "ssl_for
 log = logging.getLogger("relay.forward")
 FRAME_TIMES_S = 0.1  # frame times, batched: ~10 messages a second (every 20 ms cost ~60 kbit/s of SCTP)
 CONNECT_S = 10.0
-CENTRE_SILENT_S = 2.5
+CENTRE_SILENT_S = 1.7  # nothing from the centre this long (RTCP, its reports): redial
 
 
 class Forwarder:

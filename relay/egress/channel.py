@@ -123,6 +123,7 @@ def serve(viewer: Viewer, ch: Any, latency: LatencyConfig, on_report: Callable[[
     @ch.on("message")  # type: ignore[untyped-decorator]
     def on_message(message: Any) -> None:
         t1 = time.time() * 1000.0
+        viewer.heard_at = now()  # (any message: the peer is there, whatever it says)
         try:
             msg = read_viewer_message(message)
         except ValueError:

@@ -72,6 +72,7 @@ class Viewer:
         self.tap = tap
         self.channel: Any = None  # "relay": hello, clock pings, reports, frame times, telemetry
         self.echo: Echoes | None = None  # "echo": round trips (unordered, never retransmitted)
+        self.heard_at: float | None = None  # the last message on its data channel (monotonic)
 
     @classmethod
     def sending(cls, session: PeerSession, entry: Entry, info: ViewerInfo, transceiver: Any,
@@ -131,16 +132,18 @@ class Viewer:
         tab, a vanished laptop. End its session now rather than after ICE consent expires
         (~30 s): until then the relay would keep sending its rendition into a link that,
         after a page reload on LTE, is the same link the viewer's new session needs. A
-        forward passes a shorter ``silent_s``: a dead centre is redialled at once. Counted
-        from the connection if no RTCP ever came (a centre killed before its first report)."""
+        forward passes a shorter ``silent_s``: a dead centre is redialled at once. Whatever
+        the peer sends counts (RTCP, every 0.5-1.5 s from aiortc, every second from browsers,
+        and its data channel's messages); counted from the connection if nothing ever came
+        (a centre killed before its first report)."""
         connected: float | None = None
         while True:
-            await asyncio.sleep(min(1.0, silent_s / 4))
+            await asyncio.sleep(min(1.0, silent_s / 8))
             if connected is None and self.session.pc.connectionState == "connected":
                 connected = now()
-            last = self.tap.last_rtcp or connected
+            last = max((t for t in (self.tap.last_rtcp, self.heard_at) if t is not None), default=connected)
             if last is not None and now() - last > silent_s:
-                await self.session.close(f"viewer silent: no RTCP for {silent_s:g} s")
+                await self.session.close(f"viewer silent: nothing heard for {silent_s:g} s")
                 return
 
     def reader_stats(self) -> dict[str, int]:

@@ -290,7 +290,7 @@ async def test_a_killed_centre_is_noticed_by_its_silence_and_redialled_when_it_i
         centre.send_signal(signal.SIGKILL)
         centre.wait(10)
         t_kill = time.monotonic()
-        silent = f"viewer silent: no RTCP for {CENTRE_SILENT_S:g} s"
+        silent = f"viewer silent: nothing heard for {CENTRE_SILENT_S:g} s"
         await wait_for(lambda: any(getattr(r, "reason", "") == silent for r in caplog.records), 20,
                        "the forward to end on the centre's silence")
         noticed = time.monotonic() - t_kill
