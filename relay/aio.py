@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["within"]
+__all__ = ["stop_if_cancelled", "within"]
 
 T = TypeVar("T")
 
@@ -22,3 +22,14 @@ async def within(seconds: float, aw: Awaitable[T]) -> T:
     """
     async with asyncio.timeout(seconds):
         return await aw
+
+
+def stop_if_cancelled() -> None:
+    """In a loop that catches a library's errors and goes on: end here if the task was told
+    to stop. Some libraries turn a cancellation that lands inside their own timeout into
+    their timeout error (seen: redis-py's pub/sub read, cancelled under load, raised
+    TimeoutError): a loop that catches it and retries would never end, and whoever awaits
+    the task (a shutdown) would wait for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -258,6 +258,11 @@ class Stream:
         return reader
 
     @property
+    def gop_cached(self) -> int:
+        """Units of the current GOP held for the next reader (0: no cache, or none yet)."""
+        return len(self._gop)
+
+    @property
     def viewer_count(self) -> int:
         """Readers that are people watching (the recorder is a reader too)."""
         return sum(1 for r in self.readers if r.viewer)

@@ -64,3 +64,33 @@ def test_worker_threads_carry_their_names_into_the_kernel() -> None:
     t.start()
     t.join()
     assert got == ["record-a-very-l"]
+
+
+async def test_a_loop_that_catches_a_cancel_turned_into_an_error_still_stops() -> None:
+    """A library that turns a cancellation inside its own timeout into its timeout error
+    (redis-py's pub/sub read did, under load): the retrying loop ends when told to stop."""
+    import asyncio
+
+    from relay.aio import stop_if_cancelled, within
+
+    rounds = 0
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            try:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    raise TimeoutError from None  # as the library does
+            except TimeoutError:
+                stop_if_cancelled()
+                await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(loop())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await within(2, task)
+    assert task.cancelled() and rounds == 1

@@ -55,10 +55,10 @@ def test_a_streams_replay_comes_from_the_vehicle_that_forwards_it(tmp_path: Path
     send(rec, signers["v3"], "v3", "d2", [40_000])
     assert owners(rec, "d1") == {"v1"}  # named for v1: the "*" vehicles' copies never mix in
     assert owners(rec, "d2") == {"v2"}  # no forwarder known: the newest record
-    rec.forwarded("d2", "v3")
+    rec.replays.forwarded("d2", "v3")
     assert owners(rec, "d2") == {"v3"}  # the vehicle that forwards it now
     assert rec.streams() == ["d1", "d2"]
-    assert rec.mirror_for("d3") is None
+    assert rec.replays.mirror_for("d3") is None
 
 
 def test_a_record_of_a_stream_no_longer_named_is_kept_not_replayed(tmp_path: Path) -> None:

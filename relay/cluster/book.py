@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from ..aio import within
+from ..aio import stop_if_cancelled, within
 from ..config import STREAM_NAME, Config
 from ..logs import Throttled
 from ..markers import MarkerBook
@@ -77,7 +77,17 @@ class SharedBook:
         ev = json_dict(raw)
         node = ev.get("node") if ev is not None else None
         if ev is not None and isinstance(node, str) and STREAM_NAME.match(node):
-            self.markers.merge(str(ev.get("op")), ev.get("m"), ev.get("t"), node)  # (merge checks t)
+            try:
+                self.markers.merge(str(ev.get("op")), ev.get("m"), ev.get("t"), node)  # (merge checks t)
+            except Exception as exc:  # one bad record: said, the others (and the listener) go on
+                self.refused(exc)
+
+    def refused(self, exc: Exception) -> None:
+        """A record or event from the cluster's book that was not applied: counted, said
+        (throttled, one line per kind of error)."""
+        self.bad_events += 1
+        kind = type(exc).__name__
+        self._bad.warn(kind, "cluster event not applied", error=f"{kind}: {exc}"[:200])
 
     async def sync_markers(self) -> None:
         """On (re)joining: the cluster's changes merged here, ours it has not got pushed."""
@@ -109,7 +119,12 @@ class SharedBook:
             redis = self.directory.redis
             theirs = await redis.hgetall(SHARES)
             for raw in theirs.values():
-                await self._apply_share(str(raw))
+                try:
+                    await self._apply_share(str(raw))
+                except FAULTS:
+                    raise
+                except Exception as exc:  # one bad link record: the others still sync
+                    self.refused(exc)
             for share in list(self.shares.shares.values()):
                 mine = theirs.get(share.id)
                 doc = json_dict(mine)
@@ -168,10 +183,9 @@ class SharedBook:
                     except FAULTS:
                         raise
                     except Exception as exc:  # one bad event: said, and the listener goes on
-                        self.bad_events += 1
-                        self._bad.warn(type(exc).__name__, "cluster event not applied",
-                                       error=f"{type(exc).__name__}: {exc}"[:200])
+                        self.refused(exc)
             except FAULTS:
+                stop_if_cancelled()
                 await asyncio.sleep(1.0)
             finally:
                 if pubsub is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..aio import within
+from ..aio import stop_if_cancelled, within
 from ..config import STREAM_NAME, Config, redact_url
 from ..logs import Throttled
 from ..wire import MAX_RECORD_BYTES, Refused, json_doc, origin, parse_node
@@ -156,9 +156,11 @@ class Directory:
             try:
                 await within(self.refresh_s * 2, self.refresh())
             except FAULTS as exc:
+                stop_if_cancelled()
                 self._failed(exc)
             with contextlib.suppress(TimeoutError):
                 await within(self.refresh_s, self._kick.wait())
+            stop_if_cancelled()
             self._kick.clear()
 
     async def refresh(self) -> None:

@@ -25,9 +25,7 @@ class TokenConfig:
 
     token: str = secret()  # required: check() refuses None
     role: str = text("", check=_role)
-    # Required: the streams this vehicle forwards (and sends the record of); "*" written out
-    # means any, never implied.
-    streams: tuple[str, ...] = strings((), item=grant,
+    streams: tuple[str, ...] = strings(("*",), item=grant,
                                        what="must be an array of stream names (or \"*\" for all)")
     name: str = text("", default_from=lambda ctx: f"{ctx.given['role']}-{ctx.given['index']}")
     playback: bool = flag(False)  # may list, replay and download the record (control/admin always may)

@@ -85,7 +85,8 @@ async def api_recordings(request: web.Request) -> web.Response:
                            "bytes": s.size} for s in rec.segments(name, lo, hi, kind="snapshot")],
             "status": rec.status(name),
             # The vehicle whose record of this stream is its replay here (verified on arrival).
-            "vehicles": [m.vehicle for m in [rec.mirror_for(name)] if m is not None and m.segments(name)],
+            "vehicles": [m.vehicle for m in [rec.replays.mirror_for(name)]
+                         if m is not None and m.segments(name)],
         })
     rec.log_access(action="list", stream=stream or "*", remote=remote_of(request), **_who(decision),
                    **({"from": iso(frm)} if frm else {}), **({"to": iso(to)} if to else {}))

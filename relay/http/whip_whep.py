@@ -98,7 +98,7 @@ async def whip_post(request: web.Request) -> web.Response:
     session_id, answer = await svc.whip.publish(stream, offer, remote_of(request))
     who = decision.principal
     if who is not None and who.vehicle and svc.record is not None:
-        svc.record.forwarded(stream, who.name)
+        svc.record.replays.forwarded(stream, who.name)
     return created(f"{_node(svc)}/whip/{stream}/{session_id}", session_id, answer, svc.config,
                    label_of(decision))
 

@@ -38,7 +38,7 @@ from .chain import GENESIS, canonical, fingerprint, line_hash, read_lines, signa
 from .layout import MANIFEST, SEGMENT_NAME, SNAPSHOT_NAME
 from .recorder import Segment
 
-__all__ = ["MAX_FILE", "MIRRORS", "Arrival", "Mirror", "MirrorError", "Position"]
+__all__ = ["MAX_FILE", "MIRRORS", "Arrival", "Mirror", "MirrorError", "Position", "Replays"]
 
 MIRRORS = "vehicles"
 MAX_LINE = 8192
@@ -255,3 +255,29 @@ class Mirror:
                 "refused": self.refused,
                 "streams": {s: {"seq": p.seq, "files": len(self.index.get(s, []))}
                             for s, p in self._pos.items()}}
+
+
+class Replays:
+    """Which vehicle's record is a stream's replay at the centre: one vehicle's, never a mix."""
+
+    def __init__(self, mirrors: dict[str, Mirror], named: dict[str, tuple[str, ...]]) -> None:
+        self.mirrors = mirrors
+        self._named = named  # vehicle -> the streams it forwards (config; "*" written out)
+        self._forwarder: dict[str, str] = {}  # stream -> the vehicle that forwarded it here last
+
+    def forwarded(self, stream: str, vehicle: str) -> None:
+        """A vehicle began forwarding ``stream`` here: its record is the stream's replay."""
+        self._forwarder[stream] = vehicle
+
+    def mirror_for(self, stream: str) -> Mirror | None:
+        """The vehicle that names the stream (config allows one), else of those that may send
+        any stream the one that forwarded it here last, else the one whose record of it is
+        newest. A record a vehicle holds for a stream no longer named for it (the config
+        changed) is kept but not replayed."""
+        named = [m for v, m in self.mirrors.items() if stream in self._named[v]]
+        if named:
+            return named[0]
+        anyone = [m for v, m in self.mirrors.items() if "*" in self._named[v] and m.segments(stream)]
+        last = self._forwarder.get(stream)
+        return next((m for m in anyone if m.vehicle == last),
+                    max(anyone, key=lambda m: m.segments(stream)[-1].end_ms, default=None))

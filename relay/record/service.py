@@ -24,7 +24,7 @@ from ..config import Config
 from ..registry import Entry, Registry
 from .chain import Chain, Signer, load_public_key
 from .layout import MANIFEST, MARKERS, SEGMENT_NAME, SNAPSHOT_NAME, file_time_ms, iso, snapshot_path
-from .mirror import MIRRORS, Mirror
+from .mirror import MIRRORS, Mirror, Replays
 from .recorder import Segment, StreamRecorder
 from .retention import Held, plan_deletions
 from .verify import verify_chain
@@ -67,8 +67,7 @@ class RecordService:
         # Vehicles' records kept here as they signed them (mirror.py); never in retention.
         self.mirrors = {v.name: Mirror(self.root, v.name, load_public_key(v.public_key))
                         for v in config.vehicles}
-        self._named = {v.name: v.streams for v in config.vehicles}  # the streams each forwards
-        self._forwarder: dict[str, str] = {}  # stream -> the vehicle that forwarded it here last
+        self.replays = Replays(self.mirrors, {v.name: v.streams for v in config.vehicles})
 
     # ------------------------------------------------------------------ index & chain
 
@@ -291,27 +290,10 @@ class RecordService:
 
     # ------------------------------------------------------------------ queries
 
-    def forwarded(self, stream: str, vehicle: str) -> None:
-        """A vehicle began forwarding ``stream`` here: its record is the stream's replay."""
-        self._forwarder[stream] = vehicle
-
-    def mirror_for(self, stream: str) -> Mirror | None:
-        """The one vehicle whose record is this stream's replay: the vehicle that names it
-        (config allows one), else of those that may send any stream the one that forwarded it
-        here last, else the one whose record of it is newest. A record a vehicle holds for a
-        stream no longer named for it (the config changed) is kept but not replayed."""
-        named = [m for v, m in self.mirrors.items() if stream in self._named[v]]
-        if named:
-            return named[0]
-        anyone = [m for v, m in self.mirrors.items() if "*" in self._named[v] and m.segments(stream)]
-        last = self._forwarder.get(stream)
-        return next((m for m in anyone if m.vehicle == last),
-                    max(anyone, key=lambda m: m.segments(stream)[-1].end_ms, default=None))
-
     def segments(self, stream: str, from_ms: int | None = None, to_ms: int | None = None,
                  kind: str = "segment") -> list[Segment]:
         out = [s for s in self.index.get(stream, []) if s.kind == kind]
-        mirror = self.mirror_for(stream)
+        mirror = self.replays.mirror_for(stream)
         mirrored = [s for s in mirror.segments(stream) if s.kind == kind] if mirror is not None else []
         if mirrored:  # a vehicle's full-quality record wins over this relay's copy of its uplink
             out = [s for s in out if not any(m.start_ms < s.end_ms and s.start_ms < m.end_ms
@@ -343,7 +325,7 @@ class RecordService:
 
     def streams(self) -> list[str]:
         """Every stream with a record here: its own, and those the vehicles' mirrors hold."""
-        mirrored = {s for m in self.mirrors.values() for s in m.index if self.mirror_for(s) is m}
+        mirrored = {s for m in self.mirrors.values() for s in m.index if self.replays.mirror_for(s) is m}
         return sorted(set(self.index) | set(self.recorders) | mirrored)
 
     def status(self, stream: str) -> dict[str, Any]:

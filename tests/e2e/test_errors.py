@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.test_ingest import ROOT
 from tests.helpers import Drone, RelayHandle, SharedRelay, WhepViewer, wait_for
 
 pytestmark = pytest.mark.quick
@@ -196,23 +197,44 @@ async def test_tokens_401_403_and_allowed(relay_factory: Any) -> None:
 
 
 async def test_stalled_viewer_does_not_slow_the_others(watched: Any) -> None:
-    """A reader that stops reading overflows its own queue only; the others keep full rate."""
+    """Two viewers that stop reading: a reader inside the relay never read (its own queue
+    overflows, only its own), and a viewer whose process is frozen (SIGSTOP: a hung laptop;
+    no RTCP, no reading), whose session the relay ends once it has heard nothing for
+    VIEWER_SILENT_S. The healthy viewer beside them decodes the frames its rendition
+    published meanwhile (counted against the rendition's own count, not a fixed rate)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from relay.egress.viewer import VIEWER_SILENT_S
+
     relay, viewer = watched
     stream = relay.entry("drone1").renditions["low"]
     stalled = stream.subscribe(label="stalled")  # never read: a viewer that stops reading
-    paused = WhepViewer(relay.url, "drone1", rendition="low", read_stamps=False)
-    await paused.start()
-    await paused.wait_frames(3)
-    paused.paused = True  # its app stops consuming too
-    n0, t0 = viewer.seen.frames, asyncio.get_running_loop().time()
-    await asyncio.sleep(6)
-    rate = (viewer.seen.frames - n0) / (asyncio.get_running_loop().time() - t0)
-    assert rate > 24, f"healthy viewer fell to {rate:.1f} fps"
-    assert len(stalled) <= stalled.maxlen
-    assert stalled.dropped > 0 and stalled.overflows >= 1
-    assert relay.entry("drone1").fps > 24
-    stalled.close()
-    await paused.close()
+    before = set(relay.viewers("drone1"))
+    frozen = subprocess.Popen([sys.executable, "-m", "bench.loadviewer", "--whep",
+                               f"{relay.url}/whep/drone1?rendition=low", "--count", "1"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for(lambda: len(set(relay.viewers("drone1")) - before) == 1, 20, "the second viewer")
+        (session,) = set(relay.viewers("drone1")) - before
+        await wait_for(lambda: relay.services.whep.viewers[session].tap.last_rtcp is not None, 10,
+                       "the second viewer's first RTCP")
+        os.kill(frozen.pid, signal.SIGSTOP)
+        n0, p0 = viewer.seen.frames, stream.published
+        await wait_for(lambda: session not in relay.viewers("drone1"), VIEWER_SILENT_S + 15,
+                       "the frozen viewer's session to end")
+        await asyncio.sleep(0.5)  # the frames published last are on their way
+        got, sent = viewer.seen.frames - n0, stream.published - p0
+        assert sent > 30 and got >= 0.9 * sent, (got, sent)
+        assert len(stalled) <= stalled.maxlen
+        assert stalled.dropped > 0 and stalled.overflows >= 1
+        assert set(relay.viewers("drone1")) == before  # the healthy one still watching
+    finally:
+        frozen.kill()
+        frozen.wait(10)
+        stalled.close()
 
 
 @pytest.mark.parametrize(("mutate", "status", "says"), [

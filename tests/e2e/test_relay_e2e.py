@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from tests.helpers import RelayHandle, WhepViewer, wait_for
+from tests.helpers import SMALL, Drone, RelayHandle, WhepViewer, wait_for
 
 pytestmark = pytest.mark.quick
 
@@ -52,20 +53,29 @@ async def test_ten_viewers_share_one_encoder_per_rendition(live: RelayHandle) ->
     await wait_for(lambda: len(live.viewers("drone1")) == 0, 5, "viewers to leave")
 
 
-async def test_late_viewer_gets_picture_fast(live: RelayHandle) -> None:
-    first = WhepViewer(live.url, "drone1", rendition="low", read_stamps=False)
-    await first.start()
-    await first.wait_frames(10)
-    await asyncio.sleep(0.7)  # mid-GOP (GOP is 2 s)
-    late = WhepViewer(live.url, "drone1", rendition="low", read_stamps=False)
-    await late.start()
+async def test_late_viewer_gets_picture_fast(relay_factory: Any) -> None:
+    """A viewer that joins a shared encoder mid-GOP gets a keyframe made for it at once. The
+    GOP here is 30 s: without the keyframe on join its first picture would come up to 30 s
+    later, and the wait below gives up at 15 s; the encoder made one keyframe more than its
+    GOP gives (counted where it is made, not where it is asked for)."""
+    relay = await relay_factory({**SMALL, "media": {"keyframe_interval_s": 30}})
+    drone = Drone(f"{relay.url}/whip/drone1")
+    first = WhepViewer(relay.url, "drone1", rendition="low", read_stamps=False)
+    late = WhepViewer(relay.url, "drone1", rendition="low", read_stamps=False)
     try:
-        await late.wait_frames(1, timeout=5)
-        stream = live.entry("drone1").renditions["low"]
-        assert stream.keyframes_requested >= 2  # join asked the shared encoder for a keyframe
+        await wait_for(lambda: relay.entry("drone1") is not None and relay.entry("drone1").frames_in > 5, 15,
+                       "drone1 live")
+        await first.start()
+        await first.wait_frames(10)
+        encoder = relay.entry("drone1").encoders["low"]
+        keys = encoder.keyframes
+        await late.start()
+        await late.wait_frames(1, timeout=15)  # a picture decodes only from a keyframe
+        assert encoder.keyframes > keys, "the late viewer's picture came without a keyframe made for it"
     finally:
         await late.close()
         await first.close()
+        await drone.stop()
 
 
 async def test_publisher_delete_shows_slate_then_recovers(live: RelayHandle) -> None:
