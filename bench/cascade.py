@@ -197,7 +197,8 @@ async def run_profile(
     minutes = (time.monotonic() - t0) / 60
     return {
         "fps": pct(fps, 0.5),
-        "freezes_min": (s1["freezes"] - s0["freezes"]) / minutes,
+        # (a freeze still going at the end, the picture gone, counts too)
+        "freezes_min": (s1["freezes"] - s0["freezes"] + (bool(fps) and fps[-1] == 0)) / minutes,
         "p95_ms": pct(lat, 0.95),
         "rungs": dict(rungs),
         "resumed_s": resumed_s,

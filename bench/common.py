@@ -245,5 +245,18 @@ def start_ffmpeg_feed(fmt: str, url: str, extra: tuple[str, ...] = ()) -> subpro
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_ffmpeg_rtp(port: int) -> subprocess.Popen[bytes]:
-    return start_ffmpeg_feed("rtp", f"rtp://127.0.0.1:{port}?pkt_size=1200", ("-payload_type", "96"))
+def start_ffmpeg_rtp(port: int, progress: Path | None = None) -> subprocess.Popen[bytes]:
+    """The feed as RTP; with ``progress``, FFmpeg writes its frame count there (frames_sent)."""
+    extra: tuple[str, ...] = ("-payload_type", "96")
+    if progress is not None:
+        extra += ("-progress", str(progress), "-stats_period", "0.5")
+    return start_ffmpeg_feed("rtp", f"rtp://127.0.0.1:{port}?pkt_size=1200", extra)
+
+
+def frames_sent(progress: Path) -> int:
+    """The frames FFmpeg has sent so far, from its -progress file."""
+    try:
+        lines = progress.read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(ln[6:]) for ln in reversed(lines) if ln.startswith("frame=") and ln[6:].isdigit()), 0)

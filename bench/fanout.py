@@ -6,7 +6,10 @@ Per N it prints the server's CPU (cores), frames delivered per viewer (min and m
 of the frames the source produced in the window), server memory, the marginal CPU per
 added viewer, and the CPU of the load viewers and of the whole machine (two cores: the
 load viewers saturate first). The relay transcodes (decode, overlay, one libx264 encode)
-and fans out; Janus forwards ffmpeg's RTP. One extra viewer decodes and checks stamps.
+and fans out; Janus forwards ffmpeg's RTP. Both on one baseline: the share of the frames the
+server received (the relay's frames_in; for Janus, the frames FFmpeg sent it, from its
+-progress count, so a saturated FFmpeg does not count against Janus), and one extra viewer
+that decodes (and, for the relay, checks stamps) beside both.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import argparse
 import itertools
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -24,6 +29,7 @@ from bench.common import (
     ROOT,
     LoadGroup,
     cpu_seconds,
+    frames_sent,
     get_json,
     relay_config,
     rss_mb,
@@ -103,22 +109,24 @@ def run_relay(ns: list[int], window: float, warmup: float) -> list[dict[str, Any
 
 def run_janus(ns: list[int], window: float, warmup: float) -> list[dict[str, Any]]:
     janus, base, rtp_port = start_janus()
-    ffmpeg = start_ffmpeg_rtp(rtp_port)
-    started = time.monotonic()
+    progress = Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "ffmpeg-progress"
+    ffmpeg = start_ffmpeg_rtp(rtp_port, progress)
     rows = []
+    check = LoadGroup()  # the same decoding viewer as beside the relay
+    check.spawn(["--janus", base, "--mountpoint", "1", "--ice-address", ADDRESS, "--check"], 1)
     try:
         for n in ns:
             g = LoadGroup()
             g.spawn(["--janus", base, "--mountpoint", "1", "--ice-address", ADDRESS], n)
             try:
-                row = measure(janus.pid, g, n, window, warmup,
-                              lambda: int((time.monotonic() - started) * 30))
+                row = measure(janus.pid, g, n, window, warmup, lambda: frames_sent(progress))
                 rows.append(row)
                 print("janus", json.dumps(row), flush=True)
             finally:
                 g.stop()
             time.sleep(2)
     finally:
+        check.stop()
         for proc in (ffmpeg, janus):
             proc.terminate()
             try:

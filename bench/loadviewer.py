@@ -72,6 +72,7 @@ def player_doc(answered: float) -> dict[str, Any]:
     gaps = [[round(b - answered, 2), round(b - a, 3)] for a, b in itertools.pairwise(FRAMES)
             if b - a > 0.2]
     return {"fps": sum(1 for f in FRAMES if t - f <= 1.0), "frames": len(FRAMES),
+            "open_gap_s": round(t - FRAMES[-1], 3) if FRAMES else None,
             "first_frame_s": round(FRAMES[0] - answered, 3) if FRAMES else None, "gaps": gaps,
             "since_answer_s": round(t - answered, 2)}
 

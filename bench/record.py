@@ -52,6 +52,7 @@ def run(record: bool, window: float) -> dict[str, Any]:
         time.sleep(3)
         c0, t0 = cpu_seconds(relay.pid), time.monotonic()
         b0 = get_json(base + "/api/streams/feed").get("record", {}).get("bytes_written", 0)
+        disk0 = _disk(rec_dir)
         time.sleep(window)
         dt = time.monotonic() - t0
         cores = (cpu_seconds(relay.pid) - c0) / dt
@@ -67,8 +68,9 @@ def run(record: bool, window: float) -> dict[str, Any]:
         }
         if record:
             row["mb_per_hour"] = round((b1 - b0) / dt * 3600 / 1e6, 1)
-            row["disk_mb_per_hour"] = round(sum(p.stat().st_size for p in rec_dir.rglob("*.mp4"))
-                                            / (time.monotonic() - t0 + 3) * 3600 / 1e6, 1)
+            # What reached the disk over the same window (the open segment grows fragment by
+            # fragment): the files' sizes at its end less at its start.
+            row["disk_mb_per_hour"] = round((_disk(rec_dir) - disk0) / dt * 3600 / 1e6, 1)
             row["clip30_ttfb_ms"], row["clip30_total_ms"], row["clip30_mb"] = clip_times(base)
         print(json.dumps(row), flush=True)
         return row
@@ -82,6 +84,10 @@ def run(record: bool, window: float) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(rec_dir, ignore_errors=True)
+
+
+def _disk(rec_dir: Path) -> int:
+    return sum(p.stat().st_size for p in rec_dir.rglob("*.mp4"))
 
 
 def clip_times(base: str) -> tuple[float, float, float]:

@@ -162,12 +162,16 @@ async def run_profile(lab: Lab, router: str, devs: dict[str, str], relay: Any, n
             out[v] = {"error": "no samples"}
             continue
         fps = [float(s.get("fps") or 0) for s in meas[2:]]
-        freezes = (meas[-1].get("freezes", 0) - meas[0].get("freezes", 0)) / (total / 60)
+        # The page counts a freeze when the picture comes back; one still going at the end
+        # (a viewer at 0 fps) counts too, and the seconds without a picture are said.
+        still_frozen = float(meas[-1].get("fps") or 0) == 0
+        freezes = (meas[-1].get("freezes", 0) - meas[0].get("freezes", 0) + still_frozen) / (total / 60)
         lats = [float(s["latency"]) for s in meas if s.get("latency") is not None]
         rends = Counter(s.get("rendition") for s in meas if s.get("rendition"))
         row: dict[str, Any] = {
             "fps": sum(fps) / len(fps) if fps else 0.0,
             "freezes_min": freezes,
+            "frozen_s": sum(1 for f in fps if f == 0),
             "p95_ms": meas[-1].get("p95") if len(steps) == 1 else pct(lats, 95),
             "renditions": dict(rends),
         }
@@ -211,7 +215,8 @@ def player_row(log: str, warm: float, total: float) -> dict[str, Any]:
     long_gaps = [g for at, g in last.get("gaps", []) if first is not None and at > first and g > 1.0]
     worst = max((g for _, g in last.get("gaps", [])), default=0.0)
     return {"fps": sum(window) / len(window) if window else 0.0, "min_fps": min(window) if window else 0,
-            "freezes_min": len([g for _, g in last.get("gaps", [])]) / (total / 60),
+            # A gap still open at the end (the player stopped getting frames) is a freeze too.
+            "freezes_min": (len(last.get("gaps", [])) + ((last.get("open_gap_s") or 0) > 0.2)) / (total / 60),
             "first_frame_s": first, "gaps_over_1s": len(long_gaps), "worst_gap_s": worst,
             "gaps": [g for g in last.get("gaps", []) if g[1] > 0.5],
             "p95_ms": None, "renditions": {}, "down_s": [], "up_s": []}
