@@ -304,3 +304,19 @@ def p256_cert(tmp_path: Path) -> tuple[str, str]:
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                     serialization.NoEncryption()))
     return str(c), str(k)
+
+
+def tcp_listening(port: int) -> bool:
+    """Whether a socket of this machine listens on TCP ``port`` (read from /proc/net/tcp*,
+    without connecting: a one-shot listener such as FFmpeg's RTSP listen would take a probe
+    connection for its client)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False

@@ -26,6 +26,7 @@ __all__ = ["TcpGate", "UdpGate", "free_tcp_port", "free_udp_port"]
 log = logging.getLogger("relay.source")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REARM_S = 3.0  # a publisher waits this long for FFmpeg's listener behind the gate to come back
 
 
 def free_tcp_port() -> int:
@@ -110,12 +111,13 @@ class TcpGate(_AllowList):
             self._once(f"second {ip}", "second RTSP publisher refused: the stream has one", sender=ip)
             writer.close()
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.forward_port)
-        except OSError:
-            writer.close()  # FFmpeg is re-arming its listener: the client retries
+        self.active = writer  # (held while connecting: a second sender meanwhile is refused)
+        up = await self._upstream()
+        if up is None:
+            self.active = None
+            writer.close()  # FFmpeg's listener did not come back: the client retries
             return
-        self.active = writer
+        up_reader, up_writer = up
         self.accepted += 1
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
@@ -123,6 +125,20 @@ class TcpGate(_AllowList):
             self.active = None
             up_writer.close()
             writer.close()
+
+
+    async def _upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """FFmpeg's own listener; while it re-arms (after the last publisher, at start) the
+        caller waits up to REARM_S for it rather than being dropped (a pusher such as
+        Debian's ffmpeg never retries)."""
+        deadline = time.monotonic() + REARM_S
+        while True:
+            try:
+                return await asyncio.open_connection("127.0.0.1", self.forward_port)
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return None
+                await asyncio.sleep(0.05)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

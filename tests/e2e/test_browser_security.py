@@ -92,10 +92,14 @@ async def test_wall_renders_a_viewers_html_as_text_under_its_csp(relay_factory: 
         await evil.start()
         await evil.wait_frames(3)
         await wait_for(lambda: evil.channel.readyState == "open", 10, "data channel")
+        # Infinity is not JSON (no browser sends it): the whole message is refused, counted.
+        evil.channel.send(json.dumps({"type": "report", "report": {"user_agent": "inf", "fps": 1e308 * 10}}))
+        await wait_for(lambda: any(v.bad_messages == 1 for v in relay.viewers("alpha").values()), 10,
+                       "the Infinity report refused")
         evil.channel.send(json.dumps({"type": "report", "report": {
-            "user_agent": payload, "latency_kind": "<b>bold</b>", "fps": 1e308 * 10, "loss_pct": 12.5}}))
+            "user_agent": payload, "latency_kind": "<b>bold</b>", "fps": 1e308, "loss_pct": 12.5}}))
         await wait_for(lambda: any(v.report.get("user_agent") for v in relay.viewers("alpha").values()),
-                       5, "report stored")
+                       10, "report stored")
         rep = next(v.report for v in relay.viewers("alpha").values() if v.report)
         assert "latency_kind" not in rep and "fps" not in rep and rep["loss_pct"] == 12.5
         async with chromium(bypass_csp=False) as ctx:

@@ -391,7 +391,11 @@ async def share_revoked_on_b_ends_session_on_c(b: Node, c: Node) -> None:
             assert any(v["who"] == "Nachbarwehr Ost" for v in await viewers_at(c))
             # Its cap (one viewer) counts the cluster: a second session on B is refused once
             # C's record (refreshed every second) says it has one.
-            await asyncio.sleep(2.5)
+            async def counted_at_b() -> bool:
+                async with s.get(f"{b.url}/api/shares", headers={"Authorization": f"Bearer {CONTROL}"}) as r:
+                    listed = (await r.json())["shares"]
+                return any(d["id"] == share["id"] and d["viewers"] >= 1 for d in listed)
+            await wait_for(counted_at_b, 15, "C's share session counted at B")
             status, reason = await offer_status(f"{b.url}/whep/drone1", share["token"])
             assert status == 429 and "1 viewer" in reason, (status, reason)
             async with s.delete(f"{b.url}/api/shares/{share['id']}",

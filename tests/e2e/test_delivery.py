@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_ingest import ROOT, SIZE, StampedFfmpeg, config, free_port
-from tests.helpers import Drone, WhepViewer, wait_for
+from tests.helpers import Drone, WhepViewer, tcp_listening, wait_for
 
 pytestmark = [pytest.mark.usefixtures("ffmpeg_required"), pytest.mark.slow, pytest.mark.quiet]
 MEASURE_S = 6.0
@@ -66,7 +66,7 @@ async def test_every_ingest_and_mode_delivers_the_frames_sent(
             relay = await relay_factory(config(streams={"sim1": {
                 "source": url, "rtsp_listen": protocol == "rtsp", "mode": mode}}))
             if protocol == "rtsp":
-                await asyncio.sleep(0.5)
+                await wait_for(lambda: tcp_listening(port), 10, "the RTSP listener")
         if ffmpeg is None:
             sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", protocol, "--to", url,
                                     "--size", SIZE, "--fps", "30"], cwd=ROOT,

@@ -21,7 +21,7 @@ from relay.config import parse
 from relay.registry import Entry, State
 from relay.registry import parts as registry_module
 from tests.e2e.test_ingest import ROOT, SIZE, StampedFfmpeg, config, free_port, stamps_advance, watching
-from tests.helpers import Drone, WhepViewer, wait_for
+from tests.helpers import Drone, WhepViewer, tcp_listening, wait_for
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
@@ -145,7 +145,9 @@ async def test_udp_source_takes_only_allowed_senders_and_one_at_a_time(relay_fac
     intruder = udp_pusher(port, "127.0.0.9")  # not on the allow-list
     pushers = [intruder]
     try:
-        await asyncio.sleep(3)
+        async def intruder_heard() -> bool:  # (a negative check proves the intruder was sending)
+            return _value((await _metrics(relay.url))[1], "relay_refused_sender_not_allowed_total") > 60
+        await wait_for(intruder_heard, 20, "the intruder's datagrams at the gate")
         assert pull.frames_in == 0 and pull.state is State.WAITING
         drone = udp_pusher(port, "127.0.0.2")
         pushers.append(drone)
@@ -228,7 +230,7 @@ async def test_rtsp_listener_admits_only_allowed_senders_one_at_a_time(relay_fac
     port = free_port()
     relay = await relay_factory(config(streams={"cam": {
         "source": f"rtsp://127.0.0.1:{port}/cam", "rtsp_listen": True, "allow_senders": ["127.0.0.0/8"]}}))
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: tcp_listening(port), 10, "the RTSP listener")
     first = push(port)
     second: subprocess.Popen[bytes] | None = None
     try:
@@ -367,7 +369,7 @@ async def test_rtsp_listen_reopens_at_once_for_a_returning_publisher(relay_facto
     port = free_port()
     url = f"rtsp://127.0.0.1:{port}/cam"
     relay = await relay_factory(config(streams={"cam": {"source": url, "rtsp_listen": True}}))
-    await asyncio.sleep(0.5)  # the listener is armed
+    await wait_for(lambda: tcp_listening(port), 10, "the RTSP listener")
 
     def push(seconds: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi", "-i",

@@ -6,7 +6,6 @@ listed and is refused with a one-line reason."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests.e2e.test_errors import offer_sdp
 from tests.e2e.test_ingest import StampedFfmpeg, config, free_port
-from tests.helpers import WhepViewer, wait_for
+from tests.helpers import WhepViewer, tcp_listening, wait_for
 
 pytestmark = pytest.mark.usefixtures("ffmpeg_required", "gst_launch_required")
 X265 = ["-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency",
@@ -55,7 +54,7 @@ async def test_h265_is_transcoded_and_its_source_rung_refused(relay_factory: Any
         url = f"rtsp://127.0.0.1:{port}/hevc"
         relay = await relay_factory(config(streams={"hevc": {"source": url, "rtsp_listen": True,
                                                              "mode": "both"}}))
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: tcp_listening(port), 10, "the RTSP listener")
         sender: Any = StampedFfmpeg("rtsp", url, extra=[*X265, "-rtsp_transport", "tcp"])
     else:
         port = free_port(socket.SOCK_DGRAM) & ~1

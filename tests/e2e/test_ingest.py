@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RelayHandle, WhepViewer, wait_for
+from tests.helpers import RelayHandle, WhepViewer, tcp_listening, wait_for
 
 pytestmark = pytest.mark.usefixtures("ffmpeg_required")
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ async def test_simulator_pushes_every_protocol(relay_factory: Any, protocol: str
             "source": source, "rtsp_listen": protocol == "rtsp"}}))
         url, stream = source, "sim1"
         if protocol == "rtsp":
-            await asyncio.sleep(0.5)  # the listener is armed
+            await wait_for(lambda: tcp_listening(port), 10, "the RTSP listener")
     sim = subprocess.Popen([sys.executable, "-m", "drone_sim", "--protocol", protocol, "--to", url,
                             "--size", SIZE, "--fps", "30"], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

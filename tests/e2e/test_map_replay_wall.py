@@ -45,7 +45,8 @@ async def test_replay_shows_where_the_drone_was(relay_factory: Any, tmp_path: Pa
             await page.wait_for_function("window.__replay.playing && window.__replay.track && "
                                          "window.__replay.track.length > 10 && "
                                          "document.getElementById('replay').currentTime > 0.5", timeout=20000)
-            await asyncio.sleep(0.6)  # the HUD follows every 200 ms
+            await page.wait_for_function("document.getElementById('tele-age').textContent.includes('REPLAY')",
+                                         timeout=10000)  # the HUD follows every 200 ms
             got = await page.evaluate("""() => {
                 const r = window.__replay, s = r.telemetryAt();
                 const at = r.clipStart + document.getElementById('replay').currentTime * 1000;
@@ -63,7 +64,8 @@ async def test_replay_shows_where_the_drone_was(relay_factory: Any, tmp_path: Pa
             truth = flight.at(got["t"])
             assert abs(truth["lat"] - got["lat"]) < 3e-6 and abs(got["mlat"] - got["lat"]) < 1e-4, got
             await page.click("#live")
-            await asyncio.sleep(0.6)
+            await page.wait_for_function("!document.getElementById('tele-age').textContent.includes('REPLAY')",
+                                         timeout=10000)
             assert "REPLAY" not in await page.text_content("#tele-age")
     finally:
         sender.stop()

@@ -319,7 +319,8 @@ async def test_source_credentials_never_reach_the_api(relay_factory: Any, caplog
         "renditions": LOW,
         "streams": {"cam": {"source": "rtsp://admin:hunter2secret@127.0.0.1:9/live"}},
     })
-    await asyncio.sleep(1.5)  # the pull fails (nothing listens on port 9) and is logged
+    await wait_for(lambda: any("source unavailable" in r.getMessage() for r in caplog.records), 15,
+                   "the failed pull's log line")  # (nothing listens on port 9)
     streams = json.dumps(await relay.streams())
     assert "hunter2secret" not in streams
     assert "hunter2secret" not in caplog.text

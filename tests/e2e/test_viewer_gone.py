@@ -5,7 +5,6 @@ into a link that, after a reload on LTE, is the one the viewer's new session nee
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -30,7 +29,8 @@ async def test_a_frozen_viewer_is_dropped_after_seconds_of_silence(live: RelayHa
         await other.start()
         await wait_for(lambda: len(live.viewers("drone1")) == 2, 20, "two viewers")
         await other.wait_frames(30)
-        await asyncio.sleep(2)  # RTCP has flowed from both
+        await wait_for(lambda: all(v.tap.last_rtcp is not None for v in live.services.whep.viewers.values()),
+                       10, "RTCP from both")
         os.kill(proc.pid, signal.SIGSTOP)  # the laptop freezes: nothing more from it
         t0 = time.monotonic()
         await wait_for(lambda: len(live.viewers("drone1")) == 1, 20, "the frozen viewer to be dropped")
