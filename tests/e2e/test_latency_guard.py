@@ -38,7 +38,7 @@ async def test_ping_report_and_creep_guard(live: RelayHandle) -> None:
         # Latency past the creep bound: the viewer is moved to the live edge, once.
         whep = live.services.whep
         reader = whep.viewers[info.session].track.reader
-        dropped_before, asked_before = reader.dropped, reader.keyframe_requests
+        asked_before = reader.keyframe_requests
         for _ in range(3):
             ch.send(json.dumps({"type": "report", "report": {"latency_ms": 5000.0}}))
         await wait_for(lambda: info.creep_resets == 1, 5, "creep reset")
@@ -48,7 +48,6 @@ async def test_ping_report_and_creep_guard(live: RelayHandle) -> None:
         # The reset emptied the viewer's queue and asked for a keyframe to resume at: the
         # reader's own request (removing skip_to_live from the guard fails here).
         assert reader.keyframe_requests == asked_before + 1, (asked_before, reader.keyframe_requests)
-        assert reader.dropped >= dropped_before
         n = viewer.seen.frames
         await viewer.wait_frames(n + 10, timeout=5)  # picture continues from the next keyframe
         async with aiohttp.ClientSession() as s:

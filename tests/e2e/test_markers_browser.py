@@ -167,7 +167,9 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
     try:
         await wait_for(lambda: relay.entry("d1").frames_in > 5, 15, "video")
         sender.start()
-        await wait_for(lambda: relay.entry("d1").telemetry.state.get("lat") is not None, 10, "telemetry")
+        # (the camera's ground point comes from another MAVLink message than the position)
+        await wait_for(lambda: relay.entry("d1").telemetry.state.get("center_lat") is not None, 10,
+                       "telemetry with the camera's ground point")
         s = relay.entry("d1").telemetry.state
         relay.services.markers.add({"kind": "hazard", "label": evil, "lat": s["center_lat"],
                                     "lon": s["center_lon"]}, "test")

@@ -66,7 +66,8 @@ async def test_mavlink_reaches_the_viewer_with_capture_times_and_goes_stale(rela
         # stamp (sent on the same channel) are from the same moment.
         caps = [f[2] for m in viewer.messages if m.get("type") == "frames" for f in m["f"] if f[2]]
         assert caps and abs(caps[-1] / 1000 - ts[-1]) < 1.0, (caps[-1], ts[-1])
-        assert all(m["stale"] is False for m in viewer.messages[-3:] if m.get("type") == "telemetry")
+        last_three = [m for m in viewer.messages if m.get("type") == "telemetry"][-3:]
+        assert len(last_three) == 3 and all(m["stale"] is False for m in last_three), last_three
         streams = await relay.streams()
         tele = streams["d1"]["telemetry"]
         assert tele["stale"] is False and tele["source"] == "mavlink" and abs(tele["lat"] - 48.1371) < 0.01
