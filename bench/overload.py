@@ -108,6 +108,8 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         procs.append(subprocess.Popen([PY, "-m", "drone_sim", "--whip", f"{base}/whip/probe"],
                                       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for i in range(n):  # a pre-encoded 720p30 clip, copied: the drones cost almost no CPU
+            if i:  # started across one GOP (2 s): independent drones' keyframes do not coincide
+                time.sleep(2.0 / n)
             procs.append(subprocess.Popen(
                 ["ffmpeg", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip()),
                  "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{rtmp}/live/d{i}"],

@@ -59,7 +59,9 @@ async def test_markers_cross_a_weak_lte_link_both_ways(relay_factory: Any, tmp_p
                 got = await centre.evaluate("""async (at) => { const r = await fetch('/api/markers', {method: 'POST',
                     headers: {'Content-Type': 'application/json'}, body: JSON.stringify({kind: 'water',
                     label: 'Hydrant', lat: at[0], lon: at[1]})}); return r.json(); }""", list(INCIDENT))
-                d = await until(phone, DRAWN, got["id"], timeout=1.0)
+                # Pushed, not polled: it arrives (how fast is bench/markers.py's figure; a 1 s
+                # bound is not what a loaded 2-core machine beside the slow lane can promise).
+                d = await until(phone, DRAWN, got["id"], timeout=10)
                 print(f"centre -> phone on LTE: {(time.monotonic() - t0) * 1000:.0f} ms")
                 assert_on_ground_point(d, got["lat"], got["lon"])
                 # Phone -> centre: a tap on the phone's picture, then Mark.
@@ -71,7 +73,7 @@ async def test_markers_cross_a_weak_lte_link_both_ways(relay_factory: Any, tmp_p
                 t1 = time.monotonic()
                 await phone.click("#mark-place")
                 m = await until(centre, "() => window.__marks.set.list().find((m) => m.kind === 'person')",
-                                timeout=1.0 + 1.0)  # the tap's POST crosses the link too
+                                timeout=10)  # the tap's POST crosses the link too
                 print(f"phone tap -> centre's set: {(time.monotonic() - t1) * 1000:.0f} ms")
                 assert m["label"] == "Person am Fenster" and m["stream"] == "d1"
                 d = await until(centre, DRAWN, m["id"], timeout=3)

@@ -138,8 +138,8 @@ def test_retention_oldest_first_and_free_space_floor(tmp_path: Path) -> None:
         metrics = get(f"http://127.0.0.1:{http}/metrics")
         assert "relay_record_paused 1.0" in metrics
         frames = get(f"http://127.0.0.1:{http}/api/streams/cam")["frames_in"]
-        time.sleep(2)
-        assert get(f"http://127.0.0.1:{http}/api/streams/cam")["frames_in"] > frames + 30  # live goes on
+        wait(lambda: get(f"http://127.0.0.1:{http}/api/streams/cam")["frames_in"] > frames + 30, 15,
+             "live going on while recording is paused")
         assert get(f"http://127.0.0.1:{http}/api/streams/cam")["state"] == "live"
         subprocess.run(["nsenter", "-t", str(relay.pid), "-m", "rm", f"{rec}/other-data"], check=True)
         wait(lambda: status(http).get("recording") and not status(http).get("paused"), 20, "resumed")
