@@ -107,12 +107,15 @@ async def test_rtmp_flood_before_publish_is_cut_off_and_other_streams_play_on(re
                     closed = True
             return sent, closed
 
-        n0, t0 = viewer.seen.frames, time.monotonic()
+        low = relay.entry("other").renditions["low"]
+        n0, p0 = viewer.seen.frames, low.published
         sent, closed = await loop.run_in_executor(None, flood)
         assert closed and sent < 4 * 1024 * 1024, f"relay read {sent} bytes before closing"
-        await asyncio.sleep(1.0)
-        rate = (viewer.seen.frames - n0) / (time.monotonic() - t0)
-        assert rate > 20, f"a flood on the RTMP port dropped another stream's viewer to {rate:.1f} fps"
+        await asyncio.sleep(1.0)  # (the frames published last are on their way)
+        # The other stream's viewer got the frames its rendition published meanwhile (counted
+        # by the relay: a loaded machine lowers both, a flood that stalled the relay would not).
+        got, published = viewer.seen.frames - n0, low.published - p0
+        assert published > 20 and got >= 0.9 * published, (got, published)
         assert relay.services.limiter.refused["rtmp_preauth_bytes"] == 1
 
         # A connection that completes the handshake and then sits idle is closed too.
