@@ -71,7 +71,8 @@ async def api_mirror_put(request: web.Request) -> web.Response:
             return web.json_response({"seq": seq, "kept": False}, status=200)
         tmp, digest, size = await _receive(request, mirror, arrival)
         kept = await loop.run_in_executor(None, mirror.commit, arrival, tmp, digest, size)
-    except MirrorError as exc:
+    except MirrorError as exc:  # the line's, the body's (413, 408, 422, 400) or the keeping's
+        mirror.refuse(exc)
         log.warning("vehicle record refused", extra={"vehicle": mirror.vehicle, "stream": stream, "seq": seq,
                                                        "status": exc.status, "reason": exc.reason})
         raise RelayError(exc.status, exc.reason) from None

@@ -132,13 +132,10 @@ class Mirror:
     def check(self, stream: str, raw: bytes, gone: bool = False) -> Arrival | None:
         """One manifest line, verified before a byte of its file is read: None when it is
         held already (a resend: acknowledged, never kept twice); the file it seals (where,
-        how many bytes) otherwise. Raises MirrorError when it does not verify. Thread-safe."""
+        how many bytes) otherwise. Raises MirrorError when it does not verify (the caller
+        that gives up on the arrival counts it: :meth:`refuse`). Thread-safe."""
         with self._lock:
-            try:
-                return self._check(stream, raw, gone)
-            except MirrorError:
-                self.refused += 1
-                raise
+            return self._check(stream, raw, gone)
 
     def _check(self, stream: str, raw: bytes, gone: bool) -> Arrival | None:
         doc = self._parse(raw)
@@ -174,9 +171,6 @@ class Mirror:
         with self._lock:
             try:
                 return self._commit(arrival, tmp, digest, size)
-            except MirrorError:
-                self.refused += 1
-                raise
             finally:
                 if tmp is not None:
                     tmp.unlink(missing_ok=True)
@@ -214,17 +208,25 @@ class Mirror:
 
     def accept(self, stream: str, raw: bytes, body: bytes, gone: bool = False) -> bool:
         """:meth:`check` and :meth:`commit` for a body already in memory (tests, tools)."""
-        arrival = self.check(stream, raw, gone)
-        if arrival is None:
-            return False
-        if arrival.path is None:
-            if body:
-                self.refused += 1
-                raise arrival.stray_body()
-            return self.commit(arrival, None)
-        tmp = self.part(arrival)
-        tmp.write_bytes(body)
-        return self.commit(arrival, tmp, hashlib.sha256(body).hexdigest(), len(body))
+        try:
+            arrival = self.check(stream, raw, gone)
+            if arrival is None:
+                return False
+            if arrival.path is None:
+                if body:
+                    raise arrival.stray_body()
+                return self.commit(arrival, None)
+            tmp = self.part(arrival)
+            tmp.write_bytes(body)
+            return self.commit(arrival, tmp, hashlib.sha256(body).hexdigest(), len(body))
+        except MirrorError as exc:
+            raise self.refuse(exc) from None
+
+    def refuse(self, exc: MirrorError) -> MirrorError:
+        """An arrival given up on (its line, its body or its keeping): counted once, here."""
+        with self._lock:
+            self.refused += 1
+        return exc
 
     def part(self, arrival: Arrival) -> Path:
         """A fresh temporary file beside where the arrival's file goes."""

@@ -160,10 +160,12 @@ async def test_arrivals_that_do_not_verify_change_nothing(relay_factory: Factory
         status, text = await put(centre.url, token, json.loads(raw)["seq"], raw, data)
         assert status == want, (want, status, text)
     good = line(1, before.prev, good_rel, body)
+    refused = mirror.refused
     status, text = await put_chunked(centre.url, 1, good, [body, b"more than sealed"], 0.0)
     assert status == 413 and "more came" in text, (status, text)
     status, text = await put_chunked(centre.url, 1, good, [body[:50], body[50:]], 2.5)  # stalls
     assert status == 408 and "stopped coming" in text, (status, text)
+    assert mirror.refused == refused + 2  # a body refused as it arrived is counted too
     assert mirror.position("drone1") == before
     assert not list((mirror.dir).rglob("*.jpg")) and not (tmp_path / "etc").exists()
     assert not list(mirror.dir.rglob("*.part"))  # nothing half-received is left behind
