@@ -129,7 +129,9 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         for i in range(n):
             group.spawn(["--whep", f"{base}/whep/d{i}?rendition=mid"], 1)
         wait_until(lambda: len(group.counts()) == n and _probe_doc(probe).get("stamps"), 60, "viewers")
-        time.sleep(5)  # joined, encoders started, settled
+        joined = time.monotonic()
+        time.sleep(2)  # encoders started
+        settle_s = _settle(base, 45.0, joined)  # the window starts at the governor's steady level
         spy = None
         if profile:  # where the relay's CPU goes (py-spy, every thread, native frames)
             spy = subprocess.Popen(
@@ -196,7 +198,25 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         "overload": gov,
         "deepest": deepest,
         "threads": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
+        "settle_s": settle_s,
     }
+
+
+def _settle(base: str, bound_s: float, joined: float, steady_s: float = 4.0) -> float:
+    """Seconds until the governor has held one level for ``steady_s`` (at most ``bound_s``):
+    what overload costs at first (the ramp while the relay sheds step by step) is this
+    figure; the window's ages are those of the level it then holds."""
+    t0 = time.monotonic()
+    level, since = None, t0
+    while time.monotonic() - t0 < bound_s:
+        listed = get_json(base + "/api/streams")["streams"]
+        now_level = next((s.get("overload") or {} for s in listed if s["name"] == "probe"), {}).get("level")
+        if now_level != level:
+            level, since = now_level, time.monotonic()
+        elif time.monotonic() - since >= steady_s:
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - joined - steady_s, 1)
 
 
 async def _screens(base: str, prefix: str, n: int) -> None:
@@ -280,7 +300,9 @@ def _settings(pairs: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--drones", default="0,2,4,6", help="comma-separated N")
-    p.add_argument("--seconds", type=float, default=15)
+    p.add_argument("--seconds", type=float, default=30,
+                   help="the window (the drones' relay-held p95 is the relay's last 30 s: a shorter "
+                        "window's figure includes what came before it)")
     p.add_argument("--cores", type=float, default=1.0, help="the relay's CPU limit")
     p.add_argument("--demand", action="store_true", help="also run each N without a limit")
     p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
@@ -308,7 +330,8 @@ def main() -> None:
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "
                   f"{r['probe_fps']:>9} {r['drones_relay_p95_worst']!s:>16}  {r['drones_fps']} "
                   f"{gov.get('shed_steps')} (deepest {r['deepest']}) skipped {gov.get('skipped_total')} "
-                  f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']})",
+                  f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']}; "
+                  f"steady {r['settle_s']} s after the viewers joined)",
                   flush=True)
             if args.forward:
                 print(f"   at the centre: probe p95 {r['centre_age_p95']} ms, {r['centre_fps']} fps",

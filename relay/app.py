@@ -133,6 +133,14 @@ def _wire_streams(services: Services) -> None:
 
     governor = services.governor
 
+    def applies(step: str) -> bool:
+        if step == "tiles_fps":  # (a wall tile must watch a transcoded rendition alone)
+            return any(s.tiles_only for e in services.registry.entries.values()
+                       for s in e.renditions.values())
+        return True
+
+    governor.applies = applies
+
     def on_created(entry: Entry) -> None:
         for stream in entry.all_streams():  # every skip for age is lateness the governor hears
             stream.on_stale = governor.skipped

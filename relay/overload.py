@@ -8,8 +8,11 @@ stop, and gives it back one step at a time when the load goes (the calm it waits
 after a step back that proved too early). What it sheds, since when and why is in
 ``doc()``: ``/api/streams``, ``/metrics``, the view page's HUD, one log line per change.
 
-Steps (each cheaper for the CPU than the one before it was):
+Steps, in the default order (the pictures people look at first are cut last; each step
+cheaper for the CPU than the one before it was):
 
+- ``tiles_fps``: renditions only wall tiles watch at a third of their frame rate (a wall
+  of many pictures; a commander's view, a forward to the centre and other relays untouched);
 - ``fps_half``: transcoded renditions at half their frame rate (the source's own packets
   untouched: they cost no encoder);
 - ``overlay``: the relay's overlay (name, time, telemetry) not drawn;
@@ -23,6 +26,15 @@ the machine (a cgroup's ``cpu.max`` / ``cfs_quota_us``, a container's CPU limit)
 whole when its share is spent, packets wait in the kernel and no stamp inside the relay sees
 it; its cgroup's ``throttled`` time does (:class:`Throttling`).
 
+A step is given back only where the relay can afford it: each step's cost is learned when
+it is shed (the relay's CPU before, against its CPU once settled after), and a step back
+waits while the CPU now, scaled back up by what that step saved, would pass ``HEADROOM`` of
+the cores the relay may use (libwebrtc's CPU adaptation likewise adapts up only with
+headroom). Without it, a relay at 2x its core gave back ``keyframes`` after each calm period
+and was late for a second and a half each time (the drones' p95 age went from 210 to 600 ms).
+The learned cost is a ratio, so it holds when the load changes: half the drones gone, the
+same step is affordable again.
+
 Pure: the time is passed in; the probes are :func:`watch_loop`.
 """
 
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +53,7 @@ __all__ = ["SHED_STEPS", "Governor", "Throttling", "watch_loop"]
 log = logging.getLogger("relay.overload")
 
 SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
+    "tiles_fps": "renditions only wall tiles watch at a third of their frame rate",
     "fps_half": "transcoded renditions at half frame rate",
     "overlay": "overlay not drawn",
     "fps_third": "transcoded renditions at a third of their frame rate",
@@ -54,6 +68,8 @@ LATE_SHARE = 0.1  # a tick is late when this share of its encoded frames (two at
 LATE_TICKS = 2  # consecutive late ticks before one more step is shed
 CALM_S = 8.0  # calm this long before one step is given back (doubles after a failed one)
 MAX_CALM_S = 64.0
+HEADROOM = 0.8  # a step is given back only when the CPU it would cost stays under this share
+SETTLE_S = 2.0  # after a step is shed, the CPU is read this long after (the cost it saved)
 
 
 class Governor:
@@ -71,10 +87,19 @@ class Governor:
         self._late_ticks = 0
         self._calm_from: float | None = None
         self._stepped_down_at: float | None = None
+        self._cpu: float | None = None  # the relay's CPU last second, a share of its cores
+        self._late_cpu = 0.0  # the most CPU it used in the late seconds before a step
+        self._cpu_before: dict[int, float] = {}  # level -> CPU share just before it was shed
+        self._cost: dict[int, float] = {}  # level -> CPU after / before (what it left to spend)
+        self._stepped_up_at: float | None = None
+        self.holding = False  # calm, but the step shed last is not given back: no CPU for it
         self.evidence: dict[str, float] = {"skipped": 0, "late_frames": 0, "loop_lag_ms": 0.0,
                                            "throttled": 0.0}
         self.skipped_total = 0
         self.on_change: list[Callable[[Governor], None]] = []
+        # Whether a step would change anything now (no wall tile watching: ``tiles_fps``
+        # saves nothing); one that would not is shed together with the next, not alone.
+        self.applies: Callable[[str], bool] = lambda step: True
 
     # ---------------------------------------------------------------- what stages report
 
@@ -97,6 +122,19 @@ class Governor:
     def loop_lag(self, lag_s: float) -> None:
         self._lag = max(self._lag, lag_s)
 
+    def cpu(self, share: float) -> None:
+        """The relay's CPU over the last second, a share of the cores it may use."""
+        self._cpu = share
+
+    def affordable(self) -> bool:
+        """Whether the step shed last can be given back: the CPU now, over what that step
+        left of the CPU before it (learned when it was shed), stays under HEADROOM. Unknown
+        (no CPU figure, or the step not yet settled): yes — the calm alone decides."""
+        cost = self._cost.get(self.level)
+        if cost is None or self._cpu is None or cost <= 0:
+            return True
+        return self._cpu / cost <= HEADROOM
+
     # ---------------------------------------------------------------- what stages ask
 
     @property
@@ -109,6 +147,10 @@ class Governor:
             if name in shed:
                 return divisor
         return 1
+
+    def tile_divisor(self) -> int:
+        """The frame-rate divisor of a rendition only wall tiles watch."""
+        return max(self.fps_divisor(), 3 if "tiles_fps" in self.shed else 1)
 
     def overlay(self) -> bool:
         return "overlay" not in self.shed
@@ -129,26 +171,60 @@ class Governor:
         self.evidence = {"skipped": self._skips, "late_frames": self._late_frames,
                          "loop_lag_ms": round(self._lag * 1000, 1),
                          "throttled": round(self._throttled, 3)}
+        if self._cpu is not None:
+            self.evidence["cpu"] = round(self._cpu, 3)
         self._skips, self._late_frames, self._encoded, self._lag, self._throttled = 0, 0, 0, 0.0, 0.0
         if late:
             self._calm_from = None
+            self.holding = False
             self._late_ticks += 1
+            self._late_cpu = max(self._late_cpu, self._cpu or 0.0)
             if self._stepped_down_at is not None and t - self._stepped_down_at < self.calm_needed:
                 self.calm_needed = min(MAX_CALM_S, self.calm_needed * 2)  # gave back too soon
                 self._stepped_down_at = None
             if self._late_ticks >= LATE_TICKS and self.level < len(self.order):
                 self._late_ticks = 0
-                self._set(self.level + 1, wall)
+                level = self._next_level()
+                if self._late_cpu > 0:
+                    self._cpu_before[level] = self._late_cpu
+                self._late_cpu = 0.0
+                self._stepped_up_at = t
+                self._set(level, wall)
             return
         self._late_ticks = 0
+        self._late_cpu = 0.0
         if self.level == 0:
             return
+        self._learn(t)
         if self._calm_from is None:
             self._calm_from = t
         elif t - self._calm_from >= self.calm_needed:
+            if not self.affordable():  # (the calm goes on: a lighter load gives it back at once)
+                if not self.holding:
+                    self.holding = True
+                    log.info("relay keeps %s shed: giving it back would take the CPU past %d %%",
+                             self.order[self.level - 1], round(HEADROOM * 100),
+                             extra={"level": self.level, "cpu": self._cpu,
+                                    "cost": self._cost.get(self.level)})
+                return
+            self.holding = False
             self._calm_from = t
             self._stepped_down_at = t
             self._set(self.level - 1, wall)
+
+    def _next_level(self) -> int:
+        """One step more, past the steps that would change nothing now."""
+        level = self.level + 1
+        while level < len(self.order) and not self.applies(self.order[level - 1]):
+            level += 1
+        return level
+
+    def _learn(self, t: float) -> None:
+        """Once settled after a step was shed: what share of the CPU before it is left."""
+        before = self._cpu_before.pop(self.level, None) if (
+            self._stepped_up_at is not None and t - self._stepped_up_at >= SETTLE_S) else None
+        if before and self._cpu is not None:
+            self._cost[self.level] = min(1.0, self._cpu / before)
 
     def _set(self, level: int, wall: float | None) -> None:
         before = self.level
@@ -171,6 +247,8 @@ class Governor:
     def summary(self) -> str:
         """What is shed, in a few words (the HUD's line on a phone)."""
         parts = []
+        if self.tile_divisor() > self.fps_divisor():
+            parts.append(f"wall tiles at 1/{self.tile_divisor()} frame rate")
         if self.fps_divisor() > 1:
             parts.append(f"frame rate cut to 1/{self.fps_divisor()}")
         if not self.overlay():
@@ -190,6 +268,7 @@ class Governor:
             "summary": self.summary(),
             "evidence": dict(self.evidence),
             "skipped_total": self.skipped_total,
+            "holding": self.holding,
         }
 
 
@@ -218,6 +297,26 @@ class Throttling:
                 self.path = found
                 return
 
+    def cores(self) -> float:
+        """The cores this process may use: its cgroup's quota (v2 ``cpu.max``, v1
+        ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``) or else the CPUs it may run on."""
+        cpus = float(len(os.sched_getaffinity(0)))
+        if self.path is None:
+            return cpus
+        d = self.path.parent
+        try:
+            if (d / "cpu.max").is_file():
+                quota, _, period = (d / "cpu.max").read_text().partition(" ")
+            else:
+                quota = (d / "cpu.cfs_quota_us").read_text()
+                period = (d / "cpu.cfs_period_us").read_text()
+            q, p = quota.strip(), period.strip()
+            if q in ("max", "-1") or not p:
+                return cpus
+            return max(0.01, min(cpus, int(q) / int(p)))
+        except (OSError, ValueError):
+            return cpus
+
     def seconds(self) -> float | None:
         if self.path is None:
             return None
@@ -236,11 +335,13 @@ class Throttling:
 
 async def watch_loop(governor: Governor, interval: float = 0.05,
                      throttling: Throttling | None = None) -> None:
-    """The event loop's own lag (how late a short sleep wakes), the cgroup's throttling and
-    the governor's tick."""
+    """The event loop's own lag (how late a short sleep wakes), the cgroup's throttling, the
+    process's CPU as a share of its cores and the governor's tick."""
     loop = asyncio.get_running_loop()
     throttling = throttling or Throttling()
     withheld = throttling.seconds()
+    cores = throttling.cores()
+    used = time.process_time()
     next_tick = loop.time() + 1.0
     while True:
         t0 = loop.time()
@@ -254,6 +355,10 @@ async def watch_loop(governor: Governor, interval: float = 0.05,
             if withheld is not None and now_withheld is not None and period > 0:
                 governor.throttled(max(0.0, now_withheld - withheld) / period)
             withheld = now_withheld
+            now_used = time.process_time()
+            if period > 0:
+                governor.cpu(max(0.0, now_used - used) / period / cores)
+            used = now_used
             try:
                 governor.tick(t1)
             except Exception:  # never let the governor's bookkeeping end its own watch

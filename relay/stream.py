@@ -62,6 +62,9 @@ class Reader:
         # Another relay reads (a cluster edge, the centre of a forward): it asks for keyframes
         # on behalf of all its viewers and after a failover; only the stream's limit applies.
         self.relay = False
+        # A wall's tile (one of many pictures on the control centre's screens): the overload
+        # governor cuts its rendition's frame rate first when only tiles watch it.
+        self.tile = False
         self.keyframe_requests = 0
         self.keyframe_requests_refused = 0
 
@@ -237,11 +240,12 @@ class Stream:
         self._pending: asyncio.TimerHandle | None = None
 
     def subscribe(self, label: str = "", maxlen: int | None = None, viewer: bool = True,
-                  relay: bool = False) -> Reader:
+                  relay: bool = False, tile: bool = False) -> Reader:
         # Only people watching (and forwards) are held to the age bound; the record takes all.
         reader = Reader(self, maxlen or self.reader_maxlen, label, viewer,
                         self.max_age if viewer else None)
         reader.relay = relay
+        reader.tile = tile
         # The cache always starts at a keyframe; a GOP longer than the reader's queue could
         # not be replayed whole (its keyframe would be dropped), so the reader waits instead.
         if self._gop and len(self._gop) <= reader.maxlen:
@@ -261,6 +265,12 @@ class Stream:
     def gop_cached(self) -> int:
         """Units of the current GOP held for the next reader (0: no cache, or none yet)."""
         return len(self._gop)
+
+    @property
+    def tiles_only(self) -> bool:
+        """Watched, and only by wall tiles (no commander, no other relay)."""
+        viewers = [r for r in self.readers if r.viewer]
+        return bool(viewers) and all(r.tile for r in viewers)
 
     @property
     def viewer_count(self) -> int:

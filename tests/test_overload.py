@@ -156,3 +156,61 @@ def test_the_hud_line_says_what_is_shed_in_a_few_words() -> None:
         late_tick(g, float(t))
     assert g.level == 5
     assert g.summary() == "frame rate cut to 1/6, no overlay, drones decoded at keyframes only"
+
+
+def test_a_step_is_given_back_only_where_the_cpu_it_costs_is_there(caplog: pytest.LogCaptureFixture) -> None:
+    """The cost of a step is learned when it is shed (the CPU before against the CPU once
+    settled): a relay at its limit that shed its way down to a third of it does not give the
+    step back while the load is the same (it would be late again at once); when the load
+    halves, the same step fits under HEADROOM and is given back after the calm."""
+
+    caplog.set_level(logging.INFO, "relay.overload")
+    g = Governor(("keyframes",))
+    for t in (0.0, 1.0):
+        g.cpu(1.0)  # at the cgroup's limit, and late
+        late_tick(g, t)
+    assert g.level == 1
+    t = 2.0
+    while t < 2.0 + 4 * CALM_S:  # the same load: a third of the CPU, calm
+        g.cpu(0.34)
+        g.tick(t)
+        t += 1.0
+    assert g.level == 1 and g.holding and g.doc()["holding"]
+    assert any("keeps keyframes shed" in r.getMessage() for r in caplog.records)
+    g.cpu(0.2)  # half the drones gone: 0.2 / 0.34 of the core after the step back
+    g.tick(t)
+    assert g.level == 0 and not g.holding
+
+
+def test_without_a_cpu_figure_the_calm_alone_decides() -> None:
+    g = Governor(("fps_half",))
+    late_tick(g, 0.0)
+    late_tick(g, 1.0)
+    t = 2.0
+    while g.level and t < 2.0 + 3 * CALM_S:
+        g.tick(t)
+        t += 1.0
+    assert g.level == 0 and t <= 2.0 + CALM_S + 2
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_cores_a_relay_may_use_are_its_cgroups_quota(tmp_path: Any, version: str) -> None:
+    from relay.overload import Throttling
+
+    if version == "v2":
+        (tmp_path / "proc").write_text("0::/relay.slice\n")
+        d = tmp_path / "root" / "relay.slice"
+        d.mkdir(parents=True)
+        (d / "cpu.max").write_text("50000 100000\n")
+    else:
+        (tmp_path / "proc").write_text("4:cpu,cpuacct:/relay\n")
+        d = tmp_path / "root" / "cpu,cpuacct" / "relay"
+        d.mkdir(parents=True)
+        (d / "cpu.cfs_quota_us").write_text("50000\n")
+        (d / "cpu.cfs_period_us").write_text("100000\n")
+    (d / "cpu.stat").write_text("throttled_time 0\nthrottled_usec 0\n")
+    assert Throttling(str(tmp_path / "proc"), str(tmp_path / "root")).cores() == pytest.approx(0.5)
+    (d / ("cpu.max" if version == "v2" else "cpu.cfs_quota_us")).write_text(
+        "max 100000\n" if version == "v2" else "-1\n")
+    import os
+    assert Throttling(str(tmp_path / "proc"), str(tmp_path / "root")).cores() == len(os.sched_getaffinity(0))

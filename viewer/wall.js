@@ -24,7 +24,7 @@ function tile(doc) {
   el.querySelector("button").onclick = () => showStats(doc.name);
   const rendition = params.get("rendition") || doc.renditions[doc.renditions.length - 1].name;
   const player = new WhepPlayer(el.querySelector("video"), doc.name, {
-    rendition, onAuth: askForToken,
+    rendition, screen: "wall", onAuth: askForToken,
     onUpdate: (st, th) => {
       // The age of the picture in the tile: while live its latency; frozen or lost, the
       // time since the last live picture (amber, then red) — never the last good figure.

@@ -25,6 +25,8 @@ export class WhepPlayer {
     this.video = video;
     this.stream = stream;
     this.rendition = opts.rendition || null;
+    // "wall": one tile of many (the relay cuts its frame rate first when short of CPU)
+    this.screen = opts.screen || null;
     this.onUpdate = opts.onUpdate || (() => {});
     this.onState = opts.onState || (() => {});
     this.readStamps = opts.readStamps !== false;
@@ -148,7 +150,10 @@ export class WhepPlayer {
         if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); }
       });
     });
-    const q = this.rendition ? `?rendition=${encodeURIComponent(this.rendition)}` : "";
+    const query = new URLSearchParams();
+    if (this.rendition) query.set("rendition", this.rendition);
+    if (this.screen) query.set("screen", this.screen);
+    const q = query.toString() ? `?${query}` : "";
     const resp = await fetch(`${endpoint}${q}`, {
       method: "POST", body: pc.localDescription.sdp,
       headers: this.headers({ "Content-Type": "application/sdp" }),

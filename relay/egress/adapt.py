@@ -214,6 +214,7 @@ class Adapter:
                                         "n": self.changes, "after_rtp": after_rtp}))
 
         def subscribe(target: Stream = target) -> Reader:
-            return target.subscribe(label=viewer.session.public, relay=viewer.info.relay)
+            return target.subscribe(label=viewer.session.public, relay=viewer.info.relay,
+                                    tile=viewer.info.tile)
 
         viewer.track.switch(subscribe, switched)

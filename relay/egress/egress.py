@@ -112,7 +112,7 @@ class WhepEgress:
 
     async def play(
         self, stream: str, offer_sdp: str, remote: str, rendition: str | None = None,
-        principal: Principal | None = None,
+        principal: Principal | None = None, tile: bool = False,
     ) -> tuple[str, str]:
         """Start a viewing session; returns (session id, SDP answer)."""
         entry = self.registry.get(stream)
@@ -122,7 +122,7 @@ class WhepEgress:
         ladder = self._ladder(entry)
         name, auto = self._choose(entry, rendition, ladder)
         codec = self._codec(entry, name, offer_sdp)
-        viewer = self._viewer(entry, name, codec, remote, principal, auto)
+        viewer = self._viewer(entry, name, codec, remote, principal, auto, tile)
         session = viewer.session
         try:
             answer = await answer_offer(session.pc, offer_sdp, IcePolicy.of(self.config.webrtc))
@@ -143,7 +143,7 @@ class WhepEgress:
         return session.id, answer
 
     def _viewer(self, entry: Entry, name: str, codec: str, remote: str, principal: Principal | None,
-                auto: bool) -> Viewer:
+                auto: bool, tile: bool = False) -> Viewer:
         """A peer with one sending track on rendition ``name``, and its Viewer."""
         out = entry.rendition_stream(name)
         assert out is not None
@@ -155,13 +155,14 @@ class WhepEgress:
         info = ViewerInfo(session=session.id, rendition=name, remote=remote,
                           who=principal.name if principal is not None else "", auto=auto,
                           rendition_reason="auto: start" if auto else "chosen",
-                          relay=principal is not None and bool(principal.node))
+                          relay=principal is not None and bool(principal.node), tile=tile)
 
         def on_sent(unit: Unit) -> None:
             entry.latency.record(info.rendition, unit.timeline)
 
         viewer = Viewer.sending(session, entry, info, transceiver,
-                                lambda: out.subscribe(label=session.public, relay=info.relay), on_sent)
+                                lambda: out.subscribe(label=session.public, relay=info.relay,
+                                                      tile=info.tile), on_sent)
         session.spawn(send_times_and_telemetry(viewer, me=self.config.name))
         session.spawn(viewer.watch_silence())
 

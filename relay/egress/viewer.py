@@ -49,6 +49,7 @@ class ViewerInfo:
     last_creep: float = 0.0
     auto: bool = False  # the relay picks the rendition from the viewer's link
     relay: bool = False  # another relay (a cluster edge, a forward's centre): keyframes unbudgeted
+    tile: bool = False  # a wall's tile (``?screen=wall``): its rendition's frame rate is cut first
     rendition_reason: str = ""
     estimate_kbps: float | None = None
     switches: list[dict[str, Any]] = field(default_factory=list)

@@ -104,6 +104,7 @@ async def api_stats(request: web.Request) -> web.Response:
         viewers.append({
             "id": v.public_id,  # never the session's secret (it ends the session)
             "who": v.who,
+            "screen": "wall" if v.tile else "view",
             "rendition": v.rendition,
             "remote": v.remote,
             "connected_s": round(now - v.started, 1),

@@ -122,13 +122,16 @@ async def whep_post(request: web.Request) -> web.Response:
             return web.Response(status=307, headers={"Location": elsewhere, "Cache-Control": "no-store"},
                                 text=f"stream {stream!r} is served by its node: {elsewhere}\n")
     rendition = request.query.get("rendition") or None
+    screen = request.query.get("screen", "")
+    if screen not in ("", "wall"):  # (the wall's tiles say so: the first cut when short of CPU)
+        raise RelayError(400, f"screen must be 'wall' or absent, got {screen[:40]!r}")
     who = decision.principal
     if who is not None and who.share:
         room = share_has_room(who, svc.shares, share_sessions(svc, who.jti or ""))
         if not room.allowed:
             raise RelayError(room.status, room.reason)
     session_id, answer = await svc.whep.play(stream, offer, remote_of(request), rendition,
-                                             principal=decision.principal)
+                                             principal=decision.principal, tile=screen == "wall")
     return created(f"{_node(svc)}/whep/{stream}/{session_id}", session_id, answer, svc.config,
                    label_of(decision))
 

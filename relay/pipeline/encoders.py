@@ -67,10 +67,11 @@ class EncoderPool:
     # ------------------------------------------------------------------ worker thread
 
     def due(self, renditions: list[Rendition], media_t: float, keys: set[str],
-            divisor: int = 1) -> list[Rendition]:
-        """The renditions this source frame is for: each capped at max_fps / ``divisor`` by
-        media time (the overload governor's divisor); a wished keyframe is served at once."""
-        return [r for r in renditions if self._rate_ok(r, media_t, divisor) or r.name in keys]
+            divisors: dict[str, int] | None = None) -> list[Rendition]:
+        """The renditions this source frame is for: each capped at max_fps / its divisor by
+        media time (the overload governor's, per rendition); a wished keyframe is served at once."""
+        d = divisors or {}
+        return [r for r in renditions if self._rate_ok(r, media_t, d.get(r.name, 1)) or r.name in keys]
 
     def encode(self, img: Image, size: tuple[int, int], renditions: list[Rendition], keys: set[str],
                pts: int, timeline: dict[str, float], wall_ms: int,

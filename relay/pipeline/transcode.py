@@ -145,9 +145,14 @@ class Pipeline:
             self.slate.serve_passthrough(renditions)
             keys = self.pool.take_keys(renditions)
             gov = self.governor
+            if not renditions and gov.fps_divisor() > 1:
+                self.frames_shed += 1  # short of CPU, and nobody watches: no picture made
+                continue
+            divisors = {r.name: (gov.tile_divisor() if self.entry.renditions[r.name].tiles_only
+                                 else gov.fps_divisor()) for r in renditions}
             try:
                 out = await loop.run_in_executor(self._executor, self._process, unit, renditions, keys,
-                                                 gov.fps_divisor(), gov.overlay())
+                                                 divisors, gov.overlay())
             except Exception:
                 log.exception("frame processing failed", extra={"stream": self.entry.name})
                 continue
@@ -182,16 +187,16 @@ class Pipeline:
     def _pts(self) -> int:
         return int((now() - self._t0) * TIME_BASE.denominator)
 
-    def _process(self, unit: Unit, renditions: list[Rendition], keys: set[str], divisor: int = 1,
-                 overlay: bool = True) -> dict[str, list[Unit]]:
+    def _process(self, unit: Unit, renditions: list[Rendition], keys: set[str],
+                 divisors: dict[str, int] | None = None, overlay: bool = True) -> dict[str, list[Unit]]:
         frame: av.VideoFrame = unit.payload
         # Capture spacing where the source gives it; otherwise network arrival (never the
         # processing time: a decoder thread that catches up would bunch frames together).
         media_t = unit.timeline["arrival"]
         if frame.pts is not None and frame.time_base:
             media_t = float(frame.pts * frame.time_base)
-        due = self.pool.due(renditions, media_t, keys, divisor)
-        if not due and (divisor > 1 or renditions):
+        due = self.pool.due(renditions, media_t, keys, divisors)
+        if not due and renditions:
             self.frames_shed += 1  # no rendition takes this frame: no picture made
             return {}
         img, capture_ms = self.frames.prepare(frame, unit.arrival_wall_ms, overlay)
