@@ -320,3 +320,16 @@ def tcp_listening(port: int) -> bool:
             if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
+
+
+def udp_bound(port: int) -> bool:
+    """Whether a socket of this machine is bound to UDP ``port`` (/proc/net/udp*): a source
+    that listens for datagrams has opened its input."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(len(f) > 1 and int(f[1].rsplit(":", 1)[1], 16) == port for f in (ln.split() for ln in lines)):
+            return True
+    return False
