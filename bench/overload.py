@@ -235,6 +235,15 @@ async def _screens(base: str, prefix: str, n: int) -> None:
         await wall.goto(f"{base}/wall")
         await asyncio.sleep(8)
         await wall.screenshot(path=f"{prefix}-wall-{n}.png")
+        # What the probe's age figures were, on the phone and on its wall tile, for 5 s
+        pick = ("s => ({latency: s.latency, p95: s.p95, age: s.age, picture: s.picture, kind: s.kind, "
+                "offset: s.offset === null ? null : Math.round(s.offset), fps: s.fps})")
+        for _ in range(5):
+            on_phone = await phone.evaluate(f"({pick})(window.__player.stats)")
+            on_wall = await wall.evaluate(f"({pick})(window.__wall.get('probe').player.stats)")
+            print(f"   probe's figures: phone {json.dumps(on_phone)}; wall tile {json.dumps(on_wall)}",
+                  flush=True)
+            await asyncio.sleep(1)
 
 
 CHECKER_ARGS: list[str] = []  # --aiortc-jitter-buffer: the stamped viewers release frames late

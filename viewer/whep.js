@@ -42,7 +42,7 @@ export class WhepPlayer {
     this.onAuth = opts.onAuth || null;
     this.stats = { frames: 0, latency: null, p95: null, kind: null, fps: 0, kbps: 0, lossPct: 0,
                    packetsLost: 0, rtt: null, offset: null, state: "connecting", reconnects: 0,
-                   stampsRead: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, heightAt: null, freezes: 0,
+                   stampsRead: 0, misread: 0, rtpMatched: 0, source: null, codec: null, width: 0, height: 0, heightAt: null, freezes: 0,
                    rendition: null, auto: false, renditionReason: "",
                    // What is on screen: "live", "frozen" (no new frame for a second) or
                    // "signal lost" (the relay's slate), and how old that picture is (ms):
@@ -343,6 +343,8 @@ export class WhepPlayer {
     }
     if (this._pixelMisses < 30 || this.stats.frames % 150 === 0) {
       const s = px || this.stamps.read(this.video, this.stats.width, this.stats.height, "drone");
+      // (captured after the relay received this frame: the canvas held the next frame)
+      if (s && s.captureMs > arr) { this.stats.misread++; return; }
       if (s) { this._pixelMisses = 0; this._record(relayNow - s.captureMs, "glass-to-glass", "drone stamp", relayNow); return; }
       this._pixelMisses++;
     }
@@ -350,7 +352,11 @@ export class WhepPlayer {
   }
 
   _record(lat, kind, source, relayNow) {
-    if (!(lat > -1000 && lat < 60000)) return;
+    // A picture cannot be shown before it was captured: a figure below zero is a misread
+    // (the canvas can already hold the next frame than the one whose callback this is, a
+    // capture time one frame later) or a clock offset not yet known. It is counted, never
+    // shown: the wall once read "age 0 ms" (the negative figure clamped) on a 13 ms feed.
+    if (!(lat >= 0 && lat < 60000)) { this.stats.misread++; return; }
     this.shownCaptureMs = relayNow - lat;
     this.stats.stampsRead++;
     this.stats.latency = lat; this.stats.kind = kind; this.stats.source = source;

@@ -75,3 +75,26 @@ async def test_js_decoder_round_trips(relay: RelayHandle) -> None:
           return new m.StampReader().read(c, 640, 360, 'drone');
         }""")
         assert blank is None
+
+
+async def test_a_figure_that_could_not_be_is_counted_never_shown(relay: RelayHandle) -> None:
+    """viewer/whep.js: a picture shown before it was captured (below zero), or a stamp read
+    from the pixels with a capture time after the relay received the frame (the canvas already
+    held the next frame), is a misread: counted, never the figure (the wall once read "age 0
+    ms", a negative figure clamped, on a feed whose pixels were read one frame late)."""
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/")
+        got = await page.evaluate("""async () => {
+          const { WhepPlayer } = await import('/static/whep.js');
+          const p = new WhepPlayer(document.createElement('video'), 'x', { readStamps: false });
+          const out = [];
+          p._record(-20, 'glass-to-glass', 'rtp', 1000);             // before capture
+          out.push([p.stats.latency, p.stats.misread]);
+          p._fromRtp(10_000, [9_950, null, 0], { captureMs: 9_960 }); // captured after arrival
+          out.push([p.stats.latency, p.stats.misread]);
+          p._fromRtp(10_000, [9_950, null, 0], { captureMs: 9_900 }); // a true reading
+          out.push([p.stats.latency, p.stats.misread, p.stats.kind]);
+          return out;
+        }""")
+    assert got == [[None, 1], [None, 2], [100, 2, "glass-to-glass"]], got
