@@ -70,6 +70,7 @@ CALM_S = 8.0  # calm this long before one step is given back (doubles after a fa
 MAX_CALM_S = 64.0
 HEADROOM = 0.8  # a step is given back only when the CPU it would cost stays under this share
 SETTLE_S = 2.0  # after a step is shed, the CPU is read this long after (the cost it saved)
+HOLD_RETRY_S = 300.0  # held this long, a step is given back anyway (and its cost learned anew)
 
 
 class Governor:
@@ -93,6 +94,7 @@ class Governor:
         self._cost: dict[int, float] = {}  # level -> CPU after / before (what it left to spend)
         self._stepped_up_at: float | None = None
         self.holding = False  # calm, but the step shed last is not given back: no CPU for it
+        self._holding_since: float | None = None
         self.evidence: dict[str, float] = {"skipped": 0, "late_frames": 0, "loop_lag_ms": 0.0,
                                            "throttled": 0.0}
         self.skipped_total = 0
@@ -177,6 +179,7 @@ class Governor:
         if late:
             self._calm_from = None
             self.holding = False
+            self._holding_since = None
             self._late_ticks += 1
             self._late_cpu = max(self._late_cpu, self._cpu or 0.0)
             if self._stepped_down_at is not None and t - self._stepped_down_at < self.calm_needed:
@@ -199,15 +202,19 @@ class Governor:
         if self._calm_from is None:
             self._calm_from = t
         elif t - self._calm_from >= self.calm_needed:
+            if self._holding_since is not None and t - self._holding_since >= HOLD_RETRY_S:
+                self._cost.pop(self.level, None)  # a figure learned long ago may be wrong: try
             if not self.affordable():  # (the calm goes on: a lighter load gives it back at once)
                 if not self.holding:
                     self.holding = True
+                    self._holding_since = t
                     log.info("relay keeps %s shed: giving it back would take the CPU past %d %%",
                              self.order[self.level - 1], round(HEADROOM * 100),
                              extra={"level": self.level, "cpu": self._cpu,
                                     "cost": self._cost.get(self.level)})
                 return
             self.holding = False
+            self._holding_since = None
             self._calm_from = t
             self._stepped_down_at = t
             self._set(self.level - 1, wall)

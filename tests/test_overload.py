@@ -214,3 +214,20 @@ def test_the_cores_a_relay_may_use_are_its_cgroups_quota(tmp_path: Any, version:
         "max 100000\n" if version == "v2" else "-1\n")
     import os
     assert Throttling(str(tmp_path / "proc"), str(tmp_path / "root")).cores() == len(os.sched_getaffinity(0))
+
+
+def test_a_held_step_is_tried_again_after_a_long_hold() -> None:
+    """A cost learned long ago may be wrong (the load changed in a way the ratio does not
+    show): after HOLD_RETRY_S of holding the step is given back anyway, and re-learned."""
+    from relay.overload import HOLD_RETRY_S
+
+    g = Governor(("fps_half",))
+    for t in (0.0, 1.0):
+        g.cpu(1.0)
+        late_tick(g, t)
+    t = 2.0
+    while g.level and t < 2.0 + CALM_S + HOLD_RETRY_S + 5:
+        g.cpu(0.9)
+        g.tick(t)
+        t += 1.0
+    assert g.level == 0 and t > 2.0 + CALM_S + HOLD_RETRY_S - 1
