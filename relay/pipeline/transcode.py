@@ -148,8 +148,10 @@ class Pipeline:
             if not renditions and gov.fps_divisor() > 1:
                 self.frames_shed += 1  # short of CPU, and nobody watches: no picture made
                 continue
-            divisors = {r.name: (gov.tile_divisor() if self.entry.renditions[r.name].tiles_only
-                                 else gov.fps_divisor()) for r in renditions}
+            fps, tiles = gov.fps_divisor(), gov.tile_divisor()
+            # (who watches is looked at only while the wall's own cut is on)
+            divisors = {r.name: tiles if tiles != fps and self.entry.renditions[r.name].tiles_only
+                        else fps for r in renditions}
             try:
                 out = await loop.run_in_executor(self._executor, self._process, unit, renditions, keys,
                                                  divisors, gov.overlay())
