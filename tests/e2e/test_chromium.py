@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import pytest
@@ -87,11 +86,9 @@ async def test_index_and_wall_show_every_live_stream(live: RelayHandle) -> None:
                 "[...window.__wall.values()].every(t => t.player.stats.frames > 10)", timeout=25000)
             ages = await wall.eval_on_selector_all(".tile .age", "els => els.map(e => e.textContent)")
             assert len(ages) == 2
-            t0 = time.time()
             await wall.wait_for_function(
                 "[...document.querySelectorAll('.tile .age')].every(e => /age \\d+ ms/.test(e.textContent))",
                 timeout=15000)
-            assert time.time() - t0 < 15
             await wall.screenshot(path="/tmp/wall.png")
     finally:
         await second.stop()
