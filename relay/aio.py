@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["stop_if_cancelled", "within"]
+__all__ = ["PeerGone", "stop_if_cancelled", "within"]
 
 T = TypeVar("T")
+log = logging.getLogger("relay.aio")
 
 
 async def within(seconds: float, aw: Awaitable[T]) -> T:
@@ -33,3 +35,34 @@ def stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class PeerGone:
+    """The loop's exception handler, quiet about one library noise only: aiortc's SCTP
+    transport sends from tasks nobody awaits, and when a viewer's tab closes mid-send they end
+    in ``ConnectionError("Cannot send ... not connected")`` — "Task exception was never
+    retrieved" with a traceback, several per closed tab (aiortc issue #1040). The session's
+    own close is logged where it happens; these are counted (``gone``) and logged at debug.
+    Anything else goes to the handler that was there before (asyncio's own)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.before = loop.get_exception_handler()
+        self.gone = 0
+
+    def install(self) -> None:
+        self.loop.set_exception_handler(self)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc, task = context.get("exception"), context.get("future")
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        name = getattr(coro, "__qualname__", "")
+        if (isinstance(exc, ConnectionError) and "not connected" in str(exc)
+                and name.split(".")[-2:-1] == ["RTCSctpTransport"]):
+            self.gone += 1
+            log.debug("a closed peer's data channel send ended", extra={"task": name, "error": str(exc)})
+            return
+        if self.before is not None:
+            self.before(loop, context)
+        else:
+            loop.default_exception_handler(context)

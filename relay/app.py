@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .aio import within
+from .aio import PeerGone, within
 from .auth import ice_servers_for
 from .cascade import Forwards, WhepPull
 from .cluster import Cluster
@@ -266,6 +266,7 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
     registry, record, config = services.registry, services.record, services.config
 
     async def start_registry() -> None:
+        PeerGone(asyncio.get_running_loop()).install()  # (a closed tab's library noise, counted)
         registry.start()
 
     async def stop_pipelines() -> None:

@@ -36,8 +36,10 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)-$DEV"
-if [[ ! -f $stamp ]]; then
+base=".venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
+stamp="$base-$DEV"
+# (a --dev install holds the runtime's packages too: the demo after the tests installs nothing)
+if [[ ! -f $stamp && ! ( $DEV == 0 && -f $base-1 ) ]]; then
   echo "setup: installing Python packages (about a minute the first time)"
   target="."
   [[ $DEV == 1 ]] && target=".[dev]"

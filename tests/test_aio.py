@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import pytest
 
@@ -94,3 +95,40 @@ async def test_a_loop_that_catches_a_cancel_turned_into_an_error_still_stops() -
     with contextlib.suppress(asyncio.CancelledError):
         await within(2, task)
     assert task.cancelled() and rounds == 1
+
+
+async def test_a_closed_peers_data_channel_sends_are_counted_not_logged_as_errors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiortc's SCTP transport sends from tasks nobody awaits: a closed tab ends them in
+    ConnectionError, "Task exception was never retrieved" with a traceback each. Those are
+    counted and logged at debug; any other unretrieved exception still reaches asyncio's
+    handler as an error."""
+    import gc
+
+    from relay.aio import PeerGone
+
+    class RTCSctpTransport:  # (the library's class name is what the handler goes by)
+        async def _send_chunk(self) -> None:
+            raise ConnectionError("Cannot send encrypted data, not connected")
+
+    async def unrelated() -> None:
+        raise ConnectionError("Cannot send encrypted data, not connected")
+
+    loop = asyncio.get_running_loop()
+    quiet = PeerGone(loop)
+    quiet.install()
+    caplog.set_level(logging.DEBUG)
+    try:
+        for coro in (RTCSctpTransport()._send_chunk(), unrelated()):
+            task = loop.create_task(coro)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert task.done()
+            del task
+            gc.collect()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert quiet.gone == 1
+        assert len(errors) == 1 and "never retrieved" in errors[0].getMessage(), errors
+        assert "unrelated" in str(errors[0].__dict__.get("future", "")) or "unrelated" in errors[0].getMessage()
+    finally:
+        loop.set_exception_handler(quiet.before)

@@ -46,13 +46,18 @@ function render(rec) {
   }
   const table = el("table", {}, el("tr", {}, el("th", {}, "from"), el("th", {}, "to"), el("th", {}, "length"),
                                    el("th", {}, "size"), el("th", {}, "")));
-  for (const sp of rec.spans) {
+  // A source that flapped leaves spans of no length: nothing to watch or download, hidden.
+  const spans = rec.spans.filter((sp) => sp.open || (sp.end_ms - sp.start_ms >= 1000 && sp.bytes > 0));
+  for (const sp of spans) {
     const btn = el("button", {}, "download first 60 s");
     btn.onclick = () => download(rec.stream, sp.start_ms, Math.min(60, Math.max(1, (sp.end_ms - sp.start_ms) / 1000)));
     table.append(el("tr", {}, el("td", {}, time(sp.start_ms)), el("td", {}, sp.open ? "now (recording)" : time(sp.end_ms)),
                     el("td", {}, dur(sp.end_ms - sp.start_ms)), el("td", {}, mb(sp.bytes)), el("td", {}, btn)));
   }
-  if (!rec.spans.length) table.append(el("tr", {}, el("td", { colspan: "5" }, "nothing recorded")));
+  const empty = rec.spans.length - spans.length;
+  if (!spans.length) table.append(el("tr", {}, el("td", { colspan: "5" }, "nothing recorded")));
+  if (empty) table.append(el("tr", {}, el("td", { colspan: "5", class: "muted" },
+    `${empty} span${empty > 1 ? "s" : ""} under a second (the source came and went) not listed`)));
   box.append(table);
   // A clip of any span: start time (local) and length.
   const start = el("input", { type: "datetime-local", step: "1" });

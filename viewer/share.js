@@ -16,11 +16,16 @@ async function streams() {
   if (keep) sel.value = keep;
 }
 
+// The list refreshes every 3 s; what the user did (a create, a revoke) stays said in #said
+// until the next thing they do, and a relay that cannot make links says so over the form.
 async function refresh() {
   const r = await authFetch("/api/shares");
   if (!r.ok) { $("status").textContent = `${r.status}: ${(await r.text()).trim()}`; return; }
   $("status").textContent = "";
-  const { shares } = await r.json();
+  const { shares, can_create: can, why_not: why } = await r.json();
+  $("off").hidden = can !== false;
+  $("off").textContent = why || "";
+  for (const e of $("create").elements) e.disabled = can === false;
   const rows = shares.map((s) => {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
@@ -33,7 +38,8 @@ async function refresh() {
       b.textContent = "Revoke"; b.className = "revoke";
       b.onclick = async () => {
         const resp = await authFetch(`/api/shares/${encodeURIComponent(s.id)}`, { method: "DELETE" });
-        $("status").textContent = resp.ok ? `revoked; ${(await resp.json()).sessions_ended} session(s) ended` : `${resp.status}`;
+        $("said").textContent = resp.ok ? `revoked; ${(await resp.json()).sessions_ended} session(s) ended`
+          : `${resp.status}: ${(await resp.text()).trim()}`;
         refresh();
       };
       td.append(b);
@@ -49,7 +55,8 @@ $("create").onsubmit = async (ev) => {
   const body = { stream: $("stream").value, label: $("label").value, ttl_s: Number($("ttl").value),
                  max_viewers: Number($("cap").value), mark: $("mark").checked };
   const r = await authFetch("/api/shares", { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
-  if (r.status !== 201) { $("status").textContent = `${r.status}: ${(await r.text()).trim()}`; return; }
+  if (r.status !== 201) { $("said").textContent = `link not made: ${r.status} ${(await r.text()).trim()}`; return; }
+  $("said").textContent = "";
   const s = await r.json();
   $("qr").src = `data:image/svg+xml;base64,${btoa(s.qr_svg)}`;
   $("created-label").textContent = s.label || s.stream;

@@ -24,6 +24,11 @@ async def api_preflight(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def favicon(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(VIEWER_DIR / "favicon.svg", headers={
+        "Content-Type": "image/svg+xml", "Cache-Control": "max-age=86400"})
+
+
 def build_routes(app: web.Application, services: Services) -> None:
     app[SERVICES] = services
     app.middlewares.append(errors_and_cors)
@@ -51,6 +56,8 @@ def build_routes(app: web.Application, services: Services) -> None:
     # stream list of another cluster node fetches that node's snapshots): 204 with the CORS
     # headers. Added last: a path's own routes answer first, every other method stays 405.
     r.add_route("OPTIONS", "/api/{tail:.*}", api_preflight)
+    # (a browser asks for /favicon.ico before it reads a page's <link rel="icon">)
+    r.add_get("/favicon.ico", favicon)
     r.add_get("/", page("index.html"))
     r.add_get("/wall", page("wall.html"))
     r.add_get(f"/view/{S}", page("view.html"))

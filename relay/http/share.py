@@ -75,7 +75,12 @@ async def listing(request: web.Request) -> web.Response:
     docs: list[dict[str, Any]] = services_of(request).shares.listing()
     for d in docs:
         d["viewers"] = share_sessions(services_of(request), d["id"])
-    return web.json_response({"shares": docs}, headers={"Cache-Control": "no-store"})
+    # Whether a link can be made here at all, and why not: the page says so before anyone fills
+    # in the form (auth off, or no signing secret: the create would answer 501).
+    off = "" if services_of(request).config.auth.jwt_secret else \
+        "share links are off: they are signed, and this relay has no auth.jwt_secret in its config"
+    return web.json_response({"shares": docs, "can_create": not off, "why_not": off},
+                             headers={"Cache-Control": "no-store"})
 
 
 async def revoke(request: web.Request) -> web.Response:

@@ -116,3 +116,27 @@ async def test_replay_timeline_clip_and_snapshot_in_chromium(relay_factory: Any,
                 ("snapshot-view", "einsatzleiter"), ("list", "einsatzleiter")} <= kinds, kinds
     finally:
         pusher.kill()
+
+
+async def test_the_incident_page_hides_spans_of_no_length(relay_factory: Any, tmp_path: Path) -> None:
+    """A source that came and went leaves spans of no length ("0 min 0 s · 0.0 MB" with a
+    download button): the page lists the real one and says how many it left out. The record's
+    listing is the relay's answer, as a flapping drone left it (served to the page as is)."""
+    relay = await relay_factory(record_config(tmp_path, free_port(), segment_s=4))
+    t = 1_795_000_000_000
+    listing = {"recordings": [{"stream": "cam", "status": {"recording": False}, "vehicles": [], "snapshots": [],
+                               "spans": [{"start_ms": t, "end_ms": t + 5000, "bytes": 2_000_000, "open": False},
+                                         {"start_ms": t + 9000, "end_ms": t + 9000, "bytes": 0, "open": False},
+                                         {"start_ms": t + 9500, "end_ms": t + 9700, "bytes": 0, "open": False}]}]}
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+
+        async def answer(route: Any) -> None:
+            await route.fulfill(status=200, content_type="application/json", body=json.dumps(listing))
+        await page.route("**/api/recordings", answer)
+        await page.goto(f"{relay.url}/incident#token=commander-token")
+        await page.wait_for_selector("#streams section.record table")
+        rows = await page.eval_on_selector_all("#streams section.record tr", "rs => rs.map(r => r.textContent)")
+    assert len(rows) == 3, rows  # the header, the 5 s span, the note
+    assert "0 min 5 s" in rows[1] and "2.0 MB" in rows[1], rows
+    assert rows[2] == "2 spans under a second (the source came and went) not listed", rows

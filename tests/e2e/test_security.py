@@ -206,8 +206,10 @@ async def test_sessions_belong_to_their_viewer(relay_factory: Any, caplog: pytes
 
 async def test_security_headers_on_pages_and_api(relay_factory: Any) -> None:
     relay = await relay_factory(secured())
-    for path in ("/", "/view/alpha", "/wall", "/static/whep.js", "/api/streams", "/nope"):
+    for path in ("/", "/view/alpha", "/wall", "/static/whep.js", "/api/streams", "/nope", "/favicon.ico"):
         status, _, headers = await request("GET", relay.url + path, None)
+        # (every page names its icon, and a browser's own /favicon.ico is no 404 in a log)
+        assert path != "/favicon.ico" or (status == 200 and headers["Content-Type"] == "image/svg+xml"), status
         csp = headers.get("Content-Security-Policy", "")
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp, path
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"

@@ -176,3 +176,31 @@ async def test_expired_and_forged_share_links(relay_factory: Any, tmp_path: Any)
         assert b'"share":true' in body
     finally:
         await drone.stop()
+
+
+async def test_the_share_page_says_plainly_when_links_cannot_be_made(relay_factory: Any, tmp_path: Any) -> None:
+    """Without a signing secret no link can be made: the page says so over a form it
+    disables (it looked usable, "Create link" answered 501 in the header, and the list's
+    refresh wiped the message within 3 s); the API says why, and a create is still a 501."""
+    cfg = share_config(tmp_path)
+    del cfg["auth"]["jwt_secret"]
+    relay = await relay_factory(cfg)
+    async with aiohttp.ClientSession() as s, s.get(f"{relay.url}/api/shares", headers=CONTROL) as r:
+        doc = await r.json()
+    assert doc["can_create"] is False and "auth.jwt_secret" in doc["why_not"], doc
+    status, body = await post(f"{relay.url}/api/shares", {"stream": "d1"}, CONTROL)
+    assert status == 501, (status, body)
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/share#token=leitstelle-secret")
+        await page.wait_for_selector("#off:not([hidden])", timeout=10_000)
+        off = await page.text_content("#off")
+        assert off is not None and "share links are off" in off and "auth.jwt_secret" in off, off
+        assert await page.is_disabled("#create button[type=submit]")
+        await asyncio.sleep(3.5)  # (a refresh of the list went by: the notice stays)
+        assert await page.is_visible("#off")
+    # With the secret, the same page offers the form.
+    (tmp_path / "on").mkdir()
+    on = await relay_factory(share_config(tmp_path / "on"))
+    async with aiohttp.ClientSession() as s, s.get(f"{on.url}/api/shares", headers=CONTROL) as r:
+        assert (await r.json())["can_create"] is True
