@@ -254,7 +254,7 @@ class Governor:
     def summary(self) -> str:
         """What is shed, in a few words (the HUD's line on a phone)."""
         parts = []
-        if self.tile_divisor() > self.fps_divisor():
+        if self.tile_divisor() > self.fps_divisor() and self.applies("tiles_fps"):  # (a tile watches)
             parts.append(f"wall tiles at 1/{self.tile_divisor()} frame rate")
         if self.fps_divisor() > 1:
             parts.append(f"frame rate cut to 1/{self.fps_divisor()}")

@@ -231,3 +231,17 @@ def test_a_held_step_is_tried_again_after_a_long_hold() -> None:
         g.tick(t)
         t += 1.0
     assert g.level == 0 and t > 2.0 + CALM_S + HOLD_RETRY_S - 1
+
+
+def test_the_wall_cut_is_said_only_where_a_tile_watches() -> None:
+    """``tiles_fps`` shed while no wall tile watches alone is shed with the next step; the
+    HUD's line then does not speak of wall tiles (a phone once read "wall tiles at 1/3 frame
+    rate" on a relay without a wall)."""
+    g = Governor(("tiles_fps", "fps_half"))
+    tiles = False
+    g.applies = lambda step: tiles or step != "tiles_fps"
+    late_tick(g, 0.0)
+    late_tick(g, 1.0)
+    assert g.level == 2 and g.summary() == "frame rate cut to 1/2"
+    tiles = True
+    assert g.summary() == "wall tiles at 1/3 frame rate, frame rate cut to 1/2"

@@ -52,7 +52,7 @@ function render(rec) {
     const btn = el("button", {}, "download first 60 s");
     btn.onclick = () => download(rec.stream, sp.start_ms, Math.min(60, Math.max(1, (sp.end_ms - sp.start_ms) / 1000)));
     table.append(el("tr", {}, el("td", {}, time(sp.start_ms)), el("td", {}, sp.open ? "now (recording)" : time(sp.end_ms)),
-                    el("td", {}, dur(sp.end_ms - sp.start_ms)), el("td", {}, mb(sp.bytes)), el("td", {}, btn)));
+                    el("td", {}, dur(sp.end_ms - sp.start_ms)), el("td", {}, sp.open && !sp.bytes ? "(being written)" : mb(sp.bytes)), el("td", {}, btn)));
   }
   const empty = rec.spans.length - spans.length;
   if (!spans.length) table.append(el("tr", {}, el("td", { colspan: "5" }, "nothing recorded")));

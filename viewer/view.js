@@ -33,7 +33,8 @@ const player = new WhepPlayer($("video"), stream, {
     if (st.state === "playing") $("state").textContent = live || st.picture === "waiting" ? "playing" : st.picture;
     $("kind").textContent = !live && st.picture !== "waiting"
       ? (st.picture === "signal lost" ? "SIGNAL LOST: no live picture since" : "FROZEN: no new picture since")
-      : st.kind ? (st.kind === "glass-to-glass" ? "glass-to-glass (drone capture time)" : "relay → screen (no capture time)") : "latency unknown";
+      : st.kind ? (st.kind === "glass-to-glass" ? "age since the drone's camera took it"
+        : "age since it reached the relay (the drone sends no capture time)") : "age unknown";
     $("kind").className = `lvl-${live ? levelOf(st.p95 ?? st.latency, th) : levelOf(st.age, th)}`;
     $("p95").textContent = st.p95 === null ? "—" : `${Math.round(st.p95)} ms`;
     $("fps").textContent = st.fps.toFixed(0);
@@ -43,9 +44,20 @@ const player = new WhepPlayer($("video"), stream, {
     $("codec").textContent = st.codec || "";
     $("rend").textContent = st.rendition ? `${st.rendition}${st.auto ? " (auto)" : ""} · ${st.height || "?"}p` : "";
     $("why").textContent = st.renditionReason || "";
+    // In a commander's words (the details above are one tap away for the technician)
+    $("plain").textContent = plainWords(st);
     $("freezes").textContent = String(st.freezes);
   },
 });
+// Why the picture is what it is, in a few words: a lower rung chosen for the link or for
+// this device; nothing while it is the picture asked for.
+function plainWords(st) {
+  const why = st.renditionReason || "";
+  if (!st.auto || !why.startsWith("down")) return "";
+  return /decoding/.test(why) ? "picture reduced: this device cannot keep up"
+    : "picture reduced: weak link";
+}
+window.__plainWords = plainWords;  // (tests)
 window.__player = player;  // for tests and the curious
 let markUi = null;
 player.onMarkers = (msg) => { if (markUi) markUi.set.apply(msg); };

@@ -98,3 +98,22 @@ async def test_a_figure_that_could_not_be_is_counted_never_shown(relay: RelayHan
           return out;
         }""")
     assert got == [[None, 1], [None, 2], [100, 2, "glass-to-glass"]], got
+
+
+async def test_the_hud_says_why_the_picture_is_reduced_in_a_commanders_words(relay: RelayHandle) -> None:
+    """viewer/view.js: the ABR's reason ("down: loss 8 %", "down: decoding 13 of 30 fps") is a
+    technician's; the HUD's folded line says "picture reduced: weak link" or "...: this device
+    cannot keep up", and nothing while the picture is the one asked for."""
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.goto(f"{relay.url}/view/nostream")
+        await page.wait_for_function("typeof window.__plainWords === 'function'")
+        said = await page.evaluate("""() => [
+          {auto: true, renditionReason: "down: loss 8 %, NACKs 12 % of packets"},
+          {auto: true, renditionReason: "down: decoding 13 of 30 fps"},
+          {auto: true, renditionReason: "up: clean for 8 s"},
+          {auto: false, renditionReason: "chosen"},
+        ].map(window.__plainWords)""")
+        shown = await page.evaluate("getComputedStyle(document.getElementById('plain')).display")
+    assert said == ["picture reduced: weak link", "picture reduced: this device cannot keep up", "", ""], said
+    assert shown == "none"  # (empty: no line at all)
