@@ -17,6 +17,7 @@ from .cascade import Forwards, WhepPull
 from .cluster import Cluster
 from .config import PASSTHROUGH, Config
 from .egress import WhepEgress
+from .egress.shed import RungShed
 from .http import Services, build_routes, end_expired_shares
 from .limits import Limiter
 from .logs import quiet_malformed_requests
@@ -133,13 +134,19 @@ def _wire_streams(services: Services) -> None:
 
     governor = services.governor
 
+    rungs = RungShed(governor, services.config, services.whep.viewers)
+    services.rung_shed = rungs
+
     def applies(step: str) -> bool:
         if step == "tiles_fps":  # (a wall tile must watch a transcoded rendition alone)
             return any(s.tiles_only for e in services.registry.entries.values()
                        for s in e.renditions.values())
+        if step == "rungs":  # (people must watch two rungs of one stream)
+            return rungs.applies()
         return True
 
     governor.applies = applies
+    governor.on_change.append(lambda _: rungs.tick())
 
     def on_created(entry: Entry) -> None:
         for stream in entry.all_streams():  # every skip for age is lateness the governor hears
@@ -283,6 +290,7 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
     _service(app, "whip sessions", None, lambda: services.whip.close_all())
     _task_service(app, "liveness watchdog", registry.watch)
     _task_service(app, "overload governor", lambda: watch_loop(services.governor))
+    _task_service(app, "rung shed", lambda: _every(1.0, services.rung_shed.tick))
     _task_service(app, "stream janitor", lambda: _expire_streams(registry, config, services.whep.count))
     _task_service(app, "session janitor", lambda: _end_expired(app))
     _service(app, "sources", sources.start, sources.stop)
@@ -333,6 +341,16 @@ async def _bounded(step: str, work: Awaitable[Any], timeout: float = 10.0) -> No
         await within(timeout, work)
     except TimeoutError:
         log.error("shutdown step timed out", extra={"step": step, "timeout_s": timeout})
+
+
+async def _every(seconds: float, step: Callable[[], None]) -> None:
+    """``step()`` every ``seconds``; one that fails is logged and the loop goes on."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            step()
+        except Exception:
+            log.exception("periodic step failed", extra={"step": getattr(step, "__qualname__", "?")})
 
 
 async def _end_expired(app: web.Application) -> None:

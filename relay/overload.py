@@ -15,6 +15,8 @@ cheaper for the CPU than the one before it was):
   of many pictures; a commander's view, a forward to the centre and other relays untouched);
 - ``fps_half``: transcoded renditions at half their frame rate (the source's own packets
   untouched: they cost no encoder);
+- ``rungs``: a stream's extra transcoded rungs closed, their viewers moved down to one that
+  stays (another relay's rung and the lowest a person watches: :mod:`relay.egress.shed`);
 - ``overlay``: the relay's overlay (name, time, telemetry) not drawn;
 - ``fps_third``: transcoded renditions at a third of their frame rate;
 - ``fps_sixth``: at a sixth (5 fps of 30: a fresh picture, seldom);
@@ -55,6 +57,7 @@ log = logging.getLogger("relay.overload")
 SHED_STEPS: dict[str, str] = {  # (the names are config.overload.SHED_NAMES)
     "tiles_fps": "renditions only wall tiles watch at a third of their frame rate",
     "fps_half": "transcoded renditions at half frame rate",
+    "rungs": "each stream's extra rungs closed, their viewers moved down",
     "overlay": "overlay not drawn",
     "fps_third": "transcoded renditions at a third of their frame rate",
     "fps_sixth": "transcoded renditions at a sixth of their frame rate",
@@ -157,6 +160,10 @@ class Governor:
     def overlay(self) -> bool:
         return "overlay" not in self.shed
 
+    def one_rung(self) -> bool:
+        """Close each stream's extra transcoded rungs (their viewers moved down)."""
+        return "rungs" in self.shed
+
     def keyframes_only(self) -> bool:
         """Decode only keyframes where a source can (its keyframes come regularly): its
         transcoded rungs show a fresh picture per keyframe; its own packets (the source
@@ -258,6 +265,8 @@ class Governor:
             parts.append(f"wall tiles at 1/{self.tile_divisor()} frame rate")
         if self.fps_divisor() > 1:
             parts.append(f"frame rate cut to 1/{self.fps_divisor()}")
+        if self.one_rung():
+            parts.append("fewer qualities")
         if not self.overlay():
             parts.append("no overlay")
         if self.keyframes_only():

@@ -509,3 +509,28 @@ def test_a_viewer_without_the_echo_channel_probes_a_lossy_link_seldom() -> None:
     clean.timed = False
     p_clean = first_probe(clean, 0, 60, 0.0)
     assert p_clean is not None and p_clean.t < 6, p_clean  # a clean link: no reason to wait
+
+
+def test_a_cap_moves_the_viewer_down_and_holds_it_there_until_lifted() -> None:
+    """The relay short of CPU closes a stream's extra rungs: an auto viewer above the cap is
+    moved down to it, never climbs past it however clean its link, and climbs as ever once
+    the cap is lifted."""
+    ladder = [Rung("high", 2500, 30), Rung("mid", 1200, 30), Rung("low", 300, 15)]
+    ctl = AbrController(ladder, "high")
+    sw = ctl.cap("low", 10.0)
+    assert sw is not None and (sw.frm, sw.to) == ("high", "low") and "short of CPU" in sw.reason
+    assert ctl.current == "low" and [r.name for r in ctl.ladder] == ["low"]
+    assert ctl.cap("low", 11.0) is None  # (already there)
+    # a minute of a clean link with room: no step up past the cap
+    assert run(ctl, steady(12, 72, remb_kbps=6000, loss=0.0, fps=30)) == []
+    assert ctl.current == "low"
+    ctl.cap(None, 72.0)
+    assert [r.name for r in ctl.ladder] == ["high", "mid", "low"]
+    climbed = []
+    for s in steady(72, 200, remb_kbps=6000, loss=0.0, fps=30):
+        sw = ctl.feed(s)
+        if sw is not None and sw.probe:
+            _, sw = ctl.probe_result(s.t, 0, 100)
+        if sw is not None:
+            climbed.append(sw.to)
+    assert climbed and ctl.current != "low", ctl.history

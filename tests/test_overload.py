@@ -245,3 +245,18 @@ def test_the_wall_cut_is_said_only_where_a_tile_watches() -> None:
     assert g.level == 2 and g.summary() == "frame rate cut to 1/2"
     tiles = True
     assert g.summary() == "wall tiles at 1/3 frame rate, frame rate cut to 1/2"
+
+
+def test_the_rungs_that_stay_are_another_relays_and_the_lowest_a_person_watches() -> None:
+    from relay.egress.shed import Watching, rung_plan
+
+    ladder = {"high": (2500, "h264"), "mid": (1200, "h264"), "low": (300, "h264"), "vp8": (800, "vp8")}
+    w = [Watching("a", "high", False), Watching("b", "mid", False), Watching("c", "low", False),
+         Watching("centre", "mid", True), Watching("d", "vp8", False), Watching("e", "source", False)]
+    # the forward's rung (mid) and the lowest a person watches (low) stay; a person on high goes
+    # to the best staying rung below it; another codec is its own group; the source is untouched
+    assert rung_plan(ladder, w) == {"a": "mid"}
+    assert rung_plan(ladder, [x for x in w if x.session != "centre"]) == {"a": "low", "b": "low"}
+    assert rung_plan(ladder, [Watching("centre", "high", True), Watching("x", "high", True)]) == {}
+    assert rung_plan(ladder, [Watching("a", "low", False), Watching("centre", "high", True),
+                              Watching("b", "mid", False)]) == {"b": "low"}

@@ -30,6 +30,8 @@ class AbrController:
         self.ladder = sorted(ladder, key=lambda r: -r.kbps)  # best first
         if current not in {r.name for r in self.ladder}:
             raise ValueError(f"{current!r} is not on the ladder")
+        self.full_ladder = list(self.ladder)  # (``ladder`` is it, less the rungs a cap closed)
+        self.ceiling: str | None = None  # the relay short of CPU closed the rungs above this one
         self.current = current
         self.padding = padding  # the sender can pad (RTX): probe a rung's rate before switching
         # A padding probe can be stopped at the first sign of a queue: the viewer has the
@@ -92,6 +94,22 @@ class AbrController:
         self.trend.sent_kbps = None
         self._room_since = None
         self._settle = self.tune.settle_s
+        return sw
+
+    def cap(self, name: str | None, t: float) -> Switch | None:
+        """The relay, short of CPU, closed the rungs above ``name`` (None: open again): the
+        viewer is moved down to it if it is above, and climbs no higher (its probes stop)
+        until the cap is lifted; then the rules climb as ever."""
+        if name is None:
+            self.ladder, self.ceiling = list(self.full_ladder), None
+            return None
+        ceil = next(r for r in self.full_ladder if r.name == name).kbps
+        self.ceiling = name
+        self._probing = None  # (a padding probe of a closed rung: the egress lets it go)
+        sw = None
+        if self._rung(self.current).kbps > ceil:
+            sw = self._switch(t, name, "down: relay short of CPU (its extra rungs closed)")
+        self.ladder = [r for r in self.full_ladder if r.kbps <= ceil]
         return sw
 
     # -------------------------------------------------------------- the sample

@@ -9,7 +9,7 @@ from .fields import ConfigError, flag, strings
 __all__ = ["SHED_NAMES", "OverloadConfig"]
 
 # relay/overload.py says what each does
-SHED_NAMES = ("tiles_fps", "fps_half", "overlay", "fps_third", "fps_sixth", "keyframes")
+SHED_NAMES = ("tiles_fps", "fps_half", "rungs", "overlay", "fps_third", "fps_sixth", "keyframes")
 
 
 def _step(key: str, value: str) -> None:

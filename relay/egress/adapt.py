@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..abr import AbrController, LinkEstimate, ReportQueue, Sample, Switch
@@ -20,7 +21,7 @@ from .echo import watch_queue
 from .padding import pad_probe
 from .viewer import Viewer
 
-__all__ = ["ABR_PERIOD_S", "RTT_PERIOD_S", "Adapter", "poll_rtt"]
+__all__ = ["ABR_PERIOD_S", "RTT_PERIOD_S", "Adapter", "change_rendition", "poll_rtt"]
 
 log = logging.getLogger("relay.whep")
 ABR_PERIOD_S = 0.5
@@ -59,7 +60,6 @@ class Adapter:
         self.link = LinkEstimate()
         self.changed_at = 0.0  # the last change-over (monotonic)
         self.changed_wall = 0.0  # ... and on the wall clock (the viewer's reports use it)
-        self.changes = 0
         self.probe: asyncio.Task[None] | None = None
         self.watching = False
         self.plis = self.nacks_new = self.freezes = 0
@@ -191,30 +191,48 @@ class Adapter:
         self.link.forget()
 
     def perform(self, sw: Switch) -> None:
-        viewer = self.viewer
-        target = viewer.entry.rendition_stream(sw.to)
-        if target is None:
-            return
-        log.info("viewer switches rendition", extra={
-            "stream": viewer.entry.name, "viewer": viewer.info.public_id, "from": sw.frm, "to": sw.to,
-            "reason": sw.reason})
-
         def switched() -> None:
-            after_rtp = viewer.tap.change_over()  # before the new rung's first packet is sent
             self.changed_at, self.changed_wall = time.monotonic(), time.time()
-            self.changes += 1
             self.link.forget()
-            info = viewer.info
-            info.rendition = sw.to
-            info.rendition_reason = sw.reason
-            info.switches.append({"t": time.time(), "from": sw.frm, "to": sw.to, "reason": sw.reason})
-            del info.switches[:-20]
-            # The page labels the picture from the first frame after ``after_rtp`` on.
-            viewer.announce(json.dumps({"type": "rendition", "name": sw.to, "auto": True, "reason": sw.reason,
-                                        "n": self.changes, "after_rtp": after_rtp}))
+        change_rendition(self.viewer, sw.to, sw.reason, switched)
 
-        def subscribe(target: Stream = target) -> Reader:
-            return target.subscribe(label=viewer.session.public, relay=viewer.info.relay,
-                                    tile=viewer.info.tile)
+    def cap(self, name: str | None) -> None:
+        """The relay short of CPU closed the rungs above ``name`` (None: open again)."""
+        sw = self.ctl.cap(name, time.monotonic())
+        if sw is not None:
+            self.perform(sw)
 
-        viewer.track.switch(subscribe, switched)
+
+def change_rendition(viewer: Viewer, to: str, reason: str,
+                     switched: Callable[[], None] | None = None) -> bool:
+    """Move ``viewer`` to rendition ``to`` on the same track, from that rung's next keyframe:
+    its info, its switch history and the page told (whoever decided: its ABR, or the relay
+    short of CPU). False where the rung does not exist."""
+    target = viewer.entry.rendition_stream(to)
+    if target is None:
+        return False
+    frm = viewer.info.rendition
+    log.info("viewer switches rendition", extra={
+        "stream": viewer.entry.name, "viewer": viewer.info.public_id, "from": frm, "to": to,
+        "reason": reason})
+
+    def done() -> None:
+        after_rtp = viewer.tap.change_over()  # before the new rung's first packet is sent
+        viewer.changes += 1
+        if switched is not None:
+            switched()
+        info = viewer.info
+        info.rendition = to
+        info.rendition_reason = reason
+        info.switches.append({"t": time.time(), "from": frm, "to": to, "reason": reason})
+        del info.switches[:-20]
+        # The page labels the picture from the first frame after ``after_rtp`` on.
+        viewer.announce(json.dumps({"type": "rendition", "name": to, "auto": info.auto, "reason": reason,
+                                    "n": viewer.changes, "after_rtp": after_rtp}))
+
+    def subscribe(target: Stream = target) -> Reader:
+        return target.subscribe(label=viewer.session.public, relay=viewer.info.relay,
+                                tile=viewer.info.tile)
+
+    viewer.track.switch(subscribe, done)
+    return True

@@ -135,7 +135,8 @@ class WhepEgress:
                                                       if x.codec == codec}]
             ctl = AbrController(rungs, name, hold_s=self.config.abr.hold_s,
                                 max_hold_s=self.config.abr.max_hold_s)
-            session.spawn(Adapter(viewer, ctl, self.config.abr.queue_watch).run())
+            viewer.adapter = Adapter(viewer, ctl, self.config.abr.queue_watch)
+            session.spawn(viewer.adapter.run())
         else:
             session.spawn(poll_rtt(viewer))
         log.info("viewer joined", extra={"stream": stream, "rendition": name,

@@ -74,6 +74,10 @@ class Viewer:
         self.channel: Any = None  # "relay": hello, clock pings, reports, frame times, telemetry
         self.echo: Echoes | None = None  # "echo": round trips (unordered, never retransmitted)
         self.heard_at: float | None = None  # the last message on its data channel (monotonic)
+        self.changes = 0  # rendition changes (the page keeps the newest it was told of)
+        self.adapter: Any = None  # its ABR (a viewer on "auto"): egress.adapt.Adapter
+        # The rung it was on before the relay, short of CPU, moved it down (given back after)
+        self.shed_from: str | None = None
 
     @classmethod
     def sending(cls, session: PeerSession, entry: Entry, info: ViewerInfo, transceiver: Any,

@@ -69,6 +69,7 @@ class Services:
     cluster: Cluster | None = None  # None: one node ([cluster] redis unset)
     marker_rate: RateBook = field(default_factory=lambda: RateBook(30))
     governor: Governor = field(default_factory=Governor)  # what the relay sheds when short of CPU
+    rung_shed: Any = None  # the governor's "rungs" step (egress.shed.RungShed), set with the streams
 
 
 SERVICES = web.AppKey("services", Services)

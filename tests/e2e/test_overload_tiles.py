@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 async def test_a_rendition_only_wall_tiles_watch_is_cut_first() -> None:
     relay = await start_relay({**SMALL, "overload": {"enabled": True, "shed": ["tiles_fps"]}})
     gov = relay.services.governor
+    gov.tick = lambda t, wall=None: None  # type: ignore[method-assign]  # (the test sets the level)
     drone = Drone(f"{relay.url}/whip/d1")
     commander = WhepViewer(relay.url, "d1", rendition="high", read_stamps=False)
     tile = WhepViewer(relay.url, "d1", rendition="low", read_stamps=False)
@@ -49,8 +50,7 @@ async def test_a_rendition_only_wall_tiles_watch_is_cut_first() -> None:
         lo, hi = cut(then, 0)
         assert lo >= 0.8 * hi, (lo, hi)
         # Short of CPU, first step: the wall's rendition at a third, the commander's whole.
-        gov.calm_needed = 1e9  # (held there: the decision is not this test's)
-        gov.level = 1
+        gov.level = 1  # (the governor's decision is tests/test_overload.py's)
         assert gov.tile_divisor() == 3 and gov.fps_divisor() == 1 and "wall tiles" in gov.summary()
         then = counted()
         await wait_for(lambda: cut(then, 0)[1] >= 90, 30, "90 frames on high")
@@ -85,4 +85,50 @@ async def test_a_screen_the_relay_does_not_know_is_refused() -> None:
         assert relay.viewers("d1") == {}
     finally:
         await viewer.close()
+        await relay.runner.cleanup()
+
+
+async def test_extra_rungs_close_their_viewers_move_down_and_come_back() -> None:
+    """The ``rungs`` step: a commander on "high" and another on "low" of one drone — short of
+    CPU, "high" closes (no reader left, its encoder idles out), its viewer is moved to "low"
+    on the same session (its page told why) and keeps its picture; an auto viewer is capped
+    where it is. Given back, the viewer returns to "high"."""
+    relay = await start_relay({**SMALL, "overload": {"enabled": True, "shed": ["rungs"]}})
+    gov, shed = relay.services.governor, relay.services.rung_shed
+    gov.tick = lambda t, wall=None: None  # type: ignore[method-assign]  # (the test sets the level)
+    drone = Drone(f"{relay.url}/whip/d1")
+    high = WhepViewer(relay.url, "d1", rendition="high", read_stamps=False, channel=True)
+    low = WhepViewer(relay.url, "d1", rendition="low", read_stamps=False)
+    auto = WhepViewer(relay.url, "d1", read_stamps=False)
+    try:
+        await wait_for(lambda: relay.entry("d1") is not None, 15, "the drone publishing")
+        for v in (high, low, auto):
+            await v.start()
+            await v.wait_frames(10, 30)
+        entry = relay.entry("d1")
+        info = {v.rendition: v for v in relay.viewers("d1").values() if not v.auto}
+        assert set(info) == {"high", "low"} and shed.applies()
+        gov.level = 1  # (the governor's decision is tests/test_overload.py's)
+        shed.tick()
+        await wait_for(lambda: info["high"].rendition == "low", 15, "the high viewer moved to low")
+        assert not entry.renditions["high"].readers  # the rung is closed: nobody reads it
+        assert info["high"].rendition_reason.startswith("down: relay short of CPU")
+        said = [m for m in high.messages if m.get("type") == "rendition"]
+        assert said and said[-1]["name"] == "low" and "short of CPU" in said[-1]["reason"], said
+        n = high.seen.frames
+        await high.wait_frames(n + 30, 20)  # its picture goes on, from the low rung
+        autos = [v for v in relay.services.whep.viewers.values() if v.info.auto]
+        assert autos and all(v.adapter.ctl.ceiling is not None for v in autos)
+        assert not shed.applies() and "fewer qualities" in gov.summary()
+        # Given back: the viewer returns to the rung it chose; the auto viewer's cap lifts.
+        gov.level = 0
+        shed.tick()
+        await wait_for(lambda: info["high"].rendition == "high", 15, "the viewer back on high")
+        assert all(v.adapter.ctl.ceiling is None for v in autos)
+        n = high.seen.frames
+        await high.wait_frames(n + 30, 20)
+    finally:
+        for v in (high, low, auto):
+            await v.close()
+        await drone.stop()
         await relay.runner.cleanup()
