@@ -92,6 +92,8 @@ class RungShed:
         by_id = {v.info.session: v for v in viewers}
         for session, to in self._plan(viewers).items():
             v = by_id[session]
+            if v.track.switching:  # (asked already: it moves at the rung's next keyframe)
+                continue
             if v.shed_from is None:
                 v.shed_from = v.info.rendition
             self.moved += 1
@@ -112,5 +114,5 @@ class RungShed:
             back, v.shed_from = v.shed_from, None
             if v.adapter is not None:
                 v.adapter.cap(None)  # (it climbs by its own rules)
-            elif v.info.rendition != back:
+            elif v.info.rendition != back or v.track.switching:  # (a move down still pending)
                 change_rendition(v, back, "back: the relay has the CPU again")

@@ -76,6 +76,11 @@ class PacketTrack(MediaStreamTrack):
         # (RTP timestamp, arrival ms, capture ms | None, 1 for the slate: not a live picture)
         self.frame_times: deque[tuple[int, int, int | None, int]] = deque(maxlen=256)
 
+    @property
+    def switching(self) -> bool:
+        """A change-over is pending (it happens at the target's next keyframe)."""
+        return self._next is not None
+
     def switch(self, subscribe: Callable[[], Reader], done: Callable[[], None] | None = None) -> None:
         """Change over to ``subscribe()``'s stream at its next keyframe."""
         if self._next is not None:
