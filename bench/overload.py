@@ -89,7 +89,8 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(n: int, seconds: float, cores: float | None, profile: str | None = None, extra: str = "",
-        verbose: bool = False, screenshots: str = "", forward: bool = False) -> dict[str, Any]:
+        verbose: bool = False, screenshots: str = "", forward: bool = False,
+        also: str = "") -> dict[str, Any]:
     rtmp = free_port()
     procs: list[Any] = []
     centre_probe = None
@@ -128,7 +129,10 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
             procs.append(centre_probe)
         for i in range(n):
             group.spawn(["--whep", f"{base}/whep/d{i}?rendition=mid"], 1)
-        wait_until(lambda: len(group.counts()) == n and _probe_doc(probe).get("stamps"), 60, "viewers")
+            if also:  # a second viewer per drone, on another rung (two encoders per drone)
+                group.spawn(["--whep", f"{base}/whep/d{i}?rendition={also}"], 1)
+        per = 2 if also else 1
+        wait_until(lambda: len(group.counts()) == per * n and _probe_doc(probe).get("stamps"), 60, "viewers")
         joined = time.monotonic()
         time.sleep(2)  # encoders started
         settle_s = _settle(base, 45.0, joined)  # the window starts at the governor's steady level
@@ -177,7 +181,9 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
             limit.remove()
     fresh = max(1, doc.get("stamps", 0) - stamps0.get("stamps", 0))
     ages = doc.get("ages", [])[-fresh:]
-    relay_p95 = [((stats[nm]["relay_latency"].get("mid") or {}).get("relay_ms") or {}).get("p95")
+    # (each stream's worst rung: with --also a viewer may be moved from "mid" to the other)
+    relay_p95 = [max((p for p in (((v.get("relay_ms") or {}).get("p95")) for v in
+                                   stats[nm]["relay_latency"].values()) if p is not None), default=None)
                  for nm in names]
     drone_p95 = relay_p95[1:]
     delivered = [(b - a) / dt for a, b in zip(counts0, counts1, strict=False)]
@@ -199,6 +205,8 @@ def run(n: int, seconds: float, cores: float | None, profile: str | None = None,
         "deepest": deepest,
         "threads": dict(sorted(by_thread.items(), key=lambda kv: -kv[1])),
         "settle_s": settle_s,
+        "encoders": sum(sum(1 for r in s.get("renditions", []) if r.get("encoding"))
+                        for s in streams.values() if s["name"] in names),
     }
 
 
@@ -325,6 +333,8 @@ def main() -> None:
     p.add_argument("--forward", action="store_true",
                    help="forward the probe to a second relay (not limited) and watch it there too")
     p.add_argument("--profile", help="py-spy's raw profile of the relay during the window (one N)")
+    p.add_argument("--also", default="", metavar="RENDITION",
+                   help="a second viewer per drone on this rung (the governor's rungs step closes one)")
     args = p.parse_args()
     if args.aiortc_jitter_buffer:
         CHECKER_ARGS.append("--aiortc-jitter-buffer")
@@ -333,14 +343,14 @@ def main() -> None:
     for n in (int(x) for x in args.drones.split(",")):
         for cores in ([None] if args.demand else []) + [args.cores]:
             r = run(n, args.seconds, cores, args.profile, _settings(args.set), args.verbose, args.screenshots,
-                    args.forward)
+                    args.forward, args.also)
             ages = f"{r['probe_age_p50']}/{r['probe_age_p95']}"
             gov = r["overload"]
             print(f"{n:>2} {cores or '-':>5} {r['relay_cpu']:>11} {ages:>17} {r['probe_relay_p95']!s:>15} "
                   f"{r['probe_fps']:>9} {r['drones_relay_p95_worst']!s:>16}  {r['drones_fps']} "
                   f"{gov.get('shed_steps')} (deepest {r['deepest']}) skipped {gov.get('skipped_total')} "
                   f"probe skipped {r['probe_skipped']} (clients' cores {r['others_cpu']}; "
-                  f"steady {r['settle_s']} s after the viewers joined)",
+                  f"steady {r['settle_s']} s after the viewers joined; {r['encoders']} encoders)",
                   flush=True)
             if args.forward:
                 print(f"   at the centre: probe p95 {r['centre_age_p95']} ms, {r['centre_fps']} fps",

@@ -159,6 +159,8 @@ class Pipeline:
                 log.exception("frame processing failed", extra={"stream": self.entry.name})
                 continue
             self.frames_processed += 1
+            if self.frames_processed % 30 == 0:
+                self._expire()  # (an encoder nobody watched for a while closes while live too)
             if any(out.values()):  # (a frame no rendition took is not an encode's age)
                 gov.encoded(now() - unit.timeline.get("arrival", now()))
             self._publish(out)
