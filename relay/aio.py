@@ -51,7 +51,8 @@ class PeerGone:
         self.gone = 0
 
     def install(self) -> None:
-        self.loop.set_exception_handler(self)
+        if not isinstance(self.before, PeerGone):  # (one per loop: several relays in one process)
+            self.loop.set_exception_handler(self)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc, task = context.get("exception"), context.get("future")

@@ -35,6 +35,8 @@ function tile(doc) {
           : `${st.picture === "signal lost" ? "LOST" : "FROZEN"} · ${formatAge(st.age)}`;
       age.title = live ? st.kind || "" : "no live picture: the time since the last one";
       age.className = `age lvl-${levelOf(st.age, th)}`;
+      const t = tiles.get(doc.name);
+      if (t) showHealth(t);  // (the footer and border in step with the picture, frame by frame)
     },
   });
   player.onMarkers = (msg) => markers.apply(msg);
@@ -180,17 +182,8 @@ async function refresh() {
     for (const s of streams) {
       const t = tiles.get(s.name) || tiles.set(s.name, tile(s)).get(s.name);
       t.doc = s;
-      t.el.className = `tile ${s.state}`;
-      const others = Math.max(0, s.viewers - 1);  // this wall is one of the viewers
-      const health = s.problem ? `NO PICTURE: ${s.problem}`  // an unsupported codec: said, not silent
-        : s.state === "live"
-        ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
-        : s.state === "lost" ? `SIGNAL LOST ${Math.round(Date.now() / 1000 - (s.last_frame_at || s.state_since))} s ago`
-        : "waiting for drone";
-      const rec = s.record || {};
-      const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";
-      t.el.querySelector(".health").textContent = health + recText + (clustered && s.node ? ` · node ${s.node}` : "");
-      t.el.classList.toggle("rec-paused", Boolean(rec.paused));
+      t.clustered = clustered;
+      showHealth(t);
       const tel = s.telemetry;
       const teleEl = t.el.querySelector(".tele");
       teleEl.textContent = !tel ? "" : tel.stale
@@ -204,6 +197,28 @@ async function refresh() {
   } catch (e) {
     document.getElementById("status").textContent = `relay unreachable (${e.message}); retrying`;
   }
+}
+// A tile's border and footer: live or lost as its picture shows (each frame), the list's
+// state (every 2 s) only where the picture does not tell yet — a footer once read "SIGNAL
+// LOST 6 s ago" over a live picture, and "2 s" while the slate in the picture said 4 s.
+function showHealth(t) {
+  const s = t.doc, st = t.player.stats;
+  const state = st.picture === "signal lost" ? "lost" : st.picture === "live" ? "live" : s.state;
+  const others = Math.max(0, s.viewers - 1);  // this wall is one of the viewers
+  const lostFor = st.picture === "signal lost" && st.age !== null ? formatAge(st.age)
+    : `${Math.round(Date.now() / 1000 - (s.last_frame_at || s.state_since))} s`;
+  const health = s.problem ? `NO PICTURE: ${s.problem}`  // an unsupported codec: said, not silent
+    : state === "live"
+    ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
+    : state === "lost" ? `SIGNAL LOST ${lostFor} ago`
+    : "waiting for drone";
+  const rec = s.record || {};
+  const recText = !rec.enabled ? "" : rec.paused ? " · REC PAUSED (disk)" : rec.recording ? " · ● REC" : " · rec idle";
+  const text = health + recText + (t.clustered && s.node ? ` · node ${s.node}` : "");
+  const foot = t.el.querySelector(".health");
+  if (foot.textContent !== text) foot.textContent = text;
+  t.el.className = `tile ${state}`;
+  t.el.classList.toggle("rec-paused", Boolean(rec.paused));
 }
 refresh();
 setInterval(refresh, 2000);

@@ -57,6 +57,15 @@ async def test_a_signal_loss_shows_the_age_of_the_last_live_picture(relay: Relay
                 "[...document.querySelectorAll('.tile .age')].map((e) => [e.textContent, e.className])")
             lost = [t for t in tiles if t[0].startswith(("LOST", "FROZEN"))]
             assert lost and all("lvl-green" not in cls for _, cls in lost), tiles
+            # The tile's footer and border in step with its picture (not the list's 2 s beat):
+            # the slate's age, said the same way.
+            await wall.wait_for_function("""() => {
+                const t = window.__wall.get('drone1');
+                const foot = t.el.querySelector('.health').textContent;
+                const age = t.el.querySelector('.age').textContent;
+                return t.player.stats.picture === 'signal lost' && t.el.classList.contains('lost')
+                    && foot.startsWith('SIGNAL LOST ') && age === `LOST · ${foot.slice(12).split(' ago')[0]}`; }""",
+                                         timeout=15000)
             # The relay's own record of it: the stream is lost and its slate is no latency sample.
             assert relay.entry("drone1").state.value == "lost"
 
@@ -72,6 +81,10 @@ async def test_a_signal_loss_shows_the_age_of_the_last_live_picture(relay: Relay
             # (under load a second without a new frame is called "frozen", rightly: it returns)
             await view.wait_for_function("document.getElementById('state').textContent === 'playing'",
                                          timeout=15000)
+            # The wall's tile back to live with its picture: border and footer.
+            await wall.wait_for_function("""() => { const t = window.__wall.get('drone1');
+                return t.player.stats.picture === 'live' && t.el.classList.contains('live')
+                    && t.el.querySelector('.health').textContent.startsWith('live'); }""", timeout=20000)
     finally:
         drone.send_signal(signal.SIGCONT)
         drone.terminate()
