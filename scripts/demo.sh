@@ -33,6 +33,8 @@ names = [("HTTP", "PORT", socket.SOCK_STREAM), ("RTMP", "RTMP_PORT", socket.SOCK
 taken = []
 for (what, var, kind), port in zip(names, map(int, sys.argv[1:])):
     with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:  # (as the relay binds: a port in TIME_WAIT is free to it)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("0.0.0.0" if what in ("HTTP", "RTMP", "SRT") else "127.0.0.1", port))
         except OSError as e:
