@@ -306,30 +306,29 @@ def p256_cert(tmp_path: Path) -> tuple[str, str]:
     return str(c), str(k)
 
 
-def tcp_listening(port: int) -> bool:
-    """Whether a socket of this machine listens on TCP ``port`` (read from /proc/net/tcp*,
-    without connecting: a one-shot listener such as FFmpeg's RTSP listen would take a probe
-    connection for its client)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+def _socket_on(proto: str, port: int, state: str | None = None) -> bool:
+    """Whether a socket of this machine has local ``port`` in /proc/net/<proto>{,6}, in
+    ``state`` (kernel hex, "0A" = LISTEN) where given."""
+    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+        for fields in (line.split() for line in lines):
+            if (len(fields) > 3 and int(fields[1].rsplit(":", 1)[1], 16) == port
+                    and (state is None or fields[3] == state)):
                 return True
     return False
+
+
+def tcp_listening(port: int) -> bool:
+    """Whether a socket of this machine listens on TCP ``port`` (read from /proc/net/tcp*,
+    without connecting: a one-shot listener such as FFmpeg's RTSP listen would take a probe
+    connection for its client)."""
+    return _socket_on("tcp", port, "0A")
 
 
 def udp_bound(port: int) -> bool:
     """Whether a socket of this machine is bound to UDP ``port`` (/proc/net/udp*): a source
     that listens for datagrams has opened its input."""
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        if any(len(f) > 1 and int(f[1].rsplit(":", 1)[1], 16) == port for f in (ln.split() for ln in lines)):
-            return True
-    return False
+    return _socket_on("udp", port)

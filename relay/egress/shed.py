@@ -11,7 +11,6 @@ a person watches. A person on a rung that goes moves to the best staying rung at
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ from .viewer import Viewer
 
 __all__ = ["RungShed", "Watching", "rung_plan"]
 
-log = logging.getLogger("relay.overload")
 REASON = "relay short of CPU: the stream's extra rungs closed"
 
 
@@ -63,7 +61,6 @@ class RungShed:
         self.governor = governor
         self.viewers = viewers  # the egress's own (session -> Viewer)
         self.ladder = {r.name: (r.bitrate_kbps, r.codec) for r in config.renditions}
-        self.moved = 0  # viewers moved down, ever
 
     def applies(self) -> bool:
         """Whether the step would close anything now (a stream whose people watch two rungs)."""
@@ -96,7 +93,6 @@ class RungShed:
                 continue
             if v.shed_from is None:
                 v.shed_from = v.info.rendition
-            self.moved += 1
             if v.adapter is not None:
                 v.adapter.cap(to)
             else:
