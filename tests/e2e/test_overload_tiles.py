@@ -113,8 +113,12 @@ async def test_extra_rungs_close_their_viewers_move_down_and_come_back() -> None
         await wait_for(lambda: info["high"].rendition == "low", 15, "the high viewer moved to low")
         assert not entry.renditions["high"].readers  # the rung is closed: nobody reads it
         assert info["high"].rendition_reason.startswith("down: relay short of CPU")
+        # The page is told on its channel; the message is on the wire when the relay's state
+        # changes, so the test waits for it to arrive.
+        await wait_for(lambda: any(m.get("type") == "rendition" for m in high.messages), 10,
+                       "the page told of its new rendition")
         said = [m for m in high.messages if m.get("type") == "rendition"]
-        assert said and said[-1]["name"] == "low" and "short of CPU" in said[-1]["reason"], said
+        assert said[-1]["name"] == "low" and "short of CPU" in said[-1]["reason"], said
         n = high.seen.frames
         await high.wait_frames(n + 30, 20)  # its picture goes on, from the low rung
         autos = [v for v in relay.services.whep.viewers.values() if v.info.auto]
