@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
+from .config.checks import MARKER_KINDS
 from .wire import Refused, finite, safe_text
 
 __all__ = ["KINDS", "MAX_LABEL", "Marker", "MarkerBook", "MarkerError", "RateBook", "clean_fields",
            "geojson", "kml"]
 
-KINDS = ("person", "hotspot", "hazard", "access", "water", "note")
+KINDS = MARKER_KINDS
 KIND_NAMES = {"person": "Person", "hotspot": "Hot spot", "hazard": "Hazard", "access": "Access point",
               "water": "Water source", "note": "Note"}
 MAX_LABEL = 80

@@ -147,7 +147,8 @@ FULL = {
                "generate_key": False, "replay_minutes": 5.0, "queue_frames": 50},
     "telemetry": {"stale_after_s": 1.5, "track_minutes": 2.0, "tile_url": "https://t.example/{z}/{x}/{y}.png",
                   "tile_attribution": "© tiles", "overlay": True},
-    "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50},
+    "markers": {"enabled": False, "roles": ["viewer"], "rate_per_min": 5, "max": 50, "lang": "de",
+                "names": {"hotspot": "Brandherd", "water": "Hydrant"}},
     "cluster": {"redis": "rediss://:pw@redis.example:6380/1", "node": "node-2",
                 "url": "https://node-2.example:8443", "viewers": "redirect", "refresh_s": 0.5, "ttl_s": 2.0, "linger_s": 30.0,
                 "peers": ["https://node-1.example:8443"]},
@@ -271,7 +272,7 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
                     compare(item, raw, type(item)(**({"name": "x"} if f.name in ("renditions", "vehicles") else {})),
                             f"{path}{f.name}[{i}].")
                 continue
-            want = tuple(given) if isinstance(given, list) else given
+            want = tuple(given) if isinstance(given, list) else tuple(given.items()) if isinstance(given, dict) else given
             assert value == want, f"{path}{f.name}: {value!r} != {want!r}"
             assert value != getattr(fresh, f.name), f"{path}{f.name} is its default in FULL"
             checked += 1
@@ -398,3 +399,18 @@ def test_each_example_names_every_secret_and_file_its_check_needs(tmp_path: Path
         with pytest.raises(ConfigError):
             load(copy, env=env)
         p.write_bytes(saved)
+
+
+@pytest.mark.parametrize(("names", "problem"), [
+    ({"fire": "Feuer"}, "markers.names.fire: is not a marker kind"),
+    ({"hotspot": ""}, "markers.names.hotspot: must be 1-40 printable characters"),
+    ({"hotspot": "x" * 41}, "markers.names.hotspot: must be 1-40 printable characters"),
+    ({"hotspot": "Glut\nnest"}, "markers.names.hotspot: must be 1-40 printable characters"),
+    ({"hotspot": 3}, "markers.names.hotspot: must be 1-40 printable characters"),
+    ("Glutnest", "markers.names: must be a table of kind = name"),
+])
+def test_marker_kind_names_are_checked(names: object, problem: str) -> None:
+    """A brigade's own words for the kinds: each a kind the relay knows, short printable text."""
+    with pytest.raises(ConfigError, match=problem.replace(".", "\\.")):
+        parse({"markers": {"names": names}}, env={})
+    assert dict(parse({"markers": {"names": {"hotspot": " Glutnest "}}}, env={}).markers.names) == {"hotspot": "Glutnest"}

@@ -1,7 +1,7 @@
 // The incident record per stream: what was recorded (time spans), the snapshots, and clips
 // to download. Text from the relay is put into the page as text, never as HTML.
 import { authFetch } from "./auth.js";
-import { KINDS } from "./markers.js";
+import { KINDS, setKindNames } from "./markers.js";
 
 const root = document.getElementById("streams");
 const status = document.getElementById("status");
@@ -90,6 +90,7 @@ async function loadMarkers() {
   const r = await authFetch("/api/markers");
   if (!r.ok) return;
   const doc = await r.json();
+  setKindNames(doc.lang, doc.names);
   document.getElementById("markers").hidden = false;
   document.getElementById("markers-note").textContent = doc.recorded
     ? "every change is a signed line of the record" : "not recorded (the record is off)";

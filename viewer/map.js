@@ -3,7 +3,7 @@
 // XStatic-Leaflet package); tiles from the configured server, or none: then a plain grid
 // with a scale, so the map works with no internet at all.
 import { footprint } from "./geo.js";
-import { KINDS } from "./markers.js";
+import { KINDS, declutter, symbol } from "./markers.js";
 
 const L = window.L;
 const NICE = [1, 2, 5];
@@ -34,6 +34,7 @@ export class DroneMap {
     this.follow = true;
     this.fitted = false;
     this.map.on("dragstart", () => { this.follow = false; });
+    this.map.on("zoomend moveend resize", () => this._labels());
     this.clicked = null;
   }
 
@@ -131,7 +132,7 @@ export class DroneMap {
       keep.add(m.id);
       let mk = this.marks.get(m.id);
       if (!mk) {
-        const icon = L.divIcon({ className: "map-mark", html: "", iconSize: [24, 24], iconAnchor: [12, 12] });
+        const icon = L.divIcon({ className: "map-mark", html: "", iconSize: [0, 0], iconAnchor: [0, 0] });
         mk = L.marker([m.lat, m.lon], { icon, keyboard: false, zIndexOffset: 1000 }).addTo(this.map);
         const e = mk.getElement();
         const pin = document.createElement("div"); pin.className = "pin";
@@ -142,13 +143,36 @@ export class DroneMap {
         this.marks.set(m.id, mk);
       }
       mk.setLatLng([m.lat, m.lon]);
+      mk.kind = m.kind;
       const k = KINDS[m.kind] || KINDS.note;
       const e = mk.getElement();
       e.style.setProperty("--mc", k.color);
-      e.querySelector(".pin").textContent = k.glyph;
-      e.querySelector(".mlabel").textContent = m.label || k.name;
+      if (e.dataset.kind !== m.kind) { e.querySelector(".pin").replaceChildren(symbol(m.kind)); e.dataset.kind = m.kind; }
+      const label = e.querySelector(".mlabel"), text = m.label || k.name;
+      if (label.textContent !== text) { label.textContent = text; label.title = text; mk.lw = null; }
     }
     for (const [id, mk] of this.marks) if (!keep.has(id)) { mk.remove(); this.marks.delete(id); }
+    this._labels();
+  }
+
+  // The markers' labels on the map, decluttered as in the picture (a label that would cover
+  // another gives way, by kind, then nearest the centre); ``labels`` for tests.
+  _labels() {
+    if (!this.marks || !this.marks.size) { this.labels = []; return; }
+    const size = this.map.getSize();
+    const list = [...this.marks.values()];
+    const items = list.map((mk) => {
+      const p = this.map.latLngToContainerPoint(mk.getLatLng());
+      const label = mk.getElement().querySelector(".mlabel");
+      if (!mk.lw || mk.lwW !== size.x) {  // (once per text and size)
+        label.style.maxWidth = `${Math.round(size.x * 0.45)}px`;
+        mk.lw = Math.ceil(label.getBoundingClientRect().width); mk.lwW = size.x;
+      }
+      return { x: p.x, y: p.y, w: mk.lw, kind: mk.kind, near: Math.hypot(p.x - size.x / 2, p.y - size.y / 2) };
+    });
+    const placed = declutter(items, size.x, size.y);
+    this.labels = list.map((mk, i) => ({ id: mk.getElement().dataset.id, x: items[i].x, y: items[i].y, label: placed[i].box }));
+    list.forEach((mk, i) => { mk.getElement().dataset.lp = placed[i].place; });
   }
 
   onGroundClick(fn) { this.map.on("click", (e) => fn(e.latlng.lat, e.latlng.lng)); }

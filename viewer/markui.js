@@ -3,17 +3,20 @@
 // A click on the picture sends the point of the picture and the capture time of the frame
 // on screen: the relay ties it to the ground with that frame's telemetry.
 import { authFetch } from "./auth.js";
-import { KINDS, MarkerSet, PictureMarks } from "./markers.js";
+import { KINDS, MarkerSet, PictureMarks, fillLegend, setKindNames } from "./markers.js";
 import { pictureUV } from "./geo.js";
 
 const $ = (id) => document.getElementById(id);
 
 function fillKinds(sel) {
+  const was = sel.value;
+  sel.replaceChildren();
   for (const [k, v] of Object.entries(KINDS)) {
     const o = document.createElement("option");
     o.value = k; o.textContent = v.name;
     sel.append(o);
   }
+  if (was) sel.value = was;
 }
 
 export class MarkUi {
@@ -50,6 +53,8 @@ export class MarkUi {
     const doc = await r.json();
     this.mayMark = Boolean(doc.may_mark);
     $("markhint").hidden = !this.mayMark;
+    setKindNames(doc.lang, doc.names);  // (the brigade's words, in its language)
+    fillKinds($("mark-kind")); fillKinds($("mi-kind-sel"));
     this.set.apply({ type: "markers", all: doc.markers, n: doc.version });
     setInterval(() => this._followReplay(), 500);
   }
@@ -66,6 +71,11 @@ export class MarkUi {
     if (m) m.setMarkers(this.marks.markers(), (id) => this.pick(id));
     this.marks.draw();
     if (this.picked && !this.set.byId.has(this.picked)) $("markinfo").hidden = true;
+    // The legend: the kinds on screen, or every kind for whoever places them.
+    const shown = this.marks.markers();
+    const kinds = new Set(shown.map((x) => x.kind));
+    const key = this.mayMark ? "all" : [...kinds].sort().join(",");
+    if (key !== this._legendKey) { this._legendKey = key; fillLegend($("legend"), this.mayMark ? null : kinds); }
   }
 
   // Replay: the markers as they were at the replayed moment (asked again each second or so).

@@ -88,10 +88,14 @@ function showTelemetry() {
     if (dmap) dmap.update(stream, s, stale, Boolean(replayed));
   }
 }
+// The map opens by itself where it has room beside or below the picture; on a phone held
+// sideways it would take the picture's width, so there it waits for a tap on "Map".
+const sideways = matchMedia("(max-height: 500px) and (min-aspect-ratio: 4/3)");
 function openMap(cfg) {
   if (dmap || !window.L) return;
-  mapbox.hidden = false;
-  document.body.classList.add("with-map");
+  const show = !sideways.matches;
+  mapbox.hidden = !show;
+  document.body.classList.toggle("with-map", show);
   dmap = new DroneMap($("map"), cfg || mapCfg || {});
   window.__map = dmap;
   dmap.onGroundClick((lat, lon) => {
@@ -114,8 +118,33 @@ $("maptoggle").onclick = () => {
   const hide = !mapbox.hidden;
   mapbox.hidden = hide;
   document.body.classList.toggle("with-map", !hide);
+  $("maptoggle").setAttribute("aria-pressed", String(!hide));
   if (!hide && dmap) dmap.invalidate();
 };
+// One tap: the picture alone, on the whole screen (the browser's full screen where it allows,
+// turned sideways on a phone); one tap back brings the HUD, the map and the controls.
+function setFull(on) {
+  document.body.classList.toggle("full", on);
+  $("fullscreen").setAttribute("aria-pressed", String(on));
+  $("fullscreen").title = on ? "back to the map and the controls" : "the picture alone, full screen (tap again to come back)";
+  hudFold(!on && !narrow.matches);
+  if (dmap) setTimeout(() => dmap.invalidate(), 50);
+}
+$("fullscreen").onclick = async () => {
+  const on = !document.body.classList.contains("full");
+  setFull(on);
+  try {
+    if (on && !document.fullscreenElement && document.documentElement.requestFullscreen) {
+      await document.documentElement.requestFullscreen({ navigationUI: "hide" });
+      if (screen.orientation && screen.orientation.lock && innerHeight > innerWidth) {
+        await screen.orientation.lock("landscape").catch(() => {});
+      }
+    } else if (!on && document.fullscreenElement) await document.exitFullscreen();
+  } catch (_) { /* refused (no gesture, an iframe): the page's own full view still holds */ }
+};
+document.addEventListener("fullscreenchange", () => {
+  if (!document.fullscreenElement && document.body.classList.contains("full")) setFull(false);
+});
 setInterval(showTelemetry, 200);  // the HUD and the map follow the frame on screen
 
 function onPictureClick(ev) {
@@ -234,5 +263,6 @@ function hudFold(open) {
   $("hudtoggle").textContent = open ? "▴" : "▾";
 }
 hudFold(!narrow.matches);
-narrow.addEventListener("change", () => hudFold(!narrow.matches));
+narrow.addEventListener("change", () => hudFold(!narrow.matches && !document.body.classList.contains("full")));
+addEventListener("resize", () => { if (dmap) dmap.invalidate(); });
 $("hudtoggle").onclick = () => hudFold($("hud").classList.contains("folded"));

@@ -1,7 +1,7 @@
 import { WhepPlayer, formatAge, levelOf } from "./whep.js";
 import { askForToken, authFetch } from "./auth.js";
 import { DroneMap } from "./map.js";
-import { MarkerSet, PictureMarks } from "./markers.js";
+import { MarkerSet, PictureMarks, fillLegend, setKindNames } from "./markers.js";
 
 const params = new URLSearchParams(location.search);
 const grid = document.getElementById("grid");
@@ -11,7 +11,31 @@ window.__wall = tiles;
 // tile draws them in its picture, the map shows them all.
 const markers = new MarkerSet();
 window.__markers = markers;
-markers.listeners.push(() => { if (dmap) dmap.setMarkers(markers.list()); for (const t of tiles.values()) t.marks.draw(); });
+markers.listeners.push(() => { if (dmap) dmap.setMarkers(markers.list()); for (const t of tiles.values()) t.marks.draw(); legend(); });
+// The legend (the kinds on the wall) in the header, in the brigade's words.
+let legendKey = null;
+function legend() {
+  const kinds = new Set(markers.list().map((m) => m.kind));
+  const key = [...kinds].sort().join(",");
+  if (key !== legendKey) { legendKey = key; fillLegend(document.getElementById("legend"), kinds); }
+}
+authFetch("/api/markers").then((r) => (r.ok ? r.json() : null)).then((doc) => {
+  if (!doc) return;
+  setKindNames(doc.lang, doc.names);
+  legendKey = null; legend();
+  for (const t of tiles.values()) for (const e of t.marks.els.values()) { e._text = null; e._kind = null; }
+}).catch(() => {});
+
+// Each tile plays the rung that fits its size (the smallest transcoded rung at least as tall
+// as the tile's pixels), which carries the relay's overlay (name, clock, LIVE): not the
+// drone's full-bitrate source, unless the stream has nothing else. ?rendition= forces one.
+export function rungFor(renditions, px) {
+  const rungs = renditions.filter((r) => !r.passthrough && r.height).sort((a, b) => a.height - b.height);
+  if (!rungs.length) return renditions.length ? renditions[renditions.length - 1].name : null;
+  const fits = rungs.find((r) => r.height >= px * 0.9);
+  return (fits || rungs[rungs.length - 1]).name;
+}
+window.__rungFor = rungFor;
 
 function tile(doc) {
   const el = document.createElement("div");
@@ -22,9 +46,27 @@ function tile(doc) {
   el.querySelector("video").muted = true;
   el.querySelector(".label").textContent = doc.title || doc.name;
   el.querySelector("button").onclick = () => showStats(doc.name);
-  const rendition = params.get("rendition") || doc.renditions[doc.renditions.length - 1].name;
-  const player = new WhepPlayer(el.querySelector("video"), doc.name, {
-    rendition, screen: "wall", onAuth: askForToken,
+  const t = { el, player: null, rung: null, doc };
+  const layer = node("div", { class: "marklayer" });
+  el.querySelector("video").after(layer);
+  t.marks = new PictureMarks(el.querySelector("video"), layer, () => (t.player ? t.player.telemetryShown() : null));
+  t.marks.markers = () => markers.list();
+  grid.insertBefore(el, document.getElementById("maptile"));
+  return t;
+}
+
+// (Re)start a tile's player on the rung its size wants: at first, and when the layout has
+// changed the tile's size across a rung (a drone joined or left, the window resized).
+function play(t) {
+  const px = Math.round(t.el.clientHeight * (devicePixelRatio || 1));
+  const rung = params.get("rendition") || rungFor(t.doc.renditions, px);
+  if (!rung || (t.player && rung === t.rung)) return;
+  if (t.player) t.player.stop();
+  t.rung = rung;
+  t.el.dataset.rung = rung;
+  const el = t.el, name = t.doc.name;
+  t.player = new WhepPlayer(el.querySelector("video"), name, {
+    rendition: rung, screen: "wall", onAuth: askForToken,
     onUpdate: (st, th) => {
       // The age of the picture in the tile: while live its latency; frozen or lost, the
       // time since the last live picture (amber, then red) — never the last good figure.
@@ -35,24 +77,19 @@ function tile(doc) {
           : `${st.picture === "signal lost" ? "LOST" : "FROZEN"} · ${formatAge(st.age)}`;
       age.title = live ? st.kind || "" : "no live picture: the time since the last one";
       age.className = `age lvl-${levelOf(st.age, th)}`;
-      const t = tiles.get(doc.name);
-      if (t) showHealth(t);  // (the footer and border in step with the picture, frame by frame)
+      t.th = th;
+      showHealth(t);  // (the footer and border in step with the picture, frame by frame)
     },
   });
-  player.onMarkers = (msg) => markers.apply(msg);
-  player.start();
-  const layer = node("div", { class: "marklayer" });
-  el.querySelector("video").after(layer);
-  const marks = new PictureMarks(el.querySelector("video"), layer, () => player.telemetryShown());
-  marks.markers = () => markers.list();
-  grid.insertBefore(el, document.getElementById("maptile"));
-  return { el, player, doc, marks };
+  t.player.onMarkers = (msg) => markers.apply(msg);
+  t.player.start();
 }
 
 // All drones on one map: each at the position of the frame its tile shows.
 let dmap = null;
 function mapTick() {
   for (const [name, t] of tiles) {
+    if (!t.player) continue;
     const s = t.player.telemetryShown() || t.doc.telemetry;
     if (!s || s.lat === undefined) continue;
     if (!dmap) {
@@ -182,8 +219,8 @@ async function refresh() {
     for (const s of streams) {
       const t = tiles.get(s.name) || tiles.set(s.name, tile(s)).get(s.name);
       t.doc = s;
+      t.overload = overload;
       t.clustered = clustered;
-      showHealth(t);
       const tel = s.telemetry;
       const teleEl = t.el.querySelector(".tele");
       teleEl.textContent = !tel ? "" : tel.stale
@@ -192,24 +229,41 @@ async function refresh() {
       teleEl.classList.toggle("stale", Boolean(tel && tel.stale));
       teleEl.hidden = !tel;
     }
-    for (const [name, t] of tiles) if (!names.has(name)) { t.player.stop(); t.el.remove(); tiles.delete(name); }
+    for (const [name, t] of tiles) if (!names.has(name)) { if (t.player) t.player.stop(); t.el.remove(); tiles.delete(name); }
     layout();
+    for (const t of tiles.values()) { play(t); showHealth(t); }
+    summary();
   } catch (e) {
     document.getElementById("status").textContent = `relay unreachable (${e.message}); retrying`;
   }
 }
-// A tile's border and footer: live or lost as its picture shows (each frame), the list's
-// state (every 2 s) only where the picture does not tell yet — a footer once read "SIGNAL
-// LOST 6 s ago" over a live picture, and "2 s" while the slate in the picture said 4 s.
+// A tile's border and footer: live, degraded or lost as its picture shows (each frame), the
+// list's state (every 2 s) only where the picture does not tell yet — a footer once read
+// "SIGNAL LOST 6 s ago" over a live picture, and "2 s" while the slate in the picture said 4 s.
+// Degraded: a live picture that is old (amber or red), frozen, or at well under the drone's
+// frame rate (a weak link, or the relay short of CPU cutting the wall first) — said why.
+export function tileState(s, st, th) {
+  if (st.picture === "signal lost") return { state: "lost" };
+  if (st.picture === "frozen" && s.state === "live") return { state: "degraded", why: "FROZEN" };
+  if (st.picture !== "live") return { state: s.state };
+  const level = th ? levelOf(st.age, th) : "unknown";
+  if (level === "red" || level === "yellow") return { state: "degraded", why: `OLD PICTURE ${formatAge(st.age)}` };
+  if (s.fps >= 5 && st.fps > 0 && st.fps < s.fps * 0.6) return { state: "degraded", why: `${st.fps.toFixed(0)} of ${s.fps.toFixed(0)} fps` };
+  return { state: "live" };
+}
+window.__tileState = tileState;
+
 function showHealth(t) {
   const s = t.doc, st = t.player.stats;
-  const state = st.picture === "signal lost" ? "lost" : st.picture === "live" ? "live" : s.state;
+  const { state, why } = tileState(s, st, t.th);
   const others = Math.max(0, s.viewers - 1);  // this wall is one of the viewers
   const lostFor = st.picture === "signal lost" && st.age !== null ? formatAge(st.age)
     : `${Math.round(Date.now() / 1000 - (s.last_frame_at || s.state_since))} s`;
+  const shed = t.overload && t.overload.overloaded ? " (relay short of CPU)" : "";
   const health = s.problem ? `NO PICTURE: ${s.problem}`  // an unsupported codec: said, not silent
     : state === "live"
     ? `live · ${s.fps.toFixed(0)} fps · ${others ? `${others} other viewer${others > 1 ? "s" : ""}` : "no other viewers"}`
+    : state === "degraded" ? `DEGRADED: ${why}${shed}`
     : state === "lost" ? `SIGNAL LOST ${lostFor} ago`
     : "waiting for drone";
   const rec = s.record || {};
@@ -217,8 +271,22 @@ function showHealth(t) {
   const text = health + recText + (t.clustered && s.node ? ` · node ${s.node}` : "");
   const foot = t.el.querySelector(".health");
   if (foot.textContent !== text) foot.textContent = text;
+  t.state = state;
   t.el.className = `tile ${state}`;
   t.el.classList.toggle("rec-paused", Boolean(rec.paused));
 }
+// One glance: how many feeds are live, degraded, lost, in the header.
+function summary() {
+  const n = { live: 0, degraded: 0, lost: 0, waiting: 0 };
+  for (const t of tiles.values()) if (t.state in n) n[t.state]++;
+  const parts = [];
+  for (const k of ["live", "degraded", "lost", "waiting"]) {
+    if (!n[k]) continue;
+    const b = node("b", { class: `count ${k}` }, `${n[k]} ${k}`);
+    parts.push(b);
+  }
+  document.getElementById("counts").replaceChildren(...parts);
+}
+setInterval(summary, 1000);
 refresh();
 setInterval(refresh, 2000);

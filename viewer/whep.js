@@ -372,6 +372,10 @@ export class WhepPlayer {
     if (this._lastSlateAt !== null && (this._lastLiveAt === null || this._lastSlateAt > this._lastLiveAt)) st.picture = "signal lost";
     else if (lastFrame === null) st.picture = "waiting";
     else if (t - lastFrame > 1000 || st.state !== "playing") st.picture = "frozen";
+    // Frames on screen, none yet known to be live (their times come on the channel): the
+    // relay's slate looks like any picture, so a lost feed once showed "live" for its first
+    // second on the wall. Not "live" before one is, or three seconds without any times.
+    else if (this._lastLiveAt === null && this.readStamps && st.frames < 90) st.picture = "waiting";
     else st.picture = "live";
     if (st.picture === "live") st.age = st.latency === null ? null : Math.max(0, st.latency);
     else if (this.shownCaptureMs !== null && st.offset !== null) {

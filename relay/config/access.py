@@ -7,8 +7,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import ROLES, ed25519_public_pem, grant, public_url, vehicle_name
-from .fields import ConfigError, Ctx, flag, integer, number, required, secret, strings, tables, text
+from .checks import MARKER_KINDS, ROLES, ed25519_public_pem, grant, public_url, vehicle_name
+from .fields import (
+    ConfigError,
+    Ctx,
+    choice,
+    flag,
+    integer,
+    number,
+    pairs,
+    required,
+    secret,
+    strings,
+    tables,
+    text,
+)
 
 __all__ = ["AuthConfig", "MarkersConfig", "TokenConfig", "VehicleConfig", "check_tokens_unique"]
 
@@ -78,6 +91,19 @@ def _role_item(key: str, role: str) -> None:
     _role(key, role)
 
 
+MAX_KIND_NAME = 40
+
+
+def _kind_name(key: str, kind: str, name: Any) -> tuple[str, str]:
+    """``[markers.names]``: a brigade's own word for a kind (``hotspot = "Glutnest"``): a
+    marker kind, and 1-40 printable characters."""
+    if kind not in MARKER_KINDS:
+        raise ConfigError(f"{key}.{kind}", f"is not a marker kind (one of {', '.join(MARKER_KINDS)})")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_KIND_NAME or not name.isprintable():
+        raise ConfigError(f"{key}.{kind}", f"must be 1-{MAX_KIND_NAME} printable characters")
+    return kind, name.strip()
+
+
 @dataclass(frozen=True)
 class MarkersConfig:
     """Markers on the ground, shared by every page: who may place them, how many, how fast."""
@@ -89,6 +115,9 @@ class MarkersConfig:
                                      what="must be an array of roles")
     rate_per_min: int = integer(30, 1, 10000)  # changes a minute per token
     max: int = integer(500, 1, 100000)  # markers at once
+    # The language of the kinds' names on the pages: "auto" follows each browser's language.
+    lang: str = choice("auto", ("auto", "en", "de"))
+    names: tuple[tuple[str, str], ...] = pairs(_kind_name, "must be a table of kind = name")
 
 
 def check_tokens_unique(auth: AuthConfig, vehicles: Iterable[VehicleConfig], streams: Iterable[Any]) -> None:

@@ -12,6 +12,8 @@ from .fields import STREAM_NAME, ConfigError, as_str, is_ip
 PASSTHROUGH = "source"  # the rendition name of forwarded source packets
 SOURCE_SCHEMES = ("rtsp://", "rtsps://", "udp://", "rtp://", "srt://", "whep+http://", "whep+https://")
 ROLES = ("publisher", "viewer", "control", "admin")
+# What a marker on the ground may be (relay/markers.py; the pages draw a symbol for each).
+MARKER_KINDS = ("person", "hotspot", "hazard", "access", "water", "note")
 ICE_URL = re.compile(r"^(stun|stuns|turn|turns):[^\s?]+(\?transport=(udp|tcp))?$")
 IFACE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,14}$")
 TURN_URLS = "must be stun:/turn:/turns: URLs (turn:host:3478?transport=tcp)"

@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = [
     "STREAM_NAME", "ConfigError", "Ctx", "Parse", "allowed_keys", "as_bool", "as_float", "as_int", "as_str",
-    "check_host", "choice", "flag", "host", "in_table", "integer", "is_ip", "named_tables", "number",
+    "check_host", "choice", "flag", "host", "in_table", "integer", "is_ip", "named_tables", "number", "pairs",
     "parse_table", "path_or_none", "required", "secret", "section", "strings", "tables", "text",
 ]
 
@@ -215,6 +215,19 @@ def strings(default: tuple[str, ...] = (), item: Callable[[str, str], None] | No
                 item(f"{key}[{i}]", s)
         return tuple(raw)
     return field(default=default, metadata={"parse": parse, "keys": ()})
+
+
+def pairs(check: Callable[[str, str, Any], tuple[str, str]], what: str) -> Any:
+    """A table of ``key = value`` read as (key, value) pairs; ``check(key, k, v)`` returns the
+    pair it keeps or raises ConfigError."""
+    def parse(key: str, table: Mapping[str, Any], ctx: Ctx) -> tuple[tuple[str, str], ...]:
+        raw = table.get(key.rsplit(".", 1)[-1], _ABSENT)
+        if raw is _ABSENT:
+            return ()
+        if not isinstance(raw, dict):
+            raise ConfigError(key, what)
+        return tuple(check(key, k, v) for k, v in raw.items())
+    return field(default=(), metadata={"parse": parse, "keys": ()})
 
 
 def tables(cls: type, what: str, default: tuple[Any, ...] = (), required: bool = False) -> Any:

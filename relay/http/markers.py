@@ -164,7 +164,8 @@ async def api_list(request: web.Request) -> web.Response:
     may = decide(svc.config, svc.shares, "mark", None, token_of(request)).allowed
     return web.json_response({"markers": markers, "version": book.version, "may_mark": may,
                               "recorded": book.recorded,
-                              "kinds": list(KINDS), "server_time": time.time()},
+                              "kinds": list(KINDS), "lang": svc.config.markers.lang,
+                              "names": dict(svc.config.markers.names), "server_time": time.time()},
                              headers={"Cache-Control": "no-store"})
 
 

@@ -193,7 +193,7 @@ async def test_a_label_with_html_stays_text_under_the_csp(relay_factory: Any, tm
                                  text: e.textContent, dist: d.dist} : null; }""", far.id)
             b = edge["box"]
             assert edge["inside"] is False and edge["edge"] and 550 < edge["dist"] < 800, edge
-            assert edge["text"].startswith("WLöschteich · ") and edge["text"].endswith(" m"), edge
+            assert edge["text"].startswith("Löschteich · ") and edge["text"].endswith(" m"), edge
             near_edge = min(edge["x"] - b["left"], b["left"] + b["pw"] - edge["x"],
                             edge["y"] - b["top"], b["top"] + b["ph"] - edge["y"])
             assert 0 <= near_edge <= 30, edge  # on the picture, at its edge
