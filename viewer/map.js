@@ -3,7 +3,7 @@
 // XStatic-Leaflet package); tiles from the configured server, or none: then a plain grid
 // with a scale, so the map works with no internet at all.
 import { footprint } from "./geo.js";
-import { KINDS, declutter, symbol } from "./markers.js";
+import { KINDS, PRIORITY, declutter, symbol } from "./markers.js";
 
 const L = window.L;
 const NICE = [1, 2, 5];
@@ -143,6 +143,7 @@ export class DroneMap {
         this.marks.set(m.id, mk);
       }
       mk.setLatLng([m.lat, m.lon]);
+      if (mk.kind !== m.kind) mk.setZIndexOffset(1000 + 100 * (6 - Math.max(0, PRIORITY.indexOf(m.kind))));
       mk.kind = m.kind;
       const k = KINDS[m.kind] || KINDS.note;
       const e = mk.getElement();

@@ -192,6 +192,7 @@ export class PictureMarks {
       e.style.setProperty("--mc", k.color);
       e.firstChild.replaceChildren(symbol(m.kind));
       e.dataset.kind = m.kind;
+      e.style.zIndex = String(10 - Math.max(0, PRIORITY.indexOf(m.kind)));  // a person's pin on top
       e._kind = m.kind;
     }
     return e;

@@ -167,6 +167,12 @@ async def view_page(ctx: Any, url: str, W: int, H: int, out: Path, errors: list[
         # On the map too, no two labels overlap, each where it was planned, inside the map.
         map_labels_as_planned(await page.evaluate(MAP_LABELS), where)
     labels_apart([d.get("label") for d in await page.evaluate("() => window.__marks.marks.drawn")], where)
+    # Pins a few metres apart overlap: the person's is on top (a tap there reaches it).
+    top = await page.evaluate("""() => { const l = document.getElementById('marklayer').getBoundingClientRect();
+        const d = window.__marks.marks.drawn.find((x) => x.kind === 'person');
+        const hit = d && document.elementFromPoint(l.x + d.x, l.y + d.y);
+        const m = hit && hit.closest('.mark'); return m ? m.dataset.kind : null; }""")
+    assert top == "person", top
     await shot(page, out, f"view-live-{W}x{H}")
     # Placing a marker: a tap on the picture opens the form, its button inside the screen.
     p = L["pic"]
