@@ -195,6 +195,11 @@ async def view_page(ctx: Any, url: str, W: int, H: int, out: Path, errors: list[
     inset = await page.evaluate("() => { const r = document.getElementById('video').getBoundingClientRect();"
                                 " return {x: r.x, y: r.y, w: r.width, h: r.height}; }")
     assert inside(inset, W, H) and overlap(inset, L["stage"]) > 0.9 * inset["w"] * inset["h"], inset  # in the stage
+    badge = await page.evaluate("() => { const r = document.getElementById('replay-badge').getBoundingClientRect();"
+                                " return {x: r.x, y: r.y, w: r.width, h: r.height}; }")
+    # The badge saying which moment this is: whole, off the live inset and the full-screen button.
+    button = next(c for c in L["controls"] if c["id"] == "fullscreen")["box"]
+    assert inside(badge, W, H) and overlap(badge, inset) == 0 and overlap(badge, button) == 0, (badge, inset)
     await shot(page, out, f"view-replay-{W}x{H}")
     await page.click("#live")
     await until(page, "() => !window.__replay.playing", timeout=10)
