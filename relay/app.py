@@ -16,6 +16,7 @@ from .auth import ice_servers_for
 from .cascade import Forwards, WhepPull
 from .cluster import Cluster
 from .config import PASSTHROUGH, Config
+from .dji import DjiPlatform, publish_url_for
 from .egress import WhepEgress
 from .egress.shed import RungShed
 from .http import Services, build_routes, end_expired_shares
@@ -89,7 +90,9 @@ def _services(config: Config) -> Services:
         rtmp=RtmpIngest(registry, config, limiter) if config.rtmp.enabled else None,
         shares=ShareBook(config.auth.shares_file),
         record=record,
-        forwards=Forwards(registry, config, ice, record) if any(s.forward for s in config.streams) else None)
+        forwards=Forwards(registry, config, ice, record) if any(s.forward for s in config.streams) else None,
+        dji=DjiPlatform(config, registry, lambda stream: publish_url_for(config, stream))
+        if config.dji.enabled else None)
 
 
 def _cluster(services: Services) -> Cluster:
@@ -300,6 +303,12 @@ def _lifecycle(app: web.Application, services: Services, sources: ConfiguredSour
         _service(app, "forwards", services.forwards.start, services.forwards.stop)
     if services.cluster is not None:
         _service(app, "cluster", services.cluster.start, services.cluster.stop)
+    if services.dji is not None:
+        dji = services.dji
+
+        async def start_dji() -> None:
+            dji.start()
+        _service(app, "dji", start_dji, dji.stop)
 
 
 def _service(app: web.Application, name: str, start: Callable[[], Awaitable[None]] | None,

@@ -5,7 +5,8 @@ Roles (``config.ROLES``):
 - ``publisher``: publish (and watch) its streams;
 - ``viewer``: watch its streams;
 - ``control``: the control centre — watch every stream, per-viewer stats, ``/metrics``,
-  mint short-lived viewer tokens (share links);
+  mint short-lived viewer tokens (share links), drive a DJI drone's camera (``camera``:
+  start and stop its stream, switch lens and quality);
 - ``admin``: everything.
 
 A token is either static (``[auth]`` tokens, per-stream ``publish_token``/``view_token``,
@@ -48,14 +49,15 @@ __all__ = [
 ]
 
 Action = Literal["publish", "view", "stats", "metrics", "mint", "list", "playback", "snapshot", "mirror",
-                 "mark"]
+                 "mark", "camera"]
 
 # Which roles may perform an action (stream scope is checked separately).
 _ROLE_ACTIONS: dict[str, frozenset[str]] = {
     "publisher": frozenset({"publish", "view", "list", "snapshot"}),
     "viewer": frozenset({"view", "list", "snapshot"}),
-    "control": frozenset({"view", "list", "stats", "metrics", "mint", "snapshot", "playback"}),
-    "admin": frozenset({"publish", "view", "list", "stats", "metrics", "mint", "snapshot", "playback"}),
+    "control": frozenset({"view", "list", "stats", "metrics", "mint", "snapshot", "playback", "camera"}),
+    "admin": frozenset({"publish", "view", "list", "stats", "metrics", "mint", "snapshot", "playback",
+                        "camera"}),
 }
 # "playback" (list, replay and download the record) is a permission of its own: control and
 # admin have it; a publisher's or viewer's token has it only when granted (``playback = true``

@@ -48,8 +48,11 @@ FIELDS: dict[str, tuple[float, float]] = {
     "center_lon": (-180.0, 180.0),
     "battery": (0.0, 100.0),         # percent remaining
     "voltage": (0.0, 100.0),         # volts
+    "target_lat": (-90.0, 90.0),     # a laser rangefinder's point on the ground (DJI)
+    "target_lon": (-180.0, 180.0),
+    "est_s": (0.0, 60.0),            # an estimate: carried forward this long past its measurement
 }
-_ROUND = {"lat": 7, "lon": 7, "center_lat": 7, "center_lon": 7}
+_ROUND = {"lat": 7, "lon": 7, "center_lat": 7, "center_lon": 7, "target_lat": 7, "target_lon": 7}
 
 
 class TelemetryError(ValueError):

@@ -16,9 +16,10 @@ if [[ $DEV == 1 ]]; then
   # nodejs + npm: werift (a TypeScript WebRTC stack) as the other relay in the interop test.
   # redis-server: the cluster tests start their own Redis (the cluster's directory).
   # libsrt1.5-gnutls: the relay's SRT listener (ctypes; a deployment with [srt] needs it too).
+  # mosquitto: the DJI tests start their own MQTT broker (the DJI Cloud API's transport).
   for pkg in chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
-             gstreamer1.0-tools coturn nftables iproute2 libsrt1.5-gnutls redis-server; do
+             gstreamer1.0-tools coturn nftables iproute2 libsrt1.5-gnutls redis-server mosquitto; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
   done
   # (by command, not package: a machine may have Node.js from elsewhere, with npm inside)

@@ -20,8 +20,9 @@ from typing import Any
 
 __all__ = [
     "STREAM_NAME", "ConfigError", "Ctx", "Parse", "allowed_keys", "as_bool", "as_float", "as_int", "as_str",
-    "check_host", "choice", "flag", "host", "in_table", "integer", "is_ip", "named_tables", "number", "pairs",
-    "parse_table", "path_or_none", "required", "secret", "section", "strings", "tables", "text",
+    "check_host", "choice", "env_secret", "flag", "host", "in_table", "integer", "is_ip", "named_tables",
+    "number", "pairs", "parse_table", "path_or_none", "required", "secret", "section", "strings", "tables",
+    "text",
 ]
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -194,6 +195,27 @@ def secret(min_len: int = 8) -> Any:
                 raise ConfigError(f"{key}_env", f"environment variable {var} is not set")
             return found
         return None
+    return field(default=None, metadata={"parse": parse, "keys": ("{}", "{}_env")})
+
+
+def env_secret(min_len: int = 8) -> Any:
+    """A secret that only the environment may give (``name_env``): written inline it is refused,
+    so a credential never sits in a file that is copied, committed or shown."""
+    def parse(key: str, table: Mapping[str, Any], ctx: Ctx) -> str | None:
+        name = key.rsplit(".", 1)[-1]
+        if name in table:
+            raise ConfigError(key, f"credentials come only from the environment: give {name}_env = "
+                                   '"VARIABLE"')
+        via_env = table.get(f"{name}_env")
+        if via_env is None:
+            return None
+        var = as_str(f"{key}_env", via_env)
+        found = ctx.env.get(var)
+        if not found:
+            raise ConfigError(f"{key}_env", f"environment variable {var} is not set")
+        if len(found) < min_len:
+            raise ConfigError(f"{key}_env", f"{var} must be at least {min_len} characters")
+        return found
     return field(default=None, metadata={"parse": parse, "keys": ("{}", "{}_env")})
 
 

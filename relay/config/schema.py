@@ -26,6 +26,7 @@ from .checks import (
     tile_url,
 )
 from .cluster import ClusterConfig
+from .dji import DjiConfig
 from .fields import (
     ConfigError,
     Ctx,
@@ -307,6 +308,7 @@ class Config:
     markers: MarkersConfig = section(MarkersConfig)
     cluster: ClusterConfig = section(ClusterConfig)
     overload: OverloadConfig = section(OverloadConfig)
+    dji: DjiConfig = section(DjiConfig)
     vehicles: tuple[VehicleConfig, ...] = tables(VehicleConfig, "must be an array of tables ([[vehicles]])")
 
     @property
@@ -337,6 +339,11 @@ class Config:
             seen.add(r.name)
         if self.auth.enabled:
             self._check_auth()
+            if self.dji.enabled and self.dji.push == "whip":
+                raise ConfigError("dji.push", "a DJI aircraft cannot send a WHIP bearer token: with auth on, "
+                                              'push = "rtmp" (its token rides in the URL)')
+        if self.dji.enabled and not self.rtmp.enabled and self.dji.push == "rtmp":
+            raise ConfigError("dji.push", 'the aircraft push RTMP: [rtmp] enabled = true (or push = "whip")')
         names = [v.name for v in self.vehicles]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup is not None:

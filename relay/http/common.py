@@ -16,6 +16,7 @@ from ..auth import authorize as decide
 from ..cascade import Forwards, WhepPull
 from ..cluster import Cluster
 from ..config import STREAM_NAME, Config
+from ..dji import DjiPlatform
 from ..egress import WhepEgress
 from ..errors import RelayError
 from ..limits import Limiter
@@ -70,6 +71,7 @@ class Services:
     marker_rate: RateBook = field(default_factory=lambda: RateBook(30))
     governor: Governor = field(default_factory=Governor)  # what the relay sheds when short of CPU
     rung_shed: Any = None  # the governor's "rungs" step (egress.shed.RungShed), set with the streams
+    dji: DjiPlatform | None = None  # None: no [dji] broker
 
 
 SERVICES = web.AppKey("services", Services)

@@ -7,7 +7,7 @@ from pathlib import Path
 import xstatic.pkg.leaflet
 from aiohttp import web
 
-from . import markers, mirror, record, share
+from . import dji, markers, mirror, record, share
 from .common import SERVICES, VIEWER_DIR, S, Services, page
 from .middleware import errors_and_cors
 from .streams import api_snapshot, api_stats, api_stream, api_streams, healthz, metrics
@@ -52,6 +52,7 @@ def build_routes(app: web.Application, services: Services) -> None:
     mirror.add_routes(r)
     share.add_routes(r)
     markers.add_routes(r)
+    dji.add_routes(r)
     # A browser's CORS pre-flight for any API call with a token from another origin (the
     # stream list of another cluster node fetches that node's snapshots): 204 with the CORS
     # headers. Added last: a path's own routes answer first, every other method stays 405.
