@@ -31,8 +31,9 @@ def client_peers_on_loopback() -> None:
 async def relay_factory() -> AsyncIterator[Callable[..., Awaitable[RelayHandle]]]:
     handles: list[RelayHandle] = []
 
-    async def make(data: dict[str, Any] | None = None, host: str = "127.0.0.1") -> RelayHandle:
-        h = await start_relay(data, host)
+    async def make(data: dict[str, Any] | None = None, host: str = "127.0.0.1",
+                   env: dict[str, str] | None = None) -> RelayHandle:
+        h = await start_relay(data, host, env)
         handles.append(h)
         return h
 

@@ -54,14 +54,15 @@ class RelayHandle:
             return {d["name"]: d for d in (await r.json())["streams"]}
 
 
-async def start_relay(data: dict[str, Any] | None = None, host: str = "127.0.0.1") -> RelayHandle:
+async def start_relay(data: dict[str, Any] | None = None, host: str = "127.0.0.1",
+                      env: dict[str, str] | None = None) -> RelayHandle:
     """A relay in this process. Its overload governor is off unless the test's config says
     otherwise: tests that count frames measure delivery, and on a machine loaded by the other
     lanes the governor would rightly halve their frame rate (tests/e2e/test_overload.py and
     tests/test_overload.py are the governor's)."""
     data = dict(data if data is not None else SMALL)
     data.setdefault("overload", {"enabled": False})
-    config = parse(data, env={})
+    config = parse(data, env=env or {})  # (``env``: what a config's ``*_env`` keys read)
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
