@@ -280,3 +280,39 @@ def test_an_rtmp_aggregate_message_is_its_whole_video_tags_or_fewer(payload: byt
         assert 0 <= t < 2**32
         total += len(body)
     assert total <= len(payload)
+
+
+OSD_KEYS = ["latitude", "longitude", "elevation", "height", "attitude_head", "attitude_pitch", "attitude_roll",
+            "horizontal_speed", "battery", "mode_code", "53-0-0", "cameras", "99-0-7", "x-0-0"]
+GIMBAL_KEYS = ["gimbal_pitch", "gimbal_yaw", "zoom_factor", "measure_target_error_state", "measure_target_latitude",
+               "measure_target_longitude", "measure_target_distance", "thermal_global_temperature_max"]
+osd_like = st.dictionaries(st.sampled_from(OSD_KEYS), json_values | st.dictionaries(
+    st.sampled_from([*GIMBAL_KEYS, "capacity_percent"]), json_values, max_size=6), max_size=10)
+
+
+@FAST
+@given(st.sampled_from(["thing/product/1581F5BKD00000AC/osd", "sys/product/RC0000001/status",
+                        "thing/product/RC0000001/state", "thing/product/../osd", "thing/product/A B/osd", "x"]),
+       st.one_of(json_values, st.builds(lambda d: {"tid": "t", "bid": "b", "timestamp": 1, "data": d},
+                                        st.one_of(osd_like, json_values))),
+       st.binary(max_size=64))
+def test_a_dji_message_is_read_whole_or_refused(topic: str, raw: Any, junk: bytes) -> None:
+    """What a DJI device (or anyone with a broker account) publishes: the envelope, the OSD,
+    the topology and the live capacity are each taken as clean values or refused."""
+    from relay.dji.wire import read_envelope, read_live_capacity, read_osd, read_topo
+    from relay.telemetry import FIELDS
+
+    for payload in (json.dumps(raw, allow_nan=True).encode(), junk):
+        try:
+            env = read_envelope(topic, payload)
+        except Refused:
+            continue
+        osd = read_osd(env.data)
+        for k, v in osd.fields.items():  # every field the telemetry takes, in its range
+            lo, hi = FIELDS[k]
+            assert math.isfinite(v) and lo <= v <= hi, (k, v)
+        with contextlib.suppress(Refused):
+            for sub in read_topo(env.data):
+                assert sub["sn"].isalnum()
+        for video, lenses in read_live_capacity(env.data).items():
+            assert video.count("/") == 2 and all(x in ("normal", "wide", "zoom", "ir", "thermal") for x in lenses)

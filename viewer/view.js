@@ -80,6 +80,9 @@ function showTelemetry() {
   $("tele").classList.toggle("replayed", Boolean(replayed));
   if (replayed) {
     $("tele-age").textContent = `REPLAY: where the drone was at ${new Date(s.t * 1000).toLocaleTimeString()}`;
+  } else if (!stale && s.est_s) {
+    // (DJI sends its position every 2 s: between, the relay carries it forward and says so)
+    $("tele-age").textContent = `estimated: ${s.est_s.toFixed(1)} s past the drone's last report`;
   } else $("tele-age").textContent = stale
     ? `TELEMETRY STALE${age !== null && age !== undefined ? ` (${Math.round(age)} s)` : ""}: last known position`
     : `telemetry ${player.telemetryAge !== null ? `${player.telemetryAge.toFixed(1)} s` : ""} old · as of the frame on screen`;
@@ -266,3 +269,32 @@ hudFold(!narrow.matches);
 narrow.addEventListener("change", () => hudFold(!narrow.matches && !document.body.classList.contains("full")));
 addEventListener("resize", () => { if (dmap) dmap.invalidate(); });
 $("hudtoggle").onclick = () => hudFold($("hud").classList.contains("folded"));
+
+// A DJI drone (the relay is its DJI Cloud API platform): which aircraft and lens; for the
+// control role, start and stop its picture and switch the lens. Replies in words.
+async function djiPanel() {
+  const r = await authFetch(`/api/dji/${encodeURIComponent(stream)}`).catch(() => null);
+  if (!r || !r.ok) return;
+  const a = await r.json();
+  const show = (x) => {
+    $("dji-what").textContent = `DJI ${x.name} · lens ${x.lens}${x.fov_known === false ? " (field of view unknown)" : ""}`
+      + `${x.live && x.live.error ? ` · ${x.live.error}` : ""}`;
+  };
+  show(a);
+  $("djibar").hidden = false;
+  $("dji-controls").hidden = !a.may_control;
+  for (const b of $("dji-controls").querySelectorAll("button")) {
+    b.onclick = async () => {
+      b.disabled = true;
+      const body = { action: b.dataset.dji, ...(b.dataset.lens ? { lens: b.dataset.lens } : {}) };
+      try {
+        const resp = await authFetch(`/api/dji/${encodeURIComponent(stream)}`, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+        const doc = (resp.headers.get("Content-Type") || "").includes("json") ? await resp.json() : null;
+        replay.toast(doc ? `DJI: ${doc.message}` : `DJI: ${resp.status} ${(await resp.text()).trim()}`);
+        if (doc && doc.aircraft) show(doc.aircraft);
+      } finally { b.disabled = false; }
+    };
+  }
+}
+djiPanel();

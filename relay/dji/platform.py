@@ -64,6 +64,10 @@ ERRORS = {
     13017: "paused during a file download", 13099: "unknown error",
 }
 PERMANENT = {13001, 13002, 13004, 13005, 13013, 13014}
+# domain-type-sub_type of the aircraft (docs: ../shared/DJI-CLOUD-API.md §2)
+MODELS = {"0-89-0": "M350 RTK", "0-60-0": "M300 RTK", "0-67-0": "M30", "0-67-1": "M30T", "0-77-0": "Mavic 3E",
+          "0-77-1": "Mavic 3T", "0-77-3": "Mavic 3TA", "0-91-0": "M3D", "0-91-1": "M3TD", "0-99-0": "M4E",
+          "0-99-1": "M4T", "0-100-0": "M4D", "0-100-1": "M4TD", "0-103-0": "Matrice 400"}
 QUALITY = {0: "adaptive", 1: "smooth 960x540", 2: "SD 720p", 3: "HD 720p", 4: "UHD 1080p"}
 
 
@@ -104,7 +108,8 @@ class Aircraft:
     target_gap_m: float | None = None  # the laser's point against the footprint's centre
 
     def doc(self) -> dict[str, Any]:
-        return {"serial": self.sn, "gateway": self.gateway, "model": self.model, "stream": self.stream,
+        return {"serial": self.sn, "gateway": self.gateway, "model": self.model,
+                "name": MODELS.get(self.model, f"aircraft {self.model}"), "stream": self.stream,
                 "online": self.online, "lens": self.lens, "camera": self.payload, "zoom": self.zoom,
                 "fov_known": self.fov_known, "thermal": self.thermal or None, "target": self.target or None,
                 "target_gap_m": self.target_gap_m, "mode": self.mode, "osd": self.osd_count,

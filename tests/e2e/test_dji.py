@@ -177,6 +177,8 @@ async def test_dji_aircraft_telemetry_control_and_faults(relay_factory: Any, bro
         await wait_for(lambda: dji.connected, 40, "the relay back on the broker")
 
 
+@pytest.mark.browser
+@pytest.mark.usefixtures("chromium_required")
 async def test_pilot2_page_joins_with_the_license_and_broker_account(relay_factory: Any, broker: Mosquitto) -> None:
     relay = await relay_factory(config(broker.url, free_tcp_port()), env=ENV)
     stub = """
@@ -206,3 +208,52 @@ async def test_pilot2_page_joins_with_the_license_and_broker_account(relay_facto
         assert any(c[0] == "platformLoadComponent" and c[1] == "liveshare" for c in calls)
         steps = await page.evaluate("() => [...document.querySelectorAll('.steps b')].map((b) => b.textContent)")
         assert steps[0] == "verified" and steps[1] == "connected" and steps[2].startswith("ready"), steps
+
+
+@pytest.mark.browser
+@pytest.mark.usefixtures("chromium_required")
+async def test_the_view_page_drives_a_dji_drone_and_marks_its_picture(relay_factory: Any, broker: Mosquitto,
+                                                                      tmp_path: Path) -> None:
+    """The control centre on the view page of a DJI drone: the aircraft and lens said, Start
+    brings its picture, IR switches the lens (the footprint narrows), a tap on the picture
+    places a marker where the DJI telemetry says that point is on the ground."""
+    cfg = config(broker.url, free_tcp_port())
+    cfg["markers"] = {"roles": ["control"]}
+    relay = await relay_factory(cfg, env=ENV)
+    dji = relay.services.dji
+    flight = Flight(lat=INCIDENT[0], lon=INCIDENT[1], altitude=70, radius=100, speed=10, start=time.time())
+    async with flying(broker.url, flight) as pilot:
+        await wait_for(lambda: SN in dji.aircraft and dji.aircraft[SN].osd_count >= 2, 20, "two OSD messages")
+        async with chromium(viewport=(1280, 800)) as ctx:
+            viewer = await ctx.new_page()
+            await viewer.goto(f"{relay.url}/view/dji1#token={VIEWER}")
+            await until(viewer, "() => !document.getElementById('djibar').hidden")
+            assert await viewer.evaluate("() => document.getElementById('dji-controls').hidden") is True
+            await viewer.close()
+            page = await ctx.new_page()
+            await page.goto(f"{relay.url}/view/dji1#token={CONTROL}")
+            await until(page, "() => !document.getElementById('dji-controls').hidden")
+            assert (await page.evaluate("() => document.getElementById('dji-what').textContent")).startswith(
+                "DJI M30T · lens normal")
+            await page.click("button[data-dji=start]")
+            await until(page, "() => window.__player && window.__player.stats.frames > 20 && window.__map "
+                              "&& window.__marks && window.__marks.mayMark", timeout=40)
+            await page.click("button[data-lens=ir]")
+            await until(page, "() => document.getElementById('dji-what').textContent.includes('lens ir')")
+            assert pilot.lens == "ir"
+            await until(page, "() => { const s = window.__player.telemetryShown(); return s && Math.abs(s.hfov - 49.4) < 0.01; }",
+                        timeout=10)
+            # A tap on the picture's centre: the marker lands where the camera looks.
+            box = await page.locator("#video").bounding_box()
+            await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            await page.wait_for_selector("#markform:not([hidden])")
+            await page.click("#mark-place")
+            await wait_for(lambda: len(relay.services.markers.listing()) == 1, 10, "the marker placed")
+            m = relay.services.markers.listing()[0]
+            truth = flight.at(time.time())
+            # (the camera looks at the incident point from every point of the orbit)
+            assert metres((m["lat"], m["lon"]), (truth["center_lat"], truth["center_lon"])) < 20, m
+            await page.screenshot(path=str(tmp_path / "dji-view.png"))
+            await page.click("button[data-dji=stop]")
+            await until(page, "() => document.querySelector('.toast').textContent.startsWith('DJI: done')")
+            await wait_for(lambda: pilot.pushing is None, 10, "the push stopped")
