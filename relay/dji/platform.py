@@ -311,6 +311,7 @@ class DjiPlatform:
                             extra={"serial": a.sn, "camera": a.payload, "lens": a.lens})
         if a.target:
             fields["target_lat"], fields["target_lon"] = a.target["lat"], a.target["lon"]
+        fields["est_s"] = 0.0  # measured (an estimate before it said how old it was)
         try:
             clean = clean_update(fields)
         except TelemetryError as e:
