@@ -102,6 +102,7 @@ async def run_rate(broker: Mosquitto, rate: float, seconds: float, speed: float,
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 15)
+        await pilot.stop_push()
         await relay.runner.cleanup()
     return out
 

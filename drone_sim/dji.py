@@ -124,7 +124,8 @@ class Pilot2:
                 osd_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await osd_task
-                await self._stop_push()
+                if stop.is_set():  # (the broker gone, a real controller keeps pushing: so does this)
+                    await self.stop_push()
 
     async def _osd_loop(self, client: Any, stop: asyncio.Event) -> None:
         period = 1.0 / self.osd_hz
@@ -151,7 +152,7 @@ class Pilot2:
                 await self._start_push(int(data.get("url_type", 1)), str(data.get("url", "")))
         elif method == "live_stop_push":
             result = 0 if self.pushing else 613011
-            await self._stop_push()
+            await self.stop_push()
         elif method == "live_lens_change":
             if data.get("video_type") in ("normal", "wide", "zoom", "ir"):
                 self.lens = str(data["video_type"])
@@ -182,7 +183,7 @@ class Pilot2:
                 "--fps", "30", "--bitrate", "1500", stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
 
-    async def _stop_push(self) -> None:
+    async def stop_push(self) -> None:
         if self._push_stop is not None:
             self._push_stop.set()
         task = self._push_task

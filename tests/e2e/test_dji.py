@@ -83,6 +83,7 @@ async def flying(broker: str, flight: Flight, **kw: Any) -> AsyncIterator[Pilot2
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 15)
+        await pilot.stop_push()
 
 
 @pytest.fixture
