@@ -246,8 +246,19 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
            "cluster": {**FULL["cluster"], "redis_ca": str(tmp_path / "cert.pem"),
                        "peer_ca": str(tmp_path / "cert.pem")},
            "vehicles": [{"name": "vehicle-1", "token": "vehicle-token-1", "streams": ["d1"],
-                         "public_key": public_key(tmp_path)}]}
-    cfg = parse(doc, env={})
+                         "public_key": public_key(tmp_path)}],
+           "dji": {"broker": "mqtts://broker.example:8883", "username": "relay-1", "password_env": "E1",
+                   "ca": str(tmp_path / "cert.pem"), "aircraft": {"1581F5BKD00000AC": "d1"},
+                   "streams": ["dji1"], "push": "whip", "push_host": "10.0.0.9",
+                   "fov": {"177-0/ir": 40.0}, "stale_after_s": 9.0, "reply_timeout_s": 15.0,
+                   "app_id_env": "E2", "app_key_env": "E3", "app_license_env": "E4",
+                   "pilot_username": "rc-1", "pilot_password_env": "E5",
+                   "pilot_broker": "mqtt://10.0.0.8:1883"}}
+    doc["dji"]["push"] = "rtmp"  # (auth is on: WHIP cannot carry a token from a DJI device)
+    env = {f"E{i}": f"env-secret-{i}" for i in range(1, 6)}
+    from_env = {"dji.password": "E1", "dji.app_id": "E2", "dji.app_key": "E3", "dji.app_license": "E4",
+                "dji.pilot_password": "E5"}
+    cfg = parse(doc, env=env)
     default = Config()
     checked = 0
 
@@ -258,6 +269,12 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
                 continue  # the table's key
             if f"{path}{f.name}" == "streams[0].rtsp_transport":
                 continue  # "udp" cannot go with rtsp_listen and allow_senders: checked below
+            if f"{path}{f.name}" == "dji.push":
+                continue  # "whip" cannot go with auth on: checked below
+            if f"{path}{f.name}" in from_env:  # (credentials only from the environment)
+                assert getattr(obj, f.name) == env[from_env[f"{path}{f.name}"]], f"{path}{f.name}"
+                checked += 1
+                continue
             if f"{path}{f.name}" in ("streams[0].srt", "streams[0].srt_passphrase"):
                 continue  # SRT cannot go with a pulled source: checked below
             value = getattr(obj, f.name)
@@ -278,6 +295,7 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
             checked += 1
 
     compare(cfg, {**doc, "streams": doc["streams"]}, default, "")
+    assert parse({"dji": {**doc["dji"], "push": "whip"}}, env=env).dji.push == "whip"
     assert checked > 90
     assert cfg.media.relay_stamp is True  # was dropped before the schema was declared once
     assert cfg.stream("d1") is not None and cfg.stream("d1").title == "Roof"

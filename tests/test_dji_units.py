@@ -15,7 +15,7 @@ from relay.dji.lenses import Lenses
 
 
 def test_the_lens_table_knows_its_cameras_and_says_when_it_does_not() -> None:
-    lenses = Lenses([("98-0/wide", "70.0")])
+    lenses = Lenses([("98-0/wide", 70.0)])
     assert lenses.fov("53-0-0", "normal", None, None) == (71.5, pytest.approx(math.degrees(2 * math.atan(math.tan(math.radians(35.75)) * 9 / 16)), abs=0.01))
     h, _ = lenses.fov("53-0-0", "zoom", 4.0, None) or (0, 0)
     assert h == pytest.approx(math.degrees(2 * math.atan(math.tan(math.radians(35.75)) / 4)), abs=0.01)

@@ -37,14 +37,14 @@ def _aircraft(key: str, sn: str, stream: Any) -> tuple[str, str]:
     return sn, stream
 
 
-def _fov(key: str, lens: str, hfov: Any) -> tuple[str, str]:
+def _fov(key: str, lens: str, hfov: Any) -> tuple[str, float]:
     if not LENS_KEY.match(lens):
         raise ConfigError(f"{key}.{lens}", 'must be "<type>-<subtype>/<wide|zoom|ir>" (a payload index\'s '
                                            'first two numbers, e.g. "53-0/ir")')
     if isinstance(hfov, bool) or not isinstance(hfov, int | float) or not math.isfinite(hfov) \
             or not 1.0 <= hfov <= 170.0:
         raise ConfigError(f"{key}.{lens}", "must be the lens's horizontal field of view, 1-170 degrees")
-    return lens, str(float(hfov))
+    return lens, float(hfov)
 
 
 def _stream_item(key: str, value: str) -> None:
@@ -65,7 +65,7 @@ class DjiConfig:
     push: str = choice("rtmp", ("rtmp", "whip"))
     push_host: str = text("")  # this relay's address as the aircraft reaches it (default: the broker's host)
     # A lens the relay's table lacks, or a brigade's own figure: "<type>-<subtype>/<lens>" = HFOV.
-    fov: tuple[tuple[str, str], ...] = pairs(_fov, "must be a table of lens = horizontal field of view")
+    fov: tuple[tuple[str, float], ...] = pairs(_fov, "must be a table of lens = horizontal field of view")
     stale_after_s: float = number(6.0, 1.0, 120.0)  # OSD comes every 2 s: silent this long is stale
     reply_timeout_s: float = number(20.0, 1.0, 120.0)  # a service's reply (DJI's own platform: 20 s)
     # For DJI Pilot 2's H5 page (/dji): the app from the brigade's DJI developer account, and

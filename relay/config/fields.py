@@ -239,10 +239,10 @@ def strings(default: tuple[str, ...] = (), item: Callable[[str, str], None] | No
     return field(default=default, metadata={"parse": parse, "keys": ()})
 
 
-def pairs(check: Callable[[str, str, Any], tuple[str, str]], what: str) -> Any:
+def pairs(check: Callable[[str, str, Any], tuple[str, Any]], what: str) -> Any:
     """A table of ``key = value`` read as (key, value) pairs; ``check(key, k, v)`` returns the
     pair it keeps or raises ConfigError."""
-    def parse(key: str, table: Mapping[str, Any], ctx: Ctx) -> tuple[tuple[str, str], ...]:
+    def parse(key: str, table: Mapping[str, Any], ctx: Ctx) -> tuple[tuple[str, Any], ...]:
         raw = table.get(key.rsplit(".", 1)[-1], _ABSENT)
         if raw is _ABSENT:
             return ()

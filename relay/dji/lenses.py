@@ -39,7 +39,7 @@ def _narrow(hfov: float, factor: float) -> float:
 
 
 class Lenses:
-    def __init__(self, extra: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, extra: Iterable[tuple[str, float]] = ()) -> None:
         self.table = {k: dict(v) for k, v in CAMERAS.items()}
         for key, hfov in extra:
             cam, lens = key.split("/")
