@@ -253,7 +253,7 @@ def test_every_key_comes_back_out(tmp_path: Path) -> None:
                    "fov": {"177-0/ir": 40.0}, "stale_after_s": 9.0, "reply_timeout_s": 15.0,
                    "app_id_env": "E2", "app_key_env": "E3", "app_license_env": "E4",
                    "pilot_username": "rc-1", "pilot_password_env": "E5",
-                   "pilot_broker": "mqtt://10.0.0.8:1883"}}
+                   "pilot_broker": "mqtt://10.0.0.8:1883", "ntp_host": "10.0.0.7"}}
     doc["dji"]["push"] = "rtmp"  # (auth is on: WHIP cannot carry a token from a DJI device)
     env = {f"E{i}": f"env-secret-{i}" for i in range(1, 6)}
     from_env = {"dji.password": "E1", "dji.app_id": "E2", "dji.app_key": "E3", "dji.app_license": "E4",

@@ -75,6 +75,7 @@ class DjiConfig:
     app_license: str | None = env_secret(min_len=8)
     pilot_username: str = text("pilot")
     pilot_password: str | None = env_secret(min_len=8)
+    ntp_host: str = text("pool.ntp.org")  # told to a Dock (it needs time for its tasks; offline: your own)
     pilot_broker: str = text("", check=lambda k, v: _broker(k, v) if v else v)  # as the RC reaches it
 
     @property

@@ -229,6 +229,8 @@ class DjiPlatform:
                 self._state(env)
             elif kind == "services_reply":
                 self._reply(env)
+            elif kind == "requests" and env.method == "config":
+                self._dock_config(env)
             elif kind in ("events", "requests") and env.need_reply:
                 self._answer(env, f"thing/product/{env.topic.sn}/{kind}_reply", {"result": 0})
         except Refused as e:
@@ -249,6 +251,18 @@ class DjiPlatform:
     def _published(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._refuse(f"publish failed: {task.exception()}")
+
+    def _dock_config(self, env: Envelope) -> None:
+        """A Dock asks for the platform's license when it connects (its ``requests`` ``config``);
+        the answer's fields go straight in ``data`` (DJI's exception to its reply form). Without
+        the license configured the Dock is told nothing and drops the connection: said once."""
+        d = self.dji
+        if not (d.app_id and d.app_key and d.app_license):
+            self._refuse("a Dock asked for the license: [dji] app_id_env, app_key_env, app_license_env unset")
+            return
+        self._answer(env, f"thing/product/{env.topic.sn}/requests_reply",
+                     {"app_id": d.app_id, "app_key": d.app_key, "app_license": d.app_license,
+                      "ntp_server_host": d.ntp_host, "ntp_server_port": 123})
 
     def _topo(self, env: Envelope) -> None:
         gateway = env.topic.sn

@@ -48,6 +48,9 @@ def stream_doc(svc: Services, entry: Entry) -> dict[str, Any]:
             "size": f"{info.width}x{info.height}" if info.width else None, "passthrough": True,
         })
     doc["viewers"] = svc.whep.count(entry.name)
+    aircraft = svc.dji.of_stream(entry.name) if svc.dji is not None else None
+    if aircraft is not None:  # a DJI drone: which aircraft, lens, camera, thermal range, live state
+        doc["dji"] = aircraft.doc()
     # Short of CPU: what the relay sheds for every stream, and what this stream skipped for age.
     doc["overload"] = svc.governor.doc()
     doc["skipped_for_age"] = {s.name.rsplit("/", 1)[-1]: s.stale for s in entry.all_streams()}

@@ -124,6 +124,8 @@ async def test_dji_aircraft_telemetry_control_and_faults(relay_factory: Any, bro
         assert s["target_lat"] and a.target_gap_m is not None and a.target_gap_m < 25  # laser vs footprint
         doc = (await call("GET", f"{relay.url}/api/dji/dji1", VIEWER))[1]
         assert doc["serial"] == SN and doc["lens"] == "normal" and doc["may_control"] is False
+        listed = (await call("GET", f"{relay.url}/api/streams/dji1", VIEWER))[1]
+        assert listed["dji"]["name"] == "M30T" and listed["dji"]["thermal"]["max_c"] == 312.0
 
         # Nobody but the control role drives the camera; nothing is sent for them.
         url = f"{relay.url}/api/dji/dji1"
@@ -150,8 +152,19 @@ async def test_dji_aircraft_telemetry_control_and_faults(relay_factory: Any, bro
         st, out = await call("POST", url, CONTROL, {"action": "lens", "lens": "ir"})
         assert st == 200 and out["aircraft"]["lens"] == "ir" and pilot.lens == "ir"
         await wait_for(lambda: abs(tele.state.get("hfov", 0) - 49.4) < 0.01, 6, "the IR lens's field of view")
-        # Hostile messages on the broker (someone with a controller's account): ignored, counted.
         import aiomqtt
+
+        # A Dock connecting asks for the platform's license (requests/config): answered with it.
+        async with aiomqtt.Client("127.0.0.1", broker.port, username=PILOT_USER, password=PILOT_PASS) as dock:
+            await dock.subscribe("thing/product/DOCK0000001/requests_reply")
+            await dock.publish("thing/product/DOCK0000001/requests", json.dumps(
+                {"tid": "t1", "bid": "b1", "timestamp": int(time.time() * 1000), "method": "config",
+                 "data": {"config_type": "json", "config_scope": "product"}}).encode())
+            async with asyncio.timeout(10):
+                reply = json.loads(bytes((await anext(aiter(dock.messages))).payload))
+        assert reply["tid"] == "t1" and reply["method"] == "config"
+        assert reply["data"]["app_id"] == "123456" and reply["data"]["app_license"] == "license-0123456789"
+        # Hostile messages on the broker (someone with a controller's account): ignored, counted.
 
         before = sum(dji.refused.values())
         osd_before = a.osd_count
