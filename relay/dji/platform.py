@@ -29,7 +29,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,11 +37,12 @@ from ..config import Config
 from ..registry import Registry
 from ..telemetry import TelemetryError, clean_update
 from ..wire import Refused
-from .estimate import DeadReckoning
+from . import control
+from .aircraft import Aircraft, DjiError
 from .lenses import Lenses
 from .wire import Envelope, read_envelope, read_live_capacity, read_osd, read_reply, read_topo
 
-__all__ = ["ERRORS", "Aircraft", "DjiError", "DjiPlatform", "error_words"]
+__all__ = ["DjiPlatform"]
 
 log = logging.getLogger("relay.dji")
 SOURCE = "dji"
@@ -50,74 +50,6 @@ TICK_S = 0.1
 MAX_CLOCK_SKEW_S = 30.0
 QUEUE = 256  # messages waiting to be read: a flood past this is dropped by the client
 MAX_PACKET = 72 * 1024  # told to the broker (MQTT 5): it sends us nothing larger
-
-# DJI's live error codes (the last five digits), in the words a commander needs.
-ERRORS = {
-    13001: "no aircraft connected", 13002: "no such camera on the aircraft", 13003: "already streaming",
-    13004: "the aircraft cannot stream this", 13005: "quality not supported",
-    13006: "the pilot is not on the camera view: ask them to open it", 13007: "no flight-control authority",
-    13008: "no video from the camera", 13009: "asked too often: wait a moment",
-    13010: "the aircraft cannot reach the relay's address", 13011: "not streaming",
-    13012: "another camera is live and cannot be switched directly",
-    13013: "this way of pushing is not supported",
-    13014: "wrong or incomplete parameters", 13015: "network congestion", 13016: "decoding failed",
-    13017: "paused during a file download", 13099: "unknown error",
-}
-PERMANENT = {13001, 13002, 13004, 13005, 13013, 13014}
-# domain-type-sub_type of the aircraft (docs: ../shared/DJI-CLOUD-API.md §2)
-MODELS = {"0-89-0": "M350 RTK", "0-60-0": "M300 RTK", "0-67-0": "M30", "0-67-1": "M30T", "0-77-0": "Mavic 3E",
-          "0-77-1": "Mavic 3T", "0-77-3": "Mavic 3TA", "0-91-0": "M3D", "0-91-1": "M3TD", "0-99-0": "M4E",
-          "0-99-1": "M4T", "0-100-0": "M4D", "0-100-1": "M4TD", "0-103-0": "Matrice 400"}
-QUALITY = {0: "adaptive", 1: "smooth 960x540", 2: "SD 720p", 3: "HD 720p", 4: "UHD 1080p"}
-
-
-def error_words(code: int) -> str:
-    if code == 0:
-        return "done"
-    detail = code % 100000
-    return f"{ERRORS.get(detail, 'error')} (DJI {code})"
-
-
-class DjiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass
-class Aircraft:
-    sn: str
-    gateway: str
-    model: str = ""
-    stream: str | None = None
-    reckon: DeadReckoning = field(default_factory=DeadReckoning)
-    payload: str = ""
-    lens: str = "normal"
-    zoom: float | None = None
-    ir_zoom: float | None = None
-    thermal: dict[str, float] = field(default_factory=dict)
-    target: dict[str, float] = field(default_factory=dict)
-    mode: int | None = None
-    online: bool = True
-    last_osd: float = 0.0       # monotonic arrival of the newest OSD
-    osd_count: int = 0
-    fov_known: bool | None = None
-    live: dict[str, Any] = field(default_factory=dict)   # video_id, state, quality, error
-    capacity: dict[str, list[str]] = field(default_factory=dict)
-    target_gap_m: float | None = None  # the laser's point against the footprint's centre
-
-    def doc(self) -> dict[str, Any]:
-        return {"serial": self.sn, "gateway": self.gateway, "model": self.model,
-                "name": MODELS.get(self.model, f"aircraft {self.model}"), "stream": self.stream,
-                "online": self.online, "lens": self.lens, "camera": self.payload, "zoom": self.zoom,
-                "fov_known": self.fov_known, "thermal": self.thermal or None, "target": self.target or None,
-                "target_gap_m": self.target_gap_m, "mode": self.mode, "osd": self.osd_count,
-                "osd_age_s": round(time.monotonic() - self.last_osd, 1) if self.last_osd else None,
-                "live": self.live or None,
-                "lenses": sorted({t for ts in self.capacity.values() for t in ts})
-                or ["normal", "wide", "zoom", "ir"]}
-
 
 class DjiPlatform:
     def __init__(self, config: Config, registry: Registry,
@@ -420,70 +352,8 @@ class DjiPlatform:
 
     async def live(self, stream: str, action: str, lens: str | None = None,
                    quality: int | None = None) -> dict[str, Any]:
-        a = self.of_stream(stream)
-        if a is None or not a.online:
-            raise DjiError(409, f"no DJI aircraft online for {stream!r}")
-        vid = self.video_id(a)
-        if action == "start":
-            url_type, url = self.publish_url(stream)
-            q = 0 if quality is None else quality
-            tries = 0
-            while True:
-                tries += 1
-                code, _ = await self.service(a, "live_start_push", {"url_type": url_type, "url": url,
-                                                                    "video_id": vid, "video_quality": q})
-                if code == 0 or code % 100000 == 13003 or code % 100000 in PERMANENT or tries >= 4:
-                    break
-                await asyncio.sleep(min(8.0, 1.0 * 2 ** (tries - 1)))  # DJI's first starts often fail
-            a.live = {"video_id": vid, "state": "live" if code == 0 or code % 100000 == 13003 else "failed",
-                      "quality": QUALITY.get(q, str(q)), "error": None if code == 0 else error_words(code),
-                      "tries": tries}
-        elif action == "stop":
-            code, _ = await self.service(a, "live_stop_push", {"video_id": vid})
-            if code == 0:
-                a.live = {**a.live, "state": "stopped"}
-        elif action == "lens":
-            if lens not in ("normal", "wide", "zoom", "ir"):
-                raise DjiError(422, "lens must be normal, wide, zoom or ir")
-            code, _ = await self.service(a, "live_lens_change", {"video_id": vid, "video_type": lens})
-            if code == 0:
-                a.lens = lens
-                log.info("DJI lens switched", extra={"serial": a.sn, "stream": stream, "lens": lens})
-        elif action == "quality":
-            if quality not in QUALITY:
-                raise DjiError(422, "quality must be 0 (adaptive) .. 4 (UHD)")
-            code, _ = await self.service(a, "live_set_quality", {"video_id": vid, "video_quality": quality})
-        else:
-            raise DjiError(422, "action must be start, stop, lens or quality")
-        log.info("DJI live service", extra={"serial": a.sn, "stream": stream, "action": action,
-                                            "result": code})
-        return {"result": code, "message": error_words(code), "aircraft": a.doc()}
+        return await control.live(self, stream, action, lens, quality)
 
     def status(self) -> dict[str, Any]:
         return {"broker": self.dji.broker, "connected": self.connected, "since": self.since,
                 "ignored": sum(self.refused.values()), "aircraft": [a.doc() for a in self.aircraft.values()]}
-
-
-def publish_url_for(config: Config, stream: str, ttl_s: float = 12 * 3600) -> tuple[int, str]:
-    """(url_type, url) an aircraft pushes ``stream`` to: this relay's RTMP (1) with a publish
-    token for that stream in the URL, or its WHIP endpoint (4, auth off)."""
-    from ..auth import mint_token
-
-    dji = config.dji
-    host = dji.push_host or urlsplit(dji.pilot_broker or dji.broker).hostname or "127.0.0.1"
-    if dji.push == "whip":
-        return 4, f"{config.scheme}://{host}:{config.port}/whip/{stream}"
-    token = None
-    if config.auth.enabled:
-        sc = config.stream(stream)
-        if config.auth.jwt_secret:
-            token = mint_token(config, "publisher", [stream], ttl_s, label=f"dji-{stream}")[0]
-        elif sc is not None and sc.publish_token:
-            token = sc.publish_token
-        elif config.auth.publish_token:
-            token = config.auth.publish_token
-        else:
-            raise DjiError(409, f"no publish token can be given to the aircraft for {stream!r} "
-                                "(auth.jwt_secret, or the stream's publish_token)")
-    query = f"?token={token}" if token else ""
-    return 1, f"rtmp://{host}:{config.rtmp.port}/{config.rtmp.app}/{stream}{query}"
