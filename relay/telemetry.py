@@ -51,6 +51,10 @@ FIELDS: dict[str, tuple[float, float]] = {
     "target_lat": (-90.0, 90.0),     # a laser rangefinder's point on the ground (DJI)
     "target_lon": (-180.0, 180.0),
     "est_s": (0.0, 60.0),            # an estimate: carried forward this long past its measurement
+    "lens": (0.0, 3.0),              # the lens on the live picture (DJI): 0 wide, 1 zoom, 2 IR
+    "palette": (0.0, 20.0),          # a thermal lens's palette (DJI's code: 0 white-hot, 1 black-hot, …)
+    "scene_min_c": (-100.0, 2000.0), # the thermal scene's coldest and hottest point, °C (DJI)
+    "scene_max_c": (-100.0, 2000.0),
 }
 _ROUND = {"lat": 7, "lon": 7, "center_lat": 7, "center_lon": 7, "target_lat": 7, "target_lon": 7}
 

@@ -48,6 +48,7 @@ log = logging.getLogger("relay.dji")
 SOURCE = "dji"
 TICK_S = 0.1
 MAX_CLOCK_SKEW_S = 30.0
+LENS_CODES = {"normal": 0.0, "wide": 0.0, "zoom": 1.0, "ir": 2.0}
 QUEUE = 256  # messages waiting to be read: a flood past this is dropped by the client
 MAX_PACKET = 72 * 1024  # told to the broker (MQTT 5): it sends us nothing larger
 
@@ -258,6 +259,11 @@ class DjiPlatform:
         if a.target:
             fields["target_lat"], fields["target_lon"] = a.target["lat"], a.target["lon"]
         fields["est_s"] = 0.0  # measured (an estimate before it said how old it was)
+        # The lens and the thermal range travel with the telemetry: in every page and the record.
+        fields["lens"] = LENS_CODES.get(a.lens, 0.0)
+        for key, out in (("palette", "palette"), ("min_c", "scene_min_c"), ("max_c", "scene_max_c")):
+            if key in a.thermal:
+                fields[out] = a.thermal[key]
         try:
             clean = clean_update(fields)
         except TelemetryError as e:

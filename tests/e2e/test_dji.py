@@ -152,6 +152,7 @@ async def test_dji_aircraft_telemetry_control_and_faults(relay_factory: Any, bro
         st, out = await call("POST", url, CONTROL, {"action": "lens", "lens": "ir"})
         assert st == 200 and out["aircraft"]["lens"] == "ir" and pilot.lens == "ir"
         await wait_for(lambda: abs(tele.state.get("hfov", 0) - 49.4) < 0.01, 6, "the IR lens's field of view")
+        assert tele.state["lens"] == 2 and tele.state["scene_max_c"] == 312.0  # (so in the record too)
         import aiomqtt
 
         # A Dock connecting asks for the platform's license (requests/config): answered with it.
