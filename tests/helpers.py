@@ -329,6 +329,15 @@ def tcp_listening(port: int) -> bool:
     return _socket_on("tcp", port, "0A")
 
 
+def until_listening(port: int, proc: Any, what: str, timeout: float = 10.0) -> None:
+    """Until the server ``proc`` (a Popen) listens on TCP ``port``; fails when it exits first."""
+    deadline = time.monotonic() + timeout
+    while not tcp_listening(port):
+        assert proc.poll() is None, f"{what} exited ({proc.returncode}) before it listened"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.05)
+
+
 def udp_bound(port: int) -> bool:
     """Whether a socket of this machine is bound to UDP ``port`` (/proc/net/udp*): a source
     that listens for datagrams has opened its input."""

@@ -4,15 +4,13 @@ controller's only its own devices' topics."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from relay.sources.gate import free_tcp_port
+from tests.helpers import until_listening
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 RELAY_USER, RELAY_PASS = "relay", "relay-secret-1"
@@ -44,13 +42,7 @@ class Mosquitto:
     def start(self) -> None:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.dir / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                break
-            assert self.proc.poll() is None, (self.dir / "log").read_text() if (self.dir / "log").exists() else ""
-            assert time.monotonic() < deadline, "mosquitto did not start"
-            time.sleep(0.05)
+        until_listening(self.port, self.proc, f"mosquitto (its log: {self.dir / 'log'})")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

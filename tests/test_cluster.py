@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ from relay.aio import within
 from relay.cluster import Directory
 from relay.config import ConfigError, parse
 from relay.sources.gate import free_tcp_port
+from tests.helpers import until_listening
 
 REFRESH, TTL = 0.2, 0.6
 
@@ -35,12 +35,7 @@ class Redis:
         listen = list(extra) or ["--port", str(self.port)]
         self.proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", *listen, "--save", "",
                                       "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+        until_listening(self.port, self.proc, "redis-server")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
