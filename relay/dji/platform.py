@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import ssl
 import time
 import uuid
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..aio import stop_if_cancelled, within
 from ..config import Config
+from ..geo import distance_m, ground_point
 from ..registry import Registry
 from ..telemetry import TelemetryError, clean_update
 from ..wire import Refused
@@ -276,15 +276,12 @@ class DjiPlatform:
             self._check_target(a, clean)
 
     def _check_target(self, a: Aircraft, f: dict[str, float]) -> None:
-        """The laser's point against where the footprint's centre meets the ground: logged."""
-        if not a.target or "gimbal_pitch" not in f or f.get("gimbal_pitch", 0) >= -1 or "rel_alt" not in f:
+        """The laser's point against where the picture's centre meets the ground (the same
+        geometry as the footprint's; nothing to compare without a field of view): logged."""
+        centre = ground_point(f, 0.0, 0.0) if a.target else None
+        if centre is None:
             return
-        dist = f["rel_alt"] / math.tan(math.radians(-f["gimbal_pitch"]))
-        yaw = math.radians(f.get("gimbal_yaw", f.get("hdg", 0.0)))
-        north, east = dist * math.cos(yaw), dist * math.sin(yaw)
-        dn = (a.target["lat"] - f["lat"]) * 111_320 - north
-        de = (a.target["lon"] - f["lon"]) * 111_320 * math.cos(math.radians(f["lat"])) - east
-        gap = math.hypot(dn, de)
+        gap = distance_m(centre[0], centre[1], a.target["lat"], a.target["lon"])
         if a.target_gap_m is None or abs(gap - a.target_gap_m) > 10:
             log.info("DJI laser point against the footprint's centre",
                      extra={"serial": a.sn, "gap_m": round(gap, 1)})
@@ -318,7 +315,7 @@ class DjiPlatform:
             if not a.stream or not a.last_osd:
                 continue
             est = a.reckon.at(now)
-            if est is None or "est_s" not in est:
+            if est is None or not est.get("est_s"):  # (past the horizon: the report stands, as sent)
                 continue
             entry = self.registry.get(a.stream)
             if entry is None:
