@@ -46,28 +46,44 @@ function tile(doc) {
   el.querySelector("video").muted = true;
   el.querySelector(".label").textContent = doc.title || doc.name;
   el.querySelector("button").onclick = () => showStats(doc.name);
-  const t = { el, player: null, rung: null, doc };
+  const t = { el, player: null, rung: null, doc, video: el.querySelector("video"), next: null };
   const layer = node("div", { class: "marklayer" });
   el.querySelector("video").after(layer);
-  t.marks = new PictureMarks(el.querySelector("video"), layer, () => (t.player ? t.player.telemetryShown() : null));
+  t.marks = new PictureMarks(t.video, layer, () => (t.player ? t.player.telemetryShown() : null),
+                             { videoOf: () => t.video });
   t.marks.markers = () => markers.list();
   grid.insertBefore(el, document.getElementById("maptile"));
   return t;
 }
 
 // (Re)start a tile's player on the rung its size wants: at first, and when the layout has
-// changed the tile's size across a rung (a drone joined or left, the window resized).
+// changed the tile's size across a rung (a drone joined or left, the window resized). A change
+// of rung plays the new session in a second <video> under the first and swaps them at its
+// first frame: the wall never goes black because a drone joined.
 function play(t) {
   const px = Math.round(t.el.clientHeight * (devicePixelRatio || 1));
   const rung = params.get("rendition") || rungFor(t.doc.renditions, px);
-  if (!rung || (t.player && rung === t.rung)) return;
-  if (t.player) t.player.stop();
+  if (!rung || rung === t.rung) return;
+  if (t.next && rung === t.playing) {  // back to the rung on screen before the swap: keep it
+    t.next.player.stop(); t.next.video.remove(); t.next = null;
+    t.rung = rung; t.el.dataset.rung = rung;
+    return;
+  }
   t.rung = rung;
   t.el.dataset.rung = rung;
-  const el = t.el, name = t.doc.name;
-  t.player = new WhepPlayer(el.querySelector("video"), name, {
+  const el = t.el, name = t.doc.name, first = !t.player;
+  const video = first ? t.video : node("video", { autoplay: "", muted: "", playsinline: "", class: "next" });
+  video.muted = true;
+  if (!first) t.video.before(video);
+  if (t.next) { t.next.player.stop(); t.next.video.remove(); }  // (a swap still waiting: replaced)
+  const player = new WhepPlayer(video, name, {
     rendition: rung, screen: "wall", onAuth: askForToken,
     onUpdate: (st, th) => {
+      if (player.stopped) return;  // (its interval outlives it)
+      if (t.player !== player) {  // the next rung: shown once it has a picture
+        if (st.frames > 0) swap(t, player, video);
+        return;
+      }
       // The age of the picture in the tile: while live its latency; frozen or lost, the
       // time since the last live picture (amber, then red) — never the last good figure.
       const age = el.querySelector(".age");
@@ -81,8 +97,19 @@ function play(t) {
       showHealth(t);  // (the footer and border in step with the picture, frame by frame)
     },
   });
-  t.player.onMarkers = (msg) => markers.apply(msg);
-  t.player.start();
+  player.onMarkers = (msg) => markers.apply(msg);
+  player.start();
+  if (first) { t.player = player; t.playing = rung; } else t.next = { player, video, rung };
+}
+
+function swap(t, player, video) {
+  const old = t.player, oldVideo = t.video;
+  t.playing = t.next.rung;
+  t.player = player; t.video = video; t.next = null;
+  video.classList.remove("next");
+  oldVideo.remove();
+  old.stop();
+  showHealth(t);
 }
 
 // All drones on one map: each at the position of the frame its tile shows.
@@ -229,7 +256,12 @@ async function refresh() {
       teleEl.classList.toggle("stale", Boolean(tel && tel.stale));
       teleEl.hidden = !tel;
     }
-    for (const [name, t] of tiles) if (!names.has(name)) { if (t.player) t.player.stop(); t.el.remove(); tiles.delete(name); }
+    for (const [name, t] of tiles) {
+      if (names.has(name)) continue;
+      if (t.player) t.player.stop();
+      if (t.next) t.next.player.stop();
+      t.el.remove(); tiles.delete(name);
+    }
     layout();
     for (const t of tiles.values()) { play(t); showHealth(t); }
     summary();

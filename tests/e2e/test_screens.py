@@ -247,7 +247,32 @@ async def wall_page(ctx: Any, relay: Any, W: int, H: int, out: Path, errors: lis
     no_overflow = await page.evaluate("() => document.documentElement.scrollWidth <= innerWidth + 1")
     assert no_overflow
     await shot(page, out, f"wall-{W}x{H}")
+    if W == 1920:
+        await wall_shrinks_without_going_black(page, relay)
     await page.close()
+
+
+async def wall_shrinks_without_going_black(page: Any, relay: Any) -> None:
+    """The window shrinks (a laptop's wall, a drone more): each tile moves to the smaller rung
+    in a second session, swapped in once it has a picture; in the end one video a tile and one
+    wall session a stream (the old one ended). Sampled every 100 ms, the tile's visible <video>
+    always holds a picture (Chromium also keeps the last frame of a stopped session, so this
+    bound holds for a stop-then-start too: what the swap saves is the freeze in between)."""
+    await page.set_viewport_size({"width": 844, "height": 390})
+    dark: list[Any] = []
+    for _ in range(150):
+        got = await page.evaluate("""() => [...window.__wall.values()].filter((t) => t.doc.name !== 'd5')
+            .map((t) => [t.doc.name, t.rung, t.video.readyState >= 2 && t.video.videoWidth > 0,
+                         t.el.querySelectorAll('video').length, t.playing])""")
+        dark += [g for g in got if not g[2]]
+        if all(g[1] == "low" and g[4] == "low" and g[3] == 1 for g in got):
+            break
+        await asyncio.sleep(0.1)
+    assert all(g[1] == "low" and g[4] == "low" and g[3] == 1 for g in got), got
+    assert dark == [], dark
+    for name in ("d1", "d2", "d3", "d4"):
+        await wait_for(lambda name=name: sorted(v.rendition for v in relay.viewers(name).values() if v.tile) == ["low"],
+                       15, f"{name}: one wall session, on low")
 
 
 async def plain_pages(ctx: Any, url: str, W: int, H: int, out: Path) -> None:
