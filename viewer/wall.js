@@ -61,8 +61,7 @@ function tile(doc) {
 // of rung plays the new session in a second <video> under the first and swaps them at its
 // first frame: the wall never goes black because a drone joined.
 function play(t) {
-  const px = Math.round(t.el.clientHeight * (devicePixelRatio || 1));
-  const rung = params.get("rendition") || rungFor(t.doc.renditions, px);
+  const rung = wanted(t);
   if (!rung || rung === t.rung) return;
   if (t.next && rung === t.playing) {  // back to the rung on screen before the swap: keep it
     t.next.player.stop(); t.next.video.remove(); t.next = null;
@@ -100,6 +99,17 @@ function play(t) {
   player.onMarkers = (msg) => markers.apply(msg);
   player.start();
   if (first) { t.player = player; t.playing = rung; } else t.next = { player, video, rung };
+}
+
+// The rung a tile's size asks for. Near a rung's edge (within 15 %) a tile keeps the one it has:
+// the header growing a line moves every tile by a few pixels, which must not flip sessions.
+function wanted(t) {
+  const forced = params.get("rendition");
+  if (forced) return forced;
+  const px = t.el.clientHeight * (devicePixelRatio || 1);
+  const r = rungFor(t.doc.renditions, px);
+  if (!t.rung) return r;
+  return rungFor(t.doc.renditions, px / 1.15) === rungFor(t.doc.renditions, px * 1.15) ? r : t.rung;
 }
 
 function swap(t, player, video) {

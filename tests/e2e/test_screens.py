@@ -223,7 +223,7 @@ async def wall_page(ctx: Any, relay: Any, W: int, H: int, out: Path, errors: lis
     page.on("pageerror", lambda e: errors.append(str(e)))
     await page.goto(f"{relay.url}/wall")
     tiles = await until(page, """() => { const t = [...window.__wall.values()];
-        return t.length === 5 && t.every((x) => x.rung && x.state) &&
+        return t.length === 5 && t.every((x) => x.rung && x.state && x.playing === x.rung && !x.next) &&
           t.filter((x) => x.state === 'live' || x.state === 'degraded').length === 4
           ? t.map((x) => ({name: x.doc.name, rung: x.rung, h: x.el.clientHeight, state: x.state,
                            dpr: devicePixelRatio})) : null; }""", timeout=40)
@@ -231,8 +231,10 @@ async def wall_page(ctx: Any, relay: Any, W: int, H: int, out: Path, errors: lis
     await until(page, """() => [...window.__wall.values()].filter((t) => t.doc.name !== 'd5')
         .every((t) => /^age [0-9]/.test(t.el.querySelector('.age').textContent))""", timeout=20)
     for t in tiles:
-        want = "low" if t["h"] * t["dpr"] <= 180 / 0.9 else "high"
-        assert t["rung"] == want, (W, H, t)
+        px = t["h"] * t["dpr"]
+        want = "low" if px <= 180 / 0.9 else "high"
+        near = 180 / 0.9 / 1.15 <= px <= 180 / 0.9 * 1.15  # (near the edge a tile keeps its rung)
+        assert t["rung"] == want or near, (W, H, t)
     assert [t["state"] for t in tiles if t["name"] == "d5"] == ["lost"], tiles
     # The relay's own record: each of the wall's sessions is on the tile's rung, marked "wall".
     rungs = {t["name"]: t["rung"] for t in tiles if t["state"] != "lost"}
