@@ -14,7 +14,6 @@ above mean sea level, so it is not given as ``alt``).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,10 +68,7 @@ def read_envelope(topic: str, payload: bytes) -> Envelope:
     t = read_topic(topic)
     if len(payload) > MAX_MESSAGE:
         raise Refused(f"message over {MAX_MESSAGE} bytes")
-    try:
-        doc = json_doc(payload, "DJI message")
-    except ValueError as e:
-        raise Refused(str(e) if isinstance(e, Refused) else "not JSON") from None
+    doc = json_doc(payload, "DJI message")  # (its own Refused: not JSON, nested too deep)
     if not isinstance(doc, dict):
         raise Refused("not a JSON object")
     data = doc.get("data")
@@ -227,7 +223,3 @@ def read_reply(data: dict[str, Any]) -> tuple[int, Any]:
     result = int(finite(data.get("result"), -1, 1e9, "result"))
     out = data.get("output")
     return result, out if isinstance(out, str | int | float | dict | list) or out is None else None
-
-
-def is_finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
