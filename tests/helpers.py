@@ -211,6 +211,14 @@ class Drone:
             await asyncio.wait_for(self.task, 5)
 
 
+async def call(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    """An HTTP request with a bearer token: (status, the JSON answer, or its one-line text)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as s, s.request(method, url, json=body, headers=headers) as r:
+        text = await r.text()
+        return r.status, (json.loads(text) if r.content_type.endswith("json") else text.strip())
+
+
 async def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> None:
     """Until ``cond()`` holds (a coroutine function's result is awaited)."""
     deadline = time.monotonic() + timeout

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from drone_sim.dji import Pilot2
@@ -34,7 +33,7 @@ from drone_sim.flight import Flight
 from relay.sources.gate import free_tcp_port
 from tests.browser import chromium
 from tests.e2e.test_markers_browser import until
-from tests.helpers import wait_for
+from tests.helpers import call, wait_for
 from tests.mosquitto import PILOT_PASS, PILOT_USER, RELAY_PASS, RELAY_USER, Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -64,12 +63,6 @@ def config(broker: str, rtmp_port: int) -> dict[str, Any]:
                 "pilot_username": PILOT_USER, "pilot_password_env": "DJI_PILOT_PASS"},
     }
 
-
-async def call(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as s, s.request(method, url, json=body, headers=headers) as r:
-        text = await r.text()
-        return r.status, (json.loads(text) if r.content_type.endswith("json") else text.strip())
 
 
 @contextlib.asynccontextmanager

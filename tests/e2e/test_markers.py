@@ -18,7 +18,7 @@ import pytest
 
 from drone_sim.flight import Flight
 from relay.geo import distance_m, ground_point
-from tests.helpers import WhepViewer, wait_for
+from tests.helpers import WhepViewer, call, wait_for
 
 pytestmark = pytest.mark.quick
 SECRET = "marker-test-secret-0123456789abcdef-xyz"
@@ -42,12 +42,6 @@ def config(tmp_path: Path, **markers: Any) -> dict[str, Any]:
         "streams": {"d1": {"publish_token": TOKENS["publisher"]}, "d2": {}},
     }
 
-
-async def call(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession() as s, s.request(method, url, json=body, headers=headers) as r:
-        text = await r.text()
-        return r.status, (json.loads(text) if r.content_type.endswith("json") else text)
 
 
 async def telemetry(url: str, samples: list[dict[str, Any]]) -> None:
