@@ -3,7 +3,7 @@
 // XStatic-Leaflet package); tiles from the configured server, or none: then a plain grid
 // with a scale, so the map works with no internet at all.
 import { footprint } from "./geo.js";
-import { KINDS, PRIORITY, declutter, symbol } from "./markers.js";
+import { KINDS, PRIORITY, declutter, labelWidth, symbol } from "./markers.js";
 
 const L = window.L;
 const NICE = [1, 2, 5];
@@ -166,8 +166,7 @@ export class DroneMap {
       const p = this.map.latLngToContainerPoint(mk.getLatLng());
       const label = mk.getElement().querySelector(".mlabel");
       if (!mk.lw || mk.lwW !== size.x) {  // (once per text and size)
-        label.style.maxWidth = `${Math.round(size.x * 0.45)}px`;
-        mk.lw = Math.ceil(label.getBoundingClientRect().width); mk.lwW = size.x;
+        mk.lw = labelWidth(label, size.x * 0.45); mk.lwW = size.x;
       }
       return { x: p.x, y: p.y, w: mk.lw, kind: mk.kind, near: Math.hypot(p.x - size.x / 2, p.y - size.y / 2) };
     });

@@ -84,6 +84,13 @@ export function fillLegend(box, only) {
 // takes the first free place of right, left, below or above its pin, or is hidden (its pin
 // stays; a tap on it shows the label). ``items``: {x, y, w, kind, near}; returns for each
 // {place, box} (box null when hidden). Pins are obstacles too.
+// A label's width as drawn, at most ``maxPx`` (longer text ends in "…"): measured once per
+// text and size by its caller, a layout read that must not happen every frame.
+export function labelWidth(label, maxPx) {
+  label.style.maxWidth = `${Math.round(maxPx)}px`;
+  return Math.ceil(label.getBoundingClientRect().width);
+}
+
 const PLACES = [["r", 17, -11], ["l", -17, -11], ["rb", 17, 9], ["lb", -17, 9], ["ra", 17, -31], ["la", -17, -31]];
 export function declutter(items, W, H) {
   const taken = items.map((it) => ({ x: it.x - 13, y: it.y - 13, w: 26, h: 26 }));
@@ -213,8 +220,7 @@ export class PictureMarks {
     const items = this.drawn.map((d) => {
       const e = this.els.get(d.id);
       if (e._lw === null || e._lw === undefined || e._lwW !== W) {  // (once per text and size)
-        e.children[1].style.maxWidth = `${Math.round(W * 0.4)}px`;
-        e._lw = Math.ceil(e.children[1].getBoundingClientRect().width);
+        e._lw = labelWidth(e.children[1], W * 0.4);
         e._lwW = W;
       }
       return { x: d.x, y: d.y, w: e._lw, kind: d.kind, near: Math.hypot(d.x - W / 2, d.y - H / 2) };
