@@ -137,13 +137,16 @@ class DjiPlatform:
             await asyncio.sleep(backoff)
             backoff = min(30.0, backoff * 2)
 
-    def _refuse(self, reason: str) -> None:
-        """One log line per reason a minute; counted."""
+    def _refuse(self, reason: str, detail: str = "") -> None:
+        """One log line per reason a minute; counted by reason. ``reason`` comes from a fixed
+        set (a value from outside goes in ``detail``, logged, never a key: a hostile sender
+        varying it would otherwise grow the counters without bound)."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
         now = time.monotonic()
         if now - self._said.get(reason, -1e9) > 60:
             self._said[reason] = now
-            log.info("DJI message ignored", extra={"reason": reason, "count": self.refused[reason]})
+            log.info("DJI message ignored", extra={"reason": reason, "detail": detail[:200],
+                                                   "count": self.refused[reason]})
 
     # ---- messages -----------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes) -> None:
@@ -183,7 +186,7 @@ class DjiPlatform:
 
     def _published(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            self._refuse(f"publish failed: {task.exception()}")
+            self._refuse("publish failed", str(task.exception()))
 
     def _dock_config(self, env: Envelope) -> None:
         """A Dock asks for the platform's license when it connects (its ``requests`` ``config``);
@@ -267,7 +270,7 @@ class DjiPlatform:
         try:
             clean = clean_update(fields)
         except TelemetryError as e:
-            self._refuse(f"osd: {e}")
+            self._refuse("osd: a value the telemetry does not take", str(e))
             return
         a.reckon.measured(t, clean)
         entry = self.registry.get(a.stream) if a.stream else None
